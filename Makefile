@@ -1,0 +1,47 @@
+# Thin wrapper over CMake, like redis's: make | make run | make test | make bench | make install
+BUILD ?= build
+PREFIX ?= /usr/local
+ARGS ?=
+CMAKE_FLAGS ?=
+
+.PHONY: all deps run test unit e2e bench fuzz asan clean install
+
+all: $(BUILD)/Makefile
+	@$(MAKE) --no-print-directory -C $(BUILD) -j$$(nproc)
+
+$(BUILD)/Makefile:
+	@command -v cmake >/dev/null || bash scripts/deps.sh
+	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
+
+deps:
+	@bash scripts/deps.sh
+
+run: deps all
+	./$(BUILD)/seckilld $(ARGS)
+
+test: deps all
+	cd $(BUILD) && ctest --output-on-failure
+	SECKILLD=$(CURDIR)/$(BUILD)/seckilld /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+unit: all
+	cd $(BUILD) && ctest --output-on-failure
+
+e2e: all
+	SECKILLD=$(CURDIR)/$(BUILD)/seckilld /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+asan:
+	$(MAKE) BUILD=build-asan CMAKE_FLAGS="-DCMAKE_C_COMPILER=clang -DSK_SANITIZE=address,undefined" test
+
+fuzz:
+	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSK_FUZZ=ON -DSK_SANITIZE=address,undefined
+	$(MAKE) -C build-fuzz -j$$(nproc) fuzz_body
+	./build-fuzz/tests/fuzz_body -max_total_time=$${FUZZ_SECONDS:-60} tests/fuzz/corpus
+
+bench: deps all
+	bash bench/run.sh
+
+install: all
+	install -D -m 0755 $(BUILD)/seckilld $(DESTDIR)$(PREFIX)/bin/seckilld
+
+clean:
+	rm -rf build build-asan build-fuzz

@@ -1,0 +1,513 @@
+/* api.c: the HTTP API of API.md on h2o. One handler per listener (public, admin) checks the
+ * limits, routes (router.c), checks the admin token and the rate limit, then runs a thin action:
+ * parse (parse.c) -> store (store.h) -> reply. Every error reply comes from the error table
+ * (error.h). A request waiting for the store survives its connection closing: a slot in the
+ * request's pool is cleared when h2o frees the request, and the store's answer is then dropped. */
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include "error.h"
+#include "log.h"
+#include "metrics.h"
+#include "parse.h"
+#include "ratelimit.h"
+#include "router.h"
+#include "server.h"
+#include "util.h"
+
+typedef struct handler_s {
+    h2o_handler_t super;
+    sk_server_t *srv;
+    int admin;
+} handler_t;
+
+/* A request waiting for the store. */
+typedef struct call_s {
+    sk_store_req_t sreq;
+    h2o_req_t *req;         /* NULL once h2o has freed the request */
+    struct call_s **slot;   /* in the request's pool */
+    sk_worker_t *worker;
+    sk_action_t action;
+    sk_take_body_t body;    /* take: owns the strings sreq borrows */
+} call_t;
+
+/* Error bodies for the default messages, made once at start. */
+static h2o_iovec_t error_bodies[SK_ERR_COUNT + 1];
+
+static void init_error_bodies(void)
+{
+    for (int i = 1; i <= SK_ERR_COUNT; i++) {
+        int err = SK_ERR_FIRST_ + i;
+        json_t *o = json_pack("{s:s, s:s}", "error", sk_err_code(err), "message", sk_err_message(err));
+        char *s = json_dumps(o, JSON_PRESERVE_ORDER | JSON_COMPACT);
+        error_bodies[i] = h2o_iovec_init(s, strlen(s));
+        json_decref(o);
+    }
+}
+
+static sk_worker_t *worker_of(h2o_req_t *req)
+{
+    return H2O_STRUCT_FROM_MEMBER(sk_worker_t, ctx, req->conn->ctx);
+}
+
+static int64_t elapsed_us(h2o_req_t *req)
+{
+    struct timeval now;
+    gettimeofday(&now, NULL);
+    return (int64_t)(now.tv_sec - req->timestamps.request_begin_at.tv_sec) * 1000000 +
+           (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
+}
+
+/* Sends a reply with Content-Length (never chunked). The body is copied. */
+static void reply(h2o_req_t *req, int action, int status, const char *ctype, const char *body, size_t len)
+{
+    static const char *const reasons[600] = {
+        [200] = "OK", [201] = "Created", [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
+        [404] = "Not Found", [405] = "Method Not Allowed", [409] = "Conflict", [413] = "Payload Too Large",
+        [429] = "Too Many Requests", [431] = "Request Header Fields Too Large", [500] = "Internal Server Error",
+        [503] = "Service Unavailable", [507] = "Insufficient Storage"};
+    req->res.status = status;
+    req->res.reason = status < 600 && reasons[status] ? reasons[status] : "Unknown";
+    req->res.content_length = len;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
+    sk_metrics_request(action, status, elapsed_us(req));
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        len = 0;
+    h2o_send_inline(req, body, len);
+}
+
+static void reply_json(h2o_req_t *req, int action, int status, json_t *o)
+{
+    char buf[1024];
+    size_t n = json_dumpb(o, buf, sizeof(buf), JSON_PRESERVE_ORDER | JSON_COMPACT);
+    if (n <= sizeof(buf)) {
+        reply(req, action, status, "application/json", buf, n);
+    } else {
+        char *s = json_dumps(o, JSON_PRESERVE_ORDER | JSON_COMPACT);
+        reply(req, action, status, "application/json", s, strlen(s));
+        free(s);
+    }
+    json_decref(o);
+}
+
+/* Replies with an error from the table; `message` overrides the default text when not NULL. */
+static void reply_error(h2o_req_t *req, int action, int err, const char *message)
+{
+    int status = sk_err_status(err);
+    if (status == 429 || status == 503)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    if (message == NULL) {
+        int i = err - SK_ERR_FIRST_;
+        if (i < 1 || i > SK_ERR_COUNT)
+            i = SK_EINTERNAL - SK_ERR_FIRST_;
+        reply(req, action, status, "application/json", error_bodies[i].base, error_bodies[i].len);
+        return;
+    }
+    reply_json(req, action, status, json_pack("{s:s, s:s}", "error", sk_err_code(err), "message", message));
+}
+
+static json_t *time_or_null(int64_t t)
+{
+    return t == SK_NO_TIME ? json_null() : json_integer(t);
+}
+
+static json_t *string_or_null(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+static json_t *order_json(const sk_order_t *o, int64_t now)
+{
+    char id[24];
+    snprintf(id, sizeof(id), "%llu", (unsigned long long)o->id);
+    return json_pack("{s:s, s:s, s:o, s:I, s:s, s:o, s:I, s:o}", "sale", o->sale, "order", id, "user",
+                     string_or_null(o->user), "qty", (json_int_t)o->qty, "status",
+                     sk_order_status_name(sk_order_effective(o->status, o->expires_at, now)), "request_id",
+                     string_or_null(o->request_id), "created_at", (json_int_t)o->created_at, "expires_at",
+                     time_or_null(o->expires_at));
+}
+
+static json_t *sale_json(const sk_sale_view_t *v, int64_t now)
+{
+    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:s}", "sale", v->id, "stock",
+                     (json_int_t)v->conf.stock, "sold", (json_int_t)v->sold, "held", (json_int_t)v->held, "remaining",
+                     (json_int_t)sk_sale_remaining(v), "per_user_limit", (json_int_t)v->conf.per_user_limit,
+                     "hold_seconds", (json_int_t)v->conf.hold_seconds, "starts_at", time_or_null(v->conf.starts_at),
+                     "ends_at", time_or_null(v->conf.ends_at), "state",
+                     sk_sale_state_name(sk_sale_state(v, now)));
+}
+
+static void csv_field(sk_buf_t *b, const char *s)
+{
+    if (s == NULL)
+        return;
+    if (strpbrk(s, ",\"\r\n") == NULL) {
+        sk_buf_append(b, s, strlen(s));
+        return;
+    }
+    sk_buf_append(b, "\"", 1);
+    for (const char *p = s; *p; p++) {
+        if (*p == '"')
+            sk_buf_append(b, "\"", 1);
+        sk_buf_append(b, p, 1);
+    }
+    sk_buf_append(b, "\"", 1);
+}
+
+static int wants_csv(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
+    if (i < 0)
+        return 0;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    return memmem(v.base, v.len, "text/csv", 8) != NULL;
+}
+
+/* Sends the answer of a finished store request. */
+static void answer(h2o_req_t *req, call_t *c)
+{
+    sk_store_req_t *s = &c->sreq;
+    int64_t now = s->now_ms / 1000;
+    if (c->action == SK_A_TAKE)
+        sk_metrics_take(s->err);
+    if (s->err != 0) {
+        reply_error(req, c->action, s->err, NULL);
+        return;
+    }
+    switch (c->action) {
+    case SK_A_TAKE:
+        reply_json(req, c->action, s->created ? 201 : 200, order_json(&s->order, now));
+        return;
+    case SK_A_SALE_PUT:
+        reply_json(req, c->action, s->created ? 201 : 200, sale_json(&s->view, now));
+        return;
+    case SK_A_SALE_GET:
+        reply_json(req, c->action, 200, sale_json(&s->view, now));
+        return;
+    case SK_A_SALE_LIST: {
+        json_t *a = json_array();
+        for (size_t i = 0; i < s->nviews; i++)
+            json_array_append_new(a, sale_json(&s->views[i], now));
+        reply_json(req, c->action, 200, json_pack("{s:o}", "sales", a));
+        return;
+    }
+    case SK_A_ORDER_GET:
+    case SK_A_ORDER_CONFIRM:
+    case SK_A_ORDER_CANCEL:
+        reply_json(req, c->action, 200, order_json(&s->order, now));
+        return;
+    case SK_A_ORDER_LIST: {
+        char next[24];
+        if (s->more)
+            snprintf(next, sizeof(next), "%llu", (unsigned long long)s->orders[s->norders - 1].id);
+        if (wants_csv(req)) {
+            sk_buf_t b = {0};
+            sk_buf_printf(&b, "sale,order,user,qty,status,request_id,created_at,expires_at\r\n");
+            for (size_t i = 0; i < s->norders; i++) {
+                const sk_order_t *o = &s->orders[i];
+                sk_buf_printf(&b, "%s,%llu,", o->sale, (unsigned long long)o->id);
+                csv_field(&b, o->user);
+                sk_buf_printf(&b, ",%lld,%s,", (long long)o->qty,
+                              sk_order_status_name(sk_order_effective(o->status, o->expires_at, now)));
+                csv_field(&b, o->request_id);
+                sk_buf_printf(&b, ",%lld,", (long long)o->created_at);
+                if (o->expires_at != SK_NO_TIME)
+                    sk_buf_printf(&b, "%lld", (long long)o->expires_at);
+                sk_buf_append(&b, "\r\n", 2);
+            }
+            if (s->more)
+                h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-next"), 0, NULL,
+                                      h2o_strdup(&req->pool, next, SIZE_MAX).base, strlen(next));
+            reply(req, c->action, 200, "text/csv; charset=utf-8", b.p, b.len);
+            sk_buf_dispose(&b);
+            return;
+        }
+        json_t *a = json_array();
+        for (size_t i = 0; i < s->norders; i++)
+            json_array_append_new(a, order_json(&s->orders[i], now));
+        reply_json(req, c->action, 200,
+                   json_pack("{s:o, s:o}", "orders", a, "next", s->more ? json_string(next) : json_null()));
+        return;
+    }
+    default:
+        reply_error(req, c->action, SK_EINTERNAL, NULL);
+    }
+}
+
+static void call_free(call_t *c)
+{
+    sk_store_req_dispose(&c->sreq);
+    sk_take_body_dispose(&c->body);
+    free(c);
+}
+
+static void on_req_disposed(void *p)
+{
+    call_t **slot = p;
+    if (*slot != NULL)
+        (*slot)->req = NULL;
+}
+
+/* The store's answer, on this worker's loop. */
+static void on_store_answer(sk_store_req_t *sreq)
+{
+    call_t *c = H2O_STRUCT_FROM_MEMBER(call_t, sreq, sreq);
+    c->worker->inflight--;
+    if (c->req != NULL) {
+        *c->slot = NULL;
+        answer(c->req, c);
+    } else if (c->action == SK_A_TAKE) {
+        sk_metrics_take(sreq->err);
+    }
+    call_free(c);
+}
+
+static void submit(h2o_req_t *req, call_t *c)
+{
+    sk_worker_t *w = worker_of(req);
+    c->worker = w;
+    c->req = req;
+    c->sreq.receiver = &w->store_receiver;
+    c->sreq.cb = on_store_answer;
+    int rc = sk_store_submit(w->server->store, &c->sreq);
+    if (rc == SK_STORE_DONE) {
+        answer(req, c);
+        call_free(c);
+    } else if (rc < 0) {
+        reply_error(req, c->action, rc, NULL);
+        call_free(c);
+    } else {
+        w->inflight++;
+        c->slot = h2o_mem_alloc_shared(&req->pool, sizeof(*c->slot), on_req_disposed);
+        *c->slot = c;
+    }
+}
+
+static call_t *call_new(sk_action_t action, sk_store_op_t op, const sk_match_t *m)
+{
+    call_t *c = sk_calloc(1, sizeof(*c));
+    c->action = action;
+    c->sreq.op = op;
+    if (m->sale.len <= SK_SALE_ID_MAX) {
+        memcpy(c->sreq.sale, m->sale.p, m->sale.len);
+        c->sreq.sale[m->sale.len] = '\0';
+    }
+    return c;
+}
+
+static size_t head_size(h2o_req_t *req)
+{
+    size_t n = req->method.len + req->path.len + 13; /* " HTTP/1.1\r\n" and the blank line */
+    for (size_t i = 0; i < req->headers.size; i++)
+        n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    return n;
+}
+
+static int token_ok(h2o_req_t *req, const char *token)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i < 0)
+        return 0;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    size_t tlen = strlen(token);
+    if (v.len != 7 + tlen || strncasecmp(v.base, "Bearer ", 7) != 0)
+        return 0;
+    return CRYPTO_memcmp(v.base + 7, token, tlen) == 0;
+}
+
+/* The client a rate limit applies to: the user named by the request, else the peer address (or
+ * the first X-Forwarded-For address behind a trusted proxy). */
+static int rate_limited(sk_server_t *srv, h2o_req_t *req, const char *user, size_t ulen, int *retry_after)
+{
+    char key[160];
+    size_t klen;
+    if (user != NULL) {
+        klen = (size_t)snprintf(key, sizeof(key), "u:%.*s", (int)ulen, user);
+    } else {
+        ssize_t i;
+        if (srv->cfg->trust_proxy && (i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, -1)) >= 0) {
+            h2o_iovec_t v = req->headers.entries[i].value;
+            const char *comma = memchr(v.base, ',', v.len);
+            size_t n = comma ? (size_t)(comma - v.base) : v.len;
+            while (n > 0 && v.base[n - 1] == ' ')
+                n--;
+            klen = (size_t)snprintf(key, sizeof(key), "a:%.*s", (int)(n > 100 ? 100 : n), v.base);
+        } else {
+            struct sockaddr_storage ss;
+            socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+            char host[NI_MAXHOST];
+            if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host) == SIZE_MAX)
+                snprintf(host, sizeof(host), "unknown");
+            klen = (size_t)snprintf(key, sizeof(key), "a:%s", host);
+        }
+    }
+    if (klen >= sizeof(key))
+        klen = sizeof(key) - 1;
+    return sk_ratelimit_take(srv->ratelimit, key, klen, sk_mono_ms(), retry_after) != 0;
+}
+
+static int check_rate(sk_server_t *srv, handler_t *h, h2o_req_t *req, int action, const char *user, size_t ulen)
+{
+    int retry;
+    char ra[16];
+    if (h->admin || srv->ratelimit == NULL || !rate_limited(srv, req, user, ulen, &retry))
+        return 0;
+    snprintf(ra, sizeof(ra), "%d", retry);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, h2o_strdup(&req->pool, ra, SIZE_MAX).base,
+                   strlen(ra));
+    if (action == SK_A_TAKE)
+        sk_metrics_take(SK_ERATE_LIMITED);
+    reply(req, action, 429, "application/json", error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].base,
+          error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].len);
+    return 1;
+}
+
+static void do_metrics(sk_server_t *srv, h2o_req_t *req)
+{
+    sk_buf_t b = {0};
+    sk_store_req_t s = {.op = SK_STORE_SALE_LIST};
+    sk_metrics_render(&b);
+    sk_buf_printf(&b, "# HELP seckill_store_up 1 when the store can answer.\n# TYPE seckill_store_up gauge\n"
+                      "seckill_store_up{store=\"%s\"} %d\n",
+                  srv->store->ops->name, srv->store->ops->healthy(srv->store));
+    if (sk_store_submit(srv->store, &s) == SK_STORE_DONE && s.err == 0) {
+        static const char *const g[3] = {"sold", "held", "remaining"};
+        for (int k = 0; k < 3; k++) {
+            sk_buf_printf(&b, "# TYPE seckill_sale_%s gauge\n", g[k]);
+            for (size_t i = 0; i < s.nviews; i++) {
+                const sk_sale_view_t *v = &s.views[i];
+                int64_t x = k == 0 ? v->sold : k == 1 ? v->held : sk_sale_remaining(v);
+                sk_buf_printf(&b, "seckill_sale_%s{sale=\"%s\"} %lld\n", g[k], v->id, (long long)x);
+            }
+        }
+    }
+    sk_store_req_dispose(&s);
+    reply(req, SK_A_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
+    sk_buf_dispose(&b);
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    handler_t *h = (handler_t *)self;
+    sk_server_t *srv = h->srv;
+    sk_match_t m;
+    const char *why = NULL;
+    int rc;
+
+    if (head_size(req) > (size_t)srv->cfg->max_head_bytes) {
+        reply_error(req, SK_A_COUNT_, SK_EHEAD_TOO_LARGE, NULL);
+        return 0;
+    }
+    if (req->entity.base != NULL && req->entity.len > (size_t)srv->cfg->max_body_bytes) {
+        reply_error(req, SK_A_COUNT_, SK_EBODY_TOO_LARGE, NULL);
+        return 0;
+    }
+    if ((rc = sk_route(req->method.base, req->method.len, req->path.base, req->path.len, h->admin, &m)) != 0) {
+        if (rc == SK_EMETHOD_NOT_ALLOWED)
+            h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, m.allow, strlen(m.allow));
+        reply_error(req, SK_A_COUNT_, rc, NULL);
+        return 0;
+    }
+    if (sk_action_is_admin(m.action) && srv->cfg->admin_token != NULL && !token_ok(req, srv->cfg->admin_token)) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
+        reply_error(req, m.action, SK_EUNAUTHORIZED, NULL);
+        return 0;
+    }
+    if (m.sale.p != NULL && !sk_valid_sale_id(m.sale.p, m.sale.len)) {
+        reply_error(req, m.action, SK_EBAD_REQUEST, "the sale id must match [A-Za-z0-9_.-]{1,64}");
+        return 0;
+    }
+
+    call_t *c;
+    switch (m.action) {
+    case SK_A_HEALTHZ:
+        if (check_rate(srv, h, req, m.action, NULL, 0))
+            return 0;
+        if (srv->store->ops->healthy(srv->store))
+            reply(req, m.action, 200, "application/json", H2O_STRLIT("{\"status\":\"ok\"}"));
+        else
+            reply(req, m.action, 503, "application/json", H2O_STRLIT("{\"status\":\"unavailable\"}"));
+        return 0;
+    case SK_A_METRICS:
+        do_metrics(srv, req);
+        return 0;
+    case SK_A_SALE_LIST:
+        submit(req, call_new(m.action, SK_STORE_SALE_LIST, &m));
+        return 0;
+    case SK_A_SALE_GET:
+        if (check_rate(srv, h, req, m.action, NULL, 0))
+            return 0;
+        submit(req, call_new(m.action, SK_STORE_SALE_GET, &m));
+        return 0;
+    case SK_A_SALE_PUT:
+        c = call_new(m.action, SK_STORE_SALE_PUT, &m);
+        if ((rc = sk_parse_sale_conf(req->entity.base, req->entity.len, &c->sreq.conf, &why)) != 0) {
+            reply_error(req, m.action, rc, why);
+            call_free(c);
+            return 0;
+        }
+        submit(req, c);
+        return 0;
+    case SK_A_TAKE:
+        c = call_new(m.action, SK_STORE_TAKE, &m);
+        if ((rc = sk_parse_take(req->entity.base, req->entity.len, &c->body, &why)) != 0) {
+            sk_metrics_take(rc);
+            reply_error(req, m.action, rc, why);
+            call_free(c);
+            return 0;
+        }
+        if (check_rate(srv, h, req, m.action, c->body.user, c->body.user_len)) {
+            call_free(c);
+            return 0;
+        }
+        c->sreq.user = c->body.user;
+        c->sreq.user_len = c->body.user_len;
+        c->sreq.qty = c->body.qty;
+        c->sreq.request_id = c->body.request_id;
+        c->sreq.request_id_len = c->body.request_id_len;
+        submit(req, c);
+        return 0;
+    case SK_A_ORDER_LIST:
+        c = call_new(m.action, SK_STORE_ORDER_LIST, &m);
+        if ((rc = sk_parse_list_query(m.query.p, m.query.len, &c->sreq.order_id, &c->sreq.limit, &why)) != 0) {
+            reply_error(req, m.action, rc, why);
+            call_free(c);
+            return 0;
+        }
+        submit(req, c);
+        return 0;
+    case SK_A_ORDER_GET:
+    case SK_A_ORDER_CONFIRM:
+    case SK_A_ORDER_CANCEL:
+        c = call_new(m.action,
+                     m.action == SK_A_ORDER_GET       ? SK_STORE_ORDER_GET
+                     : m.action == SK_A_ORDER_CONFIRM ? SK_STORE_ORDER_CONFIRM
+                                                      : SK_STORE_ORDER_CANCEL,
+                     &m);
+        if ((c->sreq.order_id = sk_parse_order_id(m.order.p, m.order.len)) == 0) {
+            reply_error(req, m.action, SK_ENO_SUCH_ORDER, NULL);
+            call_free(c);
+            return 0;
+        }
+        submit(req, c);
+        return 0;
+    default:
+        reply_error(req, m.action, SK_ENOT_FOUND, NULL);
+        return 0;
+    }
+}
+
+void sk_api_register(sk_server_t *srv)
+{
+    init_error_bodies();
+    h2o_hostconf_t *hosts[2] = {srv->host_public, srv->host_admin};
+    for (int i = 0; i < 2; i++) {
+        h2o_pathconf_t *pc = h2o_config_register_path(hosts[i], "/", 0);
+        handler_t *h = (handler_t *)h2o_create_handler(pc, sizeof(*h));
+        h->super.on_req = on_req;
+        h->srv = srv;
+        h->admin = i == 1;
+    }
+}

@@ -1,0 +1,30 @@
+/* main.c: options -> server -> run -> exit code, nothing else. */
+#include <stdio.h>
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+int main(int argc, char **argv)
+{
+    sk_config_t cfg;
+    sk_log_level_t level;
+    int rc = sk_config_load(&cfg, argc, argv, stdout, stderr);
+    if (rc != SK_CONFIG_RUN) {
+        sk_config_dispose(&cfg);
+        return rc == SK_CONFIG_EXIT_OK ? 0 : 2;
+    }
+    if (sk_log_parse_level(cfg.log_level, &level) != 0) {
+        fprintf(stderr, "seckilld: --log-level must be debug, info, warn or error\n");
+        sk_config_dispose(&cfg);
+        return 2;
+    }
+    sk_log_level = level;
+    if (sk_log_open(cfg.log_file) != 0) {
+        perror("seckilld: cannot open the log file");
+        sk_config_dispose(&cfg);
+        return 1;
+    }
+    rc = sk_server_run(&cfg);
+    sk_config_dispose(&cfg);
+    return rc;
+}

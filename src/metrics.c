@@ -1,0 +1,188 @@
+/* metrics.c: see metrics.h. */
+#include "metrics.h"
+#include <pthread.h>
+#include <stdlib.h>
+#include <stdatomic.h>
+#include <string.h>
+#include "error.h"
+
+#define MAX_THREADS 256
+#define NSTATUS 16
+#define NLAT 13
+
+static const int statuses[NSTATUS] = {200, 201, 400, 401, 403, 404, 405, 409, 413, 429, 431, 500, 503, 507, 0, 0};
+static const int64_t lat_bounds_us[NLAT - 1] = {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000};
+static const int64_t batch_bounds[8] = {1, 2, 4, 16, 64, 256, 1024, 4096};
+static const int64_t fsync_bounds_ms[8] = {1, 2, 5, 10, 25, 50, 100, 1000};
+
+typedef _Atomic uint64_t counter_t;
+
+typedef struct block_s {
+    counter_t requests[SK_A_COUNT_ + 1][NSTATUS];
+    counter_t takes[SK_ERR_COUNT + 1]; /* [0]: won; [i]: error SK_ERR_FIRST_ + i */
+    counter_t lat[NLAT];
+    counter_t lat_sum_us;
+    counter_t lat_count;
+} block_t;
+
+typedef struct commit_block_s {
+    counter_t batches, orders, failures;
+    counter_t size[9];
+    counter_t fsync[9];
+    counter_t fsync_sum_ms;
+} commit_block_t;
+
+static block_t *blocks[MAX_THREADS];
+static _Atomic int nblocks;
+static block_t overflow; /* threads past MAX_THREADS share this one; counts may then be approximate */
+static commit_block_t commits;
+static __thread block_t *mine;
+
+static inline void inc(counter_t *c, uint64_t by)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + by, memory_order_relaxed);
+}
+
+void sk_metrics_thread_init(void)
+{
+    int i = atomic_fetch_add(&nblocks, 1);
+    if (i >= MAX_THREADS) {
+        mine = &overflow;
+        return;
+    }
+    mine = calloc(1, sizeof(*mine));
+    blocks[i] = mine;
+}
+
+static block_t *me(void)
+{
+    return mine ? mine : &overflow;
+}
+
+static int status_index(int status)
+{
+    for (int i = 0; i < NSTATUS && statuses[i] != 0; i++)
+        if (statuses[i] == status)
+            return i;
+    return NSTATUS - 1;
+}
+
+void sk_metrics_request(int action, int status, int64_t latency_us)
+{
+    block_t *b = me();
+    if (action < 0 || action > SK_A_COUNT_)
+        action = SK_A_COUNT_;
+    inc(&b->requests[action][status_index(status)], 1);
+    int k = 0;
+    while (k < NLAT - 1 && latency_us > lat_bounds_us[k])
+        k++;
+    inc(&b->lat[k], 1);
+    inc(&b->lat_sum_us, (uint64_t)(latency_us > 0 ? latency_us : 0));
+    inc(&b->lat_count, 1);
+}
+
+void sk_metrics_take(int err)
+{
+    int i = err == 0 ? 0 : err - SK_ERR_FIRST_;
+    if (i < 0 || i > SK_ERR_COUNT)
+        i = SK_EINTERNAL - SK_ERR_FIRST_;
+    inc(&me()->takes[i], 1);
+}
+
+static int bucket(const int64_t *bounds, int n, int64_t v)
+{
+    int k = 0;
+    while (k < n && v > bounds[k])
+        k++;
+    return k;
+}
+
+void sk_metrics_commit(size_t n, int64_t ms, int ok)
+{
+    inc(&commits.batches, 1);
+    if (!ok) {
+        inc(&commits.failures, 1);
+        return;
+    }
+    inc(&commits.orders, n);
+    inc(&commits.size[bucket(batch_bounds, 8, (int64_t)n)], 1);
+    inc(&commits.fsync[bucket(fsync_bounds_ms, 8, ms)], 1);
+    inc(&commits.fsync_sum_ms, (uint64_t)ms);
+}
+
+static uint64_t rd(counter_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* Sums the counter at byte offset `off` over every block. */
+static uint64_t sum_at(size_t off)
+{
+    uint64_t s = rd((counter_t *)((char *)&overflow + off));
+    int n = atomic_load(&nblocks);
+    for (int i = 0; i < n && i < MAX_THREADS; i++)
+        if (blocks[i] != NULL)
+            s += rd((counter_t *)((char *)blocks[i] + off));
+    return s;
+}
+
+#define SUM(field) sum_at(offsetof(block_t, field))
+
+static void histogram(sk_buf_t *o, const char *name, const char *labels, const int64_t *bounds, int nb,
+                      double scale, counter_t *buckets, uint64_t count, double sum)
+{
+    uint64_t cum = 0;
+    for (int k = 0; k <= nb; k++) {
+        cum += rd(&buckets[k]);
+        if (k < nb)
+            sk_buf_printf(o, "%s_bucket{%sle=\"%g\"} %llu\n", name, labels, (double)bounds[k] * scale,
+                          (unsigned long long)cum);
+        else
+            sk_buf_printf(o, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
+    }
+    sk_buf_printf(o, "%s_sum %g\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
+}
+
+void sk_metrics_render(sk_buf_t *o)
+{
+    sk_buf_printf(o, "# HELP seckill_requests_total HTTP requests answered, by route and status.\n"
+                     "# TYPE seckill_requests_total counter\n");
+    for (int a = 0; a <= SK_A_COUNT_; a++)
+        for (int s = 0; s < NSTATUS; s++) {
+            uint64_t v = SUM(requests[a][s]);
+            if (v != 0)
+                sk_buf_printf(o, "seckill_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                              a == SK_A_COUNT_ ? "none" : sk_action_name((sk_action_t)a), statuses[s],
+                              (unsigned long long)v);
+        }
+    sk_buf_printf(o, "# HELP seckill_takes_total Take outcomes, by error code (won for a new order).\n"
+                     "# TYPE seckill_takes_total counter\n");
+    sk_buf_printf(o, "seckill_takes_total{outcome=\"won\"} %llu\n", (unsigned long long)SUM(takes[0]));
+    for (int i = 1; i <= SK_ERR_COUNT; i++) {
+        uint64_t v = SUM(takes[i]);
+        if (v != 0 || i == SK_ESOLD_OUT - SK_ERR_FIRST_ || i == SK_EUSER_LIMIT - SK_ERR_FIRST_)
+            sk_buf_printf(o, "seckill_takes_total{outcome=\"%s\"} %llu\n", sk_err_code(SK_ERR_FIRST_ + i),
+                          (unsigned long long)v);
+    }
+    sk_buf_printf(o, "# HELP seckill_request_duration_seconds Time from request to reply.\n"
+                     "# TYPE seckill_request_duration_seconds histogram\n");
+    counter_t lat[NLAT];
+    for (int k = 0; k < NLAT; k++)
+        atomic_init(&lat[k], SUM(lat[k]));
+    histogram(o, "seckill_request_duration_seconds", "", lat_bounds_us, NLAT - 1, 1e-6, lat, SUM(lat_count),
+              (double)SUM(lat_sum_us) / 1e6);
+    sk_buf_printf(o, "# HELP seckill_commit_batches_total Committer transactions (embedded store).\n"
+                     "# TYPE seckill_commit_batches_total counter\nseckill_commit_batches_total %llu\n"
+                     "# TYPE seckill_commit_failures_total counter\nseckill_commit_failures_total %llu\n"
+                     "# TYPE seckill_committed_orders_total counter\nseckill_committed_orders_total %llu\n",
+                  (unsigned long long)rd(&commits.batches), (unsigned long long)rd(&commits.failures),
+                  (unsigned long long)rd(&commits.orders));
+    sk_buf_printf(o, "# HELP seckill_commit_batch_size Orders per committed batch.\n"
+                     "# TYPE seckill_commit_batch_size histogram\n");
+    histogram(o, "seckill_commit_batch_size", "", batch_bounds, 8, 1, commits.size,
+              rd(&commits.batches) - rd(&commits.failures), (double)rd(&commits.orders));
+    sk_buf_printf(o, "# HELP seckill_commit_fsync_seconds Time to commit and fsync one batch.\n"
+                     "# TYPE seckill_commit_fsync_seconds histogram\n");
+    histogram(o, "seckill_commit_fsync_seconds", "", fsync_bounds_ms, 8, 1e-3, commits.fsync,
+              rd(&commits.batches) - rd(&commits.failures), (double)rd(&commits.fsync_sum_ms) / 1e3);
+}

@@ -1,0 +1,25 @@
+/* metrics.h: counters for GET /metrics (Prometheus text format). Each worker thread counts into
+ * its own block with plain relaxed stores (no locked instructions, no shared cache lines on the
+ * hot path); a scrape sums the blocks. The committer's figures have a block of their own. */
+#ifndef SK_METRICS_H
+#define SK_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "router.h"
+#include "util.h"
+
+/* Makes the calling thread's counter block (once per worker thread). */
+void sk_metrics_thread_init(void);
+
+/* One answered request: its action (SK_A_COUNT_ for unrouted), HTTP status and latency. */
+void sk_metrics_request(int action, int status, int64_t latency_us);
+/* One take outcome: 0 for a win, else the SK_E* code. */
+void sk_metrics_take(int err);
+/* One committer batch of n orders that took ms milliseconds to commit (and fsync). */
+void sk_metrics_commit(size_t n, int64_t ms, int ok);
+
+/* Appends every counter in Prometheus text format. */
+void sk_metrics_render(sk_buf_t *out);
+
+#endif

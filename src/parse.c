@@ -1,0 +1,244 @@
+/* parse.c: see parse.h. jansson does the JSON (with UTF-8 validation, duplicate-key rejection
+ * and no NUL in strings); this file only checks shapes, types and ranges. */
+#include "parse.h"
+#include <string.h>
+#include "error.h"
+
+
+
+static int fail(const char **why, const char *msg)
+{
+    *why = msg;
+    return SK_EBAD_REQUEST;
+}
+
+static json_t *load_object(const char *buf, size_t len, const char **why)
+{
+    json_error_t e;
+    json_t *root;
+    if (len == 0)
+        return json_object();
+    if ((root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &e)) == NULL) {
+        *why = "the body is not valid JSON";
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        *why = "the body must be a JSON object";
+        return NULL;
+    }
+    return root;
+}
+
+/* Integers only: 1.0, true and "1" are type errors, as are values past 2^53. */
+static int get_int(json_t *v, int64_t min, int64_t max, int64_t *out)
+{
+    if (!json_is_integer(v))
+        return -1;
+    json_int_t i = json_integer_value(v);
+    if (i < min || i > max)
+        return -1;
+    *out = (int64_t)i;
+    return 0;
+}
+
+int sk_valid_sale_id(const char *s, size_t len)
+{
+    if (len < 1 || len > SK_SALE_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int sk_valid_ident(const char *s, size_t len)
+{
+    if (len < 1 || len > SK_IDENT_MAX)
+        return 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) {
+            if (c < 0x20 || c == 0x7f)
+                return 0;
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            n = 2, cp = c & 0x1f;
+        } else if ((c & 0xf0) == 0xe0) {
+            n = 3, cp = c & 0x0f;
+        } else if ((c & 0xf8) == 0xf0) {
+            n = 4, cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (i + n > len)
+            return 0;
+        for (size_t k = 1; k < n; k++) {
+            unsigned char cc = (unsigned char)s[i + k];
+            if ((cc & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (cc & 0x3f);
+        }
+        /* overlong forms, surrogates, past U+10FFFF, and C1 controls */
+        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+            (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
+uint64_t sk_parse_order_id(const char *s, size_t len)
+{
+    uint64_t v = 0;
+    if (len < 1 || len > 19 || s[0] == '0')
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    return v <= (uint64_t)INT64_MAX ? v : 0;
+}
+
+int sk_parse_take(const char *buf, size_t len, sk_take_body_t *out, const char **why)
+{
+    const char *key;
+    json_t *v;
+    memset(out, 0, sizeof(*out));
+    out->qty = 1;
+    if ((out->root = load_object(buf, len, why)) == NULL)
+        return SK_EBAD_REQUEST;
+    json_object_foreach(out->root, key, v)
+    {
+        if (strcmp(key, "user") == 0) {
+            if (json_is_null(v))
+                continue;
+            if (!json_is_string(v) || !sk_valid_ident(json_string_value(v), json_string_length(v)))
+                goto bad_user;
+            out->user = json_string_value(v);
+            out->user_len = json_string_length(v);
+        } else if (strcmp(key, "qty") == 0) {
+            if (get_int(v, 1, SK_MAX_UNITS, &out->qty) != 0) {
+                sk_take_body_dispose(out);
+                return fail(why, "qty must be an integer from 1 to 2^53");
+            }
+        } else if (strcmp(key, "request_id") == 0) {
+            if (json_is_null(v))
+                continue;
+            if (!json_is_string(v) || !sk_valid_ident(json_string_value(v), json_string_length(v))) {
+                sk_take_body_dispose(out);
+                return fail(why, "request_id must be 1-128 bytes of UTF-8 without control characters");
+            }
+            out->request_id = json_string_value(v);
+            out->request_id_len = json_string_length(v);
+        } else {
+            sk_take_body_dispose(out);
+            return fail(why, "unknown field in the body");
+        }
+    }
+    return 0;
+bad_user:
+    sk_take_body_dispose(out);
+    return fail(why, "user must be 1-128 bytes of UTF-8 without control characters");
+}
+
+void sk_take_body_dispose(sk_take_body_t *b)
+{
+    if (b->root != NULL)
+        json_decref(b->root);
+    b->root = NULL;
+}
+
+int sk_parse_sale_conf(const char *buf, size_t len, sk_sale_conf_t *out, const char **why)
+{
+    const char *key;
+    json_t *v, *root;
+    int have_stock = 0, rc = SK_EBAD_REQUEST;
+    *out = (sk_sale_conf_t){0, 0, 0, SK_NO_TIME, SK_NO_TIME};
+    if ((root = load_object(buf, len, why)) == NULL)
+        return SK_EBAD_REQUEST;
+    json_object_foreach(root, key, v)
+    {
+        if (strcmp(key, "stock") == 0) {
+            if (get_int(v, 0, SK_MAX_UNITS, &out->stock) != 0) {
+                fail(why, "stock must be an integer from 0 to 2^53");
+                goto out;
+            }
+            have_stock = 1;
+        } else if (strcmp(key, "per_user_limit") == 0) {
+            if (get_int(v, 0, SK_MAX_UNITS, &out->per_user_limit) != 0) {
+                fail(why, "per_user_limit must be an integer from 0 to 2^53");
+                goto out;
+            }
+        } else if (strcmp(key, "hold_seconds") == 0) {
+            if (get_int(v, 0, 31536000, &out->hold_seconds) != 0) {
+                fail(why, "hold_seconds must be an integer from 0 to 31536000");
+                goto out;
+            }
+        } else if (strcmp(key, "starts_at") == 0 || strcmp(key, "ends_at") == 0) {
+            int64_t *t = key[0] == 's' ? &out->starts_at : &out->ends_at;
+            if (json_is_null(v))
+                *t = SK_NO_TIME;
+            else if (get_int(v, 0, INT64_C(253402300799), t) != 0) {
+                fail(why, "starts_at and ends_at must be null or integer seconds since the epoch");
+                goto out;
+            }
+        } else {
+            fail(why, "unknown field in the body");
+            goto out;
+        }
+    }
+    if (!have_stock) {
+        fail(why, "stock is required");
+        goto out;
+    }
+    rc = sk_sale_conf_check(out, why);
+out:
+    json_decref(root);
+    return rc;
+}
+
+static int query_value(const char *q, size_t len, const char *name, const char **val, size_t *vlen)
+{
+    size_t nlen = strlen(name);
+    const char *end = q + len;
+    while (q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *pe = amp ? amp : end;
+        if ((size_t)(pe - q) > nlen && memcmp(q, name, nlen) == 0 && q[nlen] == '=') {
+            *val = q + nlen + 1;
+            *vlen = (size_t)(pe - *val);
+            return 1;
+        }
+        q = pe + 1;
+    }
+    return 0;
+}
+
+int sk_parse_list_query(const char *q, size_t len, uint64_t *after, unsigned *limit, const char **why)
+{
+    const char *v;
+    size_t vlen;
+    *after = 0;
+    *limit = 100;
+    if (query_value(q, len, "after", &v, &vlen)) {
+        if (vlen == 1 && v[0] == '0')
+            *after = 0;
+        else if ((*after = sk_parse_order_id(v, vlen)) == 0)
+            return fail(why, "after must be an order id");
+    }
+    if (query_value(q, len, "limit", &v, &vlen)) {
+        uint64_t n = sk_parse_order_id(v, vlen);
+        if (n < 1 || n > 1000)
+            return fail(why, "limit must be an integer from 1 to 1000");
+        *limit = (unsigned)n;
+    }
+    return 0;
+}

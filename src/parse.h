@@ -1,0 +1,40 @@
+/* parse.h: request-body and identifier parsing, on jansson. Everything that meets the network
+ * goes through here and is fuzzed by tests/fuzz/fuzz_body.c. On error, functions return
+ * SK_EBAD_REQUEST and set *why to a static human-readable message. */
+#ifndef SK_PARSE_H
+#define SK_PARSE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "sale.h"
+
+/* A parsed take body. Strings point into `root` and live until sk_take_body_dispose. */
+typedef struct sk_take_body_s {
+    json_t *root;           /* owned */
+    const char *user;       /* NULL when absent */
+    size_t user_len;
+    int64_t qty;            /* 1 when absent */
+    const char *request_id; /* NULL when absent */
+    size_t request_id_len;
+} sk_take_body_t;
+
+/* Parses {"user": str, "qty": int, "request_id": str}, all optional. An empty body is {}. */
+int sk_parse_take(const char *buf, size_t len, sk_take_body_t *out, const char **why);
+void sk_take_body_dispose(sk_take_body_t *b);
+
+/* Parses a sale definition {"stock": int, "per_user_limit", "hold_seconds", "starts_at",
+ * "ends_at"} (stock required; times may be null) and checks it with sk_sale_conf_check. */
+int sk_parse_sale_conf(const char *buf, size_t len, sk_sale_conf_t *out, const char **why);
+
+/* 1 if s matches [A-Za-z0-9_.-]{1,64}. */
+int sk_valid_sale_id(const char *s, size_t len);
+/* 1 if s is 1-128 bytes of valid UTF-8 with no control characters. */
+int sk_valid_ident(const char *s, size_t len);
+/* Parses a decimal order id (1..2^63-1, no sign, no leading zeros); returns 0 when invalid. */
+uint64_t sk_parse_order_id(const char *s, size_t len);
+
+/* Parses the query string of an order listing: after=ORDER&limit=N (both optional). */
+int sk_parse_list_query(const char *q, size_t len, uint64_t *after, unsigned *limit, const char **why);
+
+#endif

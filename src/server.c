@@ -1,0 +1,287 @@
+/* server.c: see server.h. The main thread binds every listening socket (one per worker and
+ * listener, SO_REUSEPORT, so the kernel spreads connections and workers share nothing), starts
+ * the workers, prints the `listening ...` lines, then waits for signals: SIGHUP reopens the log,
+ * SIGTERM/SIGINT stop accepting, let in-flight requests finish (bounded by --shutdown-timeout),
+ * flush the store and return 0. Readiness and stopping are reported to systemd when
+ * NOTIFY_SOCKET is set. */
+#include "server.h"
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "log.h"
+#include "metrics.h"
+#include "ratelimit.h"
+#include "util.h"
+
+/* Splits HOST:PORT (HOST may be [v6]) and resolves it numerically. */
+static int resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *len)
+{
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    if (colon == NULL || colon == hostport || (size_t)(colon - hostport) >= sizeof(host))
+        return -1;
+    size_t hlen = (size_t)(colon - hostport);
+    memcpy(host, hostport, hlen);
+    host[hlen] = '\0';
+    if (host[0] == '[' && host[hlen - 1] == ']') {
+        memmove(host, host + 1, hlen - 2);
+        host[hlen - 2] = '\0';
+    }
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || end == colon + 1 || port < 0 || port > 65535)
+        return -1;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+    if (getaddrinfo(host, colon + 1, &hints, &res) != 0)
+        return -1;
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    freeaddrinfo(res);
+    return 0;
+}
+
+static int listen_on(struct sockaddr_storage *ss, socklen_t len)
+{
+    int fd, one = 1;
+    if ((fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return -1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (struct sockaddr *)ss, len) != 0 || listen(fd, 4096) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+static int port_of(struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET6 ? ((struct sockaddr_in6 *)ss)->sin6_port
+                                           : ((struct sockaddr_in *)ss)->sin_port);
+}
+
+/* Opens n sockets on one address; port 0 becomes the port the first one got. */
+static int open_listeners(const char *name, const char *hostport, int n, int *fds, int *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    if (resolve(hostport, &ss, &len) != 0) {
+        fprintf(stderr, "seckilld: --%s: cannot parse or resolve '%s' (want HOST:PORT)\n", name, hostport);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        if ((fds[i] = listen_on(&ss, len)) < 0) {
+            fprintf(stderr, "seckilld: cannot listen on %s: %s\n", hostport, strerror(errno));
+            while (i-- > 0)
+                close(fds[i]);
+            return -1;
+        }
+        if (i == 0) {
+            socklen_t l = sizeof(ss);
+            getsockname(fds[0], (struct sockaddr *)&ss, &l);
+            *port = port_of(&ss);
+        }
+    }
+    return 0;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    h2o_socket_t *sock;
+    if (err != NULL)
+        return;
+    if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
+        return;
+    h2o_accept(listener->data, sock);
+}
+
+static h2o_socket_t *attach(sk_worker_t *w, int fd, h2o_accept_ctx_t *actx)
+{
+    h2o_socket_t *s = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    s->data = actx;
+    h2o_socket_read_start(s, on_accept);
+    return s;
+}
+
+static void close_listener(h2o_socket_t **s)
+{
+    if (*s != NULL) {
+        h2o_socket_read_stop(*s);
+        h2o_socket_close(*s);
+        *s = NULL;
+    }
+}
+
+/* A stop request from the main thread: stop accepting, close idle connections. */
+static void on_ctl(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    sk_worker_t *w = H2O_STRUCT_FROM_MEMBER(sk_worker_t, ctl_receiver, receiver);
+    while (!h2o_linklist_is_empty(messages))
+        h2o_linklist_unlink(messages->next);
+    close_listener(&w->listen_public);
+    close_listener(&w->listen_admin);
+    h2o_context_request_shutdown(&w->ctx);
+    w->stopping = 1;
+}
+
+static void *worker_main(void *arg)
+{
+    sk_worker_t *w = arg;
+    sk_server_t *srv = w->server;
+    sk_metrics_thread_init();
+    w->store_local = srv->store->ops->worker_init(srv->store, w->ctx.loop, w->index);
+    w->listen_public = attach(w, srv->fds_public[w->index], &w->accept_public);
+    w->listen_admin = attach(w, srv->fds_admin[w->index], &w->accept_admin);
+
+    int64_t deadline = 0, drained_at = 0;
+    for (;;) {
+        h2o_evloop_run(w->ctx.loop, 50);
+        if (!w->stopping)
+            continue;
+        int64_t now = sk_mono_ms();
+        if (deadline == 0)
+            deadline = now + srv->cfg->shutdown_timeout * 1000;
+        if (w->inflight == 0 && drained_at == 0)
+            drained_at = now;
+        /* a short grace after the last answer lets its bytes reach the socket */
+        if ((drained_at != 0 && now - drained_at >= 100) || now >= deadline)
+            break;
+    }
+    if (w->inflight != 0)
+        sk_log(SK_LOG_WARN, "event=shutdown_timeout worker=%d inflight=%zu", w->index, w->inflight);
+    srv->store->ops->worker_dispose(srv->store, w->store_local);
+    return NULL;
+}
+
+/* sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET. */
+static void notify(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (path == NULL || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sa.sun_path))
+        return;
+    size_t plen = strlen(path);
+    memcpy(sa.sun_path, path, plen);
+    if (sa.sun_path[0] == '@')
+        sa.sun_path[0] = '\0';
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    if (sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+               (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen)) < 0)
+        sk_log(SK_LOG_WARN, "event=sd_notify error=\"%s\"", strerror(errno));
+    close(fd);
+}
+
+static void print_listening(const char *name, const char *hostport, int port)
+{
+    const char *colon = strrchr(hostport, ':');
+    printf("listening %s=%.*s:%d\n", name, (int)(colon - hostport), hostport, port);
+}
+
+int sk_server_run(sk_config_t *cfg)
+{
+    sk_server_t srv;
+    char err[512];
+    int port_public = 0, port_admin = 0, rc = 1;
+    sigset_t set;
+
+    memset(&srv, 0, sizeof(srv));
+    srv.cfg = cfg;
+    srv.nworkers = cfg->threads > 0 ? (int)cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (srv.nworkers < 1)
+        srv.nworkers = 1;
+    srv.fds_public = sk_calloc((size_t)srv.nworkers, sizeof(int));
+    srv.fds_admin = sk_calloc((size_t)srv.nworkers, sizeof(int));
+
+    /* every thread inherits this mask; the main thread takes the signals with sigwait */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    if (open_listeners("listen", cfg->listen, srv.nworkers, srv.fds_public, &port_public) != 0)
+        goto out;
+    if (open_listeners("admin-listen", cfg->admin_listen, srv.nworkers, srv.fds_admin, &port_admin) != 0)
+        goto out;
+    if ((srv.store = sk_store_open(cfg->store, srv.nworkers, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "seckilld: store %s: %s\n", cfg->store, err);
+        sk_log(SK_LOG_ERROR, "event=store_open_failed store=%s error=\"%s\"", cfg->store, err);
+        goto out;
+    }
+    if (cfg->rate_limit > 0)
+        srv.ratelimit = sk_ratelimit_new(cfg->rate_limit, cfg->rate_burst, 16384);
+
+    h2o_config_init(&srv.globalconf);
+    srv.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("seckilld"));
+    srv.globalconf.max_request_entity_size = (size_t)cfg->max_body_bytes;
+    srv.globalconf.http1.req_timeout = (uint64_t)cfg->idle_timeout * 1000;
+    srv.host_public = h2o_config_register_host(&srv.globalconf, h2o_iovec_init(H2O_STRLIT("public")), 65535);
+    srv.host_admin = h2o_config_register_host(&srv.globalconf, h2o_iovec_init(H2O_STRLIT("admin")), 65535);
+    srv.hosts_public[0] = srv.host_public;
+    srv.hosts_admin[0] = srv.host_admin;
+    sk_api_register(&srv);
+
+    srv.workers = sk_calloc((size_t)srv.nworkers, sizeof(*srv.workers));
+    for (int i = 0; i < srv.nworkers; i++) {
+        srv.workers[i].index = i;
+        srv.workers[i].server = &srv;
+        /* the loop is made here so that its receivers exist before any signal can be sent */
+        sk_worker_t *w = &srv.workers[i];
+        h2o_context_init(&w->ctx, h2o_evloop_create(), &srv.globalconf);
+        w->accept_public = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = srv.hosts_public};
+        w->accept_admin = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = srv.hosts_admin};
+        h2o_multithread_register_receiver(w->ctx.queue, &w->store_receiver, sk_store_receive_cb);
+        h2o_multithread_register_receiver(w->ctx.queue, &w->ctl_receiver, on_ctl);
+        h2o_multithread_create_thread(&srv.workers[i].tid, NULL, worker_main, &srv.workers[i]);
+    }
+    print_listening("public", cfg->listen, port_public);
+    print_listening("admin", cfg->admin_listen, port_admin);
+    fflush(stdout);
+    sk_log(SK_LOG_INFO, "event=started version=%s store=%s threads=%d public_port=%d admin_port=%d", SK_VERSION,
+           srv.store->ops->name, srv.nworkers, port_public, port_admin);
+    notify("READY=1");
+
+    for (;;) {
+        int sig;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            if (sk_log_reopen() != 0)
+                fprintf(stderr, "seckilld: cannot reopen log file: %s\n", strerror(errno));
+            sk_log(SK_LOG_INFO, "event=log_reopened");
+            continue;
+        }
+        sk_log(SK_LOG_INFO, "event=stopping signal=%d", sig);
+        break;
+    }
+    notify("STOPPING=1");
+    atomic_store(&srv.stopping, 1);
+    for (int i = 0; i < srv.nworkers; i++)
+        h2o_multithread_send_message(&srv.workers[i].ctl_receiver, &srv.workers[i].ctl_msg);
+    for (int i = 0; i < srv.nworkers; i++)
+        pthread_join(srv.workers[i].tid, NULL);
+    srv.store->ops->close(srv.store);
+    srv.store = NULL;
+    sk_log(SK_LOG_INFO, "event=stopped");
+    rc = 0;
+out:
+    if (srv.store != NULL)
+        srv.store->ops->close(srv.store);
+    sk_ratelimit_free(srv.ratelimit);
+    free(srv.workers);
+    free(srv.fds_public);
+    free(srv.fds_admin);
+    return rc;
+}

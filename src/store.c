@@ -1,0 +1,66 @@
+/* store.c: what both stores share: opening by URL, answering on the caller's loop, and the
+ * ownership of results. */
+#include "store.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "util.h"
+
+sk_store_t *sk_store_open(const char *url, int threads, char *err, size_t errlen)
+{
+    if (strncmp(url, "sqlite:", 7) == 0)
+        return sk_store_embed_open(url + 7, threads, err, errlen);
+    if (strncmp(url, "redis://", 8) == 0)
+        return sk_store_redis_open(url, threads, err, errlen);
+    snprintf(err, errlen, "unsupported store url '%s' (use sqlite:PATH or redis://HOST:PORT)", url);
+    return NULL;
+}
+
+int sk_store_submit(sk_store_t *st, sk_store_req_t *req)
+{
+    req->now_ms = sk_now_ms();
+    req->err = 0;
+    return st->ops->submit(st, req);
+}
+
+void sk_store_complete(sk_store_req_t *req)
+{
+    h2o_multithread_send_message(req->receiver, &req->msg);
+}
+
+void sk_store_receive_cb(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&m->link);
+        sk_store_req_t *req = H2O_STRUCT_FROM_MEMBER(sk_store_req_t, msg, m);
+        req->cb(req);
+    }
+}
+
+void sk_order_dispose(sk_order_t *o)
+{
+    free(o->user);
+    free(o->request_id);
+    o->user = NULL;
+    o->request_id = NULL;
+}
+
+void sk_order_copy(sk_order_t *dst, const sk_order_t *src)
+{
+    *dst = *src;
+    dst->user = src->user ? sk_strndup(src->user, strlen(src->user)) : NULL;
+    dst->request_id = src->request_id ? sk_strndup(src->request_id, strlen(src->request_id)) : NULL;
+}
+
+void sk_store_req_dispose(sk_store_req_t *req)
+{
+    sk_order_dispose(&req->order);
+    for (size_t i = 0; i < req->norders; i++)
+        sk_order_dispose(&req->orders[i]);
+    free(req->orders);
+    free(req->views);
+    req->orders = NULL;
+    req->views = NULL;
+    req->norders = req->nviews = 0;
+}

@@ -1,0 +1,1156 @@
+/* store_embed.c: the embedded store. Decisions are made in memory on the worker threads, with
+ * atomics for each sale's remaining units and striped locks for users and request ids (no global
+ * lock on the hot path); a rejected buyer touches nothing but one atomic load. Winning orders and
+ * every other change go to one committer thread that writes them to SQLite (WAL) a batch per
+ * transaction, one fsync per batch (group commit), and only then answers the workers, so a 201 is
+ * never sent before its order is durable. At start the memory is rebuilt from SQLite alone.
+ *
+ * The committer is also the only writer of order status (confirm, cancel, expiry), so those
+ * transitions are serialised without further locking; it keeps a heap of hold deadlines.
+ *
+ * Lock order: a stripe lock is never held while taking another lock. */
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "error.h"
+#include "log.h"
+#include "map.h"
+#include "metrics.h"
+#include "store.h"
+#include "util.h"
+
+#define NSTRIPES 64
+#define SALE_SLOTS 16384 /* power of two; at most half of it is used */
+#define MAX_SALES (SALE_SLOTS / 2)
+#define BATCH_MAX 4096
+
+typedef struct user_s {
+    sk_map_node_t node;
+    int64_t taken; /* units held plus bought */
+    char key[];
+} user_t;
+
+/* A request id: pending while its take is decided and committed, then done for ever. */
+typedef struct rid_s {
+    sk_map_node_t node;
+    int done;
+    char *user;                /* owned; NULL when anonymous */
+    int64_t qty;
+    uint64_t order_id;         /* done only */
+    int64_t created_at;
+    int64_t expires_at;
+    sk_store_req_t *waiters;   /* repeats that arrived while pending */
+    char key[];
+} rid_t;
+
+typedef struct stripe_s {
+    pthread_mutex_t lock;
+    sk_map_t users;
+    sk_map_t rids;
+} __attribute__((aligned(64))) stripe_t;
+
+typedef struct esale_s {
+    char id[SK_SALE_ID_MAX + 1];
+    _Atomic int64_t stock;
+    _Atomic int64_t per_user_limit;
+    _Atomic int64_t hold_seconds;
+    _Atomic int64_t starts_at;
+    _Atomic int64_t ends_at;
+    _Atomic int64_t avail __attribute__((aligned(64))); /* remaining units; reserved by CAS */
+    _Atomic int64_t held;
+    _Atomic uint64_t next_id;
+    stripe_t stripes[NSTRIPES];
+} esale_t;
+
+/* A held order's deadline, in the committer's heap. */
+typedef struct deadline_s {
+    int64_t at;
+    esale_t *sale;
+    uint64_t id;
+} deadline_t;
+
+typedef struct worker_local_s {
+    sqlite3 *db; /* read-only connection for order reads */
+    sqlite3_stmt *get, *list;
+} worker_local_t;
+
+typedef struct embed_s {
+    sk_store_t super;
+    char *path;
+    _Atomic(esale_t *) slots[SALE_SLOTS]; /* open addressing; written by the committer only */
+    _Atomic int nsales;
+    _Atomic int healthy;
+
+    /* the committer */
+    sqlite3 *db;
+    sqlite3_stmt *ins_order, *ins_sale, *upd_sale, *get_order, *upd_status;
+    pthread_t thread;
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    sk_store_req_t *qhead, **qtail;
+    int stopping;
+    deadline_t *heap;
+    size_t nheap, capheap;
+} embed_t;
+
+/* ---- sales table: lock-free lookups, inserts by the committer only ---- */
+
+static esale_t *find_sale(embed_t *e, const char *id)
+{
+    size_t len = strlen(id);
+    uint64_t h = sk_hash(id, len);
+    for (size_t i = 0; i < SALE_SLOTS; i++) {
+        esale_t *s = atomic_load_explicit(&e->slots[(h + i) & (SALE_SLOTS - 1)], memory_order_acquire);
+        if (s == NULL)
+            return NULL;
+        if (strcmp(s->id, id) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static void publish_sale(embed_t *e, esale_t *s)
+{
+    uint64_t h = sk_hash(s->id, strlen(s->id));
+    for (size_t i = 0;; i++) {
+        size_t slot = (h + i) & (SALE_SLOTS - 1);
+        if (atomic_load_explicit(&e->slots[slot], memory_order_relaxed) == NULL) {
+            atomic_store_explicit(&e->slots[slot], s, memory_order_release);
+            atomic_fetch_add(&e->nsales, 1);
+            return;
+        }
+    }
+}
+
+static esale_t *sale_new(const char *id, const sk_sale_conf_t *c)
+{
+    esale_t *s = sk_calloc(1, sizeof(*s));
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    atomic_init(&s->stock, c->stock);
+    atomic_init(&s->per_user_limit, c->per_user_limit);
+    atomic_init(&s->hold_seconds, c->hold_seconds);
+    atomic_init(&s->starts_at, c->starts_at);
+    atomic_init(&s->ends_at, c->ends_at);
+    atomic_init(&s->avail, c->stock);
+    atomic_init(&s->held, 0);
+    atomic_init(&s->next_id, 1);
+    for (int i = 0; i < NSTRIPES; i++) {
+        pthread_mutex_init(&s->stripes[i].lock, NULL);
+        sk_map_init(&s->stripes[i].users);
+        sk_map_init(&s->stripes[i].rids);
+    }
+    return s;
+}
+
+static void free_user(sk_map_node_t *n)
+{
+    free(n);
+}
+
+static void free_rid(sk_map_node_t *n)
+{
+    rid_t *r = (rid_t *)n;
+    free(r->user);
+    free(r);
+}
+
+static void sale_free(esale_t *s)
+{
+    for (int i = 0; i < NSTRIPES; i++) {
+        sk_map_dispose(&s->stripes[i].users, free_user);
+        sk_map_dispose(&s->stripes[i].rids, free_rid);
+        pthread_mutex_destroy(&s->stripes[i].lock);
+    }
+    free(s);
+}
+
+static void sale_conf(const esale_t *s, sk_sale_conf_t *c)
+{
+    c->stock = atomic_load_explicit(&s->stock, memory_order_relaxed);
+    c->per_user_limit = atomic_load_explicit(&s->per_user_limit, memory_order_relaxed);
+    c->hold_seconds = atomic_load_explicit(&s->hold_seconds, memory_order_relaxed);
+    c->starts_at = atomic_load_explicit(&s->starts_at, memory_order_relaxed);
+    c->ends_at = atomic_load_explicit(&s->ends_at, memory_order_relaxed);
+}
+
+static void sale_view(const esale_t *s, sk_sale_view_t *v)
+{
+    memcpy(v->id, s->id, sizeof(v->id));
+    sale_conf(s, &v->conf);
+    int64_t avail = atomic_load(&s->avail);
+    v->held = atomic_load(&s->held);
+    v->sold = v->conf.stock - v->held - (avail > 0 ? avail : 0);
+    if (v->sold < 0)
+        v->sold = 0;
+}
+
+static stripe_t *stripe_of(esale_t *s, uint64_t hash)
+{
+    return &s->stripes[(hash >> 58) & (NSTRIPES - 1)];
+}
+
+/* Adds `delta` units to a user's taken count (creating the entry). */
+static void user_add(esale_t *s, const char *user, size_t len, uint64_t h, int64_t delta)
+{
+    stripe_t *st = stripe_of(s, h);
+    pthread_mutex_lock(&st->lock);
+    user_t *u = (user_t *)sk_map_find(&st->users, h, user, len);
+    if (u == NULL) {
+        u = sk_malloc(sizeof(*u) + len + 1);
+        memcpy(u->key, user, len);
+        u->key[len] = '\0';
+        u->node = (sk_map_node_t){NULL, h, u->key, (uint32_t)len};
+        u->taken = 0;
+        sk_map_insert(&st->users, &u->node);
+    }
+    u->taken += delta;
+    pthread_mutex_unlock(&st->lock);
+}
+
+/* ---- answering ---- */
+
+static void order_from_rid(const esale_t *s, const rid_t *r, sk_order_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    memcpy(o->sale, s->id, sizeof(o->sale));
+    o->id = r->order_id;
+    o->qty = r->qty;
+    o->status = r->expires_at != SK_NO_TIME ? SK_ORDER_HELD : SK_ORDER_CONFIRMED;
+    o->created_at = r->created_at;
+    o->expires_at = r->expires_at;
+    o->user = r->user ? sk_strndup(r->user, strlen(r->user)) : NULL;
+    o->request_id = sk_strndup(r->key, r->node.klen);
+}
+
+/* Ends a pending request id: on success it becomes done with `order`; on failure it is removed
+ * so that a retry is decided anew. Its waiters get the same answer. */
+static void rid_finish(esale_t *s, const char *key, size_t klen, int err, const sk_order_t *order)
+{
+    uint64_t h = sk_hash(key, klen);
+    stripe_t *st = stripe_of(s, h);
+    pthread_mutex_lock(&st->lock);
+    rid_t *r = (rid_t *)sk_map_find(&st->rids, h, key, klen);
+    sk_store_req_t *w = r->waiters;
+    r->waiters = NULL;
+    if (err == 0) {
+        r->done = 1;
+        r->order_id = order->id;
+        r->created_at = order->created_at;
+        r->expires_at = order->expires_at;
+    } else {
+        sk_map_remove(&st->rids, &r->node);
+    }
+    pthread_mutex_unlock(&st->lock);
+    while (w != NULL) {
+        sk_store_req_t *next = w->next;
+        w->err = err;
+        w->created = 0;
+        if (err == 0)
+            sk_order_copy(&w->order, order);
+        sk_store_complete(w);
+        w = next;
+    }
+    if (err != 0)
+        free_rid(&r->node);
+}
+
+/* ---- the take: the hot path ---- */
+
+static int reserve(esale_t *s, int64_t qty)
+{
+    int64_t a = atomic_load_explicit(&s->avail, memory_order_relaxed);
+    do {
+        if (sk_sale_check_stock(a, qty) != 0)
+            return SK_ESOLD_OUT;
+    } while (!atomic_compare_exchange_weak_explicit(&s->avail, &a, a - qty, memory_order_acq_rel,
+                                                    memory_order_relaxed));
+    return 0;
+}
+
+/* Stock and allowance, reserved together under the user's stripe so that the check and the
+ * update of the user's count are one step. */
+static int decide(esale_t *s, sk_store_req_t *req, const sk_sale_conf_t *conf)
+{
+    int rc;
+    if (req->user == NULL)
+        return reserve(s, req->qty);
+    uint64_t h = sk_hash(req->user, req->user_len);
+    stripe_t *st = stripe_of(s, h);
+    pthread_mutex_lock(&st->lock);
+    user_t *u = (user_t *)sk_map_find(&st->users, h, req->user, req->user_len);
+    if ((rc = sk_sale_check_user(conf->per_user_limit, u ? u->taken : 0, req->qty)) == 0 &&
+        (rc = reserve(s, req->qty)) == 0) {
+        if (u == NULL) {
+            u = sk_malloc(sizeof(*u) + req->user_len + 1);
+            memcpy(u->key, req->user, req->user_len);
+            u->key[req->user_len] = '\0';
+            u->node = (sk_map_node_t){NULL, h, u->key, (uint32_t)req->user_len};
+            u->taken = 0;
+            sk_map_insert(&st->users, &u->node);
+        }
+        u->taken += req->qty;
+    }
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static void enqueue(embed_t *e, sk_store_req_t *req)
+{
+    req->next = NULL;
+    pthread_mutex_lock(&e->qlock);
+    *e->qtail = req;
+    e->qtail = &req->next;
+    pthread_cond_signal(&e->qcond);
+    pthread_mutex_unlock(&e->qlock);
+}
+
+static int take(embed_t *e, sk_store_req_t *req)
+{
+    esale_t *s = find_sale(e, req->sale);
+    sk_sale_conf_t conf;
+    const char *why;
+    int rc;
+
+    if (s == NULL)
+        return req->err = SK_ENO_SUCH_SALE, SK_STORE_DONE;
+    sale_conf(s, &conf);
+    if ((rc = sk_sale_check_take(&conf, req->user != NULL, req->qty, &why)) != 0)
+        return req->err = rc, SK_STORE_DONE;
+
+    /* a request id is looked up before anything else: a replay is answered even when the sale
+     * has since sold out or ended */
+    if (req->request_id != NULL) {
+        uint64_t h = sk_hash(req->request_id, req->request_id_len);
+        stripe_t *st = stripe_of(s, h);
+        pthread_mutex_lock(&st->lock);
+        rid_t *r = (rid_t *)sk_map_find(&st->rids, h, req->request_id, req->request_id_len);
+        if (r != NULL) {
+            int same = r->qty == req->qty && (r->user == NULL) == (req->user == NULL) &&
+                       (r->user == NULL || (strlen(r->user) == req->user_len &&
+                                            memcmp(r->user, req->user, req->user_len) == 0));
+            if (!same) {
+                rc = SK_EREQUEST_ID_REUSED;
+            } else if (r->done) {
+                order_from_rid(s, r, &req->order);
+                req->created = 0;
+            } else {
+                req->next = r->waiters;
+                r->waiters = req;
+                pthread_mutex_unlock(&st->lock);
+                return 0;
+            }
+            pthread_mutex_unlock(&st->lock);
+            return req->err = rc, SK_STORE_DONE;
+        }
+        r = sk_calloc(1, sizeof(*r) + req->request_id_len + 1);
+        memcpy(r->key, req->request_id, req->request_id_len);
+        r->node = (sk_map_node_t){NULL, h, r->key, (uint32_t)req->request_id_len};
+        r->user = req->user ? sk_strndup(req->user, req->user_len) : NULL;
+        r->qty = req->qty;
+        sk_map_insert(&st->rids, &r->node);
+        pthread_mutex_unlock(&st->lock);
+    }
+
+    int64_t now = req->now_ms / 1000;
+    if ((rc = sk_sale_window(&conf, now)) == 0)
+        rc = decide(s, req, &conf);
+    if (rc != 0) {
+        if (req->request_id != NULL)
+            rid_finish(s, req->request_id, req->request_id_len, rc, NULL);
+        return req->err = rc, SK_STORE_DONE;
+    }
+
+    sk_order_t *o = &req->order;
+    memcpy(o->sale, s->id, sizeof(o->sale));
+    o->id = atomic_fetch_add(&s->next_id, 1);
+    o->qty = req->qty;
+    o->created_at = now;
+    o->expires_at = sk_sale_expires_at(req->now_ms, conf.hold_seconds);
+    o->status = o->expires_at != SK_NO_TIME ? SK_ORDER_HELD : SK_ORDER_CONFIRMED;
+    o->user = sk_strndup(req->user, req->user_len);
+    o->request_id = sk_strndup(req->request_id, req->request_id_len);
+    if (o->status == SK_ORDER_HELD)
+        atomic_fetch_add(&s->held, req->qty);
+    req->priv = s;
+    enqueue(e, req);
+    return 0;
+}
+
+/* ---- the committer ---- */
+
+static void heap_push(embed_t *e, deadline_t d)
+{
+    if (e->nheap == e->capheap) {
+        e->capheap = e->capheap ? e->capheap * 2 : 256;
+        e->heap = sk_realloc(e->heap, e->capheap * sizeof(*e->heap));
+    }
+    size_t i = e->nheap++;
+    while (i > 0 && e->heap[(i - 1) / 2].at > d.at) {
+        e->heap[i] = e->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    e->heap[i] = d;
+}
+
+static deadline_t heap_pop(embed_t *e)
+{
+    deadline_t top = e->heap[0], last = e->heap[--e->nheap];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= e->nheap)
+            break;
+        if (c + 1 < e->nheap && e->heap[c + 1].at < e->heap[c].at)
+            c++;
+        if (e->heap[c].at >= last.at)
+            break;
+        e->heap[i] = e->heap[c];
+        i = c;
+    }
+    if (e->nheap > 0)
+        e->heap[i] = last;
+    return top;
+}
+
+static int exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        sk_log(SK_LOG_ERROR, "event=sqlite_error sql=\"%.40s\" error=\"%s\"", sql, msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static void bind_time(sqlite3_stmt *st, int i, int64_t t)
+{
+    if (t == SK_NO_TIME)
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_int64(st, i, t);
+}
+
+static int64_t column_time(sqlite3_stmt *st, int i)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? SK_NO_TIME : sqlite3_column_int64(st, i);
+}
+
+static int step_done(sqlite3 *db, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE) {
+        sk_log(SK_LOG_ERROR, "event=sqlite_error error=\"%s\"", sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+}
+
+static int insert_order(embed_t *e, const sk_order_t *o)
+{
+    sqlite3_stmt *st = e->ins_order;
+    sqlite3_bind_text(st, 1, o->sale, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)o->id);
+    bind_text_or_null(st, 3, o->user);
+    sqlite3_bind_int64(st, 4, o->qty);
+    sqlite3_bind_text(st, 5, sk_order_status_name(o->status), -1, SQLITE_STATIC);
+    bind_text_or_null(st, 6, o->request_id);
+    sqlite3_bind_int64(st, 7, o->created_at);
+    bind_time(st, 8, o->expires_at);
+    return step_done(e->db, st);
+}
+
+static int set_status(embed_t *e, const char *sale, uint64_t id, sk_order_status_t status)
+{
+    sqlite3_bind_text(e->upd_status, 1, sk_order_status_name(status), -1, SQLITE_STATIC);
+    sqlite3_bind_text(e->upd_status, 2, sale, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(e->upd_status, 3, (sqlite3_int64)id);
+    return step_done(e->db, e->upd_status);
+}
+
+static void set_healthy(embed_t *e, int ok)
+{
+    if (atomic_exchange(&e->healthy, ok) != ok)
+        sk_log(ok ? SK_LOG_INFO : SK_LOG_ERROR, "event=store_health store=sqlite healthy=%d", ok);
+}
+
+/* Ends a take: durable (err 0) or failed, in which case its reservation is undone. */
+static void finish_take(embed_t *e, sk_store_req_t *req, int err)
+{
+    esale_t *s = req->priv;
+    sk_order_t *o = &req->order;
+    if (err != 0) {
+        atomic_fetch_add(&s->avail, o->qty);
+        if (o->status == SK_ORDER_HELD)
+            atomic_fetch_sub(&s->held, o->qty);
+        if (o->user)
+            user_add(s, o->user, strlen(o->user), sk_hash(o->user, strlen(o->user)), -o->qty);
+    } else if (o->status == SK_ORDER_HELD) {
+        heap_push(e, (deadline_t){o->expires_at, s, o->id});
+    }
+    if (o->request_id != NULL)
+        rid_finish(s, o->request_id, strlen(o->request_id), err, o);
+    if (err != 0)
+        sk_order_dispose(o);
+    req->err = err;
+    req->created = err == 0;
+    sk_store_complete(req);
+}
+
+/* One transaction for a run of takes: one fsync for all of them. */
+static void commit_takes(embed_t *e, sk_store_req_t *head, size_t n)
+{
+    int ok = exec(e->db, "BEGIN") == 0;
+    int64_t t0 = sk_mono_ms();
+    for (sk_store_req_t *r = head; ok && r != NULL; r = r->next)
+        ok = insert_order(e, &r->order) == 0;
+    if (ok)
+        ok = exec(e->db, "COMMIT") == 0;
+    if (!ok)
+        sqlite3_exec(e->db, "ROLLBACK", NULL, NULL, NULL);
+    sk_metrics_commit(n, sk_mono_ms() - t0, ok);
+    set_healthy(e, ok);
+    while (head != NULL) {
+        sk_store_req_t *next = head->next;
+        finish_take(e, head, ok ? 0 : SK_EUNAVAILABLE);
+        head = next;
+    }
+}
+
+static int write_sale(embed_t *e, sqlite3_stmt *st, const char *id, const sk_sale_conf_t *c)
+{
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, c->stock);
+    sqlite3_bind_int64(st, 3, c->per_user_limit);
+    sqlite3_bind_int64(st, 4, c->hold_seconds);
+    bind_time(st, 5, c->starts_at);
+    bind_time(st, 6, c->ends_at);
+    return step_done(e->db, st);
+}
+
+static int in_txn(embed_t *e, int ok)
+{
+    if (ok && exec(e->db, "COMMIT") == 0)
+        return 0;
+    sqlite3_exec(e->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+static void put_sale(embed_t *e, sk_store_req_t *req)
+{
+    esale_t *s = find_sale(e, req->sale);
+    const sk_sale_conf_t *c = &req->conf;
+    int ok;
+
+    if (s == NULL) {
+        if (atomic_load(&e->nsales) >= MAX_SALES) {
+            req->err = SK_ETOO_MANY_SALES;
+            goto out;
+        }
+        ok = exec(e->db, "BEGIN") == 0 && write_sale(e, e->ins_sale, req->sale, c) == 0;
+        if (in_txn(e, ok) != 0) {
+            req->err = SK_EUNAVAILABLE;
+            goto out;
+        }
+        s = sale_new(req->sale, c);
+        publish_sale(e, s);
+        req->created = 1;
+    } else {
+        /* the new stock must cover what is sold and held: checked and applied in one CAS on the
+         * remaining units, so concurrent takes cannot slip between check and change */
+        int64_t delta = c->stock - atomic_load(&s->stock);
+        int64_t a = atomic_load(&s->avail);
+        do {
+            if (a + delta < 0) {
+                req->err = SK_ESTOCK_BELOW_TAKEN;
+                goto out;
+            }
+        } while (!atomic_compare_exchange_weak(&s->avail, &a, a + delta));
+        ok = exec(e->db, "BEGIN") == 0 && write_sale(e, e->upd_sale, req->sale, c) == 0;
+        if (in_txn(e, ok) != 0) {
+            atomic_fetch_sub(&s->avail, delta);
+            req->err = SK_EUNAVAILABLE;
+            goto out;
+        }
+        atomic_store(&s->stock, c->stock);
+        atomic_store(&s->per_user_limit, c->per_user_limit);
+        atomic_store(&s->hold_seconds, c->hold_seconds);
+        atomic_store(&s->starts_at, c->starts_at);
+        atomic_store(&s->ends_at, c->ends_at);
+        req->created = 0;
+    }
+    sale_view(s, &req->view);
+out:
+    sk_store_complete(req);
+}
+
+/* Reads an order through the committer's connection. Returns 1 when found. */
+static int read_order(sqlite3 *db, sqlite3_stmt *st, const char *sale, uint64_t id, sk_order_t *o)
+{
+    int found = 0;
+    sqlite3_bind_text(st, 1, sale, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        memset(o, 0, sizeof(*o));
+        snprintf(o->sale, sizeof(o->sale), "%s", sale);
+        o->id = id;
+        o->user = sqlite3_column_type(st, 0) == SQLITE_NULL
+                      ? NULL
+                      : sk_strndup((const char *)sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+        o->qty = sqlite3_column_int64(st, 1);
+        o->status = sk_order_status_parse((const char *)sqlite3_column_text(st, 2));
+        o->request_id = sqlite3_column_type(st, 3) == SQLITE_NULL
+                            ? NULL
+                            : sk_strndup((const char *)sqlite3_column_text(st, 3),
+                                         (size_t)sqlite3_column_bytes(st, 3));
+        o->created_at = sqlite3_column_int64(st, 4);
+        o->expires_at = column_time(st, 5);
+        found = 1;
+    } else if (rc != SQLITE_DONE) {
+        sk_log(SK_LOG_ERROR, "event=sqlite_error error=\"%s\"", sqlite3_errmsg(db));
+        found = -1;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return found;
+}
+
+/* Gives an order's units back to its sale and its user. */
+static void return_units(esale_t *s, const sk_order_t *o, sk_order_status_t from)
+{
+    atomic_fetch_add(&s->avail, o->qty);
+    if (from == SK_ORDER_HELD)
+        atomic_fetch_sub(&s->held, o->qty);
+    if (o->user)
+        user_add(s, o->user, strlen(o->user), sk_hash(o->user, strlen(o->user)), -o->qty);
+}
+
+/* Applies confirm or cancel to one order inside the caller's transaction. A hold past its
+ * deadline is first recorded as expired, whatever the op, so that its units return exactly once.
+ * Returns 0 or an SK_E* code; *o holds the order as it now is, *from its stored status before. */
+static int transition(embed_t *e, esale_t *s, uint64_t id, sk_order_op_t op, int64_t now, sk_order_t *o,
+                      sk_order_status_t *from)
+{
+    sk_order_status_t next;
+    int back, rc;
+    int found = read_order(e->db, e->get_order, s->id, id, o);
+    if (found < 0)
+        return SK_EUNAVAILABLE;
+    if (found == 0)
+        return SK_ENO_SUCH_ORDER;
+    *from = o->status;
+    if (sk_order_effective(o->status, o->expires_at, now) == SK_ORDER_EXPIRED && o->status == SK_ORDER_HELD) {
+        if (set_status(e, s->id, id, SK_ORDER_EXPIRED) != 0)
+            return SK_EUNAVAILABLE;
+        o->status = SK_ORDER_EXPIRED;
+    }
+    if ((rc = sk_order_transition(o->status, o->expires_at, now, op, &next, &back)) != 0)
+        return rc;
+    if (next != o->status && set_status(e, s->id, id, next) != 0)
+        return SK_EUNAVAILABLE;
+    o->status = next;
+    return 0;
+}
+
+/* Applies to memory what a committed transition did to an order that was `from`. */
+static void apply_transition(esale_t *s, const sk_order_t *o, sk_order_status_t from)
+{
+    if (from == o->status)
+        return;
+    if (o->status == SK_ORDER_CANCELLED || o->status == SK_ORDER_EXPIRED)
+        return_units(s, o, from);
+    else if (from == SK_ORDER_HELD && o->status == SK_ORDER_CONFIRMED)
+        atomic_fetch_sub(&s->held, o->qty);
+}
+
+static void change_order(embed_t *e, sk_store_req_t *req)
+{
+    esale_t *s = find_sale(e, req->sale);
+    sk_order_status_t from = 0;
+    int rc;
+    if (s == NULL) {
+        rc = SK_ENO_SUCH_SALE;
+        goto out;
+    }
+    if (exec(e->db, "BEGIN") != 0) {
+        rc = SK_EUNAVAILABLE;
+        goto out;
+    }
+    rc = transition(e, s, req->order_id, req->op == SK_STORE_ORDER_CONFIRM ? SK_OP_CONFIRM_ORDER : SK_OP_CANCEL_ORDER,
+                    req->now_ms / 1000, &req->order, &from);
+    if (rc == 0 || rc == SK_EORDER_NOT_HELD) {
+        /* committed also on ORDER_NOT_HELD: an expiry may have been recorded on the way */
+        if (in_txn(e, 1) != 0)
+            rc = SK_EUNAVAILABLE;
+        else
+            apply_transition(s, &req->order, from);
+    } else {
+        sqlite3_exec(e->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+out:
+    req->err = rc;
+    if (rc != 0)
+        sk_order_dispose(&req->order);
+    sk_store_complete(req);
+}
+
+static void expire_due(embed_t *e, int64_t now)
+{
+    if (e->nheap == 0 || e->heap[0].at > now)
+        return;
+    if (exec(e->db, "BEGIN") != 0)
+        return;
+    size_t n = 0;
+    deadline_t done[512];
+    sk_order_t orders[512];
+    sk_order_status_t from[512];
+    int ok = 1;
+    while (ok && n < 512 && e->nheap > 0 && e->heap[0].at <= now) {
+        deadline_t d = heap_pop(e);
+        sk_order_t o;
+        int found = read_order(e->db, e->get_order, d.sale->id, d.id, &o);
+        if (found < 0) {
+            ok = 0;
+            heap_push(e, d);
+            break;
+        }
+        if (found == 0)
+            continue;
+        if (o.status != SK_ORDER_HELD) { /* confirmed or cancelled in time */
+            sk_order_dispose(&o);
+            continue;
+        }
+        if (set_status(e, d.sale->id, d.id, SK_ORDER_EXPIRED) != 0) {
+            sk_order_dispose(&o);
+            heap_push(e, d);
+            ok = 0;
+            break;
+        }
+        done[n] = d;
+        from[n] = o.status;
+        o.status = SK_ORDER_EXPIRED;
+        orders[n++] = o;
+    }
+    if (in_txn(e, ok) != 0) {
+        for (size_t i = 0; i < n; i++) {
+            heap_push(e, done[i]);
+            sk_order_dispose(&orders[i]);
+        }
+        set_healthy(e, 0);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        apply_transition(done[i].sale, &orders[i], from[i]);
+        sk_order_dispose(&orders[i]);
+    }
+    if (n > 0)
+        sk_log(SK_LOG_DEBUG, "event=holds_expired count=%zu", n);
+}
+
+static void *committer_main(void *arg)
+{
+    embed_t *e = arg;
+    for (;;) {
+        pthread_mutex_lock(&e->qlock);
+        while (e->qhead == NULL && !e->stopping) {
+            int64_t now_ms = sk_now_ms();
+            int64_t wait_ms = 1000;
+            if (e->nheap > 0) {
+                int64_t due = e->heap[0].at * 1000 - now_ms;
+                if (due <= 0)
+                    break;
+                if (due < wait_ms)
+                    wait_ms = due;
+            }
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += wait_ms / 1000;
+            ts.tv_nsec += (wait_ms % 1000) * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&e->qcond, &e->qlock, &ts);
+            if (e->nheap > 0 && e->heap[0].at * 1000 <= sk_now_ms())
+                break;
+        }
+        sk_store_req_t *jobs = e->qhead;
+        int stop = e->stopping && jobs == NULL;
+        e->qhead = NULL;
+        e->qtail = &e->qhead;
+        pthread_mutex_unlock(&e->qlock);
+
+        /* runs of takes share a transaction; anything else gets its own, in queue order */
+        while (jobs != NULL) {
+            sk_store_req_t *run = NULL, **rtail = &run;
+            size_t n = 0;
+            while (jobs != NULL && jobs->op == SK_STORE_TAKE && n < BATCH_MAX) {
+                sk_store_req_t *next = jobs->next;
+                jobs->next = NULL;
+                *rtail = jobs;
+                rtail = &jobs->next;
+                n++;
+                jobs = next;
+            }
+            if (run != NULL) {
+                commit_takes(e, run, n);
+                continue;
+            }
+            sk_store_req_t *job = jobs;
+            jobs = jobs->next;
+            if (job->op == SK_STORE_SALE_PUT)
+                put_sale(e, job);
+            else
+                change_order(e, job);
+        }
+        expire_due(e, sk_now_ms() / 1000);
+        if (stop)
+            break;
+    }
+    return NULL;
+}
+
+/* ---- reads on the worker threads ---- */
+
+static const char *const ORDER_COLS = "user, qty, status, request_id, created_at, expires_at";
+
+static void row_to_order(sqlite3_stmt *st, const char *sale, int idcol, sk_order_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    snprintf(o->sale, sizeof(o->sale), "%s", sale);
+    o->id = (uint64_t)sqlite3_column_int64(st, idcol);
+    o->user = sqlite3_column_type(st, 0) == SQLITE_NULL
+                  ? NULL
+                  : sk_strndup((const char *)sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+    o->qty = sqlite3_column_int64(st, 1);
+    o->status = sk_order_status_parse((const char *)sqlite3_column_text(st, 2));
+    o->request_id = sqlite3_column_type(st, 3) == SQLITE_NULL
+                        ? NULL
+                        : sk_strndup((const char *)sqlite3_column_text(st, 3), (size_t)sqlite3_column_bytes(st, 3));
+    o->created_at = sqlite3_column_int64(st, 4);
+    o->expires_at = column_time(st, 5);
+}
+
+static int read_orders(worker_local_t *w, sk_store_req_t *req)
+{
+    sqlite3_stmt *st = w->list;
+    size_t cap = 0;
+    sqlite3_bind_text(st, 1, req->sale, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)req->order_id);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)req->limit + 1);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (req->norders == req->limit) {
+            req->more = 1;
+            continue;
+        }
+        if (req->norders == cap) {
+            cap = cap ? cap * 2 : 16;
+            req->orders = sk_realloc(req->orders, cap * sizeof(*req->orders));
+        }
+        row_to_order(st, req->sale, 6, &req->orders[req->norders++]);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : SK_EUNAVAILABLE;
+}
+
+static int read_one(worker_local_t *w, sk_store_req_t *req)
+{
+    sqlite3_stmt *st = w->get;
+    sqlite3_bind_text(st, 1, req->sale, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)req->order_id);
+    int rc = sqlite3_step(st), err = 0;
+    if (rc == SQLITE_ROW) {
+        row_to_order(st, req->sale, 6, &req->order);
+        req->order.id = req->order_id;
+    } else {
+        err = rc == SQLITE_DONE ? SK_ENO_SUCH_ORDER : SK_EUNAVAILABLE;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return err;
+}
+
+static int cmp_view(const void *a, const void *b)
+{
+    return strcmp(((const sk_sale_view_t *)a)->id, ((const sk_sale_view_t *)b)->id);
+}
+
+static __thread worker_local_t *tls_local;
+
+static int embed_submit(sk_store_t *st, sk_store_req_t *req)
+{
+    embed_t *e = (embed_t *)st;
+    esale_t *s;
+    switch (req->op) {
+    case SK_STORE_TAKE:
+        return take(e, req);
+    case SK_STORE_SALE_GET:
+        if ((s = find_sale(e, req->sale)) == NULL)
+            req->err = SK_ENO_SUCH_SALE;
+        else
+            sale_view(s, &req->view);
+        return SK_STORE_DONE;
+    case SK_STORE_SALE_LIST: {
+        size_t cap = (size_t)atomic_load(&e->nsales) + 1;
+        req->views = sk_malloc(cap * sizeof(*req->views));
+        for (size_t i = 0; i < SALE_SLOTS && req->nviews < cap; i++)
+            if ((s = atomic_load_explicit(&e->slots[i], memory_order_acquire)) != NULL)
+                sale_view(s, &req->views[req->nviews++]);
+        qsort(req->views, req->nviews, sizeof(*req->views), cmp_view);
+        return SK_STORE_DONE;
+    }
+    case SK_STORE_ORDER_GET:
+    case SK_STORE_ORDER_LIST:
+        if (find_sale(e, req->sale) == NULL) {
+            req->err = SK_ENO_SUCH_SALE;
+            return SK_STORE_DONE;
+        }
+        if (tls_local == NULL)
+            return SK_EINTERNAL;
+        req->err = req->op == SK_STORE_ORDER_GET ? read_one(tls_local, req) : read_orders(tls_local, req);
+        return SK_STORE_DONE;
+    case SK_STORE_SALE_PUT:
+    case SK_STORE_ORDER_CONFIRM:
+    case SK_STORE_ORDER_CANCEL:
+        enqueue(e, req);
+        return 0;
+    }
+    return SK_EINTERNAL;
+}
+
+static int embed_healthy(sk_store_t *st)
+{
+    return atomic_load(&((embed_t *)st)->healthy);
+}
+
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+{
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
+        sk_log(SK_LOG_ERROR, "event=sqlite_prepare sql=\"%s\" error=\"%s\"", sql, sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+}
+
+static void *embed_worker_init(sk_store_t *st, h2o_loop_t *loop, int index)
+{
+    embed_t *e = (embed_t *)st;
+    worker_local_t *w = sk_calloc(1, sizeof(*w));
+    char sql[256];
+    if (sqlite3_open_v2(e->path, &w->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        sk_log(SK_LOG_ERROR, "event=sqlite_open path=%s error=\"%s\"", e->path, sqlite3_errmsg(w->db));
+        abort();
+    }
+    sqlite3_busy_timeout(w->db, 5000);
+    snprintf(sql, sizeof(sql), "SELECT %s, id FROM orders WHERE sale = ?1 AND id = ?2", ORDER_COLS);
+    if (prepare(w->db, sql, &w->get) != 0)
+        abort();
+    snprintf(sql, sizeof(sql), "SELECT %s, id FROM orders WHERE sale = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+             ORDER_COLS);
+    if (prepare(w->db, sql, &w->list) != 0)
+        abort();
+    tls_local = w;
+    return w;
+}
+
+static void embed_worker_dispose(sk_store_t *st, void *local)
+{
+    worker_local_t *w = local;
+    if (w == NULL)
+        return;
+    sqlite3_finalize(w->get);
+    sqlite3_finalize(w->list);
+    sqlite3_close(w->db);
+    free(w);
+    tls_local = NULL;
+}
+
+static void embed_close(sk_store_t *st)
+{
+    embed_t *e = (embed_t *)st;
+    pthread_mutex_lock(&e->qlock);
+    e->stopping = 1;
+    pthread_cond_signal(&e->qcond);
+    pthread_mutex_unlock(&e->qlock);
+    pthread_join(e->thread, NULL);
+    sqlite3_finalize(e->ins_order);
+    sqlite3_finalize(e->ins_sale);
+    sqlite3_finalize(e->upd_sale);
+    sqlite3_finalize(e->get_order);
+    sqlite3_finalize(e->upd_status);
+    sqlite3_close(e->db);
+    for (size_t i = 0; i < SALE_SLOTS; i++) {
+        esale_t *s = atomic_load(&e->slots[i]);
+        if (s != NULL)
+            sale_free(s);
+    }
+    free(e->heap);
+    free(e->path);
+    free(e);
+}
+
+static const sk_store_ops_t embed_ops = {
+    "sqlite", embed_submit, embed_healthy, embed_worker_init, embed_worker_dispose, embed_close,
+};
+
+static const char SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS sales(sale TEXT PRIMARY KEY, stock INTEGER NOT NULL,"
+    " per_user_limit INTEGER NOT NULL, hold_seconds INTEGER NOT NULL, starts_at INTEGER, ends_at INTEGER)"
+    " WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS orders(sale TEXT NOT NULL, id INTEGER NOT NULL, user TEXT,"
+    " qty INTEGER NOT NULL, status TEXT NOT NULL, request_id TEXT, created_at INTEGER NOT NULL,"
+    " expires_at INTEGER, PRIMARY KEY(sale, id)) WITHOUT ROWID;";
+
+/* Rebuilds memory from the order book: sales, then every order in id order. */
+static int rebuild(embed_t *e)
+{
+    sqlite3_stmt *st;
+    size_t norders = 0;
+    int64_t t0 = sk_mono_ms();
+    if (prepare(e->db, "SELECT sale, stock, per_user_limit, hold_seconds, starts_at, ends_at FROM sales", &st) != 0)
+        return -1;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        sk_sale_conf_t c = {sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
+                            column_time(st, 4), column_time(st, 5)};
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        if (atomic_load(&e->nsales) < MAX_SALES)
+            publish_sale(e, sale_new(id, &c));
+    }
+    sqlite3_finalize(st);
+
+    if (prepare(e->db, "SELECT sale, id, user, qty, status, request_id, created_at, expires_at FROM orders", &st) != 0)
+        return -1;
+    esale_t *s = NULL;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *sale = (const char *)sqlite3_column_text(st, 0);
+        if (s == NULL || strcmp(s->id, sale) != 0)
+            if ((s = find_sale(e, sale)) == NULL)
+                continue;
+        uint64_t id = (uint64_t)sqlite3_column_int64(st, 1);
+        int64_t qty = sqlite3_column_int64(st, 3);
+        sk_order_status_t status = sk_order_status_parse((const char *)sqlite3_column_text(st, 4));
+        int64_t created = sqlite3_column_int64(st, 6), expires = column_time(st, 7);
+        const char *user = (const char *)sqlite3_column_text(st, 2);
+        size_t ulen = (size_t)sqlite3_column_bytes(st, 2);
+        if (id >= atomic_load_explicit(&s->next_id, memory_order_relaxed))
+            atomic_store_explicit(&s->next_id, id + 1, memory_order_relaxed);
+        if (status == SK_ORDER_HELD || status == SK_ORDER_CONFIRMED) {
+            atomic_fetch_sub_explicit(&s->avail, qty, memory_order_relaxed);
+            if (status == SK_ORDER_HELD) {
+                atomic_fetch_add_explicit(&s->held, qty, memory_order_relaxed);
+                heap_push(e, (deadline_t){expires, s, id});
+            }
+            if (user != NULL)
+                user_add(s, user, ulen, sk_hash(user, ulen), qty);
+        }
+        if (sqlite3_column_type(st, 5) != SQLITE_NULL) {
+            const char *key = (const char *)sqlite3_column_text(st, 5);
+            size_t klen = (size_t)sqlite3_column_bytes(st, 5);
+            uint64_t h = sk_hash(key, klen);
+            rid_t *r = sk_calloc(1, sizeof(*r) + klen + 1);
+            memcpy(r->key, key, klen);
+            r->node = (sk_map_node_t){NULL, h, r->key, (uint32_t)klen};
+            r->done = 1;
+            r->user = user ? sk_strndup(user, ulen) : NULL;
+            r->qty = qty;
+            r->order_id = id;
+            r->created_at = created;
+            r->expires_at = expires;
+            sk_map_insert(&stripe_of(s, h)->rids, &r->node);
+        }
+        norders++;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE) {
+        sk_log(SK_LOG_ERROR, "event=rebuild error=\"%s\"", sqlite3_errmsg(e->db));
+        return -1;
+    }
+    /* a stock lowered while orders were failing to commit must not leave a negative remainder */
+    for (size_t i = 0; i < SALE_SLOTS; i++) {
+        esale_t *x = atomic_load(&e->slots[i]);
+        if (x != NULL && atomic_load(&x->avail) < 0) {
+            sk_log(SK_LOG_WARN, "event=rebuild_oversold sale=%s remaining=%lld", x->id, (long long)atomic_load(&x->avail));
+            atomic_store(&x->avail, 0);
+        }
+    }
+    sk_log(SK_LOG_INFO, "event=rebuilt sales=%d orders=%zu ms=%lld", atomic_load(&e->nsales), norders,
+           (long long)(sk_mono_ms() - t0));
+    return 0;
+}
+
+sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t errlen)
+{
+    embed_t *e = sk_calloc(1, sizeof(*e));
+    e->super.ops = &embed_ops;
+    e->path = sk_strndup(path, strlen(path));
+    atomic_init(&e->healthy, 1);
+    pthread_mutex_init(&e->qlock, NULL);
+    pthread_cond_init(&e->qcond, NULL);
+    e->qtail = &e->qhead;
+
+    if (sqlite3_open_v2(path, &e->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", path, sqlite3_errmsg(e->db));
+        goto fail;
+    }
+    sqlite3_busy_timeout(e->db, 5000);
+    /* WAL with synchronous=FULL: every COMMIT is fsynced, so a committed batch survives a crash
+     * or power loss; readers on the worker threads never block the writer */
+    if (exec(e->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") != 0 || exec(e->db, SCHEMA) != 0) {
+        snprintf(err, errlen, "cannot initialise %s: %s", path, sqlite3_errmsg(e->db));
+        goto fail;
+    }
+    if (prepare(e->db,
+                "INSERT INTO orders(sale, id, user, qty, status, request_id, created_at, expires_at)"
+                " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                &e->ins_order) != 0 ||
+        prepare(e->db,
+                "INSERT INTO sales(sale, stock, per_user_limit, hold_seconds, starts_at, ends_at)"
+                " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                &e->ins_sale) != 0 ||
+        prepare(e->db,
+                "UPDATE sales SET stock = ?2, per_user_limit = ?3, hold_seconds = ?4, starts_at = ?5, ends_at = ?6"
+                " WHERE sale = ?1",
+                &e->upd_sale) != 0 ||
+        prepare(e->db,
+                "SELECT user, qty, status, request_id, created_at, expires_at FROM orders WHERE sale = ?1 AND id = ?2",
+                &e->get_order) != 0 ||
+        prepare(e->db, "UPDATE orders SET status = ?1 WHERE sale = ?2 AND id = ?3", &e->upd_status) != 0) {
+        snprintf(err, errlen, "cannot prepare statements on %s", path);
+        goto fail;
+    }
+    if (rebuild(e) != 0) {
+        snprintf(err, errlen, "cannot rebuild state from %s", path);
+        goto fail;
+    }
+    (void)threads;
+    if (pthread_create(&e->thread, NULL, committer_main, e) != 0) {
+        snprintf(err, errlen, "pthread_create: %s", strerror(errno));
+        goto fail;
+    }
+    return &e->super;
+fail:
+    sqlite3_close(e->db);
+    free(e->path);
+    free(e);
+    return NULL;
+}

@@ -1,0 +1,31 @@
+/* util.h: small helpers used everywhere: allocation that aborts on out-of-memory (as redis and
+ * h2o do, so error paths handle real failures only), clocks, and string copies. */
+#ifndef SK_UTIL_H
+#define SK_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SK_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
+
+void *sk_malloc(size_t n);
+void *sk_calloc(size_t n, size_t size);
+void *sk_realloc(void *p, size_t n);
+char *sk_strndup(const char *s, size_t n); /* NULL in, NULL out */
+
+int64_t sk_now_ms(void); /* wall clock, milliseconds since the epoch */
+int64_t sk_mono_ms(void);
+
+
+
+/* A growable byte buffer for building replies. */
+typedef struct sk_buf_s {
+    char *p;
+    size_t len, cap;
+} sk_buf_t;
+
+void sk_buf_reserve(sk_buf_t *b, size_t extra);
+void sk_buf_append(sk_buf_t *b, const char *s, size_t n);
+void sk_buf_printf(sk_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sk_buf_dispose(sk_buf_t *b);
+#endif

@@ -1,0 +1,577 @@
+"""End-to-end fixtures for seckilld.
+
+Starts the server under test (and, for the Redis store, a real redis-server) on free loopback
+ports, and offers small HTTP helpers built on the standard library only. Every test that takes
+the `server` fixture runs once per store: `sqlite` (the embedded store) and `redis`.
+
+Run:  SECKILLD=/work/main/build/seckilld /usr/bin/python3 -m pytest -q tests/e2e
+"""
+
+import ctypes
+import http.client
+import itertools
+import json
+import os
+import queue
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+HOST = "127.0.0.1"
+DEFAULT_TIMEOUT = 15.0  # seconds, for any single network wait
+TEST_WATCHDOG = 150.0  # seconds; a test running longer gets its processes killed
+REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
+ERROR_KEYS = {"error", "message"}
+SALE_KEYS = {"sale", "stock", "sold", "held", "remaining", "per_user_limit", "hold_seconds",
+             "starts_at", "ends_at", "state"}
+ORDER_KEYS = {"sale", "order", "user", "qty", "status", "request_id", "created_at", "expires_at"}
+CSV_HEADER = "sale,order,user,qty,status,request_id,created_at,expires_at"
+
+
+# --------------------------------------------------------------------------------------------
+# processes
+
+
+def _pdeathsig():
+    """Child side of Popen: die with the test run, so that no server outlives pytest."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def free_port():
+    """A free loopback port, picked by the kernel (bind to port 0). Used for redis-server only;
+    seckilld picks its own ports with `:0` and reports them."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def seckilld_binary():
+    path = os.environ.get("SECKILLD", os.path.join(os.path.dirname(__file__), "..", "..",
+                                                   "build", "seckilld"))
+    path = os.path.abspath(path)
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"seckilld binary not found at {path}: build it (make) or set SECKILLD", pytrace=False)
+    return path
+
+
+_live_procs = []  # every process started by the current test, for the watchdog
+_live_lock = threading.Lock()
+
+
+def _track(proc):
+    with _live_lock:
+        _live_procs.append(proc)
+
+
+class Redis:
+    """A throw-away redis-server with every write fsynced (appendfsync always)."""
+
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "redis")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = None
+        self.proc = None
+        self.log = os.path.join(self.dir, "redis.log")
+
+    def start(self):
+        last = None
+        for _ in range(5):  # the picked port may be taken in between: retry on a new one
+            self.port = free_port()
+            self.proc = subprocess.Popen(
+                [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--appendonly", "yes",
+                 "--appendfsync", "always", "--dir", self.dir, "--save", "", "--daemonize", "no",
+                 "--logfile", self.log],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                preexec_fn=_pdeathsig)
+            _track(self.proc)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                if self.ping():
+                    return self
+                time.sleep(0.02)
+            last = self._log_tail()
+            self.stop()
+        raise RuntimeError(f"redis-server did not start: {last}")
+
+    def ping(self):
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _log_tail(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-2000:]
+        except OSError:
+            return ""
+
+    @property
+    def url(self):
+        return f"redis://{HOST}:{self.port}"
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class StoreUnsupported(Exception):
+    pass
+
+
+class Server:
+    """One running seckilld. `pub` / `adm` send requests to the public / admin listener."""
+
+    def __init__(self, store_url, workdir, extra_args=(), token=None, env=None, name="seckilld"):
+        self.store_url = store_url
+        self.workdir = workdir
+        self.extra_args = list(extra_args)
+        self.token = token  # sent by adm() when set
+        self.env = env
+        self.name = name
+        self.proc = None
+        self.public_port = None
+        self.admin_port = None
+        self.stdout_lines = []
+        self._n = 0
+
+    # -- lifecycle
+
+    def start(self, timeout=15.0):
+        self._n += 1
+        self.stderr_path = os.path.join(self.workdir, f"{self.name}.{self._n}.stderr")
+        args = [seckilld_binary(), "--listen", f"{HOST}:0", "--admin-listen", f"{HOST}:0",
+                "--store", self.store_url, "--threads", "2"] + self.extra_args
+        self.args = args
+        env = dict(os.environ)
+        env.pop("SECKILL_ADMIN_TOKEN", None)
+        if self.env:
+            env.update(self.env)
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=err, env=env, preexec_fn=_pdeathsig)
+        _track(self.proc)
+        lines = queue.Queue()
+        self.stdout_lines = []
+
+        def reader(proc=self.proc, sink=self.stdout_lines):
+            for raw in proc.stdout:  # drain for ever so the server never blocks on stdout
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                sink.append(line)
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=reader, daemon=True).start()
+        self.public_port = self.admin_port = None
+        deadline = time.monotonic() + timeout
+        while self.public_port is None or self.admin_port is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise AssertionError(f"seckilld did not report its ports within {timeout}s; "
+                                     f"stdout={self.stdout_lines!r} stderr={self.stderr_tail()!r}")
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:  # stdout closed: the server exited
+                rc = self.proc.wait(5)
+                err = self.stderr_tail()
+                text = (err + "\n".join(self.stdout_lines)).lower()
+                if rc != 0 and ("unsupported" in text or "not implemented" in text):
+                    raise StoreUnsupported(err.strip()[-500:])
+                raise AssertionError(f"seckilld exited at start-up (rc={rc}) args={args!r}; "
+                                     f"stderr={err!r}")
+            m = re.search(r"listening (public|admin)=([0-9.]+):(\d+)", line)
+            if m:
+                if m.group(1) == "public":
+                    self.public_port = int(m.group(3))
+                else:
+                    self.admin_port = int(m.group(3))
+        return self
+
+    def stderr_tail(self, n=3000):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read()[-n:].decode("utf-8", "replace")
+        except (OSError, AttributeError):
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout=10.0):
+        """SIGTERM; returns the exit code (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is not None:
+            return self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def restart(self):
+        rc = self.stop()
+        assert rc == 0, f"seckilld did not exit 0 on SIGTERM (rc={rc}); stderr={self.stderr_tail()!r}"
+        return self.start()
+
+    # -- requests
+
+    def pub(self, method, path, body=None, headers=None, **kw):
+        return request(self.public_port, method, path, body, headers, **kw)
+
+    def adm(self, method, path, body=None, headers=None, token=None, **kw):
+        h = dict(headers or {})
+        tok = token if token is not None else self.token
+        if tok is not None and not any(k.lower() == "authorization" for k in h):
+            h["Authorization"] = f"Bearer {tok}"
+        return request(self.admin_port, method, path, body, h, **kw)
+
+    # -- conveniences built on the API
+
+    def put_sale(self, sale, expect=201, **fields):
+        body = {"stock": 100}
+        body.update(fields)
+        r = self.adm("PUT", f"/v1/sales/{sale}", body)
+        assert r.status == expect, f"PUT sale {sale} {body} -> {r}"
+        return r
+
+    def sale(self, sale):
+        r = self.pub("GET", f"/v1/sales/{sale}")
+        assert r.status == 200, f"GET sale {sale} -> {r}"
+        return r.body
+
+    def take(self, sale, via="pub", **body):
+        fn = self.pub if via == "pub" else self.adm
+        return fn("POST", f"/v1/sales/{sale}/orders", body)
+
+    def orders(self, sale, limit=1000):
+        """Every order of a sale, following `next`."""
+        out, after = [], None
+        for _ in range(10000):
+            q = f"limit={limit}" + (f"&after={after}" if after is not None else "")
+            r = self.adm("GET", f"/v1/sales/{sale}/orders?{q}")
+            assert r.status == 200, f"order listing -> {r}"
+            assert set(r.body) == {"orders", "next"}, r.body
+            out.extend(r.body["orders"])
+            after = r.body["next"]
+            if after is None:
+                return out
+        raise AssertionError("order listing never ended")
+
+
+# --------------------------------------------------------------------------------------------
+# HTTP
+
+
+class Resp:
+    """A response: status, headers (lower-case names), body (parsed JSON when the reply is
+    JSON, else text), raw bytes. Unpacks as (status, headers, body)."""
+
+    def __init__(self, status, headers, body, raw, reason=""):
+        self.status, self.headers, self.body, self.raw, self.reason = status, headers, body, raw, reason
+
+    def __iter__(self):
+        return iter((self.status, self.headers, self.body))
+
+    def __repr__(self):
+        return f"<{self.status} {self.headers.get('content-type')} {self.raw[:300]!r}>"
+
+
+def _encode(body):
+    if body is None:
+        return None
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return json.dumps(body).encode("utf-8")
+
+
+def check_framing(headers, raw, method="GET"):
+    """API.md: every response carries Content-Length, never chunked."""
+    te = headers.get("transfer-encoding", "")
+    assert "chunked" not in te.lower(), f"chunked reply: {headers}"
+    assert "content-length" in headers, f"reply without Content-Length: {headers}"
+    if method != "HEAD":
+        assert int(headers["content-length"]) == len(raw), (headers, raw[:200])
+
+
+def read_response(conn, method):
+    r = conn.getresponse()
+    raw = r.read()
+    headers = {}
+    for k, v in r.getheaders():
+        k = k.lower()
+        headers[k] = v if k not in headers else headers[k] + ", " + v
+    check_framing(headers, raw, method)
+    ctype = headers.get("content-type", "")
+    body = raw
+    if ctype.startswith("application/json"):
+        try:
+            body = json.loads(raw.decode("utf-8"))
+        except ValueError as e:
+            raise AssertionError(f"reply says JSON but is not: {raw[:300]!r}") from e
+    elif ctype.startswith("text/"):
+        body = raw.decode("utf-8", "replace")
+    return Resp(r.status, headers, body, raw, r.reason)
+
+
+def request(port, method, path, body=None, headers=None, timeout=DEFAULT_TIMEOUT, conn=None,
+            json_ct=True):
+    """One request. A fresh connection unless `conn` (an http.client.HTTPConnection) is given."""
+    data = _encode(body)
+    h = {}
+    if data is not None and json_ct:
+        h["Content-Type"] = "application/json"
+    h.update(headers or {})
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=data, headers=h)
+        return read_response(conn, method)
+    finally:
+        if own:
+            conn.close()
+
+
+def assert_error(r, status, code):
+    """API.md: every error body is {"error": code, "message": text}, application/json."""
+    assert r.status == status, f"expected {status} {code}, got {r}"
+    assert r.headers.get("content-type", "").startswith("application/json"), r
+    assert isinstance(r.body, dict) and set(r.body) == ERROR_KEYS, r
+    assert r.body["error"] == code, f"expected error {code}, got {r}"
+    assert isinstance(r.body["message"], str) and r.body["message"], r
+
+
+def assert_order(o, sale, user, qty, request_id=None, status="confirmed", t0=None, t1=None):
+    assert isinstance(o, dict) and set(o) == ORDER_KEYS, o
+    assert o["sale"] == sale, o
+    assert isinstance(o["order"], str) and re.fullmatch(r"[0-9]+", o["order"]), o
+    assert o["user"] == user, o
+    assert o["qty"] == qty and type(o["qty"]) is int, o
+    assert o["status"] == status, o
+    assert o["request_id"] == request_id, o
+    assert type(o["created_at"]) is int, o
+    if t0 is not None:
+        assert int(t0) - 1 <= o["created_at"] <= int(t1) + 1, (o, t0, t1)
+    if status == "confirmed":
+        assert o["expires_at"] is None, o
+
+
+def raw_exchange(port, data, timeout=5.0, shut_write=False):
+    """Send raw bytes, read until the server closes or `timeout` passes. Returns (bytes, closed)."""
+    s = socket.create_connection((HOST, port), timeout=timeout)
+    try:
+        s.sendall(data)
+        if shut_write:
+            s.shutdown(socket.SHUT_WR)
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                return buf, False
+            except ConnectionResetError:
+                return buf, True
+            if not chunk:
+                return buf, True
+            buf += chunk
+        return buf, False
+    finally:
+        s.close()
+
+
+def parse_raw_responses(buf):
+    """Split raw bytes into [(status, headers, body)] using Content-Length framing."""
+    out = []
+    while buf:
+        head, sep, rest = buf.partition(b"\r\n\r\n")
+        assert sep, f"incomplete head: {buf[:300]!r}"
+        lines = head.decode("latin-1").split("\r\n")
+        m = re.match(r"HTTP/1\.[01] (\d{3})", lines[0])
+        assert m, f"bad status line {lines[0]!r}"
+        headers = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        assert "content-length" in headers, f"no Content-Length: {lines}"
+        assert "chunked" not in headers.get("transfer-encoding", "").lower()
+        n = int(headers["content-length"])
+        assert len(rest) >= n, (headers, rest)
+        out.append((int(m.group(1)), headers, rest[:n]))
+        buf = rest[n:]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# concurrency
+
+
+def storm(port, reqs, threads=64, timeout=DEFAULT_TIMEOUT, stop=None, results=None):
+    """Send `reqs` [(method, path, body_dict)] from `threads` threads, each on its own keep-alive
+    connection. Returns [(status, body) | ("error", repr(exc))] in the order of `reqs`.
+    A request that fails at the socket level is never retried (its outcome is unknown).
+    `results`, if given, is a list of len(reqs) Nones filled in as answers arrive (for watchers)."""
+    if results is None:
+        results = [None] * len(reqs)
+    it = iter(range(len(reqs)))
+    lock = threading.Lock()
+
+    def worker():
+        conn = None
+        while True:
+            with lock:
+                i = next(it, None)
+            if i is None:
+                break
+            if stop is not None and stop.is_set():
+                results[i] = ("error", "not sent")
+                continue
+            method, path, body = reqs[i]
+            if conn is None:
+                conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+            try:
+                r = request(port, method, path, body, conn=conn)
+                results[i] = (r.status, r.body)
+                if r.headers.get("connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                results[i] = ("error", repr(e))
+                conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    ts = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(timeout * 20)
+        assert not t.is_alive(), "storm worker hung"
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+_sale_ids = itertools.count(1)
+
+
+@pytest.fixture
+def sale_id():
+    """A fresh sale id factory: sale_id() -> 's<N>'."""
+    return lambda prefix="s": f"{prefix}{next(_sale_ids)}"
+
+
+@pytest.fixture(autouse=True)
+def _watchdog():
+    """Kill every process a test started if the test runs too long, so that a hung server
+    turns into a failed test rather than a hung run."""
+    with _live_lock:
+        _live_procs.clear()
+    done = threading.Event()
+
+    def dog():
+        if not done.wait(TEST_WATCHDOG):
+            with _live_lock:
+                for p in _live_procs:
+                    if p.poll() is None:
+                        p.kill()
+
+    t = threading.Thread(target=dog, daemon=True)
+    t.start()
+    yield
+    done.set()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    """The store URL factory for this test run: ('sqlite', url) or ('redis', url)."""
+    kind = request.param
+    if kind == "sqlite":
+        d = tmp_path / "db"
+        d.mkdir()
+        yield Store(kind, f"sqlite:{d / 'seckill.db'}", db_path=str(d / "seckill.db"))
+        return
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.fail(f"{REDIS_SERVER} missing: apt-get install redis-server", pytrace=False)
+    r = Redis(str(tmp_path)).start()
+    try:
+        yield Store(kind, r.url, redis=r)
+    finally:
+        r.stop()
+
+
+class Store:
+    def __init__(self, kind, url, db_path=None, redis=None):
+        self.kind, self.url, self.db_path, self.redis = kind, url, db_path, redis
+
+
+@pytest.fixture
+def make_server(store, tmp_path):
+    """Factory: make_server(extra_args=(), token=None, env=None) -> started Server on the store.
+    At teardown every server must still be alive (no crash) and exit 0 on SIGTERM."""
+    started = []
+
+    def make(extra_args=(), token=None, env=None, start=True):
+        s = Server(store.url, str(tmp_path), extra_args, token=token, env=env,
+                   name=f"seckilld{len(started)}")
+        started.append(s)
+        if start:
+            try:
+                s.start()
+            except StoreUnsupported as e:
+                pytest.skip(f"store {store.kind} not supported by this seckilld yet: {e}")
+        return s
+
+    yield make
+    problems = []
+    for s in started:
+        if s.proc is None or getattr(s, "expect_dead", False):
+            s.kill()
+            continue
+        if s.proc.poll() is not None:
+            problems.append(f"{s.name} died during the test (rc={s.proc.returncode}); "
+                            f"stderr tail: {s.stderr_tail()!r}")
+            continue
+        rc = s.stop()
+        if rc != 0:
+            problems.append(f"{s.name} did not exit 0 on SIGTERM (rc={rc}); "
+                            f"stderr tail: {s.stderr_tail()!r}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def server(make_server):
+    """A started seckilld (no admin token) on the parametrized store."""
+    return make_server()

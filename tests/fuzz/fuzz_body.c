@@ -1,0 +1,314 @@
+/* fuzz_body.c: libFuzzer target for everything in src/ that meets the network: the take body,
+ * the sale definition, the order-listing query, identifiers and order ids, and the router. Each
+ * input is fed to every parser; results are checked against invariants, and the validators
+ * against independent reference implementations written differently (differential fuzzing).
+ * Any violation aborts. Built two ways by tests/CMakeLists.txt: with libFuzzer (fuzz_body,
+ * SK_FUZZ=ON under clang) and as fuzz_body_replay, which replays tests/fuzz/corpus in ctest. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "parse.h"
+#include "router.h"
+#include "sale.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                                    \
+    do {                                                                                               \
+        if (!(cond)) {                                                                                 \
+            fprintf(stderr, "fuzz_body: %s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);    \
+            abort();                                                                                   \
+        }                                                                                              \
+    } while (0)
+
+/* ---- reference validators ---- */
+
+/* Well-formed UTF-8 per the Unicode standard's table 3-7, byte ranges by lead byte, and no
+ * control characters (C0, DEL, C1). */
+static int ref_valid_ident(const uint8_t *s, size_t len)
+{
+    size_t i = 0;
+    if (len < 1 || len > 128)
+        return 0;
+    while (i < len) {
+        uint8_t b = s[i];
+        uint8_t lo = 0x80, hi = 0xbf;
+        size_t n;
+        if (b <= 0x7f) {
+            if (b <= 0x1f || b == 0x7f)
+                return 0;
+            i++;
+            continue;
+        }
+        if (b >= 0xc2 && b <= 0xdf) {
+            n = 1;
+            if (b == 0xc2 && i + 1 < len && s[i + 1] <= 0x9f)
+                return 0; /* U+0080..U+009F: C1 controls */
+        } else if (b == 0xe0) {
+            n = 2, lo = 0xa0;
+        } else if ((b >= 0xe1 && b <= 0xec) || b == 0xee || b == 0xef) {
+            n = 2;
+        } else if (b == 0xed) {
+            n = 2, hi = 0x9f;
+        } else if (b == 0xf0) {
+            n = 3, lo = 0x90;
+        } else if (b >= 0xf1 && b <= 0xf3) {
+            n = 3;
+        } else if (b == 0xf4) {
+            n = 3, hi = 0x8f;
+        } else {
+            return 0;
+        }
+        if (len - i - 1 < n)
+            return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (size_t k = 2; k <= n; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xbf)
+                return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
+static int ref_valid_sale_id(const uint8_t *s, size_t len)
+{
+    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
+    if (len < 1 || len > 64)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == 0 || strchr(ok, s[i]) == NULL)
+            return 0;
+    return 1;
+}
+
+static uint64_t ref_order_id(const uint8_t *s, size_t len)
+{
+    char buf[32];
+    char *end;
+    unsigned long long v;
+    if (len < 1 || len > 19 || s[0] == '0')
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    v = strtoull(buf, &end, 10);
+    CHECK(*end == '\0');
+    return v <= (unsigned long long)INT64_MAX ? (uint64_t)v : 0;
+}
+
+/* ---- the parsers ---- */
+
+static void fuzz_take(const char *p, size_t n)
+{
+    sk_take_body_t b;
+    const char *why = NULL;
+    int rc = sk_parse_take(p, n, &b, &why);
+    if (rc != 0) {
+        CHECK(rc == SK_EBAD_REQUEST);
+        CHECK(why != NULL && why[0] != '\0');
+        CHECK(b.root == NULL);
+        return;
+    }
+    CHECK(b.root != NULL && json_is_object(b.root));
+    CHECK(b.qty >= 1 && b.qty <= SK_MAX_UNITS);
+    if (b.user == NULL) {
+        CHECK(b.user_len == 0);
+    } else {
+        CHECK(b.user_len >= 1 && b.user_len <= SK_IDENT_MAX);
+        CHECK(sk_valid_ident(b.user, b.user_len));
+        CHECK(ref_valid_ident((const uint8_t *)b.user, b.user_len));
+        CHECK(memchr(b.user, '\0', b.user_len) == NULL);
+    }
+    if (b.request_id == NULL) {
+        CHECK(b.request_id_len == 0);
+    } else {
+        CHECK(b.request_id_len >= 1 && b.request_id_len <= SK_IDENT_MAX);
+        CHECK(sk_valid_ident(b.request_id, b.request_id_len));
+        CHECK(ref_valid_ident((const uint8_t *)b.request_id, b.request_id_len));
+    }
+    /* only the three known fields, at most once each */
+    CHECK(json_object_size(b.root) <= 3);
+    /* a take that passed the parser passes the sale's request rules with a user present */
+    {
+        sk_sale_conf_t c = {10, 1, 0, SK_NO_TIME, SK_NO_TIME};
+        const char *w;
+        CHECK(sk_sale_check_take(&c, 1, b.qty, &w) == 0);
+    }
+    sk_take_body_dispose(&b);
+    CHECK(b.root == NULL);
+}
+
+static void fuzz_sale_conf(const char *p, size_t n)
+{
+    sk_sale_conf_t c;
+    const char *why = NULL;
+    int rc = sk_parse_sale_conf(p, n, &c, &why);
+    if (rc != 0) {
+        CHECK(rc == SK_EBAD_REQUEST);
+        CHECK(why != NULL && why[0] != '\0');
+        return;
+    }
+    CHECK(sk_sale_conf_check(&c, &why) == 0);
+    CHECK(c.stock >= 0 && c.stock <= SK_MAX_UNITS);
+    CHECK(c.per_user_limit >= 0 && c.per_user_limit <= SK_MAX_UNITS);
+    CHECK(c.hold_seconds >= 0 && c.hold_seconds <= 31536000);
+    CHECK(c.starts_at == SK_NO_TIME || c.starts_at >= 0);
+    CHECK(c.ends_at == SK_NO_TIME || c.ends_at >= 0);
+    if (c.starts_at != SK_NO_TIME && c.ends_at != SK_NO_TIME)
+        CHECK(c.ends_at > c.starts_at);
+    /* an open sale before starts_at is not open, and one at ends_at is over */
+    if (c.starts_at != SK_NO_TIME && c.starts_at > 0)
+        CHECK(sk_sale_window(&c, c.starts_at - 1) == SK_ENOT_STARTED);
+    if (c.ends_at != SK_NO_TIME)
+        CHECK(sk_sale_window(&c, c.ends_at) == SK_EENDED);
+}
+
+static void fuzz_list_query(const char *p, size_t n)
+{
+    uint64_t after = 0;
+    unsigned limit = 0;
+    const char *why = NULL;
+    int rc = sk_parse_list_query(p, n, &after, &limit, &why);
+    if (rc != 0) {
+        CHECK(rc == SK_EBAD_REQUEST);
+        CHECK(why != NULL);
+        return;
+    }
+    CHECK(limit >= 1 && limit <= 1000);
+    CHECK(after <= (uint64_t)INT64_MAX);
+}
+
+static void fuzz_idents(const uint8_t *d, size_t n)
+{
+    const char *p = (const char *)d;
+    CHECK(sk_valid_ident(p, n) == ref_valid_ident(d, n));
+    CHECK(sk_valid_sale_id(p, n) == ref_valid_sale_id(d, n));
+    CHECK(sk_parse_order_id(p, n) == ref_order_id(d, n));
+    /* every prefix too, which walks every cut through a multi-byte character */
+    for (size_t k = 0; k < n && k <= 130; k++)
+        CHECK(sk_valid_ident(p, k) == ref_valid_ident(d, k));
+}
+
+static int within(sk_slice_t s, const char *p, size_t n)
+{
+    return s.p == NULL ? s.len == 0 : (s.p >= p && s.len <= n && (size_t)(s.p - p) <= n - s.len);
+}
+
+static int has_sale(sk_action_t a)
+{
+    return a != SK_A_HEALTHZ && a != SK_A_METRICS && a != SK_A_SALE_LIST;
+}
+
+static int has_order(sk_action_t a)
+{
+    return a == SK_A_ORDER_GET || a == SK_A_ORDER_CONFIRM || a == SK_A_ORDER_CANCEL;
+}
+
+/* Input: one byte whose low bit picks the listener, then "METHOD PATH" (no space: GET PATH). */
+static void fuzz_route(const uint8_t *d, size_t n)
+{
+    const char *method = "GET", *path;
+    size_t mlen = 3, plen;
+    int admin;
+    sk_match_t m, ma;
+    int rc, rca;
+    if (n < 1)
+        return;
+    admin = d[0] & 1;
+    path = (const char *)d + 1;
+    plen = n - 1;
+    {
+        const char *sp = memchr(path, ' ', plen);
+        if (sp != NULL) {
+            method = path;
+            mlen = (size_t)(sp - path);
+            plen -= mlen + 1;
+            path = sp + 1;
+        }
+    }
+    rc = sk_route(method, mlen, path, plen, admin, &m);
+    CHECK(rc == 0 || rc == SK_ENOT_FOUND || rc == SK_EMETHOD_NOT_ALLOWED);
+    CHECK(within(m.query, path, plen));
+    if (m.query.p != NULL)
+        CHECK(m.query.p > path && m.query.p[-1] == '?' && memchr(path, '?', (size_t)(m.query.p - 1 - path)) == NULL);
+    if (rc == SK_ENOT_FOUND)
+        return;
+    CHECK(plen >= 1 && path[0] == '/');
+    CHECK(within(m.sale, path, plen));
+    CHECK(within(m.order, path, plen));
+    if (m.sale.p != NULL)
+        CHECK(m.sale.len >= 1 && !memchr(m.sale.p, '/', m.sale.len) && !memchr(m.sale.p, '?', m.sale.len));
+    if (m.order.p != NULL)
+        CHECK(m.order.len >= 1 && !memchr(m.order.p, '/', m.order.len) && !memchr(m.order.p, '?', m.order.len));
+    if (rc == SK_EMETHOD_NOT_ALLOWED) {
+        CHECK(m.allow != NULL && m.allow[0] != '\0');
+        return;
+    }
+    CHECK(m.allow == NULL);
+    CHECK((unsigned)m.action < SK_A_COUNT_);
+    CHECK(strcmp(sk_action_name(m.action), "unknown") != 0);
+    CHECK(has_sale(m.action) == (m.sale.p != NULL));
+    CHECK(has_order(m.action) == (m.order.p != NULL));
+    /* the public listener serves public actions only, and the admin listener serves everything */
+    if (!admin) {
+        CHECK(!sk_action_is_admin(m.action));
+        rca = sk_route(method, mlen, path, plen, 1, &ma);
+        CHECK(rca == 0 && ma.action == m.action);
+    }
+}
+
+/* The sale rules on arbitrary in-contract numbers: 0..2^53. */
+static int64_t units(const uint8_t *d)
+{
+    uint64_t v;
+    memcpy(&v, d, sizeof(v));
+    return (int64_t)(v % ((uint64_t)SK_MAX_UNITS + 1));
+}
+
+static void fuzz_rules(const uint8_t *d, size_t n)
+{
+    int64_t limit, taken, qty, stock, sold, held;
+    sk_sale_view_t v;
+    if (n < 48)
+        return;
+    limit = units(d), taken = units(d + 8), qty = units(d + 16);
+    stock = units(d + 24), sold = units(d + 32), held = units(d + 40);
+    if (qty >= 1) {
+        int want = limit > 0 && taken + qty > limit; /* no overflow: all <= 2^53 */
+        CHECK((sk_sale_check_user(limit, taken, qty) == SK_EUSER_LIMIT) == want);
+        CHECK(sk_sale_check_user(limit, taken, qty) == 0 || sk_sale_check_user(limit, taken, qty) == SK_EUSER_LIMIT);
+    }
+    CHECK((sk_sale_check_restock(stock, sold, held) == 0) == (stock >= sold + held));
+    memset(&v, 0, sizeof(v));
+    v.conf = (sk_sale_conf_t){stock, limit, 0, SK_NO_TIME, SK_NO_TIME};
+    v.sold = sold;
+    v.held = held;
+    CHECK(sk_sale_remaining(&v) >= 0);
+    CHECK(sk_sale_remaining(&v) == (stock - sold - held > 0 ? stock - sold - held : 0));
+    CHECK(sk_sale_check_stock(sk_sale_remaining(&v), qty ? qty : 1) == 0 ||
+          sk_sale_check_stock(sk_sale_remaining(&v), qty ? qty : 1) == SK_ESOLD_OUT);
+    {
+        int64_t hold = (int64_t)(d[0] % 100) + 1;
+        int64_t now_ms = units(d + 8) % INT64_C(4102444800000); /* to 2100 */
+        int64_t e = sk_sale_expires_at(now_ms, hold);
+        CHECK(e * 1000 - now_ms >= hold * 1000 && e * 1000 - now_ms < (hold + 1) * 1000);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *p = (const char *)data;
+    fuzz_take(p, size);
+    fuzz_sale_conf(p, size);
+    fuzz_list_query(p, size);
+    fuzz_idents(data, size);
+    fuzz_route(data, size);
+    fuzz_rules(data, size);
+    return 0;
+}
