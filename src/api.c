@@ -171,7 +171,7 @@ static void answer(h2o_req_t *req, call_t *c)
     sk_store_req_t *s = &c->sreq;
     int64_t now = s->now_ms / 1000;
     if (c->action == SK_A_TAKE)
-        sk_metrics_take(s->err);
+        sk_metrics_take(s->err, !s->created);
     if (s->err != 0) {
         reply_error(req, c->action, s->err, NULL);
         return;
@@ -259,7 +259,7 @@ static void on_store_answer(sk_store_req_t *sreq)
         *c->slot = NULL;
         answer(c->req, c);
     } else if (c->action == SK_A_TAKE) {
-        sk_metrics_take(sreq->err);
+        sk_metrics_take(sreq->err, !sreq->created);
     }
     call_free(c);
 }
@@ -358,7 +358,7 @@ static int check_rate(sk_server_t *srv, handler_t *h, h2o_req_t *req, int action
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, h2o_strdup(&req->pool, ra, SIZE_MAX).base,
                    strlen(ra));
     if (action == SK_A_TAKE)
-        sk_metrics_take(SK_ERATE_LIMITED);
+        sk_metrics_take(SK_ERATE_LIMITED, 0);
     reply(req, action, 429, "application/json", error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].base,
           error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].len);
     return 1;
@@ -453,7 +453,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     case SK_A_TAKE:
         c = call_new(m.action, SK_STORE_TAKE, &m);
         if ((rc = sk_parse_take(req->entity.base, req->entity.len, &c->body, &why)) != 0) {
-            sk_metrics_take(rc);
+            sk_metrics_take(rc, 0);
             reply_error(req, m.action, rc, why);
             call_free(c);
             return 0;

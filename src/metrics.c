@@ -19,7 +19,7 @@ typedef _Atomic uint64_t counter_t;
 
 typedef struct block_s {
     counter_t requests[SK_A_COUNT_ + 1][NSTATUS];
-    counter_t takes[SK_ERR_COUNT + 1]; /* [0]: won; [i]: error SK_ERR_FIRST_ + i */
+    counter_t takes[SK_ERR_COUNT + 2]; /* [0]: won; [i]: error SK_ERR_FIRST_ + i; last: replayed */
     counter_t lat[NLAT];
     counter_t lat_sum_us;
     counter_t lat_count;
@@ -81,9 +81,9 @@ void sk_metrics_request(int action, int status, int64_t latency_us)
     inc(&b->lat_count, 1);
 }
 
-void sk_metrics_take(int err)
+void sk_metrics_take(int err, int replayed)
 {
-    int i = err == 0 ? 0 : err - SK_ERR_FIRST_;
+    int i = err == 0 ? (replayed ? SK_ERR_COUNT + 1 : 0) : err - SK_ERR_FIRST_;
     if (i < 0 || i > SK_ERR_COUNT)
         i = SK_EINTERNAL - SK_ERR_FIRST_;
     inc(&me()->takes[i], 1);
@@ -158,6 +158,7 @@ void sk_metrics_render(sk_buf_t *o)
     sk_buf_printf(o, "# HELP seckill_takes_total Take outcomes, by error code (won for a new order).\n"
                      "# TYPE seckill_takes_total counter\n");
     sk_buf_printf(o, "seckill_takes_total{outcome=\"won\"} %llu\n", (unsigned long long)SUM(takes[0]));
+    sk_buf_printf(o, "seckill_takes_total{outcome=\"replayed\"} %llu\n", (unsigned long long)SUM(takes[SK_ERR_COUNT + 1]));
     for (int i = 1; i <= SK_ERR_COUNT; i++) {
         uint64_t v = SUM(takes[i]);
         if (v != 0 || i == SK_ESOLD_OUT - SK_ERR_FIRST_ || i == SK_EUSER_LIMIT - SK_ERR_FIRST_)

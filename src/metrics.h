@@ -14,8 +14,8 @@ void sk_metrics_thread_init(void);
 
 /* One answered request: its action (SK_A_COUNT_ for unrouted), HTTP status and latency. */
 void sk_metrics_request(int action, int status, int64_t latency_us);
-/* One take outcome: 0 for a win, else the SK_E* code. */
-void sk_metrics_take(int err);
+/* One take outcome: 0 for a win (a replayed request id when `replayed`), else the SK_E* code. */
+void sk_metrics_take(int err, int replayed);
 /* One committer batch of n orders that took ms milliseconds to commit (and fsync). */
 void sk_metrics_commit(size_t n, int64_t ms, int ok);
 

@@ -159,6 +159,8 @@ static void *worker_main(void *arg)
     if (w->inflight != 0)
         sk_log(SK_LOG_WARN, "event=shutdown_timeout worker=%d inflight=%zu", w->index, w->inflight);
     srv->store->ops->worker_dispose(srv->store, w->store_local);
+    /* the context and loop are not disposed: h2o 2.2.5 asserts that no connection is left,
+     * and keep-alive clients may still hold some; the process exits right after */
     return NULL;
 }
 

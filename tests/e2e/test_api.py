@@ -5,12 +5,11 @@ import http.client
 import io
 import json
 import re
-import socket
 import time
 
 import pytest
 
-from conftest import (CSV_HEADER, HOST, SALE_KEYS, assert_error, assert_order, parse_raw_responses,
+from conftest import (CSV_HEADER, HOST, assert_error, assert_order, parse_raw_responses,
                       raw_exchange, request)
 
 TWO53 = 2 ** 53
