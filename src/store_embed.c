@@ -276,6 +276,9 @@ static int reserve(esale_t *s, int64_t qty)
 static int decide(esale_t *s, sk_store_req_t *req, const sk_sale_conf_t *conf)
 {
     int rc;
+    /* the sold-out fast path: one atomic load, no lock (sold_out wins over user_limit) */
+    if (sk_sale_check_stock(atomic_load_explicit(&s->avail, memory_order_relaxed), req->qty) != 0)
+        return SK_ESOLD_OUT;
     if (req->user == NULL)
         return reserve(s, req->qty);
     uint64_t h = sk_hash(req->user, req->user_len);
@@ -343,6 +346,12 @@ static int take(embed_t *e, sk_store_req_t *req)
                 pthread_mutex_unlock(&st->lock);
                 return 0;
             }
+            pthread_mutex_unlock(&st->lock);
+            return req->err = rc, SK_STORE_DONE;
+        }
+        /* a buyer who is turned away at once leaves nothing behind */
+        if ((rc = sk_sale_window(&conf, req->now_ms / 1000)) != 0 ||
+            (rc = sk_sale_check_stock(atomic_load_explicit(&s->avail, memory_order_relaxed), req->qty)) != 0) {
             pthread_mutex_unlock(&st->lock);
             return req->err = rc, SK_STORE_DONE;
         }

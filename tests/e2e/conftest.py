@@ -159,8 +159,7 @@ class Server:
         args = [seckilld_binary(), "--listen", f"{HOST}:0", "--admin-listen", f"{HOST}:0",
                 "--store", self.store_url, "--threads", "2"] + self.extra_args
         self.args = args
-        env = dict(os.environ)
-        env.pop("SECKILL_ADMIN_TOKEN", None)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SECKILL_")}
         if self.env:
             env.update(self.env)
         with open(self.stderr_path, "wb") as err:
@@ -550,7 +549,11 @@ def make_server(store, tmp_path):
             try:
                 s.start()
             except StoreUnsupported as e:
+                s.expect_dead = True
                 pytest.skip(f"store {store.kind} not supported by this seckilld yet: {e}")
+            except BaseException:
+                s.expect_dead = True  # the start-up failure is the report
+                raise
         return s
 
     yield make
