@@ -43,6 +43,11 @@ bench: deps all
 
 install: all
 	install -D -m 0755 $(BUILD)/seckilld $(DESTDIR)$(PREFIX)/bin/seckilld
+	install -D -m 0644 packaging/seckilld.service $(DESTDIR)$(PREFIX)/lib/systemd/system/seckilld.service
+	install -D -m 0644 packaging/seckilld.conf $(DESTDIR)/etc/seckill/seckilld.conf
+	install -D -m 0644 packaging/seckilld.logrotate $(DESTDIR)/etc/logrotate.d/seckilld
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/seckill/README.md
+	install -D -m 0644 docs/API.md $(DESTDIR)$(PREFIX)/share/doc/seckill/API.md
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -208,8 +208,10 @@ out:
 static int query_value(const char *q, size_t len, const char *name, const char **val, size_t *vlen)
 {
     size_t nlen = strlen(name);
+    if (q == NULL || len == 0)
+        return 0;
     const char *end = q + len;
-    while (q < end) {
+    for (;;) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *pe = amp ? amp : end;
         if ((size_t)(pe - q) > nlen && memcmp(q, name, nlen) == 0 && q[nlen] == '=') {
@@ -217,9 +219,10 @@ static int query_value(const char *q, size_t len, const char *name, const char *
             *vlen = (size_t)(pe - *val);
             return 1;
         }
-        q = pe + 1;
+        if (amp == NULL)
+            return 0;
+        q = amp + 1;
     }
-    return 0;
 }
 
 int sk_parse_list_query(const char *q, size_t len, uint64_t *after, unsigned *limit, const char **why)

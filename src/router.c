@@ -78,9 +78,13 @@ int sk_route(const char *method, size_t mlen, const char *path, size_t plen, int
             m->order = caps[1];
         for (size_t v = 0; v < 3 && s->verbs[v].method != NULL; v++) {
             const verb_t *vb = &s->verbs[v];
-            if (!admin && vb->admin)
+            int same = strlen(vb->method) == mlen && memcmp(vb->method, method, mlen) == 0;
+            if (!admin && vb->admin) {
+                if (same)
+                    return SK_ENOT_FOUND; /* an admin route does not exist on the public listener */
                 continue;
-            if (strlen(vb->method) == mlen && memcmp(vb->method, method, mlen) == 0) {
+            }
+            if (same) {
                 m->action = vb->action;
                 return 0;
             }

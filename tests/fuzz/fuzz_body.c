@@ -255,6 +255,14 @@ static void fuzz_route(const uint8_t *d, size_t n)
     CHECK(strcmp(sk_action_name(m.action), "unknown") != 0);
     CHECK(has_sale(m.action) == (m.sale.p != NULL));
     CHECK(has_order(m.action) == (m.order.p != NULL));
+    /* what the handler does next: the listing parses the query slice as the router left it,
+     * which is {NULL, 0} when the target has no '?' */
+    if (m.action == SK_A_ORDER_LIST)
+        fuzz_list_query(m.query.p, m.query.len);
+    if (m.sale.p != NULL)
+        (void)sk_valid_sale_id(m.sale.p, m.sale.len);
+    if (m.order.p != NULL)
+        CHECK(sk_parse_order_id(m.order.p, m.order.len) == ref_order_id((const uint8_t *)m.order.p, m.order.len));
     /* the public listener serves public actions only, and the admin listener serves everything */
     if (!admin) {
         CHECK(!sk_action_is_admin(m.action));

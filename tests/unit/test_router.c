@@ -96,11 +96,11 @@ static const route_t routes[] = {
     NF(PUB, "POST", "/v1/sales/s1/orders/17/confirm"),
     NF(PUB, "GET", "/v1/sales/s1/orders/17/confirm"),
     NF(PUB, "POST", "/v1/sales/s1/orders/17/cancel"),
-    /* public listener: a public path with an admin-only or unknown method is 405, and Allow
-     * names only the public methods */
-    NA(PUB, "PUT", "/v1/sales/s1", "GET", "s1", NULL),
+    /* public listener: an admin route (method + path) does not exist there (404, API.md); a
+     * public path with an unknown method is 405, and Allow names only the public methods */
+    NF(PUB, "PUT", "/v1/sales/s1"),
     NA(PUB, "DELETE", "/v1/sales/s1", "GET", "s1", NULL),
-    NA(PUB, "GET", "/v1/sales/s1/orders", "POST", "s1", NULL),
+    NF(PUB, "GET", "/v1/sales/s1/orders"),
     NA(PUB, "HEAD", "/v1/sales/s1/orders", "POST", "s1", NULL),
     NA(PUB, "PUT", "/v1/sales/s1/orders", "POST", "s1", NULL),
     NA(PUB, "POST", "/healthz", "GET", NULL, NULL),
