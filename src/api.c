@@ -165,6 +165,8 @@ static int wants_csv(h2o_req_t *req)
     return memmem(v.base, v.len, "text/csv", 8) != NULL;
 }
 
+static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t *s);
+
 /* Sends the answer of a finished store request. */
 static void answer(h2o_req_t *req, call_t *c)
 {
@@ -172,6 +174,10 @@ static void answer(h2o_req_t *req, call_t *c)
     int64_t now = s->now_ms / 1000;
     if (c->action == SK_A_TAKE)
         sk_metrics_take(s->err, !s->created);
+    if (c->action == SK_A_METRICS) {
+        reply_metrics(c->worker->server, req, s);
+        return;
+    }
     if (s->err != 0) {
         reply_error(req, c->action, s->err, NULL);
         return;
@@ -364,26 +370,23 @@ static int check_rate(sk_server_t *srv, handler_t *h, h2o_req_t *req, int action
     return 1;
 }
 
-static void do_metrics(sk_server_t *srv, h2o_req_t *req)
+/* Prometheus text: the counters, the store's health and, from the sale list, per-sale gauges. */
+static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t *s)
 {
+    static const char *const g[3] = {"sold", "held", "remaining"};
     sk_buf_t b = {0};
-    sk_store_req_t s = {.op = SK_STORE_SALE_LIST};
     sk_metrics_render(&b);
     sk_buf_printf(&b, "# HELP seckill_store_up 1 when the store can answer.\n# TYPE seckill_store_up gauge\n"
                       "seckill_store_up{store=\"%s\"} %d\n",
                   srv->store->ops->name, srv->store->ops->healthy(srv->store));
-    if (sk_store_submit(srv->store, &s) == SK_STORE_DONE && s.err == 0) {
-        static const char *const g[3] = {"sold", "held", "remaining"};
-        for (int k = 0; k < 3; k++) {
-            sk_buf_printf(&b, "# TYPE seckill_sale_%s gauge\n", g[k]);
-            for (size_t i = 0; i < s.nviews; i++) {
-                const sk_sale_view_t *v = &s.views[i];
-                int64_t x = k == 0 ? v->sold : k == 1 ? v->held : sk_sale_remaining(v);
-                sk_buf_printf(&b, "seckill_sale_%s{sale=\"%s\"} %lld\n", g[k], v->id, (long long)x);
-            }
+    for (int k = 0; k < 3 && s->err == 0; k++) {
+        sk_buf_printf(&b, "# TYPE seckill_sale_%s gauge\n", g[k]);
+        for (size_t i = 0; i < s->nviews; i++) {
+            const sk_sale_view_t *v = &s->views[i];
+            int64_t x = k == 0 ? v->sold : k == 1 ? v->held : sk_sale_remaining(v);
+            sk_buf_printf(&b, "seckill_sale_%s{sale=\"%s\"} %lld\n", g[k], v->id, (long long)x);
         }
     }
-    sk_store_req_dispose(&s);
     reply(req, SK_A_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
     sk_buf_dispose(&b);
 }
@@ -431,7 +434,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             reply(req, m.action, 503, "application/json", H2O_STRLIT("{\"status\":\"unavailable\"}"));
         return 0;
     case SK_A_METRICS:
-        do_metrics(srv, req);
+        submit(req, call_new(m.action, SK_STORE_SALE_LIST, &m));
         return 0;
     case SK_A_SALE_LIST:
         submit(req, call_new(m.action, SK_STORE_SALE_LIST, &m));

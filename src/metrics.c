@@ -83,8 +83,10 @@ void sk_metrics_request(int action, int status, int64_t latency_us)
 
 void sk_metrics_take(int err, int replayed)
 {
-    int i = err == 0 ? (replayed ? SK_ERR_COUNT + 1 : 0) : err - SK_ERR_FIRST_;
-    if (i < 0 || i > SK_ERR_COUNT)
+    int i = err - SK_ERR_FIRST_;
+    if (err == 0)
+        i = replayed ? SK_ERR_COUNT + 1 : 0;
+    else if (i < 1 || i > SK_ERR_COUNT)
         i = SK_EINTERNAL - SK_ERR_FIRST_;
     inc(&me()->takes[i], 1);
 }

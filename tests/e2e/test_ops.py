@@ -1,0 +1,205 @@
+"""Operations: systemd notification, SIGTERM with requests in flight, metrics after known traffic,
+configuration sources, and the embedded store's answer to a full disk."""
+
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import HOST, Server, request, seckilld_binary, storm
+
+sqlite_only = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+
+
+def metric(text, name, labels=""):
+    """The value of one sample of the Prometheus text `text`, or None."""
+    m = re.search(r"^" + re.escape(name + labels) + r" (\S+)$", text, re.M)
+    return None if m is None else float(m.group(1))
+
+
+def test_metrics_after_known_traffic(server, sale_id):
+    s = sale_id()
+    server.put_sale(s, stock=3, per_user_limit=1)
+    assert server.take(s, user="a", request_id="ra").status == 201
+    assert server.take(s, user="a", request_id="ra").status == 200  # replay
+    assert server.take(s, user="a").status == 409                   # user_limit
+    assert server.take(s, user="b").status == 201
+    assert server.take(s, user="c").status == 201
+    assert server.take(s, user="d").status == 409                   # sold_out
+    assert server.take(s, user="e").status == 409                   # sold_out
+    assert server.pub("POST", f"/v1/sales/{s}/orders", b"{bad").status == 400
+    r = server.adm("GET", "/metrics")
+    assert r.status == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    t = r.body
+    assert metric(t, "seckill_takes_total", '{outcome="won"}') == 3
+    assert metric(t, "seckill_takes_total", '{outcome="replayed"}') == 1
+    assert metric(t, "seckill_takes_total", '{outcome="user_limit"}') == 1
+    assert metric(t, "seckill_takes_total", '{outcome="sold_out"}') == 2
+    assert metric(t, "seckill_takes_total", '{outcome="bad_request"}') == 1
+    assert metric(t, "seckill_requests_total", '{route="take",status="201"}') == 3
+    assert metric(t, "seckill_requests_total", '{route="take",status="409"}') == 3
+    assert metric(t, "seckill_requests_total", '{route="take",status="200"}') == 1
+    assert metric(t, "seckill_requests_total", '{route="take",status="400"}') == 1
+    assert metric(t, "seckill_sale_sold", f'{{sale="{s}"}}') == 3
+    assert metric(t, "seckill_sale_held", f'{{sale="{s}"}}') == 0
+    assert metric(t, "seckill_sale_remaining", f'{{sale="{s}"}}') == 0
+    assert metric(t, "seckill_store_up", '{store="%s"}' % ("sqlite" if "sqlite" in server.store_url else "redis")) == 1
+    # the histogram counts every request answered before this scrape (at least the 9 above)
+    assert metric(t, "seckill_request_duration_seconds_count") >= 9
+    assert metric(t, "seckill_request_duration_seconds_bucket", '{le="+Inf"}') == \
+        metric(t, "seckill_request_duration_seconds_count")
+
+
+@sqlite_only
+def test_notify_socket_ready_and_stopping(store, tmp_path):
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    srv = Server(store.url, str(tmp_path), env={"NOTIFY_SOCKET": path})
+    try:
+        srv.start()
+        assert sock.recv(256) == b"READY=1"
+        assert srv.stop() == 0
+        assert sock.recv(256) == b"STOPPING=1"
+    finally:
+        srv.kill()
+        sock.close()
+
+
+@sqlite_only
+def test_sigterm_with_requests_in_flight(make_server, sale_id):
+    """SIGTERM in the middle of a storm: exit 0, and every order acknowledged is in the book
+    after a restart."""
+    srv = make_server()
+    s = sale_id()
+    srv.put_sale(s, stock=100000)
+    reqs = [("POST", f"/v1/sales/{s}/orders", {"user": f"u{i}", "request_id": f"r{i}"}) for i in range(4000)]
+    results = [None] * len(reqs)
+    t = threading.Thread(target=storm, args=(srv.public_port, reqs), kwargs={"threads": 32, "results": results})
+    t.start()
+    deadline = time.monotonic() + 10
+    while sum(1 for r in results if r is not None) < 300 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert srv.stop(timeout=15) == 0, srv.stderr_tail()
+    t.join(60)
+    acked = {reqs[i][2]["request_id"]: r[1]["order"] for i, r in enumerate(results)
+             if r is not None and r[0] in (200, 201)}
+    assert len(acked) >= 300
+    srv.start()
+    book = {o["request_id"]: o["order"] for o in srv.orders(s)}
+    for rid, oid in acked.items():
+        assert book.get(rid) == oid, f"acknowledged order {rid} -> {oid} lost after SIGTERM"
+    assert srv.sale(s)["sold"] == len(book)
+
+
+@sqlite_only
+def test_config_file_env_and_command_line(store, tmp_path):
+    """--config FILE, SECKILL_* and the command line: the command line wins over the
+    environment, which wins over the file."""
+    token = tmp_path / "token"
+    token.write_text("sekrit\n")
+    cfg = tmp_path / "seckilld.conf"
+    cfg.write_text(f"# comment\nadmin-token-file = {token}\nmax-body-bytes = 100\nidle-timeout=5\n")
+    srv = Server(store.url, str(tmp_path), extra_args=["--config", str(cfg), "--max-body-bytes", "200"],
+                 env={"SECKILL_MAX_BODY_BYTES": "150"}, token="sekrit")
+    try:
+        srv.start()
+        assert srv.adm("GET", "/v1/sales", token="wrong").status == 401
+        assert srv.adm("GET", "/v1/sales").status == 200
+        body = b'{"stock": 1, "per_user_limit": 0' + b" " * 160 + b"}"  # 195 bytes: under 200
+        assert srv.adm("PUT", "/v1/sales/cfg", body).status == 201
+        big = b'{"stock": 1' + b" " * 200 + b"}"
+        assert srv.adm("PUT", "/v1/sales/cfg", big).status == 413
+    finally:
+        assert srv.stop() == 0
+
+
+def test_bad_config_file_exits_2(tmp_path):
+    cfg = tmp_path / "bad.conf"
+    cfg.write_text("no-such-key = 1\n")
+    p = subprocess.run([seckilld_binary(), "--config", str(cfg)], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and "no-such-key" in p.stderr, p
+    p = subprocess.run([seckilld_binary(), "--threads", "many"], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and "--threads" in p.stderr, p
+
+
+@sqlite_only
+def test_rate_limit_429_with_retry_after(make_server, sale_id):
+    srv = make_server(["--rate-limit", "5", "--rate-burst", "5"])
+    s = sale_id()
+    srv.put_sale(s, stock=1000)
+    codes = [srv.take(s, user="bot").status for _ in range(8)]
+    assert codes == [201] * 5 + [429] * 3, codes
+    r = srv.take(s, user="bot")
+    assert r.status == 429 and r.body["error"] == "rate_limited"
+    assert int(r.headers["retry-after"]) >= 1
+    # another user is another client; the admin listener is never limited
+    assert srv.take(s, user="human").status == 201
+    assert all(srv.take(s, via="adm", user="bot2").status == 201 for _ in range(8))
+    time.sleep(1.1)  # 5 tokens per second come back
+    assert srv.take(s, user="bot").status == 201
+    assert srv.sale(s)["sold"] == 5 + 1 + 8 + 1
+
+
+def _mount_tmpfs(path, size):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    os.makedirs(path, exist_ok=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], capture_output=True, text=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount tmpfs here: {p.stderr.strip()}")
+
+
+@sqlite_only
+def test_disk_full_gives_503_and_leaves_nothing_half_done(store, tmp_path, sale_id):
+    """The order book's disk fills up: takes get 503 (never 201), nothing half-done remains,
+    /healthz says 503; when space returns, service resumes and a retry is decided anew."""
+    mnt = str(tmp_path / "small")
+    _mount_tmpfs(mnt, "2m")
+    srv = Server(f"sqlite:{mnt}/seckill.db", str(tmp_path))
+    try:
+        srv.start()
+        s = sale_id()
+        srv.put_sale(s, stock=1000000)
+        filler = os.path.join(mnt, "filler")
+        st = os.statvfs(mnt)
+        room = 64 * 1024  # leave only a little room for the WAL
+        with open(filler, "wb") as f:
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - room))
+        answers = {}
+        for i in range(3000):
+            r = srv.take(s, user=f"u{i}", request_id=f"r{i}")
+            answers[f"r{i}"] = r
+            if r.status == 503:
+                break
+        failed = [rid for rid, r in answers.items() if r.status == 503]
+        assert failed, "the disk never filled up"
+        r = answers[failed[0]]
+        assert r.body["error"] == "unavailable" and int(r.headers["retry-after"]) >= 1
+        assert srv.pub("GET", "/healthz").status == 503
+        won = {rid: r.body["order"] for rid, r in answers.items() if r.status == 201}
+        assert all(r.status in (201, 503) for r in answers.values())
+        sale = srv.sale(s)
+        assert sale["sold"] == len(won), (sale, len(won))  # the failed reservation was undone
+        os.remove(filler)
+        # service resumes by itself; the failed request is decided anew
+        r = srv.take(s, user=failed[0].replace("r", "u"), request_id=failed[0])
+        assert r.status == 201, r
+        assert srv.pub("GET", "/healthz").status == 200
+        book = {o["request_id"]: o["order"] for o in srv.orders(s)}
+        assert len(book) == len(won) + 1
+        for rid, oid in won.items():
+            assert book[rid] == oid
+        assert srv.sale(s)["sold"] == len(won) + 1
+        assert srv.stop() == 0
+        srv.start()  # what is on disk agrees with what was acknowledged
+        assert srv.sale(s)["sold"] == len(won) + 1
+    finally:
+        srv.kill()
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
