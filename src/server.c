@@ -137,10 +137,18 @@ static void *worker_main(void *arg)
 {
     sk_worker_t *w = arg;
     sk_server_t *srv = w->server;
+    /* everything of h2o's is made on the thread that runs it: h2o keeps per-thread state (its
+     * buffer recycling), and a context made on another thread would share that thread's */
+    h2o_context_init(&w->ctx, h2o_evloop_create(), &srv->globalconf);
+    w->accept_public = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = srv->hosts_public};
+    w->accept_admin = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = srv->hosts_admin};
+    h2o_multithread_register_receiver(w->ctx.queue, &w->store_receiver, sk_store_receive_cb);
+    h2o_multithread_register_receiver(w->ctx.queue, &w->ctl_receiver, on_ctl);
     sk_metrics_thread_init();
     w->store_local = srv->store->ops->worker_init(srv->store, w->ctx.loop, w->index);
     w->listen_public = attach(w, srv->fds_public[w->index], &w->accept_public);
     w->listen_admin = attach(w, srv->fds_admin[w->index], &w->accept_admin);
+    h2o_barrier_wait(&srv->ready); /* the main thread may now send stop messages */
 
     int64_t deadline = 0, drained_at = 0;
     for (;;) {
@@ -236,18 +244,13 @@ int sk_server_run(sk_config_t *cfg)
     sk_api_register(&srv);
 
     srv.workers = sk_calloc((size_t)srv.nworkers, sizeof(*srv.workers));
+    h2o_barrier_init(&srv.ready, (size_t)srv.nworkers + 1);
     for (int i = 0; i < srv.nworkers; i++) {
         srv.workers[i].index = i;
         srv.workers[i].server = &srv;
-        /* the loop is made here so that its receivers exist before any signal can be sent */
-        sk_worker_t *w = &srv.workers[i];
-        h2o_context_init(&w->ctx, h2o_evloop_create(), &srv.globalconf);
-        w->accept_public = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = srv.hosts_public};
-        w->accept_admin = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = srv.hosts_admin};
-        h2o_multithread_register_receiver(w->ctx.queue, &w->store_receiver, sk_store_receive_cb);
-        h2o_multithread_register_receiver(w->ctx.queue, &w->ctl_receiver, on_ctl);
         h2o_multithread_create_thread(&srv.workers[i].tid, NULL, worker_main, &srv.workers[i]);
     }
+    h2o_barrier_wait(&srv.ready);
     print_listening("public", cfg->listen, port_public);
     print_listening("admin", cfg->admin_listen, port_admin);
     fflush(stdout);

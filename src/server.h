@@ -44,6 +44,7 @@ struct sk_server_s {
     int nworkers;
     int *fds_public;                 /* one listening socket per worker */
     int *fds_admin;
+    h2o_barrier_t ready;             /* every worker has its loop and receivers */
     _Atomic int stopping;
 };
 
