@@ -1,10 +1,1036 @@
-/* store_redis.c: the Redis store (not implemented yet: see issue 3). */
+/* store_redis.c: the Redis store (store.h) for `--store redis://[:PASSWORD@]HOST:PORT[/DB]`.
+ *
+ * Every worker thread has one Redis connection (redis_conn.c) on its own h2o evloop, found
+ * through a thread-local pointer, so a request and its answer never leave the worker that
+ * received it: the reply callback runs on the caller's loop and calls req->cb directly. Each
+ * decision is one Lua script (src/lua/, embedded at build time; common.lua is prepended to each)
+ * that checks and records in one atomic step; docs/redis.md has the key layout and the stream.
+ *
+ * Coalescing: takes for one sale that reach a worker while a take script for that sale is in
+ * flight wait in that sale's queue and go out together as one script call (at most BATCH_MAX,
+ * each with its own answer).
+ *
+ * Sold-out fast path: a worker that learns that a sale is sold out keeps that answer for
+ * SOLDOUT_TTL_MS, never past the sale's next hold deadline, and forgets it at once when this
+ * instance cancels an order, changes a sale or reaps a hold (the store's `gen`); meanwhile it
+ * answers sold_out (sold out is sold out for everybody, docs/API.md) without Redis. A take with
+ * a request_id always goes to Redis: it may be the replay of a win.
+ *
+ * Faults: a lost connection or a missed deadline answers every waiting request SK_EUNAVAILABLE
+ * (the outcome is unknown to the client, who retries with its request_id); while the worker's
+ * connection is down, requests are answered so at once, except those the sold-out cache can
+ * answer. Health is redis_conn.c's: no worker knows Redis to be unreachable.
+ *
+ * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS) and keeps the
+ * snapshot of the sales that /metrics reads synchronously. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "error.h"
+#include "log.h"
+#include "map.h"
+#include "redis_conn.h"
 #include "store.h"
+#include "util.h"
+
+#define BATCH_MAX 128          /* takes per script call (SECKILL_REDIS_BATCH may lower it) */
+#define SOLDOUT_TTL_MS 250     /* how long a learned sold-out is trusted while connected */
+#define BG_TICK_MS 100         /* worker 0's background timer */
+#define REAP_EVERY_MS 300      /* worker 0 sweeps expired holds this often */
+#define REAP_MAX 1000          /* holds per reap call (~5 ms of Redis); a sale with more due
+                                  gets the next call at once */
+#define SNAPSHOT_EVERY_MS 1000 /* worker 0 refreshes the sales snapshot for /metrics */
+
+/* the scripts, generated from the .lua files of src/lua by cmake/embed.cmake */
+extern const char sk_lua_common[], sk_lua_take[], sk_lua_put[], sk_lua_view[], sk_lua_order[],
+    sk_lua_orders[], sk_lua_change[], sk_lua_reap[];
+
+enum script_e { S_TAKE, S_PUT, S_VIEW, S_ORDER, S_ORDERS, S_CHANGE, S_REAP, S_COUNT };
+
+static const struct {
+    const char *name;
+    const char *body;
+    int readonly; /* sent with flags=no-writes */
+} SCRIPTS[S_COUNT] = {
+    {"take", sk_lua_take, 0},     {"put", sk_lua_put, 0},       {"view", sk_lua_view, 1},
+    {"order", sk_lua_order, 1},   {"orders", sk_lua_orders, 1}, {"change", sk_lua_change, 0},
+    {"reap", sk_lua_reap, 0},
+};
+
+/* The scripts' result codes (R_* in src/lua/common.lua). */
+enum rcode_e {
+    RC_OK,
+    RC_REPLAY,
+    RC_NO_SALE,
+    RC_NO_ORDER,
+    RC_BAD_REQUEST,
+    RC_NOT_STARTED,
+    RC_ENDED,
+    RC_USER_LIMIT,
+    RC_SOLD_OUT,
+    RC_REUSED,
+    RC_BELOW_TAKEN,
+    RC_NOT_HELD,
+    RC_CREATED,
+};
+
+/* Every script gets these keys of its sale, in this order (common.lua's K). */
+static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":rids", ":seq"};
+#define NKEYS (sizeof(KEY_SUFFIX) / sizeof(KEY_SUFFIX[0]))
+static const char SALES_KEY[] = "sk:sales";     /* set of every sale id */
+static const char HOLDING_KEY[] = "sk:holding"; /* set of sales that ever had hold_seconds > 0 */
+
+typedef struct redis_s {
+    sk_store_t super;
+    sk_redis_conf_t conf;
+    int nworkers;
+    size_t batch_max;     /* takes per script call */
+    _Atomic int nbad;     /* connections that know Redis to be unreachable */
+    _Atomic uint64_t gen; /* bumped when this instance may have given units back */
+    sk_redis_script_t scripts[S_COUNT];
+    pthread_mutex_t snap_lock;
+    sk_sale_view_t *snap; /* the sales as worker 0 last listed them (for /metrics) */
+    size_t nsnap;
+    int has_snap;
+} redis_t;
+
+/* One sale as one worker sees it: the coalescing queue and the sold-out cache. */
+typedef struct wsale_s {
+    sk_map_node_t node;
+    unsigned inflight;     /* take script calls in flight */
+    sk_store_req_t *qhead; /* takes waiting for the next call */
+    sk_store_req_t **qtail;
+    size_t qlen;
+    int soldout;           /* the cache below is set */
+    uint64_t gen;          /* the store's gen when the call that taught it was sent */
+    int64_t fresh_until;   /* wall ms: trusted until then while connected */
+    int64_t deadline;      /* wall ms: never trusted past the sale's next hold deadline */
+    int64_t limit;         /* per_user_limit */
+    int64_t ends_at;       /* SK_NO_TIME or the end of the window */
+    char id[SK_SALE_ID_MAX + 1];
+} wsale_t;
+
+typedef struct worker_s {
+    sk_redis_conn_t conn;
+    redis_t *r;
+    int index;
+    h2o_loop_t *loop;
+    sk_map_t sales;              /* wsale_t by sale id */
+    sk_store_req_t *failq;       /* answered SK_EUNAVAILABLE on the next loop turn */
+    sk_store_req_t **failtail;
+    h2o_timeout_t t_zero, t_bg;
+    h2o_timeout_entry_t e_zero, e_bg;
+    /* worker 0 only */
+    int64_t next_reap, next_snap;
+    size_t reaping;              /* reap commands outstanding */
+    int snapping;
+    sk_store_req_t snap_req;
+} worker_t;
+
+typedef enum cmd_type_e {
+    C_TAKE,         /* a batch of takes of one sale */
+    C_VIEW,         /* sale get */
+    C_LIST_MEMBERS, /* sale list: SMEMBERS, then ... */
+    C_LIST_VIEW,    /* ... one view per sale */
+    C_PUT_PRE,      /* sale put: SADD to the sets of sales, then ... */
+    C_PUT,          /* ... the put script */
+    C_ORDER,
+    C_ORDERS,
+    C_CHANGE,       /* confirm / cancel */
+    C_REAP_MEMBERS, /* reaper: SMEMBERS sk:holding, then ... */
+    C_REAP,         /* ... one reap per sale */
+} cmd_type_t;
+
+/* A sale listing in progress: one view call per sale. */
+typedef struct list_s {
+    sk_store_req_t *req;
+    size_t outstanding;
+    size_t cap;
+    int failed;
+} list_t;
+
+typedef struct cmd_s {
+    sk_redis_cmd_t super;
+    worker_t *w;
+    cmd_type_t type;
+    sk_store_req_t *req;           /* the request (take: the batch, linked by next) */
+    size_t nreqs;
+    wsale_t *ws;                   /* take */
+    uint64_t gen;                  /* take: r->gen when sent */
+    list_t *list;                  /* C_LIST_* */
+    char sale[SK_SALE_ID_MAX + 1]; /* C_LIST_VIEW, C_REAP */
+} cmd_t;
+
+static __thread worker_t *tls_worker;
+
+/* ---- replies ---- */
+
+static int rcode_err(long long rc)
+{
+    switch (rc) {
+    case RC_OK:
+    case RC_REPLAY:
+    case RC_CREATED:
+        return 0;
+    case RC_NO_SALE:
+        return SK_ENO_SUCH_SALE;
+    case RC_NO_ORDER:
+        return SK_ENO_SUCH_ORDER;
+    case RC_BAD_REQUEST:
+        return SK_EBAD_REQUEST;
+    case RC_NOT_STARTED:
+        return SK_ENOT_STARTED;
+    case RC_ENDED:
+        return SK_EENDED;
+    case RC_USER_LIMIT:
+        return SK_EUSER_LIMIT;
+    case RC_SOLD_OUT:
+        return SK_ESOLD_OUT;
+    case RC_REUSED:
+        return SK_EREQUEST_ID_REUSED;
+    case RC_BELOW_TAKEN:
+        return SK_ESTOCK_BELOW_TAKEN;
+    case RC_NOT_HELD:
+        return SK_EORDER_NOT_HELD;
+    }
+    return SK_EUNAVAILABLE;
+}
+
+static int el_int(const redisReply *r, size_t i, long long *v)
+{
+    if (i >= r->elements || r->element[i]->type != REDIS_REPLY_INTEGER)
+        return -1;
+    *v = r->element[i]->integer;
+    return 0;
+}
+
+static int el_str(const redisReply *r, size_t i, const char **s, size_t *len)
+{
+    if (i >= r->elements || r->element[i]->type != REDIS_REPLY_STRING)
+        return -1;
+    *s = r->element[i]->str;
+    *len = r->element[i]->len;
+    return 0;
+}
+
+/* A script's array reply and its code (element 0). */
+static int reply_code(const redisReply *r, long long *code)
+{
+    return r != NULL && r->type == REDIS_REPLY_ARRAY && el_int(r, 0, code) == 0 ? 0 : -1;
+}
+
+static int64_t time_of(long long v)
+{
+    return v < 0 ? SK_NO_TIME : (int64_t)v;
+}
+
+/* A sale_reply (common.lua) into a view. */
+static int parse_view(const redisReply *r, const char *sale, sk_sale_view_t *v)
+{
+    long long x[8];
+    for (size_t i = 0; i < 8; i++)
+        if (el_int(r, i, &x[i]) != 0)
+            return -1;
+    memset(v, 0, sizeof(*v));
+    snprintf(v->id, sizeof(v->id), "%s", sale);
+    v->conf.stock = x[1];
+    v->conf.per_user_limit = x[2];
+    v->conf.hold_seconds = x[3];
+    v->conf.starts_at = time_of(x[4]);
+    v->conf.ends_at = time_of(x[5]);
+    v->sold = x[6];
+    v->held = x[7] > 0 ? x[7] : 0;
+    return 0;
+}
+
+/* An order_reply (common.lua) whose fields start at element k. */
+static int parse_order(const redisReply *r, size_t k, const char *sale, uint64_t id, sk_order_t *o)
+{
+    const char *user, *status, *rid;
+    size_t ulen, slen, rlen;
+    long long qty, created, expires;
+    char st[16];
+    memset(o, 0, sizeof(*o));
+    if (el_str(r, k, &user, &ulen) != 0 || el_int(r, k + 1, &qty) != 0 || el_str(r, k + 2, &status, &slen) != 0 ||
+        el_str(r, k + 3, &rid, &rlen) != 0 || el_int(r, k + 4, &created) != 0 || el_int(r, k + 5, &expires) != 0 ||
+        slen >= sizeof(st))
+        return -1;
+    memcpy(st, status, slen);
+    st[slen] = '\0';
+    if ((o->status = sk_order_status_parse(st)) == 0)
+        return -1;
+    snprintf(o->sale, sizeof(o->sale), "%s", sale);
+    o->id = id;
+    o->qty = qty;
+    o->created_at = created;
+    o->expires_at = time_of(expires);
+    o->user = ulen > 0 ? sk_strndup(user, ulen) : NULL;
+    o->request_id = rlen > 0 ? sk_strndup(rid, rlen) : NULL;
+    return 0;
+}
+
+/* ---- commands ---- */
+
+static void on_cmd(sk_redis_cmd_t *super, redisReply *rep);
+static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a);
+
+static cmd_t *cmd_new(worker_t *w, cmd_type_t type, int script)
+{
+    cmd_t *cmd = sk_calloc(1, sizeof(*cmd));
+    cmd->w = w;
+    cmd->type = type;
+    cmd->super.cb = on_cmd;
+    if (script >= 0) {
+        cmd->super.script = &w->r->scripts[script];
+        cmd->super.args = cmd_args;
+    }
+    return cmd;
+}
+
+static int cmd_send_script(cmd_t *cmd)
+{
+    return sk_redis_send_script(&cmd->w->conn, &cmd->super);
+}
+
+static void args_keys(sk_redis_argv_t *a, const char *sale)
+{
+    sk_redis_arg_u(a, NKEYS);
+    for (size_t i = 0; i < NKEYS; i++)
+        sk_redis_arg_printf(a, "sk:{%s}%s", sale, KEY_SUFFIX[i]);
+}
+
+static void args_time(sk_redis_argv_t *a, int64_t t)
+{
+    if (t == SK_NO_TIME)
+        sk_redis_arg(a, "", 0);
+    else
+        sk_redis_arg_i(a, t);
+}
+
+/* A script command's keys and arguments (again when it is re-sent as EVAL). */
+static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
+{
+    cmd_t *cmd = (cmd_t *)super;
+    const sk_store_req_t *req = cmd->req;
+    switch (cmd->type) {
+    case C_TAKE:
+        args_keys(a, cmd->ws->id);
+        sk_redis_arg_u(a, cmd->nreqs);
+        for (const sk_store_req_t *q = req; q != NULL; q = q->next) {
+            sk_redis_arg(a, q->user ? q->user : "", q->user ? q->user_len : 0);
+            sk_redis_arg_i(a, q->qty);
+            sk_redis_arg(a, q->request_id ? q->request_id : "", q->request_id ? q->request_id_len : 0);
+        }
+        return;
+    case C_VIEW:
+        args_keys(a, req->sale);
+        return;
+    case C_LIST_VIEW:
+        args_keys(a, cmd->sale);
+        return;
+    case C_PUT:
+        args_keys(a, req->sale);
+        sk_redis_arg_i(a, req->conf.stock);
+        sk_redis_arg_i(a, req->conf.per_user_limit);
+        sk_redis_arg_i(a, req->conf.hold_seconds);
+        args_time(a, req->conf.starts_at);
+        args_time(a, req->conf.ends_at);
+        return;
+    case C_ORDER:
+        args_keys(a, req->sale);
+        sk_redis_arg_u(a, req->order_id);
+        return;
+    case C_ORDERS:
+        args_keys(a, req->sale);
+        sk_redis_arg_u(a, req->order_id);
+        sk_redis_arg_u(a, req->limit);
+        return;
+    case C_CHANGE:
+        args_keys(a, req->sale);
+        sk_redis_arg_u(a, req->order_id);
+        sk_redis_arg_s(a, req->op == SK_STORE_ORDER_CONFIRM ? "confirm" : "cancel");
+        return;
+    case C_REAP:
+        args_keys(a, cmd->sale);
+        sk_redis_arg_i(a, REAP_MAX);
+        return;
+    default:
+        return;
+    }
+}
+
+/* Requests failed outside their submit are answered on the next loop turn: never from inside
+ * another request's submit. */
+static void fail_later(worker_t *w, sk_store_req_t *req)
+{
+    req->err = SK_EUNAVAILABLE;
+    req->next = NULL;
+    *w->failtail = req;
+    w->failtail = &req->next;
+    if (!h2o_timeout_is_linked(&w->e_zero))
+        h2o_timeout_link(w->loop, &w->t_zero, &w->e_zero);
+}
+
+static void run_failq(worker_t *w)
+{
+    while (w->failq != NULL) {
+        sk_store_req_t *req = w->failq;
+        w->failq = req->next;
+        if (w->failq == NULL)
+            w->failtail = &w->failq;
+        req->next = NULL;
+        req->cb(req);
+    }
+}
+
+static void on_zero(h2o_timeout_entry_t *e)
+{
+    run_failq(SK_CONTAINER_OF(e, worker_t, e_zero));
+}
+
+static void bump_gen(redis_t *r)
+{
+    atomic_fetch_add(&r->gen, 1);
+}
+
+/* ---- takes: coalescing and the sold-out cache ---- */
+
+static void ws_forget(wsale_t *ws)
+{
+    ws->soldout = 0;
+}
+
+static wsale_t *ws_find(worker_t *w, const char *sale)
+{
+    size_t len = strlen(sale);
+    return (wsale_t *)sk_map_find(&w->sales, sk_hash(sale, len), sale, len);
+}
+
+static wsale_t *ws_get(worker_t *w, const char *sale)
+{
+    wsale_t *ws = ws_find(w, sale);
+    if (ws != NULL)
+        return ws;
+    size_t len = strlen(sale);
+    ws = sk_calloc(1, sizeof(*ws));
+    memcpy(ws->id, sale, len + 1);
+    ws->node = (sk_map_node_t){NULL, sk_hash(sale, len), ws->id, (uint32_t)len};
+    ws->qtail = &ws->qhead;
+    sk_map_insert(&w->sales, &ws->node);
+    return ws;
+}
+
+static void ws_free(sk_map_node_t *n)
+{
+    free(n);
+}
+
+/* Frees a sale entry that holds nothing worth keeping. */
+static void ws_maybe_free(worker_t *w, wsale_t *ws)
+{
+    if (ws->inflight == 0 && ws->qlen == 0 && !ws->soldout) {
+        sk_map_remove(&w->sales, &ws->node);
+        ws_free(&ws->node);
+    }
+}
+
+/* Answers a take from the sold-out cache when that gives what Redis would, in the order of
+ * checks of docs/API.md: no request id (a replay must reach Redis), the window still open, then
+ * a missing user where a limit is set is 400 and anything else sold_out. While the worker's
+ * connection is down the answer stands past its freshness (API.md allows it). Returns 1 with
+ * req->err set when answered. */
+static int fast_answer(worker_t *w, wsale_t *ws, sk_store_req_t *req)
+{
+    int64_t now = req->now_ms;
+    if (!ws->soldout || req->request_id != NULL)
+        return 0;
+    if (ws->gen != atomic_load_explicit(&w->r->gen, memory_order_relaxed) || now >= ws->deadline ||
+        (sk_redis_conn_up(&w->conn) && now >= ws->fresh_until)) {
+        ws_forget(ws);
+        return 0;
+    }
+    /* the window is Redis's clock: keep a second of margin against skew */
+    if (ws->ends_at != SK_NO_TIME && now / 1000 >= ws->ends_at - 1)
+        return 0;
+    req->err = ws->limit > 0 && req->user == NULL ? SK_EBAD_REQUEST : SK_ESOLD_OUT;
+    return 1;
+}
+
+/* Sends up to batch_max queued takes as one script call. */
+static void ws_flush(worker_t *w, wsale_t *ws)
+{
+    cmd_t *cmd = cmd_new(w, C_TAKE, S_TAKE);
+    sk_store_req_t **tail = &cmd->req;
+    cmd->ws = ws;
+    cmd->gen = atomic_load(&w->r->gen);
+    while (ws->qhead != NULL && cmd->nreqs < w->r->batch_max) {
+        sk_store_req_t *q = ws->qhead;
+        ws->qhead = q->next;
+        q->next = NULL;
+        *tail = q;
+        tail = &q->next;
+        cmd->nreqs++;
+        ws->qlen--;
+    }
+    if (ws->qhead == NULL)
+        ws->qtail = &ws->qhead;
+    ws->inflight++;
+    if (cmd_send_script(cmd) == 0)
+        return;
+    /* the connection is going: nothing queued here could go out later either */
+    ws->inflight--;
+    *tail = ws->qhead;
+    ws->qhead = NULL;
+    ws->qtail = &ws->qhead;
+    ws->qlen = 0;
+    for (sk_store_req_t *q = cmd->req, *next; q != NULL; q = next) {
+        next = q->next;
+        fail_later(w, q);
+    }
+    free(cmd);
+}
+
+/* h: the take reply's header (take.lua): code, remaining, limit, ends_at, next deadline, open */
+static void learn_soldout(wsale_t *ws, const cmd_t *cmd, const long long *h)
+{
+    ws->soldout = 1;
+    ws->gen = cmd->gen;
+    ws->fresh_until = sk_now_ms() + SOLDOUT_TTL_MS;
+    ws->deadline = h[4] >= 0 ? h[4] * 1000 : INT64_MAX;
+    ws->limit = h[2];
+    ws->ends_at = time_of(h[3]);
+}
+
+static void fill_take(sk_store_req_t *q, const long long *v)
+{
+    /* v: code, order id, created_at, expires_at */
+    if ((q->err = rcode_err(v[0])) != 0)
+        return;
+    sk_order_t *o = &q->order;
+    memset(o, 0, sizeof(*o));
+    snprintf(o->sale, sizeof(o->sale), "%s", q->sale);
+    o->id = (uint64_t)v[1];
+    o->qty = q->qty;
+    o->created_at = v[2];
+    o->expires_at = time_of(v[3]);
+    /* as taken: a replay shows the order as it was created, like the embedded store */
+    o->status = o->expires_at != SK_NO_TIME ? SK_ORDER_HELD : SK_ORDER_CONFIRMED;
+    o->user = sk_strndup(q->user, q->user_len);
+    o->request_id = sk_strndup(q->request_id, q->request_id_len);
+    q->created = v[0] == RC_OK;
+}
+
+static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    enum { NHEAD = 6 };
+    wsale_t *ws = cmd->ws;
+    long long h[NHEAD];
+    int ok = reply_code(rep, &h[0]) == 0;
+
+    ws->inflight--;
+    if (ok && h[0] == RC_OK) {
+        for (size_t i = 1; ok && i < NHEAD; i++)
+            ok = el_int(rep, i, &h[i]) == 0;
+        ok = ok && rep->elements == NHEAD + 4 * cmd->nreqs;
+    }
+    if (ok && h[0] == RC_OK && h[5] == 1 && h[1] == 0) /* open and nothing left */
+        learn_soldout(ws, cmd, h);
+    else
+        ws_forget(ws);
+
+    /* keep the pipe busy before answering */
+    if (ws->qlen > 0 && ws->inflight == 0)
+        ws_flush(w, ws);
+
+    size_t i = 0;
+    for (sk_store_req_t *q = cmd->req, *next; q != NULL; q = next, i++) {
+        long long v[4] = {0, 0, 0, 0};
+        int vok = ok;
+        next = q->next;
+        q->next = NULL;
+        for (size_t k = 0; vok && h[0] == RC_OK && k < 4; k++)
+            vok = el_int(rep, NHEAD + 4 * i + k, &v[k]) == 0;
+        if (!vok)
+            q->err = SK_EUNAVAILABLE;
+        else if (h[0] != RC_OK)
+            q->err = rcode_err(h[0]);
+        else
+            fill_take(q, v);
+        q->cb(q);
+    }
+    ws_maybe_free(w, ws);
+}
+
+static int submit_take(worker_t *w, sk_store_req_t *req)
+{
+    wsale_t *ws = ws_find(w, req->sale);
+    if (ws != NULL && fast_answer(w, ws, req))
+        return SK_STORE_DONE;
+    if (!sk_redis_conn_up(&w->conn))
+        return SK_EUNAVAILABLE;
+    ws = ws_get(w, req->sale);
+    req->next = NULL;
+    *ws->qtail = req;
+    ws->qtail = &req->next;
+    ws->qlen++;
+    if (ws->inflight == 0 || ws->qlen >= w->r->batch_max)
+        ws_flush(w, ws);
+    return 0;
+}
+
+/* ---- everything else ---- */
+
+static int cmp_view(const void *a, const void *b)
+{
+    return strcmp(((const sk_sale_view_t *)a)->id, ((const sk_sale_view_t *)b)->id);
+}
+
+static void list_finish(list_t *l)
+{
+    sk_store_req_t *req = l->req;
+    if (l->failed) {
+        free(req->views);
+        req->views = NULL;
+        req->nviews = 0;
+        req->err = SK_EUNAVAILABLE;
+    } else {
+        qsort(req->views, req->nviews, sizeof(*req->views), cmp_view);
+    }
+    free(l);
+    req->cb(req);
+}
+
+static void list_members_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    list_t *l = cmd->list;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        l->failed = 1;
+        list_finish(l);
+        return;
+    }
+    l->cap = rep->elements;
+    l->req->views = sk_calloc(l->cap ? l->cap : 1, sizeof(*l->req->views));
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *m = rep->element[i];
+        if (m->type != REDIS_REPLY_STRING || m->len == 0 || m->len > SK_SALE_ID_MAX)
+            continue;
+        cmd_t *v = cmd_new(w, C_LIST_VIEW, S_VIEW);
+        v->list = l;
+        memcpy(v->sale, m->str, m->len);
+        v->sale[m->len] = '\0';
+        if (cmd_send_script(v) != 0) {
+            free(v);
+            l->failed = 1;
+            break;
+        }
+        l->outstanding++;
+    }
+    if (l->outstanding == 0)
+        list_finish(l);
+}
+
+static void list_view_done(cmd_t *cmd, redisReply *rep)
+{
+    list_t *l = cmd->list;
+    sk_store_req_t *req = l->req;
+    long long code;
+    /* RC_NO_SALE: listed by a put whose script has not run (yet), so not a sale */
+    int ok = reply_code(rep, &code) == 0 && (code == RC_OK || code == RC_NO_SALE);
+    if (ok && code == RC_OK) {
+        ok = req->nviews < l->cap && parse_view(rep, cmd->sale, &req->views[req->nviews]) == 0;
+        if (ok)
+            req->nviews++;
+    }
+    if (!ok)
+        l->failed = 1;
+    if (--l->outstanding == 0)
+        list_finish(l);
+}
+
+static int submit_list(worker_t *w, sk_store_req_t *req)
+{
+    cmd_t *cmd = cmd_new(w, C_LIST_MEMBERS, -1);
+    list_t *l = sk_calloc(1, sizeof(*l));
+    l->req = req;
+    cmd->list = l;
+    if (sk_redis_send(&w->conn, &cmd->super, SK_REDIS_ARGS("SMEMBERS", SALES_KEY)) != 0) {
+        free(l);
+        free(cmd);
+        return SK_EUNAVAILABLE;
+    }
+    return 0;
+}
+
+static int parse_orders(const redisReply *rep, sk_store_req_t *req)
+{
+    long long more, id;
+    size_t n = rep->elements >= 2 ? (rep->elements - 2) / 7 : 0;
+    if (el_int(rep, 1, &more) != 0 || rep->elements != 2 + 7 * n)
+        return -1;
+    req->orders = sk_calloc(n ? n : 1, sizeof(*req->orders));
+    for (size_t i = 0; i < n; i++) {
+        if (el_int(rep, 2 + 7 * i, &id) != 0 ||
+            parse_order(rep, 3 + 7 * i, req->sale, (uint64_t)id, &req->orders[i]) != 0) {
+            sk_order_dispose(&req->orders[i]);
+            return -1; /* the caller disposes of what was parsed */
+        }
+        req->norders++;
+    }
+    req->more = more != 0;
+    return 0;
+}
+
+/* The answer of a one-request script command. */
+static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    sk_store_req_t *req = cmd->req;
+    long long code;
+    int err = reply_code(rep, &code) == 0 ? rcode_err(code) : SK_EUNAVAILABLE;
+
+    if (err == 0) {
+        switch (cmd->type) {
+        case C_VIEW:
+            if (parse_view(rep, req->sale, &req->view) != 0)
+                err = SK_EUNAVAILABLE;
+            break;
+        case C_PUT:
+            if (req->err != 0) { /* adding it to the sets of sales failed: the outcome is unknown */
+                err = req->err;
+                break;
+            }
+            if (parse_view(rep, req->sale, &req->view) != 0)
+                err = SK_EUNAVAILABLE;
+            req->created = code == RC_CREATED;
+            bump_gen(w->r);
+            break;
+        case C_ORDER:
+        case C_CHANGE:
+            if (parse_order(rep, 1, req->sale, req->order_id, &req->order) != 0) {
+                sk_order_dispose(&req->order);
+                err = SK_EUNAVAILABLE;
+            } else if (req->op == SK_STORE_ORDER_CANCEL) {
+                bump_gen(w->r);
+            }
+            break;
+        case C_ORDERS:
+            if (parse_orders(rep, req) != 0) {
+                sk_store_req_dispose(req);
+                req->more = 0;
+                err = SK_EUNAVAILABLE;
+            }
+            break;
+        default:
+            break;
+        }
+    }
+    req->err = err;
+    req->cb(req);
+}
+
+static int submit_script(worker_t *w, sk_store_req_t *req, cmd_type_t type, int script)
+{
+    cmd_t *cmd = cmd_new(w, type, script);
+    cmd->req = req;
+    if (cmd_send_script(cmd) != 0) {
+        free(cmd);
+        return SK_EUNAVAILABLE;
+    }
+    return 0;
+}
+
+/* Sale put: the sets of sales first (so a listed sale may not exist yet, never the reverse),
+ * then the script. All are pipelined; the put's answer comes with the last reply. */
+static int submit_put(worker_t *w, sk_store_req_t *req)
+{
+    cmd_t *pre[2] = {NULL, NULL};
+    const char *sets[2] = {SALES_KEY, req->conf.hold_seconds > 0 ? HOLDING_KEY : NULL};
+    for (int i = 0; i < 2 && sets[i] != NULL; i++) {
+        pre[i] = cmd_new(w, C_PUT_PRE, -1);
+        pre[i]->req = req;
+        if (sk_redis_send(&w->conn, &pre[i]->super, SK_REDIS_ARGS("SADD", sets[i], req->sale)) != 0) {
+            free(pre[i]);
+            pre[i] = NULL;
+            goto fail;
+        }
+    }
+    if (submit_script(w, req, C_PUT, S_PUT) == 0)
+        return 0;
+fail:
+    /* what went out must not touch a request that is answered here */
+    for (int i = 0; i < 2; i++)
+        if (pre[i] != NULL)
+            pre[i]->req = NULL;
+    return SK_EUNAVAILABLE;
+}
+
+/* ---- worker 0: reaping holds, the snapshot for /metrics ---- */
+
+static void reap_members_done(worker_t *w, redisReply *rep)
+{
+    w->reaping--;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *m = rep->element[i];
+        if (m->type != REDIS_REPLY_STRING || m->len == 0 || m->len > SK_SALE_ID_MAX)
+            continue;
+        cmd_t *cmd = cmd_new(w, C_REAP, S_REAP);
+        memcpy(cmd->sale, m->str, m->len);
+        cmd->sale[m->len] = '\0';
+        if (cmd_send_script(cmd) != 0) {
+            free(cmd);
+            return;
+        }
+        w->reaping++;
+    }
+}
+
+static void reap_done(worker_t *w, cmd_t *done, redisReply *rep)
+{
+    long long n, more;
+    w->reaping--;
+    if (reply_code(rep, &n) != 0 || el_int(rep, 1, &more) != 0)
+        return;
+    if (n > 0)
+        bump_gen(w->r);
+    if (more) { /* a burst of expiries: keep at this sale until it is done */
+        cmd_t *cmd = cmd_new(w, C_REAP, S_REAP);
+        memcpy(cmd->sale, done->sale, sizeof(cmd->sale));
+        if (cmd_send_script(cmd) == 0)
+            w->reaping++;
+        else
+            free(cmd);
+    }
+}
+
+static void snapshot_cb(sk_store_req_t *req)
+{
+    worker_t *w = req->data;
+    redis_t *r = w->r;
+    w->snapping = 0;
+    if (req->err == 0) {
+        pthread_mutex_lock(&r->snap_lock);
+        free(r->snap);
+        r->snap = req->views;
+        r->nsnap = req->nviews;
+        r->has_snap = 1;
+        pthread_mutex_unlock(&r->snap_lock);
+        req->views = NULL;
+        req->nviews = 0;
+    }
+    sk_store_req_dispose(req);
+}
+
+static void on_bg(h2o_timeout_entry_t *e)
+{
+    worker_t *w = SK_CONTAINER_OF(e, worker_t, e_bg);
+    int64_t now = sk_mono_ms();
+    if (w->conn.ready && w->reaping == 0 && now >= w->next_reap) {
+        cmd_t *cmd = cmd_new(w, C_REAP_MEMBERS, -1);
+        w->next_reap = now + REAP_EVERY_MS;
+        if (sk_redis_send(&w->conn, &cmd->super, SK_REDIS_ARGS("SMEMBERS", HOLDING_KEY)) == 0)
+            w->reaping++;
+        else
+            free(cmd);
+    }
+    if (w->conn.ready && !w->snapping && now >= w->next_snap) {
+        sk_store_req_t *req = &w->snap_req;
+        memset(req, 0, sizeof(*req));
+        req->op = SK_STORE_SALE_LIST;
+        req->cb = snapshot_cb;
+        req->data = w;
+        w->next_snap = now + SNAPSHOT_EVERY_MS;
+        if (submit_list(w, req) == 0)
+            w->snapping = 1;
+    }
+    h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
+}
+
+/* Every command's end (redis_conn.h): NULL when the connection went away first. */
+static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
+{
+    cmd_t *cmd = (cmd_t *)super;
+    worker_t *w = cmd->w;
+    switch (cmd->type) {
+    case C_TAKE:
+        take_done(w, cmd, rep);
+        break;
+    case C_LIST_MEMBERS:
+        list_members_done(w, cmd, rep);
+        break;
+    case C_LIST_VIEW:
+        list_view_done(cmd, rep);
+        break;
+    case C_PUT_PRE:
+        if (cmd->req != NULL && cmd->req->err == 0 && (rep == NULL || rep->type == REDIS_REPLY_ERROR))
+            cmd->req->err = SK_EUNAVAILABLE;
+        break;
+    case C_REAP_MEMBERS:
+        reap_members_done(w, rep);
+        break;
+    case C_REAP:
+        reap_done(w, cmd, rep);
+        break;
+    default:
+        req_done(w, cmd, rep);
+        break;
+    }
+    free(cmd);
+}
+
+/* ---- the store interface ---- */
+
+/* A synchronous caller (the /metrics page, which passes no callback) can only have the last
+ * snapshot of the sales. */
+static int submit_sync(redis_t *r, sk_store_req_t *req)
+{
+    if (req->op != SK_STORE_SALE_LIST)
+        return SK_EUNAVAILABLE;
+    pthread_mutex_lock(&r->snap_lock);
+    if (r->has_snap) {
+        req->views = sk_malloc((r->nsnap ? r->nsnap : 1) * sizeof(*req->views));
+        memcpy(req->views, r->snap, r->nsnap * sizeof(*req->views));
+        req->nviews = r->nsnap;
+    } else {
+        req->err = SK_EUNAVAILABLE;
+    }
+    pthread_mutex_unlock(&r->snap_lock);
+    return SK_STORE_DONE;
+}
+
+static int redis_submit(sk_store_t *st, sk_store_req_t *req)
+{
+    worker_t *w = tls_worker;
+    if (req->cb == NULL)
+        return submit_sync((redis_t *)st, req);
+    if (w == NULL)
+        return SK_EUNAVAILABLE;
+    if (req->op == SK_STORE_TAKE)
+        return submit_take(w, req);
+    if (!sk_redis_conn_up(&w->conn))
+        return SK_EUNAVAILABLE;
+    switch (req->op) {
+    case SK_STORE_SALE_GET:
+        return submit_script(w, req, C_VIEW, S_VIEW);
+    case SK_STORE_SALE_LIST:
+        return submit_list(w, req);
+    case SK_STORE_SALE_PUT:
+        return submit_put(w, req);
+    case SK_STORE_ORDER_GET:
+        return submit_script(w, req, C_ORDER, S_ORDER);
+    case SK_STORE_ORDER_LIST:
+        return submit_script(w, req, C_ORDERS, S_ORDERS);
+    case SK_STORE_ORDER_CONFIRM:
+    case SK_STORE_ORDER_CANCEL:
+        return submit_script(w, req, C_CHANGE, S_CHANGE);
+    default:
+        return SK_EINTERNAL;
+    }
+}
+
+static int redis_healthy(sk_store_t *st)
+{
+    return atomic_load(&((redis_t *)st)->nbad) == 0;
+}
+
+static void *redis_worker_init(sk_store_t *st, h2o_loop_t *loop, int index)
+{
+    redis_t *r = (redis_t *)st;
+    worker_t *w = sk_calloc(1, sizeof(*w));
+    w->r = r;
+    w->index = index;
+    w->loop = loop;
+    w->failtail = &w->failq;
+    sk_map_init(&w->sales);
+    h2o_timeout_init(loop, &w->t_zero, 0);
+    h2o_timeout_init(loop, &w->t_bg, BG_TICK_MS);
+    w->e_zero.cb = on_zero;
+    w->e_bg.cb = on_bg;
+    if (index == 0)
+        h2o_timeout_link(loop, &w->t_bg, &w->e_bg);
+    sk_redis_conn_init(&w->conn, loop, index, &r->conf, r->scripts, S_COUNT, &r->nbad);
+    tls_worker = w;
+    return w;
+}
+
+static void redis_worker_dispose(sk_store_t *st, void *local)
+{
+    worker_t *w = local;
+    (void)st;
+    if (w == NULL)
+        return;
+    sk_redis_conn_dispose(&w->conn); /* every waiting request is answered */
+    run_failq(w);
+    sk_map_dispose(&w->sales, ws_free);
+    if (h2o_timeout_is_linked(&w->e_bg))
+        h2o_timeout_unlink(&w->e_bg);
+    if (h2o_timeout_is_linked(&w->e_zero))
+        h2o_timeout_unlink(&w->e_zero);
+    h2o_timeout_dispose(w->loop, &w->t_zero);
+    h2o_timeout_dispose(w->loop, &w->t_bg);
+    if (tls_worker == w)
+        tls_worker = NULL;
+    free(w);
+}
+
+static void redis_close(sk_store_t *st)
+{
+    redis_t *r = (redis_t *)st;
+    for (int i = 0; i < S_COUNT; i++)
+        sk_redis_script_dispose(&r->scripts[i]);
+    sk_redis_conf_dispose(&r->conf);
+    free(r->snap);
+    pthread_mutex_destroy(&r->snap_lock);
+    free(r);
+}
+
+static const sk_store_ops_t redis_ops = {
+    "redis", redis_submit, redis_healthy, redis_worker_init, redis_worker_dispose, redis_close,
+};
+
+/* Each script as sent: the shebang with its flags, common.lua, the script. */
+static int load_scripts(redis_t *r, char *err, size_t errlen)
+{
+    for (int i = 0; i < S_COUNT; i++) {
+        sk_buf_t b = {0};
+        sk_buf_printf(&b, "#!lua%s\n", SCRIPTS[i].readonly ? " flags=no-writes" : "");
+        sk_buf_append(&b, sk_lua_common, strlen(sk_lua_common));
+        sk_buf_append(&b, "\n", 1);
+        sk_buf_append(&b, SCRIPTS[i].body, strlen(SCRIPTS[i].body));
+        if (sk_redis_script_init(&r->scripts[i], SCRIPTS[i].name, b.p, b.len) != 0) {
+            snprintf(err, errlen, "cannot compute the SHA1 of script %s", SCRIPTS[i].name);
+            return -1;
+        }
+    }
+    return 0;
+}
 
 sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t errlen)
 {
-    (void)threads;
-    snprintf(err, errlen, "the redis store is not implemented yet (%s): unsupported", url);
-    return NULL;
+    redis_t *r = sk_calloc(1, sizeof(*r));
+    const char *env;
+    r->super.ops = &redis_ops;
+    r->nworkers = threads > 0 ? threads : 1;
+    atomic_init(&r->nbad, 0);
+    atomic_init(&r->gen, 0);
+    pthread_mutex_init(&r->snap_lock, NULL);
+    if (sk_redis_conf_parse(&r->conf, url, err, errlen) != 0 || load_scripts(r, err, errlen) != 0) {
+        redis_close(&r->super);
+        return NULL;
+    }
+    if (r->conf.password == NULL && (env = getenv("SECKILL_REDIS_PASSWORD")) != NULL && env[0] != '\0')
+        r->conf.password = sk_strndup(env, strlen(env));
+    /* for measuring coalescing: SECKILL_REDIS_BATCH=1 sends one script call per take */
+    r->batch_max = BATCH_MAX;
+    if ((env = getenv("SECKILL_REDIS_BATCH")) != NULL) {
+        long v = strtol(env, NULL, 10);
+        r->batch_max = v < 1 ? 1 : v > BATCH_MAX ? BATCH_MAX : (size_t)v;
+    }
+    /* no connection here: workers connect on their own loops, and a Redis that is down at start
+     * only makes the store unhealthy until it comes up */
+    sk_log(SK_LOG_INFO, "event=redis_store host=%s port=%d db=%d auth=%s threads=%d batch=%zu", r->conf.host,
+           r->conf.port, r->conf.db, r->conf.password ? "yes" : "no", r->nworkers, r->batch_max);
+    return &r->super;
 }

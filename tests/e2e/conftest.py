@@ -102,6 +102,22 @@ class Redis:
             self.stop()
         raise RuntimeError(f"redis-server did not start: {last}")
 
+    def restart_same_port(self):
+        """Start again on the same port and directory (the AOF brings the data back)."""
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--appendonly", "yes",
+             "--appendfsync", "always", "--dir", self.dir, "--save", "", "--daemonize", "no",
+             "--logfile", self.log],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            preexec_fn=_pdeathsig)
+        _track(self.proc)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self.ping():
+                return self
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not restart: {self._log_tail()}")
+
     def ping(self):
         try:
             with socket.create_connection((HOST, self.port), timeout=1) as s:
@@ -330,7 +346,9 @@ def read_response(conn, method):
     check_framing(headers, raw, method)
     ctype = headers.get("content-type", "")
     body = raw
-    if ctype.startswith("application/json"):
+    if method == "HEAD":
+        pass
+    elif ctype.startswith("application/json"):
         try:
             body = json.loads(raw.decode("utf-8"))
         except ValueError as e:
@@ -381,6 +399,18 @@ def assert_order(o, sale, user, qty, request_id=None, status="confirmed", t0=Non
         assert int(t0) - 1 <= o["created_at"] <= int(t1) + 1, (o, t0, t1)
     if status == "confirmed":
         assert o["expires_at"] is None, o
+
+
+def each(cases, check, name=repr):
+    """Run check(case) for every case on the same server, collecting failures, and fail once with
+    all of them: one server start serves many inputs."""
+    failures = []
+    for c in cases:
+        try:
+            check(c)
+        except AssertionError as e:
+            failures.append(f"{name(c)[:120]}: {str(e).splitlines()[0][:400] if str(e) else 'assert'}")
+    assert not failures, f"{len(failures)} of {len(cases)} cases failed:\n" + "\n".join(failures)
 
 
 def raw_exchange(port, data, timeout=5.0, shut_write=False):

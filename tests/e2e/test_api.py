@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import (CSV_HEADER, HOST, assert_error, assert_order, parse_raw_responses,
+from conftest import (CSV_HEADER, HOST, assert_error, each, assert_order, parse_raw_responses,
                       raw_exchange, request)
 
 TWO53 = 2 ** 53
@@ -131,12 +131,15 @@ BAD_SALES = [
 ]
 
 
-@pytest.mark.parametrize("why,body", BAD_SALES, ids=[b[0] for b in BAD_SALES])
-def test_sale_validation_400(server, sale_id, why, body):
-    s = sale_id()
-    assert_error(server.adm("PUT", f"/v1/sales/{s}", body), 400, "bad_request")
-    # nothing was created
-    assert_error(server.pub("GET", f"/v1/sales/{s}"), 404, "no_such_sale")
+def test_sale_validation_400(server, sale_id):
+    def check(case):
+        why, body = case
+        s = sale_id()
+        assert_error(server.adm("PUT", f"/v1/sales/{s}", body), 400, "bad_request")
+        # nothing was created
+        assert_error(server.pub("GET", f"/v1/sales/{s}"), 404, "no_such_sale")
+    each(BAD_SALES, check, name=lambda c: c[0])
+    assert server.adm("GET", "/v1/sales").body == {"sales": []}
 
 
 def test_sale_validation_400_on_update_keeps_sale(server, sale_id):
@@ -153,11 +156,14 @@ def test_sale_empty_put_body_400(server, sale_id):
     assert_error(server.adm("PUT", f"/v1/sales/{s}", b""), 400, "bad_request")
 
 
-@pytest.mark.parametrize("bad", ["bad!id", "a%20b", "x" * 65, "caf%C3%A9", "a%2Fb"])
-def test_invalid_sale_id_400(server, bad):
-    assert_error(server.adm("PUT", f"/v1/sales/{bad}", {"stock": 1}), 400, "bad_request")
-    assert_error(server.pub("GET", f"/v1/sales/{bad}"), 400, "bad_request")
-    assert_error(server.pub("POST", f"/v1/sales/{bad}/orders", {"user": "u"}), 400, "bad_request")
+def test_invalid_sale_id_400(server):
+    def check(bad):
+        assert_error(server.adm("PUT", f"/v1/sales/{bad}", {"stock": 1}), 400, "bad_request")
+        assert_error(server.pub("GET", f"/v1/sales/{bad}"), 400, "bad_request")
+        assert_error(server.pub("POST", f"/v1/sales/{bad}/orders", {"user": "u"}), 400,
+                     "bad_request")
+    each(["bad!id", "a%20b", "x" * 65, "caf%C3%A9", "a%2Fb", "a*b", "a~b"], check)
+    assert server.adm("GET", "/v1/sales").body == {"sales": []}
 
 
 def test_sale_id_charset_and_64_chars(server):
@@ -215,7 +221,43 @@ def test_window_opens_and_closes(server, sale_id):
     assert again.status == 200 and again.body == r.body, again
 
 
+def test_half_open_windows(server, sale_id):
+    now = int(time.time())
+    only_end, only_start = sale_id(), sale_id()
+    server.put_sale(only_end, stock=5, ends_at=now - 1)
+    server.put_sale(only_start, stock=5, starts_at=now + 3600)
+    assert server.sale(only_end) == sale_obj(only_end, 5, ends_at=now - 1, state="ended")
+    assert server.sale(only_start) == sale_obj(only_start, 5, starts_at=now + 3600, state="scheduled")
+    assert_error(server.take(only_end, user="u"), 403, "ended")
+    assert_error(server.take(only_start, user="u"), 403, "not_started")
+    # moving the window by an update opens the sale
+    r = server.adm("PUT", f"/v1/sales/{only_start}", {"stock": 5, "starts_at": now - 10})
+    assert r.status == 200, r
+    assert server.take(only_start, user="u").status == 201
+
+
+def test_sale_ids_are_case_sensitive(server):
+    server.put_sale("Case", stock=1)
+    assert_error(server.pub("GET", "/v1/sales/case"), 404, "no_such_sale")
+    server.put_sale("case", stock=2)
+    assert server.sale("Case")["stock"] == 1 and server.sale("case")["stock"] == 2
+
+
 # ------------------------------------------------------------------------------------- takes
+
+
+def test_user_is_compared_after_json_unescaping(server, sale_id):
+    s = sale_id()
+    server.put_sale(s, stock=10, per_user_limit=1)
+    r = server.pub("POST", f"/v1/sales/{s}/orders", '{"user": "é"}'.encode())
+    assert r.status == 201 and r.body["user"] == "é", r
+    r = server.pub("POST", f"/v1/sales/{s}/orders", b'{"user": "\\u00e9"}')
+    assert_error(r, 409, "user_limit")
+    # the same for request ids: an escaped spelling is the same request id
+    r1 = server.pub("POST", f"/v1/sales/{s}/orders", '{"user": "x", "request_id": "ré"}'.encode())
+    assert r1.status == 201, r1
+    r2 = server.pub("POST", f"/v1/sales/{s}/orders", b'{"user": "x", "request_id": "r\\u00e9"}')
+    assert r2.status == 200 and r2.body == r1.body, r2
 
 
 def test_take_201_body(server, sale_id):
@@ -287,11 +329,11 @@ def test_qty_huge_is_sold_out(server, sale_id):
     assert server.take(s, qty=5).status == 201
 
 
-@pytest.mark.parametrize("qty", [0, -1, 1.5, "1", True, None, TWO53 + 1, [1], {"n": 1}])
-def test_qty_invalid_400(server, sale_id, qty):
+def test_qty_invalid_400(server, sale_id):
     s = sale_id()
     server.put_sale(s, stock=5)
-    assert_error(server.take(s, user="u", qty=qty), 400, "bad_request")
+    each([0, -1, 1.5, "1", True, None, TWO53 + 1, [1], {"n": 1}],
+         lambda qty: assert_error(server.take(s, user="u", qty=qty), 400, "bad_request"))
     assert server.sale(s) == sale_obj(s, 5)
 
 
@@ -386,22 +428,25 @@ def test_request_id_reused_409(server, sale_id):
 
 def test_rejected_request_leaves_nothing(server, sale_id):
     s = sale_id()
-    server.put_sale(s, stock=1, per_user_limit=1)
+    server.put_sale(s, stock=2, per_user_limit=1)
     assert server.take(s, user="alice", request_id="ra").status == 201
-    assert_error(server.take(s, user="bob", request_id="rb"), 409, "sold_out")
-    # 400 with a request id leaves nothing either
-    assert_error(server.take(s, user="carol", qty=0, request_id="rc"), 400, "bad_request")
-    # user_limit rejection leaves nothing
+    # a user_limit rejection leaves nothing
     assert_error(server.take(s, user="alice", request_id="rd"), 409, "user_limit")
-    assert server.adm("PUT", f"/v1/sales/{s}", {"stock": 4, "per_user_limit": 1}).status == 200
+    # a 400 with a request id leaves nothing either
+    assert_error(server.take(s, user="carol", qty=0, request_id="rc"), 400, "bad_request")
+    assert server.take(s, user="carol", request_id="rx").status == 201
+    # a sold_out rejection leaves nothing
+    assert_error(server.take(s, user="bob", request_id="rb"), 409, "sold_out")
+    assert server.adm("PUT", f"/v1/sales/{s}", {"stock": 5, "per_user_limit": 1}).status == 200
     rb = server.take(s, user="bob", request_id="rb")
     assert rb.status == 201, rb
-    rc = server.take(s, user="carol", qty=1, request_id="rc")
+    # rc and rd were never recorded: other users may use them now
+    rc = server.take(s, user="dave", qty=1, request_id="rc")
     assert rc.status == 201, rc
-    # rd was never recorded: another user may use it now
-    rd = server.take(s, user="dave", request_id="rd")
+    rd = server.take(s, user="erin", request_id="rd")
     assert rd.status == 201, rd
-    assert server.sale(s) == sale_obj(s, 4, sold=4, per_user_limit=1)
+    assert server.sale(s) == sale_obj(s, 5, sold=5, per_user_limit=1)
+    assert [o["request_id"] for o in server.orders(s)] == ["ra", "rx", "rb", "rc", "rd"]
 
 
 def test_order_ids_increasing_decimal_strings(server, sale_id):
@@ -468,12 +513,13 @@ def test_order_listing_pagination(server, sale_id):
     assert r.status == 200 and r.body["orders"] == made
 
 
-@pytest.mark.parametrize("q", ["limit=0", "limit=1001", "limit=-1", "limit=abc", "limit=1.5",
-                               "after=abc"])
-def test_order_listing_bad_query_400(server, sale_id, q):
+def test_order_listing_bad_query_400(server, sale_id):
     s = sale_id()
     server.put_sale(s, stock=1)
-    assert_error(server.adm("GET", f"/v1/sales/{s}/orders?{q}"), 400, "bad_request")
+    each(["limit=0", "limit=1001", "limit=-1", "limit=abc", "limit=1.5", "after=abc"],
+         lambda q: assert_error(server.adm("GET", f"/v1/sales/{s}/orders?{q}"), 400, "bad_request"))
+    assert server.adm("GET", f"/v1/sales/{s}/orders?limit=1000").status == 200
+    assert server.adm("GET", f"/v1/sales/{s}/orders?limit=1").status == 200
 
 
 def test_order_listing_csv(server, sale_id):
@@ -718,3 +764,74 @@ def test_every_response_has_content_length(server, sale_id):
     assert r.status == 200 and len(r.body["orders"]) == 300
     r = server.adm("GET", f"/v1/sales/{b}/orders?limit=1000", headers={"Accept": "text/csv"})
     assert r.status == 200 and len(r.raw.decode().strip().splitlines()) == 301
+
+
+# ---------------------------------------------------------------------- rate limit, outages
+
+
+def test_rate_limit_429(make_server, sale_id):
+    """--rate-limit 5 (burst 5) on the public listener. docs/API.md: the client is the `user` of a
+    take, else the peer address."""
+    srv = make_server(["--rate-limit", "5"])
+    s = sale_id()
+    srv.put_sale(s, stock=100)
+    t0 = time.monotonic()
+    got = [srv.pub("GET", f"/v1/sales/{s}") for _ in range(20)]
+    elapsed = time.monotonic() - t0
+    ok = [r for r in got if r.status == 200]
+    for r in got:
+        if r.status != 200:
+            assert_error(r, 429, "rate_limited")
+            assert int(r.headers["retry-after"]) >= 1, r.headers
+    assert 5 <= len(ok) <= 5 + int(elapsed * 5) + 1, (len(ok), elapsed)
+    t0 = time.monotonic()
+    takes = [srv.take(s, user="bot") for _ in range(12)]
+    elapsed = time.monotonic() - t0
+    won = [r for r in takes if r.status == 201]
+    for r in takes:
+        if r.status != 201:
+            assert_error(r, 429, "rate_limited")
+            assert int(r.headers["retry-after"]) >= 1, r.headers
+    assert 5 <= len(won) <= 5 + int(elapsed * 5) + 1, (len(won), elapsed)
+    assert srv.adm("GET", f"/v1/sales/{s}").body["sold"] == len(won)  # a 429 takes nothing
+    assert srv.take(s, user="human").status == 201  # another client
+    # the admin listener is not limited
+    assert all(srv.adm("GET", f"/v1/sales/{s}").status == 200 for _ in range(20))
+    assert all(srv.take(s, via="adm", user="bot").status == 201 for _ in range(8))
+    time.sleep(1.3)
+    r = srv.take(s, user="bot")
+    assert r.status == 201, r
+    assert srv.sale(s)["sold"] == len(won) + 1 + 8 + 1
+
+
+@pytest.mark.parametrize("store", ["redis"], indirect=True)
+def test_store_unreachable_503(server, store, sale_id):
+    s = sale_id()
+    server.put_sale(s, stock=10, per_user_limit=1)
+    r1 = server.take(s, user="a", request_id="r1")
+    assert r1.status == 201
+    store.redis.stop()
+    t0 = time.monotonic()
+    while True:
+        h = server.pub("GET", "/healthz")
+        if h.status == 503:
+            break
+        assert h.status == 200, h
+        assert time.monotonic() - t0 < 3.0, "healthz still 200 3 s after losing the store"
+        time.sleep(0.1)
+    assert h.body == {"status": "unavailable"}, h
+    assert server.adm("GET", "/healthz").status == 503
+    r = server.take(s, user="b", request_id="r2")
+    assert_error(r, 503, "unavailable")
+    assert "retry-after" in r.headers, r.headers
+    store.redis.restart_same_port()
+    t0 = time.monotonic()
+    while server.pub("GET", "/healthz").status != 200:
+        assert time.monotonic() - t0 < 6.0, "healthz not back to 200 within 5 s of the store's return"
+        time.sleep(0.1)
+    r2 = server.take(s, user="b", request_id="r2")
+    assert r2.status in (200, 201), r2
+    assert server.take(s, user="a", request_id="r1").body == r1.body
+    g = server.sale(s)
+    assert g["sold"] == 2 and g["remaining"] == 8, g
+    assert [o["request_id"] for o in server.orders(s)] == ["r1", "r2"]

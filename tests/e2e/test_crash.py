@@ -169,3 +169,58 @@ def test_kill9_twice_ids_never_reused(make_server, sale_id):
     assert srv.sale(s)["sold"] == 450
     n = srv.take(s, user="z")
     assert n.status == 201 and int(n.body["order"]) > max(int(o["order"]) for o in seen)
+
+
+@pytest.mark.parametrize("store", ["redis"], indirect=True)
+def test_redis_kill9_during_storm(make_server, store, sale_id):
+    """Redis with appendfsync always dies mid-storm: acknowledged orders survive, the rest answer
+    503 or nothing, and retries with the same request ids are decided exactly once."""
+    srv = make_server()
+    s = sale_id()
+    stock = 300
+    srv.put_sale(s, stock=stock, per_user_limit=1)
+    n = 1200
+    bodies = [{"user": f"u{i}", "request_id": f"k{i}"} for i in range(n)]
+    results = [None] * n
+
+    def killer():
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sum(1 for r in results if r is not None and r[0] == 201) >= 60:
+                break
+            time.sleep(0.002)
+        store.redis.proc.kill()
+        store.redis.proc.wait(5)
+
+    k = threading.Thread(target=killer, daemon=True)
+    k.start()
+    storm(srv.public_port, [("POST", f"/v1/sales/{s}/orders", b) for b in bodies], threads=64,
+          results=results)
+    k.join(40)
+    for r in results:
+        assert r[0] in (201, 409, 503, "error"), r
+        if r[0] == 503:
+            assert r[1]["error"] == "unavailable", r
+    acked = {bodies[i]["request_id"]: r[1] for i, r in enumerate(results) if r[0] == 201}
+    unknown = [i for i, r in enumerate(results) if r[0] in (503, "error")]
+    store.redis.restart_same_port()
+    t0 = time.monotonic()
+    while srv.pub("GET", "/healthz").status != 200:
+        assert time.monotonic() - t0 < 6, "healthz not back within 5 s of Redis's return"
+        time.sleep(0.1)
+    lst = srv.orders(s)
+    by_rid = {o["request_id"]: o for o in lst}
+    assert len(by_rid) == len(lst) == len({o["order"] for o in lst})
+    for rid, body in acked.items():
+        assert by_rid.get(rid) == body, f"acknowledged order lost: {body}"
+    assert srv.sale(s)["sold"] == len(lst) <= stock
+    for i in unknown:
+        b = bodies[i]
+        r = srv.take(s, **b)
+        if b["request_id"] in by_rid:
+            assert r.status == 200 and r.body == by_rid[b["request_id"]], (b, r)
+        else:
+            assert r.status in (201, 409), (b, r)
+    lst2 = srv.orders(s)
+    assert len({o["request_id"] for o in lst2}) == len(lst2)
+    assert srv.sale(s)["sold"] == len(lst2) <= stock

@@ -151,3 +151,50 @@ def test_expiry_storm_returns_units_exactly_once(hserver, sale_id):
     res = storm(hserver.public_port, reqs, threads=32)
     assert sum(1 for st, _ in res if st == 201) == 20
     assert counts(hserver, s)[:3] == (0, 20, 0)
+
+
+def test_confirm_cancel_race(hserver, sale_id):
+    import threading
+    s = sale_id()
+    hserver.put_sale(s, stock=40, hold_seconds=60)
+    orders = [take_held(hserver, s, 60, user=f"u{i}") for i in range(20)]
+    answers = {}
+
+    def act(o, what):
+        answers[(o["order"], what)] = hserver.adm("POST", f"/v1/sales/{s}/orders/{o['order']}/{what}")
+
+    ts = [threading.Thread(target=act, args=(o, w)) for o in orders for w in ("confirm", "cancel")]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(20)
+    final = {o["order"]: o["status"] for o in hserver.orders(s)}
+    for o in orders:
+        c, x = answers[(o["order"], "confirm")], answers[(o["order"], "cancel")]
+        assert x.status == 200 and x.body["status"] == "cancelled", x  # cancel always wins at last
+        assert final[o["order"]] == "cancelled"
+        if c.status == 200:
+            assert c.body["status"] == "confirmed", c  # confirmed first, then cancelled
+        else:
+            assert_error(c, 409, "order_not_held")  # cancelled first
+    assert counts(hserver, s) == (0, 0, 40, "open")
+
+
+@pytest.mark.parametrize("store", ["redis"], indirect=True)
+def test_expiry_exactly_once_across_instances(make_server, sale_id):
+    a = make_server()
+    r = a.adm("PUT", "/v1/sales/hold-probe", {"stock": 1, "hold_seconds": 5})
+    if r.status == 400:
+        pytest.skip("held orders not implemented yet")
+    b = make_server()
+    s = sale_id()
+    a.put_sale(s, stock=30, hold_seconds=1)
+    reqs = [("POST", f"/v1/sales/{s}/orders", {"user": f"u{i}"}) for i in range(60)]
+    res = storm(a.public_port, reqs[:30], threads=16) + storm(b.public_port, reqs[30:], threads=16)
+    wins = [x for c, x in res if c == 201]
+    assert len(wins) == 30
+    last = max(o["expires_at"] for o in wins)
+    time.sleep(max(0, last + 2.2 - time.time()))
+    for srv in (a, b):
+        assert counts(srv, s) == (0, 0, 30, "open")
+    assert all(o["status"] == "expired" for o in a.orders(s))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import HOST, assert_error, parse_raw_responses, raw_exchange, request
+from conftest import HOST, assert_error, each, parse_raw_responses, raw_exchange, request
 
 
 @pytest.fixture
@@ -37,11 +37,13 @@ BAD_JSON = [b"{", b'{"user":', b'{"user":"a",}', b"{'user':'a'}", b'{"user":"a"}
             b"12", b"null", b"true", b"[]"]
 
 
-@pytest.mark.parametrize("data", BAD_JSON, ids=[repr(d)[2:-1][:24] for d in BAD_JSON])
-def test_bad_json(victim, data):
+def test_bad_json(victim):
     srv, s = victim
-    assert_error(post_raw(srv, f"/v1/sales/{s}/orders", data), 400, "bad_request")
-    assert_error(srv.adm("PUT", f"/v1/sales/{s}", data), 400, "bad_request")
+
+    def check(data):
+        assert_error(post_raw(srv, f"/v1/sales/{s}/orders", data), 400, "bad_request")
+        assert_error(srv.adm("PUT", f"/v1/sales/{s}", data), 400, "bad_request")
+    each(BAD_JSON, check)
 
 
 HUGE = [b'{"user":"h","qty":1e400}', b'{"user":"h","qty":99999999999999999999999}',
@@ -50,10 +52,10 @@ HUGE = [b'{"user":"h","qty":1e400}', b'{"user":"h","qty":99999999999999999999999
         b'{"user":"h","qty":18446744073709551617}', b'{"user":"h","qty":-9223372036854775809}']
 
 
-@pytest.mark.parametrize("data", HUGE, ids=range(len(HUGE)))
-def test_huge_numbers_take(victim, data):
+def test_huge_numbers_take(victim):
     srv, s = victim
-    assert_error(post_raw(srv, f"/v1/sales/{s}/orders", data), 400, "bad_request")
+    each(HUGE, lambda data: assert_error(post_raw(srv, f"/v1/sales/{s}/orders", data), 400,
+                                         "bad_request"))
 
 
 HUGE_SALE = [(f, n) for f in ("stock", "per_user_limit", "hold_seconds", "starts_at", "ends_at")
@@ -62,15 +64,18 @@ HUGE_SALE = [(f, n) for f in ("stock", "per_user_limit", "hold_seconds", "starts
              if f == "stock" or n != b"9007199254740993"]  # 2^53+1: out of range for stock only
 
 
-@pytest.mark.parametrize("field,num", HUGE_SALE, ids=[f"{f}={n.decode()[:8]}" for f, n in HUGE_SALE])
-def test_huge_numbers_sale(victim, field, num):
+def test_huge_numbers_sale(victim):
     srv, s = victim
-    body = b'{"stock": 10, "per_user_limit": 1, "%s": %s}' % (field.encode(), num)
-    if field == "stock":
-        body = b'{"stock": %s, "per_user_limit": 1}' % num
-    assert_error(srv.adm("PUT", f"/v1/sales/{s}", body), 400, "bad_request")
-    assert_error(srv.adm("PUT", "/v1/sales/fresh-huge", body), 400, "bad_request")
-    assert_error(srv.pub("GET", "/v1/sales/fresh-huge"), 404, "no_such_sale")
+
+    def check(case):
+        field, num = case
+        body = b'{"stock": 10, "per_user_limit": 1, "%s": %s}' % (field.encode(), num)
+        if field == "stock":
+            body = b'{"stock": %s, "per_user_limit": 1}' % num
+        assert_error(srv.adm("PUT", f"/v1/sales/{s}", body), 400, "bad_request")
+        assert_error(srv.adm("PUT", "/v1/sales/fresh-huge", body), 400, "bad_request")
+        assert_error(srv.pub("GET", "/v1/sales/fresh-huge"), 404, "no_such_sale")
+    each(HUGE_SALE, check)
 
 
 BAD_UTF8 = [b'{"user":"\xff"}', b'{"user":"a\xc0\xafb"}', b'{"user":"\xed\xa0\x80"}',
@@ -79,10 +84,13 @@ BAD_UTF8 = [b'{"user":"\xff"}', b'{"user":"a\xc0\xafb"}', b'{"user":"\xed\xa0\x8
             b'{"user":"\xf8\x88\x80\x80\x80"}', b'{"user":"\xf4\x90\x80\x80"}']
 
 
-@pytest.mark.parametrize("data", BAD_UTF8, ids=range(len(BAD_UTF8)))
-def test_invalid_utf8(victim, data):
+def test_invalid_utf8(victim):
     srv, s = victim
-    assert_error(post_raw(srv, f"/v1/sales/{s}/orders", data), 400, "bad_request")
+    each(BAD_UTF8, lambda data: assert_error(post_raw(srv, f"/v1/sales/{s}/orders", data), 400,
+                                             "bad_request"))
+    # in a sale's body too
+    each([b'{"stock": 1, "\xff": 1}', b'{"stock": 1, "per_user_limit": "\xc0\xaf"}'],
+         lambda data: assert_error(srv.adm("PUT", "/v1/sales/utf", data), 400, "bad_request"))
 
 
 CONTROL = [b'{"user":"a\x01b"}', b'{"user":"a\nb"}', b'{"user":"a\x1fb"}', b'{"user":"\x00"}',
@@ -91,10 +99,10 @@ CONTROL = [b'{"user":"a\x01b"}', b'{"user":"a\nb"}', b'{"user":"a\x1fb"}', b'{"u
            b'{"user":"ok","request_id":"\\r"}']
 
 
-@pytest.mark.parametrize("data", CONTROL, ids=range(len(CONTROL)))
-def test_control_chars(victim, data):
+def test_control_chars(victim):
     srv, s = victim
-    assert_error(post_raw(srv, f"/v1/sales/{s}/orders", data), 400, "bad_request")
+    each(CONTROL, lambda data: assert_error(post_raw(srv, f"/v1/sales/{s}/orders", data), 400,
+                                            "bad_request"))
 
 
 WRONG_TYPES = [{"user": 1}, {"user": None}, {"user": ["a"]}, {"user": "a", "qty": "1"},
@@ -102,10 +110,9 @@ WRONG_TYPES = [{"user": 1}, {"user": None}, {"user": ["a"]}, {"user": "a", "qty"
                {"user": "a", "request_id": {"x": 1}}, {"user": {"name": "a"}}]
 
 
-@pytest.mark.parametrize("body", WRONG_TYPES, ids=range(len(WRONG_TYPES)))
-def test_wrong_types(victim, body):
+def test_wrong_types(victim):
     srv, s = victim
-    assert_error(srv.take(s, **body), 400, "bad_request")
+    each(WRONG_TYPES, lambda body: assert_error(srv.take(s, **body), 400, "bad_request"))
 
 
 # ------------------------------------------------------------------------------ size limits
@@ -256,14 +263,12 @@ def _junk(srv, s, data, strict):
     assert srv.pub("GET", "/healthz").status == 200
 
 
-@pytest.mark.parametrize("data", JUNK, ids=range(len(JUNK)))
-def test_junk_on_socket(victim, data):
-    _junk(*victim, data, strict=True)
+def test_junk_on_socket(victim):
+    each(JUNK, lambda data: _junk(*victim, data, strict=True), name=lambda d: repr(d[:40]))
 
 
-@pytest.mark.parametrize("data", LENIENT, ids=range(len(LENIENT)))
-def test_borderline_on_socket(victim, data):
-    _junk(*victim, data, strict=False)
+def test_borderline_on_socket(victim):
+    each(LENIENT, lambda data: _junk(*victim, data, strict=False), name=lambda d: repr(d[:40]))
 
 
 def test_junk_then_valid_on_other_connections(victim):
@@ -428,12 +433,14 @@ UNKNOWN = ["/", "/v1", "/v1/", "/v2/sales", "/v1/salesx", "/v1/sales/s/x", "/hea
            "/favicon.ico"]
 
 
-@pytest.mark.parametrize("path", UNKNOWN)
-def test_unknown_route_404(victim, path):
+def test_unknown_route_404(victim):
     srv, s = victim
-    for port in (srv.public_port, srv.admin_port):
-        assert_error(request(port, "GET", path), 404, "not_found")
-        assert_error(request(port, "POST", path, {}), 404, "not_found")
+
+    def check(path):
+        for port in (srv.public_port, srv.admin_port):
+            assert_error(request(port, "GET", path), 404, "not_found")
+            assert_error(request(port, "POST", path, {}), 404, "not_found")
+    each(UNKNOWN, check)
 
 
 def allow_set(r):
@@ -450,20 +457,28 @@ METHODS_ADMIN = [("DELETE", "/v1/sales/S", {"GET", "PUT"}), ("POST", "/v1/sales/
                  ("PATCH", "/v1/sales/S", {"GET", "PUT"})]
 
 
-@pytest.mark.parametrize("method,path,allow", METHODS_ADMIN, ids=[f"{m} {p}" for m, p, _ in METHODS_ADMIN])
-def test_wrong_method_405_admin(victim, method, path, allow):
+def test_wrong_method_405_admin(victim):
     srv, s = victim
-    r = srv.adm(method, path.replace("S", s), {} if method in ("POST", "PUT", "PATCH") else None)
-    assert_error(r, 405, "method_not_allowed")
-    assert allow <= allow_set(r), r.headers
+
+    def check(case):
+        method, path, allow = case
+        r = srv.adm(method, path.replace("S", s), {} if method in ("POST", "PUT", "PATCH") else None)
+        assert_error(r, 405, "method_not_allowed")
+        assert allow <= allow_set(r), r.headers
+    each(METHODS_ADMIN, check)
 
 
-@pytest.mark.parametrize("method,path,allow", [("POST", "/healthz", {"GET"}),
-                                               ("DELETE", "/v1/sales/S", {"GET"}),
-                                               ("PUT", "/healthz", {"GET"})])
-def test_wrong_method_405_public(victim, method, path, allow):
+METHODS_PUBLIC = [("POST", "/healthz", {"GET"}), ("DELETE", "/v1/sales/S", {"GET"}),
+                  ("PUT", "/healthz", {"GET"})]
+
+
+def test_wrong_method_405_public(victim):
     srv, s = victim
-    r = srv.pub(method, path.replace("S", s), {} if method in ("POST", "PUT") else None)
-    assert_error(r, 405, "method_not_allowed")
-    got = allow_set(r)
-    assert allow <= got and "PUT" not in got, r.headers
+
+    def check(case):
+        method, path, allow = case
+        r = srv.pub(method, path.replace("S", s), {} if method in ("POST", "PUT") else None)
+        assert_error(r, 405, "method_not_allowed")
+        got = allow_set(r)
+        assert allow <= got and "PUT" not in got, r.headers
+    each(METHODS_PUBLIC, check)

@@ -4,6 +4,7 @@ import collections
 import os
 import re
 import subprocess
+import threading
 
 import pytest
 
@@ -152,6 +153,25 @@ def test_storm_duplicate_request_ids(server, sale_id, stock, limit):
     assert server.sale(s)["sold"] == len(winners)
 
 
+def test_storm_duplicate_request_ids_repeated(server, sale_id):
+    """Many rounds of racing duplicates on one server: the wait-for-the-first path must hold up."""
+    n, k = 60, 12
+    for rnd in range(30):
+        s = sale_id()
+        server.put_sale(s, stock=1000, per_user_limit=1)
+        bodies = []
+        for i in range(n):
+            bodies += [{"user": f"u{i}", "request_id": f"rid-{i}"}] * k
+        res = storm(server.public_port, take_reqs(s, bodies), threads=64)
+        assert server.alive(), f"seckilld died in round {rnd}: {server.stderr_tail()}"
+        for i in range(n):
+            answers = res[i * k:(i + 1) * k]
+            st = collections.Counter(c for c, _ in answers)
+            assert st == {201: 1, 200: k - 1}, (rnd, f"rid-{i}", dict(st), answers)
+            assert all(b == answers[0][1] for _, b in answers), answers
+        assert server.sale(s)["sold"] == n
+
+
 AB = "/usr/bin/ab"
 
 
@@ -175,3 +195,143 @@ def test_ab_stock_5(server, sale_id, tmp_path):
     g = server.sale(s)
     assert (g["sold"], g["remaining"], g["state"]) == (5, 0, "sold_out"), g
     assert len(server.orders(s)) == 5
+
+
+def test_concurrent_cancels_return_units_once(server, sale_id):
+    s = sale_id()
+    server.put_sale(s, stock=10, per_user_limit=3)
+    orders = [server.take(s, user="a", qty=3).body, server.take(s, user="b", qty=2).body]
+    assert server.sale(s)["remaining"] == 5
+    reqs = [("POST", f"/v1/sales/{s}/orders/{o['order']}/cancel", None)
+            for o in orders for _ in range(20)]
+    res = storm(server.admin_port, reqs, threads=40)
+    assert all(c == 200 and b["status"] == "cancelled" for c, b in res), res
+    g = server.sale(s)
+    assert (g["sold"], g["remaining"]) == (0, 10), g
+    # each user's allowance came back once: exactly 3 units each, no more
+    assert server.take(s, user="a", qty=3).status == 201
+    r = server.take(s, user="a", qty=1)
+    assert r.status == 409 and r.body["error"] == "user_limit", r
+
+
+def test_storm_with_cancels_keeps_the_books(server, sale_id):
+    s = sale_id()
+    stock = 60
+    server.put_sale(s, stock=stock, per_user_limit=1)
+    reqs = [("POST", f"/v1/sales/{s}/orders", {"user": f"u{i}"}) for i in range(900)]
+    cancelled = []
+    done = threading.Event()
+
+    def canceller():
+        while not done.is_set() and len(cancelled) < 25:
+            r = server.adm("GET", f"/v1/sales/{s}/orders?limit=1000")
+            for o in r.body["orders"]:
+                if o["status"] == "confirmed" and o["order"] not in cancelled and len(cancelled) < 25:
+                    x = server.adm("POST", f"/v1/sales/{s}/orders/{o['order']}/cancel")
+                    assert x.status == 200 and x.body["status"] == "cancelled", x
+                    cancelled.append(o["order"])
+
+    t = threading.Thread(target=canceller, daemon=True)
+    t.start()
+    res = storm(server.public_port, reqs, threads=32)
+    done.set()
+    t.join(30)
+    assert not t.is_alive()
+    assert all(c in (201, 409) for c, _ in res), collections.Counter(c for c, _ in res)
+    lst = server.orders(s)
+    st = collections.Counter(o["status"] for o in lst)
+    g = server.sale(s)
+    assert st["cancelled"] == len(cancelled)
+    assert g["sold"] == st["confirmed"] <= stock, (g, st)
+    assert g["remaining"] == stock - g["sold"]
+    assert len(lst) == sum(1 for c, _ in res if c == 201)
+    # top up: exactly the remaining units can still be taken, then it is sold out
+    for i in range(g["remaining"]):
+        r = server.take(s, user=f"top{i}")
+        assert r.status == 201, r
+    r = server.take(s, user="toolate")
+    assert r.status == 409 and r.body["error"] == "sold_out", r
+    lst = server.orders(s)
+    assert sum(1 for o in lst if o["status"] == "confirmed") == stock
+    assert server.sale(s)["sold"] == stock
+
+
+def test_stock_lowered_during_storm(server, sale_id):
+    s = sale_id()
+    server.put_sale(s, stock=200)
+    reqs = [("POST", f"/v1/sales/{s}/orders", {"user": f"u{i}"}) for i in range(1200)]
+    outcomes = []
+    done = threading.Event()
+
+    def lowerer():
+        target = 200
+        while not done.is_set() and target > 20:
+            target -= 10
+            r = server.adm("PUT", f"/v1/sales/{s}", {"stock": target})
+            assert r.status in (200, 409), r
+            if r.status == 409:
+                assert r.body["error"] == "stock_below_taken", r
+            outcomes.append((target, r.status))
+
+    t = threading.Thread(target=lowerer, daemon=True)
+    t.start()
+    res = storm(server.public_port, reqs, threads=32)
+    done.set()
+    t.join(30)
+    wins = sum(1 for c, _ in res if c == 201)
+    g = server.sale(s)
+    last_ok = min([tg for tg, st in outcomes if st == 200], default=200)
+    assert g["stock"] == last_ok, (g, outcomes)
+    assert g["sold"] == wins == len(server.orders(s)), (g, wins)
+    assert g["sold"] <= g["stock"] and g["remaining"] == g["stock"] - g["sold"], g
+    assert all(c in (201, 409) for c, _ in res)
+
+
+redis_only = pytest.mark.parametrize("store", ["redis"], indirect=True)
+
+
+@redis_only
+def test_two_instances_share_one_redis(make_server, sale_id):
+    a, b = make_server(), make_server()
+    s = sale_id()
+    a.put_sale(s, stock=100, per_user_limit=1)
+    assert b.sale(s)["stock"] == 100
+    out = {}
+
+    def run(name, srv, lo):
+        out[name] = storm(srv.public_port, take_reqs(s, [{"user": f"u{i}", "request_id": f"r{i}"}
+                                                         for i in range(lo, lo + 1000)]), threads=32)
+
+    ts = [threading.Thread(target=run, args=("a", a, 0)), threading.Thread(target=run, args=("b", b, 500))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    res = out["a"] + out["b"]
+    # users u500..u999 hit both instances (same request ids): decided once across instances
+    assert all(c in (200, 201, 409) for c, _ in res), collections.Counter(c for c, _ in res)
+    wins = {}
+    for c, body in res:
+        if c in (200, 201):
+            wins.setdefault(body["request_id"], []).append((c, body))
+    for rid, got in wins.items():
+        assert sum(1 for c, _ in got if c == 201) == 1, got
+        assert all(body == got[0][1] for _, body in got), got
+    orders = [got[0][1] for got in wins.values()]
+    assert len(orders) == 100
+    assert len({o["order"] for o in orders}) == 100
+    for srv in (a, b):
+        g = srv.sale(s)
+        assert (g["sold"], g["remaining"]) == (100, 0), g
+        assert sorted(srv.orders(s), key=lambda o: int(o["order"])) == \
+            sorted(orders, key=lambda o: int(o["order"]))
+    # a replay on the other instance answers the same order
+    o = orders[0]
+    for srv in (a, b):
+        r = srv.take(s, user=o["user"], request_id=o["request_id"])
+        assert r.status == 200 and r.body == o, r
+    # ids keep increasing whichever instance takes
+    s2 = sale_id()
+    a.put_sale(s2, stock=100)
+    ids = [int((a if i % 2 else b).take(s2, user=f"x{i}").body["order"]) for i in range(20)]
+    assert ids == sorted(ids) and len(set(ids)) == 20, ids

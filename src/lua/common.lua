@@ -1,0 +1,134 @@
+-- common.lua: helpers shared by every Redis script of the seckill Redis store.
+--
+-- store_redis.c never sends this file alone: each script is sent as
+--   "#!lua" (+ " flags=no-writes" for read-only scripts) .. common.lua .. <script>.lua
+-- so the helpers below are in scope in every script, and one SHA1 names each composition.
+--
+-- Every script gets the same six keys of one sale, all with the sale as hash tag, so that one
+-- sale lives in one Redis Cluster slot (an order's own hash, sk:{sale}:o:<id>, is named from
+-- KEYS[1] and shares that tag). See docs/redis.md for the layout and the order stream.
+
+local K = {
+  sale = KEYS[1],   -- hash: stock limit hold starts ends sold held  ('' = null time)
+  users = KEYS[2],  -- hash: user -> units held plus bought (fields at 0 are deleted)
+  holds = KEYS[3],  -- sorted set: order id scored by expires_at, held orders only
+  stream = KEYS[4], -- stream: one entry per order event (taken/confirmed/cancelled/expired)
+  rids = KEYS[5],   -- hash: request_id -> order id, for ever
+  seq = KEYS[6],    -- string: the last order id given (INCR)
+}
+
+-- Result codes, mirrored by enum rcode_e in store_redis.c.
+local R_OK, R_REPLAY, R_NO_SALE, R_NO_ORDER, R_BAD_REQUEST = 0, 1, 2, 3, 4
+local R_NOT_STARTED, R_ENDED, R_USER_LIMIT, R_SOLD_OUT, R_REUSED = 5, 6, 7, 8, 9
+local R_BELOW_TAKEN, R_NOT_HELD, R_CREATED = 10, 11, 12
+
+-- An integer as Redis wants it: tostring() would print 2^53 as 9.007199254741e+15.
+local function num(n)
+  return string.format('%.0f', n)
+end
+
+-- Redis's own clock, in milliseconds: every instance agrees on it. Scripts are replicated by
+-- their effects (the Redis 7 default), so calling TIME is allowed.
+local function clock_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function order_key(id)
+  return K.sale .. ':o:' .. id
+end
+
+-- A stored order as a table of strings (user and request_id '' when absent), or nil.
+local function load_order(id)
+  local v = redis.call('HMGET', order_key(id), 'user', 'qty', 'status', 'request_id', 'created_at',
+                       'expires_at')
+  if not v[3] then
+    return nil
+  end
+  return {user = v[1] or '', qty = v[2], status = v[3], request_id = v[4] or '',
+          created_at = v[5], expires_at = v[6] or ''}
+end
+
+-- One stream entry: the order as it is after the event.
+local function emit(event, id, o)
+  redis.call('XADD', K.stream, '*', 'event', event, 'order', id, 'user', o.user, 'qty', o.qty,
+             'status', o.status, 'request_id', o.request_id, 'created_at', o.created_at,
+             'expires_at', o.expires_at)
+end
+
+-- Gives an order's units back to the sale (out of `from`: 'held' or 'confirmed') and to the
+-- user's allowance.
+local function give_back(o, from)
+  local q = tonumber(o.qty)
+  redis.call('HINCRBY', K.sale, from == 'held' and 'held' or 'sold', num(-q))
+  if o.user ~= '' and redis.call('HINCRBY', K.users, o.user, num(-q)) <= 0 then
+    redis.call('HDEL', K.users, o.user)
+  end
+end
+
+-- Sets an order's status and tells the stream.
+local function set_status(id, o, status)
+  redis.call('HSET', order_key(id), 'status', status)
+  o.status = status
+  emit(status, id, o)
+end
+
+-- Records the expiry of at most `max` held orders whose expires_at has passed (now >= expires_at),
+-- returning their units exactly once: an order leaves `holds` in the same step. Counters are
+-- updated once per sweep. Returns how many deadlines were handled.
+local function reap(now, max)
+  local due = redis.call('ZRANGEBYSCORE', K.holds, '-inf', num(now), 'LIMIT', 0, max)
+  if #due == 0 then
+    return 0
+  end
+  local units, per_user, users = 0, {}, {}
+  for _, id in ipairs(due) do
+    local o = load_order(id)
+    if o and o.status == 'held' then
+      local q = tonumber(o.qty)
+      units = units + q
+      if o.user ~= '' then
+        if not per_user[o.user] then
+          per_user[o.user] = 0
+          users[#users + 1] = o.user
+        end
+        per_user[o.user] = per_user[o.user] + q
+      end
+      set_status(id, o, 'expired')
+    end
+  end
+  redis.call('ZREM', K.holds, unpack(due))
+  if units > 0 then
+    redis.call('HINCRBY', K.sale, 'held', num(-units))
+  end
+  for _, u in ipairs(users) do
+    if redis.call('HINCRBY', K.users, u, num(-per_user[u])) <= 0 then
+      redis.call('HDEL', K.users, u)
+    end
+  end
+  return #due
+end
+
+-- The sale's configuration and counters, or nil when there is no such sale.
+local function load_sale()
+  local c = redis.call('HMGET', K.sale, 'stock', 'limit', 'hold', 'starts', 'ends', 'sold', 'held')
+  if not c[1] then
+    return nil
+  end
+  return {stock = tonumber(c[1]), limit = tonumber(c[2]), hold = tonumber(c[3]),
+          starts = tonumber(c[4] or ''), ends = tonumber(c[5] or ''), -- nil when null
+          sold = tonumber(c[6]), held = tonumber(c[7])}
+end
+
+-- The reply shape of a sale: code, stock, limit, hold, starts, ends (-1: null), sold, held.
+local function sale_reply(code, s)
+  return {code, s.stock, s.limit, s.hold, s.starts or -1, s.ends or -1, s.sold, s.held}
+end
+
+-- The reply shape of an order (after a code): user, qty, status, request_id, created_at,
+-- expires_at (-1: null).
+local function order_reply(code, o)
+  return {code, o.user, tonumber(o.qty), o.status, o.request_id, tonumber(o.created_at),
+          tonumber(o.expires_at) or -1}
+end
+

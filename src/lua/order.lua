@@ -1,0 +1,10 @@
+-- order.lua (read-only): one order. ARGV: order id.
+-- Returns {R_NO_SALE}, {R_NO_ORDER} or order_reply(R_OK, order) with the stored status.
+if redis.call('EXISTS', K.sale) == 0 then
+  return {R_NO_SALE}
+end
+local o = load_order(ARGV[1])
+if not o then
+  return {R_NO_ORDER}
+end
+return order_reply(R_OK, o)

@@ -1,0 +1,28 @@
+-- orders.lua (read-only): a page of the order book in increasing id. ARGV: after, limit.
+-- Returns {R_NO_SALE} or {R_OK, more, then per order: id, user, qty, status, request_id,
+-- created_at, expires_at (-1)}; more is 1 when orders exist after the last one returned.
+-- Order ids are dense (INCR inside the take script, which writes nothing else before deciding),
+-- so the page is a range of ids.
+if redis.call('EXISTS', K.sale) == 0 then
+  return {R_NO_SALE}
+end
+local last = tonumber(redis.call('GET', K.seq) or '0')
+local limit = tonumber(ARGV[2])
+local id = tonumber(ARGV[1]) + 1
+local out = {R_OK, 0}
+local n = 0
+while id <= last and n < limit do
+  local o = load_order(num(id))
+  if o then
+    local r = order_reply(id, o)
+    for _, v in ipairs(r) do
+      out[#out + 1] = v
+    end
+    n = n + 1
+  end
+  id = id + 1
+end
+if id <= last then
+  out[2] = 1
+end
+return out

@@ -1,0 +1,19 @@
+-- put.lua: creates or updates a sale. ARGV: stock, per_user_limit, hold_seconds, starts_at,
+-- ends_at (times '' = null), all checked by the caller (sk_sale_conf_check).
+-- Returns sale_reply(R_CREATED | R_OK, sale) or {R_BELOW_TAKEN}: the new stock must cover what
+-- is sold and held, checked and applied in this one step.
+local s = load_sale()
+if not s then
+  redis.call('HSET', K.sale, 'stock', ARGV[1], 'limit', ARGV[2], 'hold', ARGV[3], 'starts', ARGV[4],
+             'ends', ARGV[5], 'sold', '0', 'held', '0')
+  return sale_reply(R_CREATED, load_sale())
+end
+-- holds past their deadline no longer count against the new stock
+reap(math.floor(clock_ms() / 1000), 1000)
+s = load_sale()
+if tonumber(ARGV[1]) < s.sold + s.held then
+  return {R_BELOW_TAKEN}
+end
+redis.call('HSET', K.sale, 'stock', ARGV[1], 'limit', ARGV[2], 'hold', ARGV[3], 'starts', ARGV[4],
+           'ends', ARGV[5])
+return sale_reply(R_OK, load_sale())

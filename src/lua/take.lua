@@ -1,0 +1,156 @@
+-- take.lua: decides and records a batch of takes of one sale, atomically, in arrival order.
+-- ARGV: n, then n triples: user ('' = anonymous), qty, request_id ('' = none).
+-- Returns {R_NO_SALE} or
+--   {R_OK, remaining, per_user_limit, ends_at (-1), next hold deadline (-1), window open (0/1),
+--    then per take: code, order id, created_at, expires_at (-1)}
+-- The header lets the instance answer sold_out without Redis until units can come back.
+--
+-- The rules are those of src/sale.c, checked in the order of docs/API.md: user required,
+-- request id (a replay is answered even when sold out or ended), window, stock (sold out is
+-- sold out for everybody), the user's allowance.
+-- The whole batch is decided first, reading only, then written: counters once per batch, an
+-- order hash and a stream entry per new order.
+local now_ms = clock_ms()
+local now = math.floor(now_ms / 1000)
+reap(now, 100)
+local s = load_sale()
+if not s then
+  return {R_NO_SALE}
+end
+local window = R_OK
+if s.starts and now < s.starts then
+  window = R_NOT_STARTED
+elseif s.ends and now >= s.ends then
+  window = R_ENDED
+end
+
+local seq0 = tonumber(redis.call('GET', K.seq) or '0')
+local seq, sold0, held0 = seq0, s.sold, s.held
+local expires = -1
+if s.hold > 0 then
+  -- the take's time rounded up to a whole second, plus hold_seconds
+  expires = math.floor((now_ms + 999) / 1000) + s.hold
+end
+local taken = {}    -- user -> units, as of now in this batch
+local added = {}    -- user -> units this batch adds
+local users = {}    -- the users of `added`, in order
+local new_rids = {} -- request_id -> {user, qty, id} of an order made by this batch
+local orders = {}   -- the new orders: {id, user, qty, rid}
+local results = {}
+
+local function taken_by(user)
+  local t = taken[user]
+  if not t then
+    t = tonumber(redis.call('HGET', K.users, user)) or 0
+    taken[user] = t
+  end
+  return t
+end
+
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  local user, qty, rid = ARGV[2 + 3 * i], tonumber(ARGV[3 + 3 * i]), ARGV[4 + 3 * i]
+  local code, id, created, exp = R_OK, 0, 0, -1
+  local prev, prev_user, prev_qty
+  if rid ~= '' then
+    local mine = new_rids[rid]
+    if mine then
+      prev, prev_user, prev_qty, created, exp = mine[3], mine[1], mine[2], now, expires
+    else
+      prev = redis.call('HGET', K.rids, rid)
+      if prev then
+        local o = load_order(prev)
+        if o then
+          prev_user, prev_qty = o.user, tonumber(o.qty)
+          created, exp = tonumber(o.created_at), tonumber(o.expires_at) or -1
+        end
+      end
+    end
+  end
+  if s.limit > 0 and user == '' then
+    code = R_BAD_REQUEST
+  elseif prev then
+    if prev_user ~= user or prev_qty ~= qty then
+      code, created, exp = R_REUSED, 0, -1
+    else
+      code, id = R_REPLAY, tonumber(prev)
+    end
+  elseif window ~= R_OK then
+    code = window
+  elseif s.stock - s.sold - s.held < qty then
+    code = R_SOLD_OUT
+  elseif s.limit > 0 and (qty > s.limit or taken_by(user) > s.limit - qty) then
+    code = R_USER_LIMIT
+  else
+    seq = seq + 1
+    id, created, exp = seq, now, expires
+    if s.hold > 0 then
+      s.held = s.held + qty
+    else
+      s.sold = s.sold + qty
+    end
+    if user ~= '' then
+      if not added[user] then
+        added[user] = 0
+        users[#users + 1] = user
+      end
+      added[user] = added[user] + qty
+      if s.limit > 0 then
+        taken[user] = taken_by(user) + qty
+      end
+    end
+    if rid ~= '' then
+      new_rids[rid] = {user, qty, id}
+    end
+    orders[#orders + 1] = {id, user, qty, rid}
+  end
+  results[#results + 1] = code
+  results[#results + 1] = id
+  results[#results + 1] = created
+  results[#results + 1] = exp
+end
+
+-- record
+if seq ~= seq0 then
+  local status = s.hold > 0 and 'held' or 'confirmed'
+  local created_at, expires_at = num(now), s.hold > 0 and num(expires) or ''
+  for _, o in ipairs(orders) do
+    local id = num(o[1])
+    local e = {user = o[2], qty = num(o[3]), status = status, request_id = o[4],
+               created_at = created_at, expires_at = expires_at}
+    redis.call('HSET', order_key(id), 'user', e.user, 'qty', e.qty, 'status', status,
+               'request_id', e.request_id, 'created_at', created_at, 'expires_at', expires_at)
+    if s.hold > 0 then
+      redis.call('ZADD', K.holds, expires_at, id)
+    end
+    if e.request_id ~= '' then
+      redis.call('HSET', K.rids, e.request_id, id)
+    end
+    emit('taken', id, e)
+  end
+  for _, u in ipairs(users) do
+    redis.call('HINCRBY', K.users, u, num(added[u]))
+  end
+  redis.call('SET', K.seq, num(seq))
+  if s.sold ~= sold0 then
+    redis.call('HINCRBY', K.sale, 'sold', num(s.sold - sold0))
+  end
+  if s.held ~= held0 then
+    redis.call('HINCRBY', K.sale, 'held', num(s.held - held0))
+  end
+end
+
+local remaining = s.stock - s.sold - s.held
+if remaining < 0 then
+  remaining = 0
+end
+local next_deadline = -1
+local first = redis.call('ZRANGE', K.holds, 0, 0, 'WITHSCORES')
+if first[2] then
+  next_deadline = tonumber(first[2])
+end
+local out = {R_OK, remaining, s.limit, s.ends or -1, next_deadline, window == R_OK and 1 or 0}
+for _, v in ipairs(results) do
+  out[#out + 1] = v
+end
+return out

@@ -1,0 +1,555 @@
+/* redis_conn.c: see redis_conn.h.
+ *
+ * Life of a connection: conn_connect makes a hiredis context, attaches it to the loop and queues
+ * the handshake, which goes out as soon as the TCP connect completes; its last reply makes the
+ * connection ready. Any loss (EOF, socket error, a missed deadline, a refused handshake, a server
+ * that turned out not to be a primary) goes through conn_lost, which marks the connection down
+ * and schedules the next attempt; hiredis then answers every pending command with a NULL reply.
+ * The tick timer reconnects when the backoff has passed and probes an idle connection with ROLE,
+ * so that a stalled Redis is noticed within PROBE_IDLE_MS + SK_REDIS_TIMEOUT_MS. */
+#include "redis_conn.h"
+#include <errno.h>
+#include <hiredis/async.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "log.h"
+#include "util.h"
+
+#define TICK_MS 50          /* housekeeping timer */
+#define PROBE_IDLE_MS 200   /* an idle connection is probed (ROLE) this often */
+#define BACKOFF_MIN_MS 50   /* reconnect backoff, doubling up to the max */
+#define BACKOFF_MAX_MS 1000
+#define LOG_EVERY_MS 1000   /* Redis error replies are logged at most this often per connection */
+
+/* ---- configuration ---- */
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* A percent-decoded copy of s[0..n), or NULL when an escape is malformed. */
+static char *pct_decode(const char *s, size_t n)
+{
+    char *out = sk_malloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '%') {
+            *o++ = s[i];
+            continue;
+        }
+        int hi = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
+        int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+        if (hi < 0 || lo < 0) {
+            free(out);
+            return NULL;
+        }
+        *o++ = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    *o = '\0';
+    return out;
+}
+
+static int parse_number(const char *p, const char *end, long max, long *out)
+{
+    long v = 0;
+    if (p == end)
+        return -1;
+    for (; p < end; p++)
+        if (*p < '0' || *p > '9' || (v = v * 10 + (*p - '0')) > max)
+            return -1;
+    *out = v;
+    return 0;
+}
+
+int sk_redis_conf_parse(sk_redis_conf_t *conf, const char *url, char *err, size_t errlen)
+{
+    const char *p, *end, *at = NULL, *slash, *hs, *he;
+    long v;
+
+    memset(conf, 0, sizeof(*conf));
+    conf->port = 6379;
+    if (strncmp(url, "redis://", 8) != 0)
+        goto bad;
+    p = url + 8;
+    slash = strchr(p, '/');
+    end = slash ? slash : p + strlen(p);
+    for (const char *q = p; q < end; q++) /* the last '@': a password may hold one */
+        if (*q == '@')
+            at = q;
+    if (at != NULL) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon != NULL) {
+            if (colon > p && (conf->user = pct_decode(p, (size_t)(colon - p))) == NULL)
+                goto bad;
+            if ((conf->password = pct_decode(colon + 1, (size_t)(at - colon - 1))) == NULL)
+                goto bad;
+        } else if ((conf->password = pct_decode(p, (size_t)(at - p))) == NULL) {
+            goto bad;
+        }
+        p = at + 1;
+    }
+    if (*p == '[') { /* [v6] */
+        hs = p + 1;
+        if ((he = memchr(hs, ']', (size_t)(end - hs))) == NULL)
+            goto bad;
+        p = he + 1;
+    } else {
+        for (hs = he = p; he < end && *he != ':'; he++)
+            ;
+        p = he;
+    }
+    if (he == hs)
+        goto bad;
+    conf->host = sk_strndup(hs, (size_t)(he - hs));
+    if (p < end) {
+        if (*p != ':' || parse_number(p + 1, end, 65535, &v) != 0 || v == 0)
+            goto bad;
+        conf->port = (int)v;
+    }
+    if (slash != NULL && slash[1] != '\0') {
+        if (parse_number(slash + 1, slash + strlen(slash), 1000000, &v) != 0)
+            goto bad;
+        conf->db = (int)v;
+    }
+    if (conf->password != NULL && conf->password[0] == '\0') {
+        free(conf->password);
+        conf->password = NULL;
+    }
+    return 0;
+bad:
+    snprintf(err, errlen, "cannot parse '%s' (want redis://[:PASSWORD@]HOST:PORT[/DB])", url);
+    return -1;
+}
+
+void sk_redis_conf_dispose(sk_redis_conf_t *conf)
+{
+    free(conf->host);
+    free(conf->user);
+    free(conf->password);
+    memset(conf, 0, sizeof(*conf));
+}
+
+int sk_redis_script_init(sk_redis_script_t *s, const char *name, char *text, size_t len)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    s->name = name;
+    s->text = text;
+    s->len = len;
+    if (EVP_Digest(text, len, md, &mdlen, EVP_sha1(), NULL) != 1 || mdlen != 20)
+        return -1;
+    for (size_t i = 0; i < 20; i++)
+        snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+void sk_redis_script_dispose(sk_redis_script_t *s)
+{
+    free(s->text);
+    s->text = NULL;
+}
+
+/* ---- arguments ---- */
+
+void sk_redis_arg(sk_redis_argv_t *a, const char *p, size_t len)
+{
+    a->v[a->n] = p;
+    a->len[a->n++] = len;
+}
+
+void sk_redis_arg_s(sk_redis_argv_t *a, const char *s)
+{
+    sk_redis_arg(a, s, strlen(s));
+}
+
+void sk_redis_arg_i(sk_redis_argv_t *a, long long v)
+{
+    char *b = a->nums[a->nnums++];
+    sk_redis_arg(a, b, (size_t)snprintf(b, 24, "%lld", v));
+}
+
+void sk_redis_arg_u(sk_redis_argv_t *a, unsigned long long v)
+{
+    char *b = a->nums[a->nnums++];
+    sk_redis_arg(a, b, (size_t)snprintf(b, 24, "%llu", v));
+}
+
+void sk_redis_arg_printf(sk_redis_argv_t *a, const char *fmt, ...)
+{
+    va_list ap;
+    size_t room = sizeof(a->buf) - a->used;
+    va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): false positive, va_start is above */
+    int n = vsnprintf(a->buf + a->used, room, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= room) {
+        sk_log(SK_LOG_ERROR, "event=redis_argument_too_long fmt=\"%s\"", fmt);
+        abort(); /* the store formats keys of bounded sale ids only */
+    }
+    sk_redis_arg(a, a->buf + a->used, (size_t)n);
+    a->used += (size_t)n + 1;
+}
+
+static sk_redis_argv_t *argv_new(void)
+{
+    sk_redis_argv_t *a = sk_malloc(sizeof(*a));
+    a->n = a->nnums = 0;
+    a->used = 0;
+    return a;
+}
+
+/* ---- the connection ---- */
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata);
+static void on_cmd_timeout(h2o_timeout_entry_t *e);
+
+static const char *name_of(const sk_redis_cmd_t *cmd)
+{
+    return cmd->script ? cmd->script->name : "none";
+}
+
+static int send_argv(sk_redis_conn_t *c, sk_redis_cmd_t *cmd, sk_redis_argv_t *a)
+{
+    if (c->ac == NULL || redisAsyncCommandArgv(c->ac, on_reply, cmd, a->n, a->v, a->len) != REDIS_OK)
+        return -1;
+    cmd->conn = c;
+    cmd->ac = c->ac;
+    cmd->timeout.cb = on_cmd_timeout;
+    h2o_timeout_link(c->loop, &c->t_cmd, &cmd->timeout);
+    c->pending++;
+    c->last_send = sk_mono_ms();
+    return 0;
+}
+
+int sk_redis_send(sk_redis_conn_t *c, sk_redis_cmd_t *cmd, const char *const *args)
+{
+    sk_redis_argv_t *a = argv_new();
+    for (; *args != NULL; args++)
+        sk_redis_arg_s(a, *args);
+    int rc = send_argv(c, cmd, a);
+    free(a);
+    return rc;
+}
+
+int sk_redis_send_script(sk_redis_conn_t *c, sk_redis_cmd_t *cmd)
+{
+    sk_redis_argv_t *a = argv_new();
+    if (cmd->eval) {
+        sk_redis_arg_s(a, "EVAL");
+        sk_redis_arg(a, cmd->script->text, cmd->script->len);
+    } else {
+        sk_redis_arg_s(a, "EVALSHA");
+        sk_redis_arg(a, cmd->script->sha, 40);
+    }
+    cmd->args(cmd, a);
+    int rc = send_argv(c, cmd, a);
+    free(a);
+    return rc;
+}
+
+static void set_bad(sk_redis_conn_t *c, int bad)
+{
+    if (c->bad != bad) {
+        c->bad = bad;
+        atomic_fetch_add(c->nbad, bad ? 1 : -1);
+    }
+}
+
+static void schedule_retry(sk_redis_conn_t *c)
+{
+    c->retry_at = sk_mono_ms() + c->backoff;
+    c->backoff = c->backoff * 2 < BACKOFF_MAX_MS ? c->backoff * 2 : BACKOFF_MAX_MS;
+}
+
+static void log_down(sk_redis_conn_t *c, const char *why)
+{
+    if (!c->down_logged && !c->closing) {
+        c->down_logged = 1;
+        sk_log(SK_LOG_WARN, "event=redis_down worker=%d host=%s port=%d error=\"%s\"", c->index, c->conf->host,
+               c->conf->port, why);
+    } else {
+        sk_log(SK_LOG_DEBUG, "event=redis_connect_failed worker=%d error=\"%s\"", c->index, why);
+    }
+}
+
+/* Marks the connection down (idempotent); the caller or hiredis frees the context. */
+static void conn_lost(sk_redis_conn_t *c, const char *why)
+{
+    if (c->ac == NULL)
+        return;
+    c->ac = NULL;
+    c->ready = 0;
+    set_bad(c, 1);
+    log_down(c, why ? why : "unknown");
+    schedule_retry(c);
+}
+
+/* Tears the connection down, from outside hiredis or from a reply callback (hiredis then frees
+ * after the callback): every pending command is answered with NULL. */
+static void conn_fail(sk_redis_conn_t *c, const char *why)
+{
+    redisAsyncContext *ac = c->ac;
+    if (ac == NULL)
+        return;
+    conn_lost(c, why);
+    redisAsyncFree(ac);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    sk_redis_conn_t *c = ac->data;
+    if (status != REDIS_OK && c->ac == ac)
+        conn_lost(c, ac->errstr); /* hiredis frees the context right after */
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    sk_redis_conn_t *c = ac->data;
+    (void)status;
+    if (c->ac == ac)
+        conn_lost(c, ac->err ? ac->errstr : "disconnected");
+}
+
+/* A ROLE reply from a primary. */
+static int is_primary(const redisReply *rep)
+{
+    return rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 && rep->element[0]->type == REDIS_REPLY_STRING &&
+           strcmp(rep->element[0]->str, "master") == 0;
+}
+
+/* The handshake's steps: each a command of its own, the last one makes the connection ready. */
+typedef struct step_s {
+    sk_redis_cmd_t cmd;
+    const char *what;
+    const sk_redis_script_t *load; /* SCRIPT LOAD of this script */
+    int role;                      /* the ROLE check */
+    int last;
+} step_t;
+
+static void step_done(sk_redis_cmd_t *cmd, redisReply *rep)
+{
+    step_t *st = (step_t *)cmd;
+    sk_redis_conn_t *c = cmd->conn;
+    if (rep == NULL)
+        goto out;
+    if (rep->type == REDIS_REPLY_ERROR) {
+        sk_log(c->down_logged ? SK_LOG_DEBUG : SK_LOG_ERROR, "event=redis_handshake worker=%d step=%s error=\"%.200s\"",
+               c->index, st->what, rep->str);
+        conn_fail(c, "handshake refused");
+        goto out;
+    }
+    /* a replica would refuse every write: wait for the address to lead to a primary */
+    if (st->role && !is_primary(rep)) {
+        sk_log(c->down_logged ? SK_LOG_DEBUG : SK_LOG_ERROR, "event=redis_not_primary worker=%d host=%s port=%d",
+               c->index, c->conf->host, c->conf->port);
+        conn_fail(c, "not a primary");
+        goto out;
+    }
+    if (st->load != NULL && (rep->type != REDIS_REPLY_STRING || rep->len != 40 || memcmp(rep->str, st->load->sha, 40) != 0))
+        sk_log(SK_LOG_WARN, "event=redis_script_sha_mismatch worker=%d script=%s", c->index, st->load->name);
+    if (st->last && c->ac != NULL && !c->ready) {
+        c->ready = 1;
+        c->backoff = BACKOFF_MIN_MS;
+        set_bad(c, 0);
+        if (c->down_logged || c->index == 0)
+            sk_log(SK_LOG_INFO, "event=redis_up worker=%d host=%s port=%d db=%d", c->index, c->conf->host,
+                   c->conf->port, c->conf->db);
+        c->down_logged = 0;
+    }
+out:
+    free(st);
+}
+
+static step_t *step_new(const char *what)
+{
+    step_t *st = sk_calloc(1, sizeof(*st));
+    st->cmd.cb = step_done;
+    st->what = what;
+    return st;
+}
+
+/* Queue one handshake step; return 0 or -1 (the step is freed). */
+static int queue_step(sk_redis_conn_t *c, step_t *st, const char *const *args)
+{
+    int rc = sk_redis_send(c, &st->cmd, args);
+    if (rc != 0)
+        free(st);
+    return rc;
+}
+
+static int queue_load(sk_redis_conn_t *c, step_t *st, const sk_redis_script_t *script)
+{
+    sk_redis_argv_t *a = argv_new();
+    sk_redis_arg_s(a, "SCRIPT");
+    sk_redis_arg_s(a, "LOAD");
+    sk_redis_arg(a, script->text, script->len);
+    st->load = script;
+    int rc = send_argv(c, &st->cmd, a);
+    free(a);
+    if (rc != 0)
+        free(st);
+    return rc;
+}
+
+static void conn_connect(sk_redis_conn_t *c)
+{
+    const sk_redis_conf_t *conf = c->conf;
+    redisAsyncContext *ac = redisAsyncConnect(conf->host, conf->port);
+    if (ac == NULL || ac->err) {
+        log_down(c, ac ? ac->errstr : "out of memory");
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        set_bad(c, 1);
+        schedule_retry(c);
+        return;
+    }
+    if (sk_redis_attach(&c->ev, ac, c->loop) != 0) {
+        sk_log(SK_LOG_ERROR, "event=redis_attach worker=%d error=\"%s\"", c->index, strerror(errno));
+        redisAsyncFree(ac);
+        set_bad(c, 1);
+        schedule_retry(c);
+        return;
+    }
+    ac->data = c;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    redisEnableKeepAlive(&ac->c);
+    c->ac = ac;
+
+    /* queued now, sent when the connect completes; ready after the last reply */
+    int rc = 0;
+    step_t *st;
+    if (conf->password != NULL) {
+        st = step_new("auth");
+        rc = queue_step(c, st,
+                        conf->user ? SK_REDIS_ARGS("AUTH", conf->user, conf->password)
+                                   : SK_REDIS_ARGS("AUTH", conf->password));
+    }
+    if (rc == 0 && conf->db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", conf->db);
+        rc = queue_step(c, step_new("select"), SK_REDIS_ARGS("SELECT", db));
+    }
+    if (rc == 0) {
+        st = step_new("role");
+        st->role = 1;
+        st->last = c->nscripts == 0;
+        rc = queue_step(c, st, SK_REDIS_ARGS("ROLE"));
+    }
+    for (size_t i = 0; rc == 0 && i < c->nscripts; i++) {
+        st = step_new(c->scripts[i].name);
+        st->last = i == c->nscripts - 1;
+        rc = queue_load(c, st, &c->scripts[i]);
+    }
+    if (rc != 0)
+        conn_fail(c, "cannot queue the handshake");
+}
+
+static void probe_done(sk_redis_cmd_t *cmd, redisReply *rep)
+{
+    if (rep != NULL && !is_primary(rep))
+        conn_fail(cmd->conn, rep->type == REDIS_REPLY_ERROR ? rep->str : "not a primary any more");
+    free(cmd);
+}
+
+static void on_tick(h2o_timeout_entry_t *e)
+{
+    sk_redis_conn_t *c = SK_CONTAINER_OF(e, sk_redis_conn_t, e_tick);
+    int64_t now = sk_mono_ms();
+    if (c->ac == NULL && !c->closing && now >= c->retry_at)
+        conn_connect(c);
+    /* with commands in flight their deadlines watch the connection */
+    if (c->ready && c->pending == 0 && now - c->last_send >= PROBE_IDLE_MS) {
+        sk_redis_cmd_t *cmd = sk_calloc(1, sizeof(*cmd));
+        cmd->cb = probe_done;
+        if (sk_redis_send(c, cmd, SK_REDIS_ARGS("ROLE")) != 0)
+            free(cmd);
+    }
+    h2o_timeout_link(c->loop, &c->t_tick, &c->e_tick);
+}
+
+static void on_cmd_timeout(h2o_timeout_entry_t *e)
+{
+    sk_redis_cmd_t *cmd = SK_CONTAINER_OF(e, sk_redis_cmd_t, timeout);
+    sk_redis_conn_t *c = cmd->conn;
+    sk_log(c->down_logged ? SK_LOG_DEBUG : SK_LOG_WARN, "event=redis_timeout worker=%d ms=%d script=%s", c->index,
+           SK_REDIS_TIMEOUT_MS, name_of(cmd));
+    conn_fail(c, "command timed out"); /* answers cmd, among others */
+}
+
+/* Every reply, and the NULL "reply" of each pending command when its context goes away. */
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sk_redis_cmd_t *cmd = privdata;
+    sk_redis_conn_t *c = cmd->conn;
+    redisReply *rep = reply;
+    (void)ac;
+
+    if (h2o_timeout_is_linked(&cmd->timeout))
+        h2o_timeout_unlink(&cmd->timeout);
+    c->pending--;
+    if (rep == NULL) {
+        if (c->ac == cmd->ac)
+            conn_lost(c, cmd->ac->errstr[0] ? cmd->ac->errstr : "connection lost");
+    } else if (rep->type == REDIS_REPLY_ERROR && cmd->cb != step_done) {
+        /* NOSCRIPT: nothing ran; send the script itself, which caches it again */
+        if (cmd->script != NULL && !cmd->eval && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+            cmd->eval = 1;
+            if (sk_redis_send_script(c, cmd) == 0)
+                return;
+            rep = NULL;
+        } else {
+            int64_t now = sk_mono_ms();
+            if (now - c->last_err_log >= LOG_EVERY_MS) {
+                c->last_err_log = now;
+                sk_log(SK_LOG_ERROR, "event=redis_error worker=%d script=%s error=\"%.200s\"", c->index, name_of(cmd),
+                       rep->str);
+            }
+            /* a primary demoted by a failover, or a Redis restarted under us: this connection
+             * will not recover, a new one (to wherever the address now leads) may */
+            if (strncmp(rep->str, "READONLY", 8) == 0 || strncmp(rep->str, "LOADING", 7) == 0 ||
+                strncmp(rep->str, "MASTERDOWN", 10) == 0 || strncmp(rep->str, "NOAUTH", 6) == 0)
+                conn_fail(c, rep->str);
+        }
+    }
+    cmd->cb(cmd, rep);
+}
+
+void sk_redis_conn_init(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
+                        const sk_redis_script_t *scripts, size_t nscripts, _Atomic int *nbad)
+{
+    memset(c, 0, sizeof(*c));
+    c->loop = loop;
+    c->index = index;
+    c->conf = conf;
+    c->scripts = scripts;
+    c->nscripts = nscripts;
+    c->nbad = nbad;
+    c->backoff = BACKOFF_MIN_MS;
+    h2o_timeout_init(loop, &c->t_cmd, SK_REDIS_TIMEOUT_MS);
+    h2o_timeout_init(loop, &c->t_tick, TICK_MS);
+    c->e_tick.cb = on_tick;
+    conn_connect(c);
+    h2o_timeout_link(loop, &c->t_tick, &c->e_tick);
+}
+
+void sk_redis_conn_dispose(sk_redis_conn_t *c)
+{
+    c->closing = 1;
+    conn_fail(c, "shutting down");
+    set_bad(c, 0);
+    if (h2o_timeout_is_linked(&c->e_tick))
+        h2o_timeout_unlink(&c->e_tick);
+    h2o_timeout_dispose(c->loop, &c->t_cmd);
+    h2o_timeout_dispose(c->loop, &c->t_tick);
+}

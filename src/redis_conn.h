@@ -1,0 +1,134 @@
+/* redis_conn.h: one self-healing Redis connection on an h2o evloop, for the Redis store
+ * (store_redis.c keeps one per worker thread). It connects with hiredis's async API through
+ * redis_adapter.c, checks that the server is a primary and loads the store's Lua scripts
+ * (handshake: AUTH, SELECT, ROLE, SCRIPT LOAD), gives every command a deadline, probes an idle
+ * connection, re-sends a script as EVAL when Redis answers NOSCRIPT, and on any loss reconnects
+ * with backoff. Single-threaded: everything runs on the loop's thread. */
+#ifndef SK_REDIS_CONN_H
+#define SK_REDIS_CONN_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+#include <hiredis/hiredis.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "redis_adapter.h"
+
+#define SK_REDIS_TIMEOUT_MS 1200 /* a command not answered by then fails its connection */
+#define SK_REDIS_ARGV_MAX 400    /* arguments of one command */
+#define SK_REDIS_NUMS_MAX 140    /* numbers formatted into one command */
+
+/* Where Redis is: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]. */
+typedef struct sk_redis_conf_s {
+    char *host;
+    int port;       /* 6379 when absent */
+    char *user;     /* NULL: AUTH with the password alone */
+    char *password; /* NULL: no AUTH */
+    int db;
+} sk_redis_conf_t;
+
+/* Parses `url` (percent escapes allowed in USER and PASSWORD). Returns 0, or -1 with a reason in
+ * err; conf is to be disposed of either way. */
+int sk_redis_conf_parse(sk_redis_conf_t *conf, const char *url, char *err, size_t errlen);
+void sk_redis_conf_dispose(sk_redis_conf_t *conf);
+
+/* A Lua script as sent: its text and the SHA1 that names it in EVALSHA. */
+typedef struct sk_redis_script_s {
+    const char *name;
+    char *text; /* owned */
+    size_t len;
+    char sha[41];
+} sk_redis_script_t;
+
+/* Takes ownership of `text` (malloc'd) and computes its SHA1. Returns 0 or -1. */
+int sk_redis_script_init(sk_redis_script_t *s, const char *name, char *text, size_t len);
+void sk_redis_script_dispose(sk_redis_script_t *s);
+
+/* The arguments of one command. Strings added with sk_redis_arg are borrowed until the command
+ * is sent (hiredis copies them); numbers are formatted into the argv itself. */
+typedef struct sk_redis_argv_s {
+    int n;
+    const char *v[SK_REDIS_ARGV_MAX];
+    size_t len[SK_REDIS_ARGV_MAX];
+    char nums[SK_REDIS_NUMS_MAX][24];
+    int nnums;
+    char buf[2048]; /* for sk_redis_arg_printf */
+    size_t used;
+} sk_redis_argv_t;
+
+void sk_redis_arg(sk_redis_argv_t *a, const char *p, size_t len);
+void sk_redis_arg_s(sk_redis_argv_t *a, const char *s);
+void sk_redis_arg_i(sk_redis_argv_t *a, long long v);
+void sk_redis_arg_u(sk_redis_argv_t *a, unsigned long long v);
+/* A formatted argument (keys); the formatted texts of one command share 2 KiB. */
+void sk_redis_arg_printf(sk_redis_argv_t *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+typedef struct sk_redis_conn_s sk_redis_conn_t;
+typedef struct sk_redis_cmd_s sk_redis_cmd_t;
+
+/* The end of a command, called exactly once: with Redis's reply (borrowed for the call; an error
+ * reply included), or with NULL when the connection was lost or missed a deadline before the
+ * reply (the command may or may not have run). May send new commands. Owns `cmd` from then. */
+typedef void (*sk_redis_reply_cb)(sk_redis_cmd_t *cmd, redisReply *reply);
+/* Adds a script command's KEYS count, keys and ARGV after "EVALSHA sha" / "EVAL text"; called
+ * again when the command is re-sent after NOSCRIPT. */
+typedef void (*sk_redis_args_cb)(sk_redis_cmd_t *cmd, sk_redis_argv_t *a);
+
+/* A command in flight; embed it in the caller's own context (hiredis's privdata). */
+struct sk_redis_cmd_s {
+    h2o_timeout_entry_t timeout;       /* the deadline */
+    sk_redis_conn_t *conn;
+    struct redisAsyncContext *ac;      /* the context it went out on */
+    const sk_redis_script_t *script;   /* NULL for a plain command */
+    int eval;                          /* re-sent as EVAL after NOSCRIPT */
+    sk_redis_reply_cb cb;
+    sk_redis_args_cb args;             /* script commands */
+};
+
+struct sk_redis_conn_s {
+    h2o_loop_t *loop;
+    int index;                         /* the worker's, for logs */
+    const sk_redis_conf_t *conf;
+    const sk_redis_script_t *scripts;  /* loaded by each handshake */
+    size_t nscripts;
+    _Atomic int *nbad;                 /* shared count of connections in `bad` state */
+    struct redisAsyncContext *ac;      /* NULL while down */
+    sk_redis_ev_t ev;
+    int ready;                         /* handshake done */
+    int bad;                           /* failed since it was last ready (or since start) */
+    int closing;
+    int down_logged;                   /* the current outage has been logged */
+    int64_t retry_at;                  /* mono ms */
+    int64_t backoff;
+    int64_t last_send;                 /* mono ms */
+    int64_t last_err_log;              /* mono ms */
+    size_t pending;                    /* commands in flight */
+    h2o_timeout_t t_cmd, t_tick;
+    h2o_timeout_entry_t e_tick;
+};
+
+/* Starts connecting. `conf`, `scripts` and `nbad` must outlive the connection. Health: the
+ * connection counts in *nbad from a failed connect or a lost connection until its next
+ * handshake completes; the first connect after start does not count while it is under way
+ * (commands wait for it, and a Redis that is down refuses it at once). */
+void sk_redis_conn_init(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
+                        const sk_redis_script_t *scripts, size_t nscripts, _Atomic int *nbad);
+/* Fails every command in flight (their callbacks run with NULL) and stops. */
+void sk_redis_conn_dispose(sk_redis_conn_t *c);
+
+/* 1 while commands can be sent: connected or connecting (commands sent while connecting wait in
+ * hiredis's buffer behind the handshake, bounded by their deadline). */
+static inline int sk_redis_conn_up(const sk_redis_conn_t *c)
+{
+    return c->ac != NULL;
+}
+
+/* Sends a plain command of string arguments (a NULL-terminated array: SK_REDIS_ARGS("SADD", k,
+ * v)), or a script command (cmd->script and cmd->args set). cmd->cb must be set. Returns 0 (cb
+ * will be called) or -1 (the connection is down or going: cb will not be called). */
+int sk_redis_send(sk_redis_conn_t *c, sk_redis_cmd_t *cmd, const char *const *args);
+int sk_redis_send_script(sk_redis_conn_t *c, sk_redis_cmd_t *cmd);
+#define SK_REDIS_ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+#endif
