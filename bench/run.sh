@@ -27,6 +27,7 @@
 #                             uses a copy, so a rebuild in another shell does not disturb it
 #   SECKILLD_REV=text         what to call that binary in BENCHMARKS.md (default: the git revision)
 set -euo pipefail
+{ # the whole script is read before it runs, so that editing it during a run cannot break the run
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=$ROOT/bench
@@ -477,3 +478,5 @@ fi
 # ---------------------------------------------------------------- report
 BACKGROUND_NOTE=$BACKGROUND_NOTE "$PY" "$B/report.py" --out "$OUT" --root "$ROOT" --update-docs "$UPDATE_DOCS"
 log "done: $OUT/results.csv"
+exit 0
+}

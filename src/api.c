@@ -4,10 +4,12 @@
  * (error.h). A request waiting for the store survives its connection closing: a slot in the
  * request's pool is cleared when h2o frees the request, and the store's answer is then dropped. */
 #include <jansson.h>
+#include <netdb.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
+#include "accesslog.h"
 #include "error.h"
 #include "log.h"
 #include "metrics.h"
@@ -60,6 +62,9 @@ static int64_t elapsed_us(h2o_req_t *req)
            (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
 }
 
+/* The outcome of the request being answered, for the access log (set just before reply()). */
+static __thread const char *tl_outcome;
+
 /* Sends a reply with Content-Length (never chunked). The body is copied. */
 static void reply(h2o_req_t *req, int action, int status, const char *ctype, const char *body, size_t len)
 {
@@ -72,7 +77,18 @@ static void reply(h2o_req_t *req, int action, int status, const char *ctype, con
     req->res.reason = status < 600 && reasons[status] ? reasons[status] : "Unknown";
     req->res.content_length = len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
-    sk_metrics_request(action, status, elapsed_us(req));
+    int64_t us = elapsed_us(req);
+    sk_metrics_request(action, status, us);
+    if (sk_accesslog_enabled()) {
+        char host[NI_MAXHOST] = "-";
+        struct sockaddr_storage ss;
+        socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+        if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host) == SIZE_MAX)
+            strcpy(host, "-");
+        sk_accesslog_add(host, req->method.base, req->method.len, req->path.base, req->path.len, status,
+                         tl_outcome ? tl_outcome : "-", us);
+    }
+    tl_outcome = NULL;
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
         len = 0;
     h2o_send_inline(req, body, len);
@@ -96,6 +112,7 @@ static void reply_json(h2o_req_t *req, int action, int status, json_t *o)
 static void reply_error(h2o_req_t *req, int action, int err, const char *message)
 {
     int status = sk_err_status(err);
+    tl_outcome = sk_err_code(err);
     if (status == 429 || status == 503)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
     if (message == NULL) {
@@ -184,6 +201,7 @@ static void answer(h2o_req_t *req, call_t *c)
     }
     switch (c->action) {
     case SK_A_TAKE:
+        tl_outcome = s->created ? "won" : "replayed";
         reply_json(req, c->action, s->created ? 201 : 200, order_json(&s->order, now));
         return;
     case SK_A_SALE_PUT:
@@ -296,7 +314,7 @@ static call_t *call_new(sk_action_t action, sk_store_op_t op, const sk_match_t *
     call_t *c = sk_calloc(1, sizeof(*c));
     c->action = action;
     c->sreq.op = op;
-    if (m->sale.len <= SK_SALE_ID_MAX) {
+    if (m->sale.p != NULL && m->sale.len <= SK_SALE_ID_MAX) {
         memcpy(c->sreq.sale, m->sale.p, m->sale.len);
         c->sreq.sale[m->sale.len] = '\0';
     }
@@ -365,6 +383,7 @@ static int check_rate(sk_server_t *srv, handler_t *h, h2o_req_t *req, int action
                    strlen(ra));
     if (action == SK_A_TAKE)
         sk_metrics_take(SK_ERATE_LIMITED, 0);
+    tl_outcome = "rate_limited";
     reply(req, action, 429, "application/json", error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].base,
           error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].len);
     return 1;

@@ -30,6 +30,7 @@ static const opt_t opts[] = {
     {"admin-token-file", "SECKILL_ADMIN_TOKEN_FILE", T_STR, O(admin_token_file), NULL, 0, 0, "FILE", "file holding the admin bearer token (or env SECKILL_ADMIN_TOKEN)"},
     {"log-file", "SECKILL_LOG_FILE", T_STR, O(log_file), NULL, 0, 0, "PATH", "log destination (default stderr); SIGHUP reopens it"},
     {"log-level", "SECKILL_LOG_LEVEL", T_STR, O(log_level), "info", 0, 0, "LEVEL", "debug, info, warn or error"},
+    {"access-log", "SECKILL_ACCESS_LOG", T_STR, O(access_log), NULL, 0, 0, "PATH", "write one line per request to PATH (buffered; off by default)"},
     {"rate-limit", "SECKILL_RATE_LIMIT", T_INT, O(rate_limit), "0", 0, 100000000, "N", "requests per second per client on the public listener (0: off)"},
     {"rate-burst", "SECKILL_RATE_BURST", T_INT, O(rate_burst), "0", 0, 100000000, "N", "burst allowed by the rate limit (0: same as --rate-limit)"},
     {"trust-proxy", "SECKILL_TRUST_PROXY", T_BOOL, O(trust_proxy), "0", 0, 1, NULL, "identify clients by the first X-Forwarded-For address"},

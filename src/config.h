@@ -16,6 +16,7 @@ typedef struct sk_config_s {
     char *admin_token;      /* from the file or SECKILL_ADMIN_TOKEN; NULL: no token */
     char *log_file;
     char *log_level;
+    char *access_log;       /* NULL: off */
     int64_t rate_limit;     /* requests per second per client; 0: off */
     int64_t rate_burst;     /* 0: same as rate_limit */
     int64_t trust_proxy;    /* 1: the client is the first X-Forwarded-For address */

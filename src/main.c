@@ -1,5 +1,6 @@
 /* main.c: options -> server -> run -> exit code, nothing else. */
 #include <stdio.h>
+#include "accesslog.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
@@ -21,6 +22,11 @@ int main(int argc, char **argv)
     sk_log_level = level;
     if (sk_log_open(cfg.log_file) != 0) {
         perror("seckilld: cannot open the log file");
+        sk_config_dispose(&cfg);
+        return 1;
+    }
+    if (cfg.access_log != NULL && sk_accesslog_open(cfg.access_log) != 0) {
+        perror("seckilld: cannot open the access log");
         sk_config_dispose(&cfg);
         return 1;
     }

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "accesslog.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -153,6 +154,7 @@ static void *worker_main(void *arg)
     int64_t deadline = 0, drained_at = 0;
     for (;;) {
         h2o_evloop_run(w->ctx.loop, 50);
+        sk_accesslog_flush(0);
         if (!w->stopping)
             continue;
         int64_t now = sk_mono_ms();
@@ -164,6 +166,7 @@ static void *worker_main(void *arg)
         if ((drained_at != 0 && now - drained_at >= 100) || now >= deadline)
             break;
     }
+    sk_accesslog_flush(1);
     if (w->inflight != 0)
         sk_log(SK_LOG_WARN, "event=shutdown_timeout worker=%d inflight=%zu", w->index, w->inflight);
     srv->store->ops->worker_dispose(srv->store, w->store_local);
@@ -265,6 +268,8 @@ int sk_server_run(sk_config_t *cfg)
         if (sig == SIGHUP) {
             if (sk_log_reopen() != 0)
                 fprintf(stderr, "seckilld: cannot reopen log file: %s\n", strerror(errno));
+            if (sk_accesslog_reopen() != 0)
+                sk_log(SK_LOG_ERROR, "event=access_log_reopen error=\"%s\"", strerror(errno));
             sk_log(SK_LOG_INFO, "event=log_reopened");
             continue;
         }

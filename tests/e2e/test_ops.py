@@ -203,3 +203,52 @@ def test_disk_full_gives_503_and_leaves_nothing_half_done(store, tmp_path, sale_
     finally:
         srv.kill()
         subprocess.run(["umount", "-l", mnt], capture_output=True)
+
+
+@sqlite_only
+def test_access_log_lines_and_reopen(make_server, tmp_path, sale_id):
+    log = tmp_path / "access.log"
+    srv = make_server(["--access-log", str(log)])
+    s = sale_id()
+    srv.put_sale(s, stock=1)
+    assert srv.take(s, user="a", request_id="x").status == 201
+    assert srv.take(s, user="a", request_id="x").status == 200
+    assert srv.take(s, user="b").status == 409
+    assert srv.pub("GET", "/nope").status == 404
+    deadline = time.monotonic() + 4  # buffered: written at least once a second
+    while len(log.read_text().splitlines() if log.exists() else []) < 5:
+        assert time.monotonic() < deadline, log.read_text() if log.exists() else "no access log"
+        time.sleep(0.1)
+    lines = [l.split(" ") for l in log.read_text().splitlines()]
+    got = sorted((l[2], l[3], l[4], l[5]) for l in lines)
+    assert got == sorted([("PUT", f"/v1/sales/{s}", "201", "-"),
+                          ("POST", f"/v1/sales/{s}/orders", "201", "won"),
+                          ("POST", f"/v1/sales/{s}/orders", "200", "replayed"),
+                          ("POST", f"/v1/sales/{s}/orders", "409", "sold_out"),
+                          ("GET", "/nope", "404", "not_found")]), lines
+    assert all(l[1] == HOST and len(l) == 7 and int(l[6]) >= 0 for l in lines), lines
+    os.rename(log, tmp_path / "access.log.1")
+    srv.proc.send_signal(__import__("signal").SIGHUP)
+    time.sleep(0.3)
+    assert srv.pub("GET", "/healthz").status == 200
+    deadline = time.monotonic() + 4
+    while not (log.exists() and "/healthz" in log.read_text()):
+        assert time.monotonic() < deadline, "SIGHUP did not reopen --access-log"
+        time.sleep(0.1)
+
+
+def test_systemd_unit_verifies():
+    unit = os.path.join(os.path.dirname(__file__), "..", "..", "packaging", "seckilld.service")
+    tool = "/usr/bin/systemd-analyze"
+    if not os.access(tool, os.X_OK):
+        pytest.skip("systemd-analyze is not installed here")
+    # verify the unit as shipped, with ExecStart pointed at the binary under test
+    text = open(unit).read().replace("/usr/local/bin/seckilld", seckilld_binary())
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "seckilld.service")
+        with open(path, "w") as f:
+            f.write(text)
+        p = subprocess.run([tool, "verify", path], capture_output=True, text=True, timeout=60)
+    problems = [l for l in (p.stdout + p.stderr).splitlines() if "seckilld.service" in l]
+    assert p.returncode == 0 and not problems, p.stdout + p.stderr
