@@ -23,6 +23,9 @@ typedef struct block_s {
     counter_t lat[NLAT];
     counter_t lat_sum_us;
     counter_t lat_count;
+    counter_t scripts;            /* Redis script calls */
+    counter_t take_batches[9];    /* takes per take script call, by batch_bounds */
+    counter_t take_batch_calls, take_batch_sum;
 } block_t;
 
 typedef struct commit_block_s {
@@ -97,6 +100,17 @@ static int bucket(const int64_t *bounds, int n, int64_t v)
     while (k < n && v > bounds[k])
         k++;
     return k;
+}
+
+void sk_metrics_script(size_t takes)
+{
+    block_t *b = me();
+    inc(&b->scripts, 1);
+    if (takes > 0) {
+        inc(&b->take_batches[bucket(batch_bounds, 8, (int64_t)takes)], 1);
+        inc(&b->take_batch_calls, 1);
+        inc(&b->take_batch_sum, takes);
+    }
 }
 
 void sk_metrics_commit(size_t n, int64_t ms, int ok)
@@ -174,6 +188,16 @@ void sk_metrics_render(sk_buf_t *o)
         atomic_init(&lat[k], SUM(lat[k]));
     histogram(o, "seckill_request_duration_seconds", "", lat_bounds_us, NLAT - 1, 1e-6, lat, SUM(lat_count),
               (double)SUM(lat_sum_us) / 1e6);
+    sk_buf_printf(o, "# HELP seckill_redis_script_calls_total Redis script calls (Redis store).\n"
+                     "# TYPE seckill_redis_script_calls_total counter\nseckill_redis_script_calls_total %llu\n",
+                  (unsigned long long)SUM(scripts));
+    sk_buf_printf(o, "# HELP seckill_redis_take_batch_size Takes per take script call (coalescing).\n"
+                     "# TYPE seckill_redis_take_batch_size histogram\n");
+    counter_t tb[9];
+    for (int k = 0; k < 9; k++)
+        atomic_init(&tb[k], SUM(take_batches[k]));
+    histogram(o, "seckill_redis_take_batch_size", "", batch_bounds, 8, 1, tb, SUM(take_batch_calls),
+              (double)SUM(take_batch_sum));
     sk_buf_printf(o, "# HELP seckill_commit_batches_total Committer transactions (embedded store).\n"
                      "# TYPE seckill_commit_batches_total counter\nseckill_commit_batches_total %llu\n"
                      "# TYPE seckill_commit_failures_total counter\nseckill_commit_failures_total %llu\n"

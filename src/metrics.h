@@ -19,6 +19,9 @@ void sk_metrics_take(int err, int replayed);
 /* One committer batch of n orders that took ms milliseconds to commit (and fsync). */
 void sk_metrics_commit(size_t n, int64_t ms, int ok);
 
+/* One Redis script call carrying `takes` takes (0 for scripts other than take). */
+void sk_metrics_script(size_t takes);
+
 /* Appends every counter in Prometheus text format. */
 void sk_metrics_render(sk_buf_t *out);
 

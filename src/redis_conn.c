@@ -8,6 +8,7 @@
  * The tick timer reconnects when the backoff has passed and probes an idle connection with ROLE,
  * so that a stalled Redis is noticed within PROBE_IDLE_MS + SK_REDIS_TIMEOUT_MS. */
 #include "redis_conn.h"
+#include "metrics.h"
 #include <errno.h>
 #include <hiredis/async.h>
 #include <openssl/evp.h>
@@ -252,6 +253,7 @@ int sk_redis_send_script(sk_redis_conn_t *c, sk_redis_cmd_t *cmd)
         sk_redis_arg(a, cmd->script->sha, 40);
     }
     cmd->args(cmd, a);
+    sk_metrics_script(cmd->takes);
     int rc = send_argv(c, cmd, a);
     free(a);
     return rc;

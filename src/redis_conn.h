@@ -84,6 +84,7 @@ struct sk_redis_cmd_s {
     int eval;                          /* re-sent as EVAL after NOSCRIPT */
     sk_redis_reply_cb cb;
     sk_redis_args_cb args;             /* script commands */
+    size_t takes;                      /* takes carried by a take script, for metrics */
 };
 
 struct sk_redis_conn_s {

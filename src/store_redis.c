@@ -476,6 +476,7 @@ static void ws_flush(worker_t *w, wsale_t *ws)
     }
     if (ws->qhead == NULL)
         ws->qtail = &ws->qhead;
+    cmd->super.takes = cmd->nreqs;
     ws->inflight++;
     if (cmd_send_script(cmd) == 0)
         return;

@@ -49,6 +49,14 @@ def test_metrics_after_known_traffic(server, sale_id):
     assert metric(t, "seckill_sale_held", f'{{sale="{s}"}}') == 0
     assert metric(t, "seckill_sale_remaining", f'{{sale="{s}"}}') == 0
     assert metric(t, "seckill_store_up", '{store="%s"}' % ("sqlite" if "sqlite" in server.store_url else "redis")) == 1
+    if "redis" in server.store_url:
+        # every take but the last sold-out one (answered by the sold-out cache) went to Redis
+        assert metric(t, "seckill_redis_take_batch_size_sum") in (6, 7)
+        assert 1 <= metric(t, "seckill_redis_take_batch_size_count") <= 7
+        assert metric(t, "seckill_redis_script_calls_total") >= metric(t, "seckill_redis_take_batch_size_count")
+    else:
+        assert metric(t, "seckill_committed_orders_total") == 3
+        assert metric(t, "seckill_commit_batch_size_sum") == 3
     # the histogram counts every request answered before this scrape (at least the 9 above)
     assert metric(t, "seckill_request_duration_seconds_count") >= 9
     assert metric(t, "seckill_request_duration_seconds_bucket", '{le="+Inf"}') == \
