@@ -203,9 +203,9 @@ static void user_add(esale_t *s, const char *user, size_t len, uint64_t h, int64
         u = sk_malloc(sizeof(*u) + len + 1);
         memcpy(u->key, user, len);
         u->key[len] = '\0';
-        u->node = (sk_map_node_t){NULL, h, u->key, (uint32_t)len};
+        u->node = (sk_map_node_t){u->key, (uint32_t)len};
         u->taken = 0;
-        sk_map_insert(&st->users, &u->node);
+        sk_map_insert(&st->users, &u->node, h);
     }
     u->taken += delta;
     pthread_mutex_unlock(&st->lock);
@@ -242,7 +242,7 @@ static void rid_finish(esale_t *s, const char *key, size_t klen, int err, const 
         r->created_at = order->created_at;
         r->expires_at = order->expires_at;
     } else {
-        sk_map_remove(&st->rids, &r->node);
+        sk_map_remove(&st->rids, &r->node, h);
     }
     pthread_mutex_unlock(&st->lock);
     while (w != NULL) {
@@ -291,9 +291,9 @@ static int decide(esale_t *s, sk_store_req_t *req, const sk_sale_conf_t *conf)
             u = sk_malloc(sizeof(*u) + req->user_len + 1);
             memcpy(u->key, req->user, req->user_len);
             u->key[req->user_len] = '\0';
-            u->node = (sk_map_node_t){NULL, h, u->key, (uint32_t)req->user_len};
+            u->node = (sk_map_node_t){u->key, (uint32_t)req->user_len};
             u->taken = 0;
-            sk_map_insert(&st->users, &u->node);
+            sk_map_insert(&st->users, &u->node, h);
         }
         u->taken += req->qty;
     }
@@ -357,10 +357,10 @@ static int take(embed_t *e, sk_store_req_t *req)
         }
         r = sk_calloc(1, sizeof(*r) + req->request_id_len + 1);
         memcpy(r->key, req->request_id, req->request_id_len);
-        r->node = (sk_map_node_t){NULL, h, r->key, (uint32_t)req->request_id_len};
+        r->node = (sk_map_node_t){r->key, (uint32_t)req->request_id_len};
         r->user = req->user ? sk_strndup(req->user, req->user_len) : NULL;
         r->qty = req->qty;
-        sk_map_insert(&st->rids, &r->node);
+        sk_map_insert(&st->rids, &r->node, h);
         pthread_mutex_unlock(&st->lock);
     }
 
@@ -1077,14 +1077,14 @@ static int rebuild(embed_t *e)
             uint64_t h = sk_hash(key, klen);
             rid_t *r = sk_calloc(1, sizeof(*r) + klen + 1);
             memcpy(r->key, key, klen);
-            r->node = (sk_map_node_t){NULL, h, r->key, (uint32_t)klen};
+            r->node = (sk_map_node_t){r->key, (uint32_t)klen};
             r->done = 1;
             r->user = user ? sk_strndup(user, ulen) : NULL;
             r->qty = qty;
             r->order_id = id;
             r->created_at = created;
             r->expires_at = expires;
-            sk_map_insert(&stripe_of(s, h)->rids, &r->node);
+            sk_map_insert(&stripe_of(s, h)->rids, &r->node, h);
         }
         norders++;
     }

@@ -416,9 +416,9 @@ static wsale_t *ws_get(worker_t *w, const char *sale)
     size_t len = strlen(sale);
     ws = sk_calloc(1, sizeof(*ws));
     memcpy(ws->id, sale, len + 1);
-    ws->node = (sk_map_node_t){NULL, sk_hash(sale, len), ws->id, (uint32_t)len};
+    ws->node = (sk_map_node_t){ws->id, (uint32_t)len};
     ws->qtail = &ws->qhead;
-    sk_map_insert(&w->sales, &ws->node);
+    sk_map_insert(&w->sales, &ws->node, sk_hash(ws->id, len));
     return ws;
 }
 
@@ -431,7 +431,7 @@ static void ws_free(sk_map_node_t *n)
 static void ws_maybe_free(worker_t *w, wsale_t *ws)
 {
     if (ws->inflight == 0 && ws->qlen == 0 && !ws->soldout) {
-        sk_map_remove(&w->sales, &ws->node);
+        sk_map_remove(&w->sales, &ws->node, sk_hash(ws->id, ws->node.klen));
         ws_free(&ws->node);
     }
 }
