@@ -196,6 +196,10 @@ def targets(rows):
             "%s %s: %s" % (r["scenario"], r["client"], r["check"]) for r in bad)
         out.append(("2", "no error and exact count at 256 connections (%s)" % store, meas, verdict))
 
+    def ref_p99(client):
+        n = pts("nginx", "static", client, "256")
+        return (" (nginx: %s ms)" % fmt(fnum(n[0]["p99_ms"]), 2 if client == "wrk" else 0)) if n else ""
+
     for store in ("sqlite", "redis"):
         rs = pts("seckilld-" + store, "mixed", "wrk", "256")
         if not rs:
@@ -203,12 +207,15 @@ def targets(rows):
             continue
         p = fnum(rs[0]["p99_ms"])
         out.append(("6", "mixed sale p99 < 5 ms at 256 connections (%s, keep-alive)" % store,
-                    "p99 %s ms" % fmt(p, 2), "holds" if p is not None and p < 5 else "fails"))
+                    "p99 %s ms%s" % (fmt(p, 2), ref_p99("wrk")),
+                    "holds" if p is not None and p < 5 else "fails"))
         ra = pts("seckilld-" + store, "mixed", "ab", "256")
         if ra:
             p = fnum(ra[0]["p99_ms"])
-            out.append(("6", "mixed sale p99 < 5 ms at 256 connections (%s, new connections)" % store,
-                        "p99 %s ms" % fmt(p, 0), "holds" if p is not None and p < 5 else "fails"))
+            out.append(("6", "the same with a new connection per request (%s; for reference: a TCP set-up per "
+                        "request through one ab puts even nginx far past 5 ms)" % store,
+                        "p99 %s ms%s" % (fmt(p, 0), ref_p99("ab")),
+                        "holds" if p is not None and p < 5 else "fails"))
 
     # issue 3: Redis against the embedded store
     for client in ("wrk", "ab"):
@@ -225,10 +232,10 @@ def machine_lines(env):
     return ["- machine: %s cores (`nproc`), %s (`/proc/cpuinfo`), %s, %s of memory" % (
                 env.get("nproc", "?"), env.get("cpu", "?"), env.get("kernel", "?"), env.get("mem", "?")),
             "- software: seckilld %s (git %s), nginx %s, %s under gunicorn %s, Redis %s, SQLite %s, wrk %s, ab %s" % (
-                env.get("seckilld", "?").replace("seckilld ", ""), env.get("git", "?"), env.get("nginx", "?"),
+                env.get("seckilld", "?").replace("seckilld ", ""), env.get("git", "?"), env.get("nginx", "?").replace("nginx/", ""),
                 env.get("python", "?"), env.get("gunicorn", "?"), env.get("redis", "?"), env.get("sqlite", "?"),
                 env.get("wrk", "?"), env.get("ab", "?")),
-            "- run: %s UTC, %s s per point, connections %s; temporary files (the SQLite order book, AOF) on %s" % (
+            "- run: %s, %s s per point, connections %s; temporary files (the SQLite order book, AOF) on %s" % (
                 env.get("date", "?"), env.get("seconds", "?"), env.get("conns", "?"), env.get("tmpfs", "?"))]
 
 
@@ -273,8 +280,9 @@ def section(rows, env, pngs, cmds):
         L += ["", "### Commands of this run", "",
               "Each server's, and the load generator's at 256 connections (other connection counts differ only "
               "in `-c`; `TMP` is the run's temporary directory; ports were picked at run time):", ""] + cmds
-    L += ["", "All numbers: `bench/out/results.csv` (also the busy share of the client's core, the "
-          "server's utilisation, and the notes).", "", END]
+    L += ["", "All numbers: [`docs/bench/results.csv`](docs/bench/results.csv), a copy of "
+          "`bench/out/results.csv` (also the busy share of the client's core, the server's utilisation, "
+          "the other processes' share, and the notes).", "", END]
     return "\n".join(L)
 
 
@@ -290,7 +298,7 @@ def update_docs(root, out, text, pngs):
         f.write(doc)
     dst = os.path.join(root, "docs", "bench")
     os.makedirs(dst, exist_ok=True)
-    for p in pngs:
+    for p in pngs + ["results.csv"]:
         shutil.copy(os.path.join(out, p), os.path.join(dst, p))
 
 
