@@ -10,11 +10,13 @@
 #include <string.h>
 #include <sys/time.h>
 #include "accesslog.h"
+#include "dashboard.h"
 #include "error.h"
 #include "log.h"
 #include "metrics.h"
 #include "parse.h"
 #include "ratelimit.h"
+#include "render.h"
 #include "router.h"
 #include "server.h"
 #include "util.h"
@@ -65,6 +67,28 @@ static int64_t elapsed_us(h2o_req_t *req)
 /* The outcome of the request being answered, for the access log (set just before reply()). */
 static __thread const char *tl_outcome;
 
+/* Counts an answered request in the metrics and the access log. */
+static void account(h2o_req_t *req, int action, int status)
+{
+    int64_t us = elapsed_us(req);
+    sk_metrics_request(action, status, us);
+    if (sk_accesslog_enabled()) {
+        char host[NI_MAXHOST] = "-";
+        struct sockaddr_storage ss;
+        socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+        if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host) == SIZE_MAX)
+            strcpy(host, "-");
+        /* dashboard: an admin token may ride in the query (?token=, for EventSource); never log it */
+        size_t plen = req->path.len;
+        const char *q = memchr(req->path.base, '?', plen);
+        if (q != NULL && memmem(q, plen - (size_t)(q - req->path.base), "token=", 6) != NULL)
+            plen = (size_t)(q - req->path.base);
+        sk_accesslog_add(host, req->method.base, req->method.len, req->path.base, plen, status,
+                         tl_outcome ? tl_outcome : "-", us);
+    }
+    tl_outcome = NULL;
+}
+
 /* Sends a reply with Content-Length (never chunked). The body is copied. */
 static void reply(h2o_req_t *req, int action, int status, const char *ctype, const char *body, size_t len)
 {
@@ -77,18 +101,7 @@ static void reply(h2o_req_t *req, int action, int status, const char *ctype, con
     req->res.reason = status < 600 && reasons[status] ? reasons[status] : "Unknown";
     req->res.content_length = len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
-    int64_t us = elapsed_us(req);
-    sk_metrics_request(action, status, us);
-    if (sk_accesslog_enabled()) {
-        char host[NI_MAXHOST] = "-";
-        struct sockaddr_storage ss;
-        socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-        if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host) == SIZE_MAX)
-            strcpy(host, "-");
-        sk_accesslog_add(host, req->method.base, req->method.len, req->path.base, req->path.len, status,
-                         tl_outcome ? tl_outcome : "-", us);
-    }
-    tl_outcome = NULL;
+    account(req, action, status);
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
         len = 0;
     h2o_send_inline(req, body, len);
@@ -189,6 +202,7 @@ static void answer(h2o_req_t *req, call_t *c)
 {
     sk_store_req_t *s = &c->sreq;
     int64_t now = s->now_ms / 1000;
+    char buf[SK_RENDER_MAX];
     if (c->action == SK_A_TAKE)
         sk_metrics_take(s->err, !s->created);
     if (c->action == SK_A_METRICS) {
@@ -202,13 +216,13 @@ static void answer(h2o_req_t *req, call_t *c)
     switch (c->action) {
     case SK_A_TAKE:
         tl_outcome = s->created ? "won" : "replayed";
-        reply_json(req, c->action, s->created ? 201 : 200, order_json(&s->order, now));
+        reply(req, c->action, s->created ? 201 : 200, "application/json", buf, sk_render_order(buf, &s->order, now));
         return;
     case SK_A_SALE_PUT:
-        reply_json(req, c->action, s->created ? 201 : 200, sale_json(&s->view, now));
+        reply(req, c->action, s->created ? 201 : 200, "application/json", buf, sk_render_sale(buf, &s->view, now));
         return;
     case SK_A_SALE_GET:
-        reply_json(req, c->action, 200, sale_json(&s->view, now));
+        reply(req, c->action, 200, "application/json", buf, sk_render_sale(buf, &s->view, now));
         return;
     case SK_A_SALE_LIST: {
         json_t *a = json_array();
@@ -220,7 +234,7 @@ static void answer(h2o_req_t *req, call_t *c)
     case SK_A_ORDER_GET:
     case SK_A_ORDER_CONFIRM:
     case SK_A_ORDER_CANCEL:
-        reply_json(req, c->action, 200, order_json(&s->order, now));
+        reply(req, c->action, 200, "application/json", buf, sk_render_order(buf, &s->order, now));
         return;
     case SK_A_ORDER_LIST: {
         char next[24];
@@ -432,7 +446,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_error(req, SK_A_COUNT_, rc, NULL);
         return 0;
     }
-    if (sk_action_is_admin(m.action) && srv->cfg->admin_token != NULL && !token_ok(req, srv->cfg->admin_token)) {
+    if (sk_action_is_admin(m.action) && srv->cfg->admin_token != NULL && !token_ok(req, srv->cfg->admin_token) &&
+        !(m.action == SK_A_EVENTS && sk_dashboard_query_token_ok(m.query.p, m.query.len, srv->cfg->admin_token))) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
         reply_error(req, m.action, SK_EUNAUTHORIZED, NULL);
         return 0;
@@ -514,6 +529,28 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             return 0;
         }
         submit(req, c);
+        return 0;
+    /* the dashboard (dashboard.c): the page is static and carries no data; the stream does */
+    case SK_A_DASHBOARD:
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0, NULL,
+                              H2O_STRLIT("nosniff"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("referrer-policy"), 0, NULL,
+                              H2O_STRLIT("no-referrer"));
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-security-policy"), 0, NULL,
+                              H2O_STRLIT("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                  "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+                                  "frame-ancestors 'none'"));
+        reply(req, m.action, 200, "text/html; charset=utf-8", (const char *)sk_web_dashboard_html,
+              sk_web_dashboard_html_len);
+        return 0;
+    case SK_A_EVENTS:
+        if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+            reply(req, m.action, 200, "text/event-stream", "", 0);
+            return 0;
+        }
+        account(req, m.action, 200);
+        sk_dashboard_events(worker_of(req), req);
         return 0;
     default:
         reply_error(req, m.action, SK_ENOT_FOUND, NULL);
