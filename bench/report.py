@@ -18,7 +18,8 @@ END = "<!-- bench:end -->"
 CLIENT_TITLE = {"wrk": "keep-alive (wrk)", "ab": "a new connection per request (ab)"}
 SERIES_ORDER = [("nginx", "static"), ("python", "limit"),
                 ("seckilld-sqlite", "sold-out"), ("seckilld-sqlite", "winning"), ("seckilld-sqlite", "mixed"),
-                ("seckilld-redis", "sold-out"), ("seckilld-redis", "winning"), ("seckilld-redis", "mixed")]
+                ("seckilld-redis", "sold-out"), ("seckilld-redis", "winning"), ("seckilld-redis", "mixed"),
+                ("seckilld-redis-1", "winning")]
 SERIES_TITLE = {("nginx", "static"): "nginx return 200",
                 ("python", "limit"): "Python app /limit",
                 ("seckilld-sqlite", "sold-out"): "seckilld sqlite: sold out",
@@ -26,7 +27,8 @@ SERIES_TITLE = {("nginx", "static"): "nginx return 200",
                 ("seckilld-sqlite", "mixed"): "seckilld sqlite: mixed sale",
                 ("seckilld-redis", "sold-out"): "seckilld redis: sold out",
                 ("seckilld-redis", "winning"): "seckilld redis: winning",
-                ("seckilld-redis", "mixed"): "seckilld redis: mixed sale"}
+                ("seckilld-redis", "mixed"): "seckilld redis: mixed sale",
+                ("seckilld-redis-1", "winning"): "seckilld redis: winning, one script call per take"}
 
 
 def fnum(s):
@@ -100,7 +102,7 @@ def plots(out, rows):
     clients = [c for c in ("wrk", "ab") if any(k[0] == c for k in files)]
     if not clients:
         return []
-    colors = ["#000000", "#999999", "#1f77b4", "#d62728", "#2ca02c", "#17becf", "#ff7f0e", "#9467bd"]
+    colors = ["#000000", "#999999", "#1f77b4", "#d62728", "#2ca02c", "#17becf", "#ff7f0e", "#9467bd", "#8c564b"]
     styles = {}
     for i, s in enumerate(SERIES_ORDER):
         styles[s] = 'lc rgb "%s" pt %d dt %d' % (colors[i], i + 4, 1 if i < 5 else 2)
@@ -225,6 +227,13 @@ def targets(rows):
                 a, b = fnum(w_s[0]["rps"]), fnum(w_r[0]["rps"])
                 out.append(("3", "Redis winning throughput >= 1/2 embedded (%s c=%s)" % (client, c),
                             "%s vs %s req/s" % (fmt(b), fmt(a)), "holds" if a and b and b >= a / 2 else "fails"))
+            w_1 = pts("seckilld-redis-1", "winning", client, c)
+            if w_r and w_1:
+                a, b = fnum(w_r[0]["rps"]), fnum(w_1[0]["rps"])
+                out.append(("3", "coalescing gain, winning path (%s c=%s)" % (client, c),
+                            "%s req/s coalesced vs %s req/s one call per take (%sx)" % (
+                                fmt(a), fmt(b), fmt(a / b, 2) if a and b else "?"),
+                            "measured"))
     return out
 
 

@@ -13,7 +13,8 @@
 # Environment (all optional):
 #   BENCH_SECONDS=10          seconds per point (3 for a quick run)
 #   BENCH_CONNS="64 256 1024" connection counts
-#   BENCH_TARGETS="nginx python sqlite redis"   what to measure
+#   BENCH_TARGETS="nginx python sqlite redis redis-1"   what to measure (redis-1: the Redis store
+#                             with coalescing off, SECKILL_REDIS_BATCH=1, winning path only)
 #   BENCH_CLIENTS="wrk ab"    keep-alive (wrk) and/or a new connection per request (ab)
 #   BENCH_SCENARIOS="sold-out winning mixed"    seckilld scenarios
 #   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1       the two cores
@@ -34,7 +35,7 @@ B=$ROOT/bench
 OUT=${BENCH_OUT:-$B/out}
 SECS=${BENCH_SECONDS:-10}
 CONNS=${BENCH_CONNS:-64 256 1024}
-TARGETS=${BENCH_TARGETS:-nginx python sqlite redis}
+TARGETS=${BENCH_TARGETS:-nginx python sqlite redis redis-1}
 CLIENTS=${BENCH_CLIENTS:-wrk ab}
 SCENARIOS=${BENCH_SCENARIOS:-sold-out winning mixed}
 SCPU=${BENCH_SERVER_CPU:-0}
@@ -432,8 +433,8 @@ pt_seckilld() {   # pt_seckilld CLIENT CONNS TRY (scenario in SK_SCEN)
 bench_seckilld() {   # bench_seckilld NAME STORE-URL [REDIS-PID]
   local name=$1 url=$2 rpid=${3:-} d=$TMP/$1 sk pub
   mkdir -p "$d"
-  echo "seckilld-$name|server|taskset -c $SCPU $SECKILLD --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --store $url --threads 1 --log-file $d/seckilld.log" >> "$OUT/commands.txt"
-  taskset -c "$SCPU" "$SECKILLD" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --store "$url" \
+  echo "seckilld-$name|server|${SK_ENV:+$SK_ENV }taskset -c $SCPU $SECKILLD --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --store $url --threads 1 --log-file $d/seckilld.log" >> "$OUT/commands.txt"
+  env ${SK_ENV:-} taskset -c "$SCPU" "$SECKILLD" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --store "$url" \
     --threads 1 --log-file "$d/seckilld.log" > "$d/stdout" 2> "$d/stderr" & sk=$!; PIDS+=("$sk")
   for i in $(seq 100); do grep -q '^listening admin=' "$d/stdout" 2>/dev/null && break; kill -0 "$sk" 2>/dev/null || break; sleep 0.1; done
   if ! grep -q '^listening admin=' "$d/stdout" 2>/dev/null; then
@@ -472,6 +473,12 @@ if has "$TARGETS" redis; then
   for i in $(seq 50); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
   echo "seckilld-redis|server|taskset -c $LCPU redis-server --bind 127.0.0.1 --port $rport --save '' --appendonly yes --appendfsync always --dir $d" >> "$OUT/commands.txt"
   bench_seckilld redis "redis://127.0.0.1:$rport" "$rpid"
+  # coalescing off (one script call per take), for the gain that issue 3 asks to measure
+  if has "$TARGETS" redis-1; then
+    SCENARIOS_SAVED=$SCENARIOS; SCENARIOS=winning
+    SK_ENV="SECKILL_REDIS_BATCH=1" bench_seckilld redis-1 "redis://127.0.0.1:$rport" "$rpid"
+    SCENARIOS=$SCENARIOS_SAVED
+  fi
   stop_pid "$rpid"
 fi
 
