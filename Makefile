@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 ARGS ?=
 CMAKE_FLAGS ?=
 
-.PHONY: all deps run test unit e2e bench fuzz asan clean install
+.PHONY: all deps test-deps run test unit e2e bench fuzz asan clean install
 
 all: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) -j$$(nproc)
@@ -14,12 +14,15 @@ $(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 
 deps:
+	@SK_DEPS_BROWSER=0 bash scripts/deps.sh
+
+test-deps:
 	@bash scripts/deps.sh
 
 run: deps all
 	./$(BUILD)/seckilld $(ARGS)
 
-test: deps all
+test: test-deps all
 	cd $(BUILD) && ctest --output-on-failure
 	SECKILLD=$(CURDIR)/$(BUILD)/seckilld /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
 

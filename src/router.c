@@ -27,11 +27,14 @@ static const shape_t shapes[] = {
     {{"v1", "sales", "*", "orders", "*", NULL}, "GET", NULL, {{"GET", SK_A_ORDER_GET, 1}}},
     {{"v1", "sales", "*", "orders", "*", "confirm"}, "POST", NULL, {{"POST", SK_A_ORDER_CONFIRM, 1}}},
     {{"v1", "sales", "*", "orders", "*", "cancel"}, "POST", NULL, {{"POST", SK_A_ORDER_CANCEL, 1}}},
+    /* the dashboard (dashboard.c): "/" is the shape with no segment at all */
+    {{NULL}, "GET", NULL, {{"GET", SK_A_DASHBOARD, 1}}},
+    {{"v1", "events", NULL}, "GET", NULL, {{"GET", SK_A_EVENTS, 1}}},
 };
 
 static const char *const names[SK_A_COUNT_] = {"healthz",   "metrics",    "sale_list",  "sale_put",
                                                "sale_get",  "take",       "order_list", "order_get",
-                                               "confirm",   "cancel"};
+                                               "confirm",   "cancel",     "dashboard",  "events"};
 
 #define MAX_SEGS 6
 
@@ -47,7 +50,7 @@ int sk_route(const char *method, size_t mlen, const char *path, size_t plen, int
         m->query = (sk_slice_t){q + 1, (size_t)(path + plen - q - 1)};
     if (path == end || path[0] != '/')
         return SK_ENOT_FOUND;
-    for (const char *p = path + 1;;) {
+    for (const char *p = path + 1; end != path + 1;) { /* "/" alone has no segment */
         const char *slash = memchr(p, '/', (size_t)(end - p));
         const char *se = slash ? slash : end;
         if (se == p || nsegs == MAX_SEGS)
@@ -106,6 +109,7 @@ int sk_action_is_admin(sk_action_t a)
     case SK_A_HEALTHZ:
     case SK_A_SALE_GET:
     case SK_A_TAKE:
+    case SK_A_DASHBOARD: /* the page itself: static, no data; what it fetches needs the token */
         return 0;
     default:
         return 1;

@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "accesslog.h"
+#include "dashboard.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -132,6 +133,7 @@ static void on_ctl(h2o_multithread_receiver_t *receiver, h2o_linklist_t *message
     close_listener(&w->listen_admin);
     h2o_context_request_shutdown(&w->ctx);
     w->stopping = 1;
+    sk_dashboard_worker_stop(w); /* event streams end now: they would never end by themselves */
 }
 
 static void *worker_main(void *arg)
@@ -160,7 +162,7 @@ static void *worker_main(void *arg)
         int64_t now = sk_mono_ms();
         if (deadline == 0)
             deadline = now + srv->cfg->shutdown_timeout * 1000;
-        if (w->inflight == 0 && drained_at == 0)
+        if (w->inflight == 0 && sk_dashboard_worker_open(w) == 0 && drained_at == 0)
             drained_at = now;
         /* a short grace after the last answer lets its bytes reach the socket */
         if ((drained_at != 0 && now - drained_at >= 100) || now >= deadline)
@@ -169,6 +171,7 @@ static void *worker_main(void *arg)
     sk_accesslog_flush(1);
     if (w->inflight != 0)
         sk_log(SK_LOG_WARN, "event=shutdown_timeout worker=%d inflight=%zu", w->index, w->inflight);
+    sk_dashboard_worker_dispose(w);
     srv->store->ops->worker_dispose(srv->store, w->store_local);
     /* the context and loop are not disposed: h2o 2.2.5 asserts that no connection is left,
      * and keep-alive clients may still hold some; the process exits right after */

@@ -28,6 +28,7 @@ typedef struct sk_worker_s {
     void *store_local;
     size_t inflight;                           /* requests waiting for the store */
     int stopping;
+    struct sk_dashboard_s *dashboard;          /* dashboard.c: this worker's event streams */
     pthread_t tid;
 } sk_worker_t;
 

@@ -42,6 +42,13 @@ static const route_t routes[] = {
     OK(ADM, "GET", "/v1/sales/s1/orders/17", SK_A_ORDER_GET, "s1", "17", NULL),
     OK(ADM, "POST", "/v1/sales/s1/orders/17/confirm", SK_A_ORDER_CONFIRM, "s1", "17", NULL),
     OK(ADM, "POST", "/v1/sales/s1/orders/17/cancel", SK_A_ORDER_CANCEL, "s1", "17", NULL),
+    /* the dashboard: its page at "/" and its event stream */
+    OK(ADM, "GET", "/", SK_A_DASHBOARD, NULL, NULL, NULL),
+    OK(ADM, "HEAD", "/", SK_A_DASHBOARD, NULL, NULL, NULL),
+    OK(ADM, "GET", "/?x=1", SK_A_DASHBOARD, NULL, NULL, "x=1"),
+    OK(ADM, "GET", "/v1/events", SK_A_EVENTS, NULL, NULL, NULL),
+    OK(ADM, "GET", "/v1/events?token=a%20b", SK_A_EVENTS, NULL, NULL, "token=a%20b"),
+    OK(ADM, "HEAD", "/v1/events", SK_A_EVENTS, NULL, NULL, NULL),
     /* HEAD is answered as GET */
     OK(ADM, "HEAD", "/healthz", SK_A_HEALTHZ, NULL, NULL, NULL),
     OK(ADM, "HEAD", "/metrics", SK_A_METRICS, NULL, NULL, NULL),
@@ -79,6 +86,9 @@ static const route_t routes[] = {
     NA(ADM, "GE", "/healthz", "GET", NULL, NULL),
     NA(ADM, "", "/healthz", "GET", NULL, NULL),
     NA(ADM, "OPTIONS", "/v1/sales/s1", "GET, PUT", "s1", NULL),
+    NA(ADM, "POST", "/", "GET", NULL, NULL),
+    NA(ADM, "PUT", "/?x", "GET", NULL, NULL),
+    NA(ADM, "POST", "/v1/events", "GET", NULL, NULL),
 
     /* public listener: the three public routes */
     OK(PUB, "GET", "/healthz", SK_A_HEALTHZ, NULL, NULL, NULL),
@@ -96,6 +106,12 @@ static const route_t routes[] = {
     NF(PUB, "POST", "/v1/sales/s1/orders/17/confirm"),
     NF(PUB, "GET", "/v1/sales/s1/orders/17/confirm"),
     NF(PUB, "POST", "/v1/sales/s1/orders/17/cancel"),
+    NF(PUB, "GET", "/?x=1"),
+    NF(PUB, "HEAD", "/"),
+    NF(PUB, "POST", "/"),
+    NF(PUB, "GET", "/v1/events"),
+    NF(PUB, "GET", "/v1/events?token=t"),
+    NF(PUB, "POST", "/v1/events"),
     /* public listener: an admin route (method + path) does not exist there (404, API.md); a
      * public path with an unknown method is 405, and Allow names only the public methods */
     NF(PUB, "PUT", "/v1/sales/s1"),
@@ -116,11 +132,15 @@ static const route_t routes[] = {
     OK(ADM, "GET", "/healthz?/", SK_A_HEALTHZ, NULL, NULL, "/"),
     NF(ADM, "GET", "/healthz/?x=1"),
     NF(ADM, "GET", "?x=1"),
-    NF(ADM, "GET", "/?x=1"),
+    NF(ADM, "GET", "//?x=1"),
 
     /* trailing slashes, empty segments, depth, case */
     NF(ADM, "GET", ""),
-    NF(ADM, "GET", "/"),
+    NF(ADM, "GET", "//"),
+    NF(ADM, "GET", "/v1/events/"),
+    NF(ADM, "GET", "/v1/events/x"),
+    NF(ADM, "GET", "/v1/event"),
+    NF(ADM, "GET", "/index.html"),
     NF(ADM, "GET", "healthz"),
     NF(ADM, "GET", "/healthz/"),
     NF(ADM, "GET", "//healthz"),
@@ -234,13 +254,13 @@ static void lengths_are_honoured(void **state)
     assert_int_equal(m.query.len, 0);
 }
 
-/* Whatever matches on the public listener is a public action. */
+/* Whatever matches on the public listener is a public action, and never the dashboard. */
 static void public_never_routes_admin_actions(void **state)
 {
     static const char *const methods[] = {"GET", "HEAD", "POST", "PUT", "DELETE"};
     static const char *const paths[] = {
         "/healthz", "/metrics", "/v1/sales", "/v1/sales/s1", "/v1/sales/s1/orders", "/v1/sales/s1/orders/1",
-        "/v1/sales/s1/orders/1/confirm", "/v1/sales/s1/orders/1/cancel",
+        "/v1/sales/s1/orders/1/confirm", "/v1/sales/s1/orders/1/cancel", "/", "/v1/events",
     };
     (void)state;
     for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
@@ -248,7 +268,7 @@ static void public_never_routes_admin_actions(void **state)
             sk_match_t m;
             int rc = sk_route(methods[i], strlen(methods[i]), paths[j], strlen(paths[j]), 0, &m);
             assert_true(rc == 0 || rc == SK_ENOT_FOUND || rc == SK_EMETHOD_NOT_ALLOWED);
-            if (rc == 0 && sk_action_is_admin(m.action))
+            if (rc == 0 && (sk_action_is_admin(m.action) || m.action == SK_A_DASHBOARD))
                 fail_msg("public %s %s routed to admin action %s", methods[i], paths[j], sk_action_name(m.action));
         }
 }
@@ -266,6 +286,8 @@ static void action_admin_flags(void **state)
     assert_int_equal(sk_action_is_admin(SK_A_ORDER_GET), 1);
     assert_int_equal(sk_action_is_admin(SK_A_ORDER_CONFIRM), 1);
     assert_int_equal(sk_action_is_admin(SK_A_ORDER_CANCEL), 1);
+    assert_int_equal(sk_action_is_admin(SK_A_DASHBOARD), 0); /* the page holds no data */
+    assert_int_equal(sk_action_is_admin(SK_A_EVENTS), 1);
 }
 
 static void action_names(void **state)
@@ -281,9 +303,11 @@ static void action_names(void **state)
     assert_string_equal(sk_action_name(SK_A_ORDER_GET), "order_get");
     assert_string_equal(sk_action_name(SK_A_ORDER_CONFIRM), "confirm");
     assert_string_equal(sk_action_name(SK_A_ORDER_CANCEL), "cancel");
+    assert_string_equal(sk_action_name(SK_A_DASHBOARD), "dashboard");
+    assert_string_equal(sk_action_name(SK_A_EVENTS), "events");
     assert_string_equal(sk_action_name(SK_A_COUNT_), "unknown");
     assert_string_equal(sk_action_name((sk_action_t)-1), "unknown");
-    assert_int_equal(SK_A_COUNT_, 10);
+    assert_int_equal(SK_A_COUNT_, 12);
 }
 
 int main(void)

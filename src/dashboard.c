@@ -1,0 +1,408 @@
+/* dashboard.c: see dashboard.h. The event stream, on h2o 2.2.5's generator interface:
+ *
+ *   - a stream is an h2o generator living in its request's pool (h2o_mem_alloc_shared with a
+ *     dispose hook), so the pool, and the stream with it, lives exactly as long as h2o keeps the
+ *     request; the hook unlinks the stream from its worker's list, whichever way it ended;
+ *   - each worker keeps one timer (h2o_timeout_t, SK_DASHBOARD_TICK_MS) that runs only while the
+ *     worker has streams; a tick asks the store for the sale list (SK_STORE_SALE_LIST, as /metrics
+ *     does) and, when it answers, builds one snapshot message shared by every stream of the worker
+ *     (refcounted: h2o_mem_alloc_shared without a pool);
+ *   - a stream has at most one write in flight: a snapshot is sent only to a stream whose previous
+ *     write h2o has flushed (`proceed`); a slow reader skips snapshots rather than queueing them,
+ *     so memory and rate stay bounded whatever the traffic; snapshots are cumulative, so a
+ *     skipped one loses nothing;
+ *   - the client going away shows as a failed write: h2o closes the connection and calls `stop`,
+ *     then disposes the pool;
+ *   - on shutdown server.c calls sk_dashboard_worker_stop: each stream is finished with
+ *     H2O_SEND_STATE_FINAL (after its current write, if one is in flight) on a non-persistent
+ *     connection, so h2o closes it and the worker's drain sees the count reach 0. A client that
+ *     does not read would hold its write (and so the drain) for ever: after STOP_GRACE_MS its
+ *     socket is shut down, the write fails, and h2o releases the request as for a vanished client.
+ *
+ * The numbers are those of /metrics: the take outcome counters are read from the very text
+ * sk_metrics_render produces, so the two cannot disagree. */
+#include "dashboard.h"
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include "error.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+
+/* One snapshot message ("data: {...}\n\n"), refcounted, shared by the streams sending it. */
+typedef struct msg_s {
+    size_t len;
+    char data[];
+} msg_t;
+
+typedef struct sk_dashboard_s dashboard_t;
+
+typedef struct stream_s {
+    h2o_generator_t gen; /* first: h2o hands &gen back to proceed / stop */
+    h2o_req_t *req;      /* NULL once h2o stopped the response */
+    dashboard_t *d;
+    h2o_linklist_t link; /* in d->streams */
+    msg_t *held;         /* the message being written (a reference), NULL if none */
+    int busy;            /* a write is in flight: wait for proceed */
+    int finishing;       /* send the final chunk when the write in flight is done */
+    int finished;        /* the final chunk was sent: h2o owns the rest */
+} stream_t;
+
+struct sk_dashboard_s {
+    sk_worker_t *w;
+    h2o_linklist_t streams;   /* stream_t.link */
+    size_t nstreams;          /* streams h2o has not released yet */
+    h2o_timeout_t tick;       /* SK_DASHBOARD_TICK_MS, on the worker's loop */
+    h2o_timeout_entry_t tick_entry;
+    sk_store_req_t list;      /* the sale list for the next snapshot */
+    int listing;              /* `list` is with the store */
+    int stopping;
+    int64_t stop_at;          /* sk_mono_ms() of sk_dashboard_worker_stop */
+    msg_t *last;              /* the latest snapshot (a reference), NULL before the first */
+    int64_t last_at;          /* sk_mono_ms() when `last` was built */
+};
+
+#define STOP_GRACE_MS 1000
+
+static const char RETRY[] = "retry: 2000\n\n"; /* EventSource reconnects after 2 s */
+
+/* The take outcomes the page charts always appear, zero or not. */
+static const char *const OUTCOMES[] = {"won", "sold_out", "user_limit", "rate_limited", "unavailable", "replayed"};
+
+static void msg_release(msg_t **m)
+{
+    if (*m != NULL)
+        h2o_mem_release_shared(*m);
+    *m = NULL;
+}
+
+/* -- the snapshot */
+
+/* {"won": N, ...}: every `seckill_takes_total{outcome="X"} N` line of the metrics text. */
+static json_t *takes_json(void)
+{
+    static const char prefix[] = "seckill_takes_total{outcome=\"";
+    json_t *o = json_object();
+    sk_buf_t b = {0};
+    for (size_t i = 0; i < sizeof(OUTCOMES) / sizeof(OUTCOMES[0]); i++)
+        json_object_set_new(o, OUTCOMES[i], json_integer(0));
+    sk_metrics_render(&b);
+    sk_buf_append(&b, "", 1); /* NUL-terminate */
+    for (const char *p = b.p; (p = strstr(p, prefix)) != NULL;) {
+        const char *name = p + sizeof(prefix) - 1, *q = strchr(name, '"');
+        if (q == NULL || q[1] != '}' || q[2] != ' ')
+            break;
+        char key[64];
+        size_t n = (size_t)(q - name);
+        if (n < sizeof(key)) {
+            memcpy(key, name, n);
+            key[n] = '\0';
+            json_object_set_new(o, key, json_integer((json_int_t)strtoll(q + 3, NULL, 10)));
+        }
+        p = q;
+    }
+    sk_buf_dispose(&b);
+    return o;
+}
+
+static json_t *time_or_null(int64_t t)
+{
+    return t == SK_NO_TIME ? json_null() : json_integer(t);
+}
+
+/* The same object as GET /v1/sales/{sale}. */
+static json_t *sale_json(const sk_sale_view_t *v, int64_t now)
+{
+    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:s}", "sale", v->id, "stock",
+                     (json_int_t)v->conf.stock, "sold", (json_int_t)v->sold, "held", (json_int_t)v->held, "remaining",
+                     (json_int_t)sk_sale_remaining(v), "per_user_limit", (json_int_t)v->conf.per_user_limit,
+                     "hold_seconds", (json_int_t)v->conf.hold_seconds, "starts_at", time_or_null(v->conf.starts_at),
+                     "ends_at", time_or_null(v->conf.ends_at), "state", sk_sale_state_name(sk_sale_state(v, now)));
+}
+
+static msg_t *snapshot(dashboard_t *d)
+{
+    const sk_store_req_t *s = &d->list;
+    sk_store_t *st = d->w->server->store;
+    json_t *sales = json_null();
+    if (s->err == 0) {
+        sales = json_array();
+        for (size_t i = 0; i < s->nviews; i++)
+            json_array_append_new(sales, sale_json(&s->views[i], s->now_ms / 1000));
+    }
+    json_t *o = json_pack("{s:I, s:i, s:{s:s, s:b}, s:o, s:o, s:o}", "time_ms", (json_int_t)sk_now_ms(), "interval_ms",
+                          SK_DASHBOARD_TICK_MS, "store", "name", st->ops->name, "up", st->ops->healthy(st), "takes",
+                          takes_json(), "sales", sales, "error",
+                          s->err == 0 ? json_null() : json_string(sk_err_code(s->err)));
+    size_t n = json_dumpb(o, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    msg_t *m = h2o_mem_alloc_shared(NULL, sizeof(*m) + n + 8, NULL);
+    memcpy(m->data, "data: ", 6);
+    json_dumpb(o, m->data + 6, n, JSON_COMPACT | JSON_PRESERVE_ORDER); /* compact JSON has no newline */
+    memcpy(m->data + 6 + n, "\n\n", 2);
+    m->len = 6 + n + 2;
+    json_decref(o);
+    return m;
+}
+
+/* -- streams */
+
+/* Writes `m` (may be NULL) after `pre` (may be empty); the stream must not be busy. Nothing may
+ * touch `st` after h2o_send: h2o may fail the write and release the request at once. */
+static void stream_send(stream_t *st, const char *pre, size_t prelen, msg_t *m)
+{
+    h2o_iovec_t bufs[2];
+    size_t n = 0;
+    if (prelen != 0)
+        bufs[n++] = h2o_iovec_init(pre, prelen);
+    if (m != NULL) {
+        h2o_mem_addref_shared(m);
+        st->held = m;
+        bufs[n++] = h2o_iovec_init(m->data, m->len);
+    }
+    st->busy = 1;
+    h2o_send(st->req, bufs, n, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void stream_finish(stream_t *st)
+{
+    if (st->finished || st->req == NULL)
+        return;
+    if (st->busy) {
+        st->finishing = 1;
+        return;
+    }
+    st->finished = 1;
+    st->req->http1_is_persistent = 0; /* h2o closes the connection after the final chunk */
+    h2o_send(st->req, NULL, 0, H2O_SEND_STATE_FINAL);
+}
+
+/* h2o: the previous write is flushed. */
+static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    stream_t *st = (stream_t *)gen;
+    st->busy = 0;
+    msg_release(&st->held);
+    if (st->finishing)
+        stream_finish(st);
+}
+
+/* h2o: the response ends abruptly (the client went away); the pool goes next. */
+static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    stream_t *st = (stream_t *)gen;
+    st->req = NULL;
+}
+
+/* The request's pool is being cleared: the stream is gone, however it ended. */
+static void on_stream_dispose(void *p)
+{
+    stream_t *st = p;
+    h2o_linklist_unlink(&st->link);
+    st->d->nstreams--;
+    msg_release(&st->held);
+}
+
+/* -- the worker's timer and snapshots */
+
+static void publish(dashboard_t *d)
+{
+    msg_t *m = snapshot(d);
+    sk_store_req_dispose(&d->list);
+    msg_release(&d->last);
+    d->last = m;
+    d->last_at = sk_mono_ms();
+    if (d->stopping)
+        return;
+    for (h2o_linklist_t *n = d->streams.next, *next; n != &d->streams; n = next) {
+        next = n->next; /* a send may release its stream */
+        stream_t *st = H2O_STRUCT_FROM_MEMBER(stream_t, link, n);
+        if (st->req != NULL && !st->busy && !st->finished)
+            stream_send(st, NULL, 0, m);
+    }
+}
+
+static void on_list(sk_store_req_t *sreq)
+{
+    dashboard_t *d = sreq->data;
+    d->listing = 0;
+    d->w->inflight--;
+    publish(d);
+}
+
+static void refresh(dashboard_t *d)
+{
+    if (d->listing)
+        return;
+    memset(&d->list, 0, sizeof(d->list));
+    d->list.op = SK_STORE_SALE_LIST;
+    d->list.receiver = &d->w->store_receiver;
+    d->list.cb = on_list;
+    d->list.data = d;
+    int rc = sk_store_submit(d->w->server->store, &d->list);
+    if (rc == SK_STORE_DONE) {
+        publish(d);
+    } else if (rc < 0) {
+        d->list.err = rc;
+        publish(d);
+    } else {
+        d->listing = 1;
+        d->w->inflight++; /* the worker's drain waits for the store's answer, as for any request */
+    }
+}
+
+/* Shutting down: the streams still open are stuck behind a client that does not read. Shutting
+ * the socket down fails their write; h2o then closes the connection and releases the request. */
+static void cut(dashboard_t *d)
+{
+    for (h2o_linklist_t *n = d->streams.next; n != &d->streams; n = n->next) {
+        stream_t *st = H2O_STRUCT_FROM_MEMBER(stream_t, link, n);
+        h2o_socket_t *sock = st->req != NULL ? st->req->conn->callbacks->get_socket(st->req->conn) : NULL;
+        if (sock != NULL)
+            shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
+    }
+}
+
+static void on_tick(h2o_timeout_entry_t *entry)
+{
+    dashboard_t *d = H2O_STRUCT_FROM_MEMBER(dashboard_t, tick_entry, entry);
+    if (d->nstreams == 0)
+        return; /* the timer rests until the next stream */
+    h2o_timeout_link(d->w->ctx.loop, &d->tick, &d->tick_entry);
+    if (!d->stopping)
+        refresh(d);
+    else if (sk_mono_ms() - d->stop_at >= STOP_GRACE_MS)
+        cut(d);
+}
+
+static dashboard_t *dashboard_of(sk_worker_t *w)
+{
+    if (w->dashboard == NULL) {
+        dashboard_t *d = sk_calloc(1, sizeof(*d));
+        d->w = w;
+        h2o_linklist_init_anchor(&d->streams);
+        h2o_timeout_init(w->ctx.loop, &d->tick, SK_DASHBOARD_TICK_MS);
+        d->tick_entry.cb = on_tick;
+        w->dashboard = d;
+    }
+    return w->dashboard;
+}
+
+void sk_dashboard_events(sk_worker_t *w, h2o_req_t *req)
+{
+    dashboard_t *d = dashboard_of(w);
+    int stopping = d->stopping || w->stopping; /* a request that arrived as the worker was stopping */
+    if (!stopping && !h2o_timeout_is_linked(&d->tick_entry)) {
+        /* the first stream: tick from now on, and take a snapshot at once (before this stream is
+         * listed, so that it gets the snapshot with its first write below) */
+        h2o_timeout_link(w->ctx.loop, &d->tick, &d->tick_entry);
+        refresh(d);
+    }
+    stream_t *st = h2o_mem_alloc_shared(&req->pool, sizeof(*st), on_stream_dispose);
+    memset(st, 0, sizeof(*st));
+    st->gen.proceed = on_proceed;
+    st->gen.stop = on_stop;
+    st->req = req;
+    st->d = d;
+    h2o_linklist_insert(&d->streams, &st->link);
+    d->nstreams++;
+
+    req->res.status = 200;
+    req->res.reason = "OK";
+    /* content_length stays unknown: HTTP/1.1 gets chunks, HTTP/1.0 the end of the connection */
+    req->http1_is_persistent = 0;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
+    h2o_start_response(req, &st->gen);
+
+    if (stopping) {
+        st->finished = 1;
+        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        return;
+    }
+    /* the latest snapshot at once when it is recent; else the next tick brings one */
+    msg_t *m = d->last != NULL && sk_mono_ms() - d->last_at < 2 * SK_DASHBOARD_TICK_MS ? d->last : NULL;
+    stream_send(st, RETRY, sizeof(RETRY) - 1, m);
+}
+
+/* -- the token in the query string */
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int sk_dashboard_query_token_ok(const char *query, size_t len, const char *token)
+{
+    size_t tlen = strlen(token);
+    for (size_t i = 0; query != NULL && i < len;) {
+        const char *amp = memchr(query + i, '&', len - i);
+        size_t end = amp ? (size_t)(amp - query) : len;
+        if (end - i >= 6 && memcmp(query + i, "token=", 6) == 0) {
+            /* decode and compare as we go: the time taken depends on the lengths only, never on
+             * where the bytes differ (the length of the token is not a secret) */
+            size_t n = 0;
+            unsigned diff = 0;
+            for (size_t k = i + 6; k < end; k++, n++) {
+                int c = (unsigned char)query[k];
+                if (c == '%') {
+                    int hi = k + 2 < end ? hexval(query[k + 1]) : -1, lo = hi >= 0 ? hexval(query[k + 2]) : -1;
+                    if (lo < 0)
+                        return 0;
+                    c = hi * 16 + lo;
+                    k += 2;
+                } else if (c == '+') {
+                    c = ' ';
+                }
+                diff |= (unsigned)c ^ (n < tlen ? (unsigned char)token[n] : 0x100u);
+            }
+            return n == tlen && diff == 0;
+        }
+        i = end + 1;
+    }
+    return 0;
+}
+
+/* -- server.c's hooks */
+
+void sk_dashboard_worker_stop(sk_worker_t *w)
+{
+    dashboard_t *d = w->dashboard;
+    if (d == NULL || d->stopping)
+        return;
+    d->stopping = 1;
+    d->stop_at = sk_mono_ms();
+    for (h2o_linklist_t *n = d->streams.next, *next; n != &d->streams; n = next) {
+        next = n->next;
+        stream_finish(H2O_STRUCT_FROM_MEMBER(stream_t, link, n));
+    }
+    /* the timer now watches the streams still writing (see cut) */
+    if (d->nstreams != 0 && !h2o_timeout_is_linked(&d->tick_entry))
+        h2o_timeout_link(w->ctx.loop, &d->tick, &d->tick_entry);
+}
+
+size_t sk_dashboard_worker_open(sk_worker_t *w)
+{
+    return w->dashboard != NULL ? w->dashboard->nstreams : 0;
+}
+
+void sk_dashboard_worker_dispose(sk_worker_t *w)
+{
+    dashboard_t *d = w->dashboard;
+    if (d == NULL)
+        return;
+    if (d->nstreams != 0 || d->listing) {
+        /* past the shutdown timeout: h2o's connections or the store still point here, and the
+         * process exits right after; keep it */
+        sk_log(SK_LOG_WARN, "event=dashboard_streams_left worker=%d streams=%zu", w->index, d->nstreams);
+        return;
+    }
+    if (h2o_timeout_is_linked(&d->tick_entry))
+        h2o_timeout_unlink(&d->tick_entry);
+    h2o_timeout_dispose(w->ctx.loop, &d->tick);
+    msg_release(&d->last);
+    free(d);
+    w->dashboard = NULL;
+}

@@ -1,0 +1,37 @@
+/* dashboard.h: the live sale dashboard on the admin listener (issue 7). `GET /` serves one
+ * self-contained page (src/web/dashboard.html, embedded into the binary at build time) and
+ * `GET /v1/events` streams Server-Sent Events: every SK_DASHBOARD_TICK_MS each open stream gets
+ * one JSON snapshot of every sale, the cumulative take outcome counters of /metrics and the
+ * store's health, however heavy the traffic. api.c routes, checks the token and accounts the
+ * request; this module owns the streams. Everything here runs on the worker thread that owns
+ * the request (each worker has its own streams, timer and snapshot). See docs/dashboard.md. */
+#ifndef SK_DASHBOARD_H
+#define SK_DASHBOARD_H
+
+#include <stddef.h>
+#include "server.h"
+
+#define SK_DASHBOARD_TICK_MS 500
+
+/* The page, generated from src/web/dashboard.html by src/web/embed.cmake (NUL-terminated). */
+extern const unsigned char sk_web_dashboard_html[];
+extern const size_t sk_web_dashboard_html_len;
+
+/* 1 when the query string (without '?') has a `token` parameter whose percent-decoded value is
+ * `token`, compared in constant time; else 0. For EventSource, which cannot send headers. */
+int sk_dashboard_query_token_ok(const char *query, size_t len, const char *token);
+
+/* Starts the event stream on `req` (a GET on the admin listener, token already checked): 200
+ * text/event-stream without Content-Length, until the client goes away or the worker stops.
+ * The caller has accounted the request; it must not reply to it. */
+void sk_dashboard_events(sk_worker_t *w, h2o_req_t *req);
+
+/* server.c's hooks, on the worker's thread. _stop ends every open stream (a final empty chunk,
+ * then h2o closes the connection) and ends new ones at once; _open counts the streams not yet
+ * released by h2o (the worker waits for 0 before exiting); _dispose frees the worker's state
+ * (kept if anything is still open, since h2o or the store may still point into it). */
+void sk_dashboard_worker_stop(sk_worker_t *w);
+size_t sk_dashboard_worker_open(sk_worker_t *w);
+void sk_dashboard_worker_dispose(sk_worker_t *w);
+
+#endif

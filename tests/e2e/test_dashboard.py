@@ -1,0 +1,530 @@
+"""The live sale dashboard (issue 7, docs/dashboard.md): `GET /` and the event stream
+`GET /v1/events` on the admin listener.
+
+The stream is read with a raw socket: its head (200, text/event-stream, no Content-Length: the one
+exception to API.md's framing rule, so HTTP/1.1 gets chunks), then SSE messages, each a JSON
+snapshot that must carry the exact numbers of `/metrics` and `GET /v1/sales`. Also: the rate stays
+bounded under a storm, the idle timeout does not cut a stream, SIGTERM ends open streams at once,
+clients vanishing mid-stream, and the admin token (header, or `?token=` for EventSource).
+
+The browser test drives Debian's chromium headless with playwright-core (tests/e2e/browser/, npm
+ci by scripts/deps.sh): token form, create form with an API error shown, a storm from Python
+threads until the bar and the counters show the exact sold count, raise stock, end now, and a
+screenshot to build/dashboard.png (SK_DASHBOARD_SCREENSHOT=docs/dashboard.png refreshes the README's). It is skipped, saying why, where chromium or node is missing.
+"""
+
+import http.client
+import json
+import os
+import queue
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import HOST, SALE_KEYS, assert_error, storm
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+BROWSER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser")
+CHROMIUM = "/usr/bin/chromium"
+# build/ by default so that a test run leaves the work tree clean; to refresh the README's picture:
+# SK_DASHBOARD_SCREENSHOT=$PWD/docs/dashboard.png make e2e
+SCREENSHOT = os.environ.get("SK_DASHBOARD_SCREENSHOT", os.path.join(ROOT, "build", "dashboard.png"))
+TICK_S = 0.5  # SK_DASHBOARD_TICK_MS
+
+
+# --------------------------------------------------------------------------------------------
+# a raw-socket SSE client
+
+
+class Stream:
+    """GET /v1/events on a raw socket. `head` is the status line and headers; next() returns the
+    next message's JSON (comments and `retry:` lines are kept in `fields`)."""
+
+    def __init__(self, port, path="/v1/events", headers=None, version="1.1", timeout=10.0):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        h = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.sock.sendall(f"GET {path} HTTP/{version}\r\nHost: {HOST}\r\n{h}\r\n".encode())
+        self.raw = b""       # bytes as received
+        self.body = b""      # the entity (de-chunked)
+        self.closed = False
+        self.final_chunk = False
+        self.fields = []
+        self._pending = None  # received after the head, not yet de-chunked
+        self._read_head(timeout)
+
+    def _recv(self, deadline):
+        self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            d = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            d = b""
+        if not d:
+            self.closed = True
+            return False
+        self.raw += d
+        if self._pending is not None:
+            self._pending += d
+        return True
+
+    def _read_head(self, timeout):
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.raw and time.monotonic() < deadline and not self.closed:
+            self._recv(deadline)
+        head, sep, rest = self.raw.partition(b"\r\n\r\n")
+        assert sep, f"no response head: {self.raw[:300]!r}"
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {}
+        for ln in lines[1:]:
+            k, _, v = ln.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        self.chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
+        self._pending = rest
+
+    def _dechunk(self):
+        if not self.chunked:
+            self.body += self._pending
+            self._pending = b""
+            return
+        while True:
+            line, sep, rest = self._pending.partition(b"\r\n")
+            if not sep:
+                return
+            n = int(line.split(b";")[0], 16)
+            if n == 0:
+                self.final_chunk = True
+                self._pending = rest
+                return
+            if len(rest) < n + 2:
+                return
+            assert rest[n:n + 2] == b"\r\n", f"bad chunk framing: {self._pending[:100]!r}"
+            self.body += rest[:n]
+            self._pending = rest[n + 2:]
+
+    def next(self, timeout=5.0):
+        """The next `data:` message as JSON; None if the stream ended or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._dechunk()
+            ev, sep, rest = self.body.partition(b"\n\n")
+            if sep:
+                self.body = rest
+                data = []
+                for ln in ev.decode("utf-8").split("\n"):
+                    if ln.startswith("data:"):
+                        data.append(ln[5:].lstrip(" "))
+                    else:
+                        self.fields.append(ln)
+                if data:
+                    return json.loads("\n".join(data))
+                continue
+            if self.closed or self.final_chunk or time.monotonic() >= deadline:
+                return None
+            self._recv(deadline)
+
+    def read_to_end(self, timeout=5.0):
+        """Reads until the server closes; returns True if it did within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < deadline:
+            self._recv(deadline)
+        self._dechunk()
+        return self.closed
+
+    def close(self, abort=False):
+        if abort:  # RST instead of FIN: the rudest way to go
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        self.sock.close()
+
+
+def metrics_takes(srv):
+    r = srv.adm("GET", "/metrics")
+    assert r.status == 200, r
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r'^seckill_takes_total\{outcome="([a-z_]+)"\} (\d+)$', r.body, re.M)}
+
+
+def until(srv, pred, stream, timeout=5.0):
+    """Messages from `stream` until pred(message) holds; returns that message."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        m = stream.next(timeout=deadline - time.monotonic())
+        if m is None:
+            break
+        last = m
+        if pred(m):
+            return m
+    raise AssertionError(f"no message matched within {timeout}s; last: {json.dumps(last)[:600]}")
+
+
+def sale_of(msg, sale):
+    return next((s for s in msg["sales"] or [] if s["sale"] == sale), None)
+
+
+# --------------------------------------------------------------------------------------------
+# the page
+
+
+def test_page_on_admin_only(server):
+    r = server.adm("GET", "/")
+    assert r.status == 200, r
+    assert r.headers["content-type"] == "text/html; charset=utf-8", r.headers
+    assert r.headers.get("cache-control") == "no-store"
+    assert "default-src 'none'" in r.headers.get("content-security-policy", "")
+    page = r.body
+    assert page.lstrip().lower().startswith("<!doctype html>")
+    assert "<canvas" in page and "/v1/events" in page and "EventSource" in page
+    assert "sessionStorage" in page and 'id="create-form"' in page
+    # self-contained: nothing loaded from anywhere else
+    assert not re.search(r'(src|href)\s*=\s*["\']?(https?:)?//', page, re.I), "external reference in the page"
+    assert "@import" not in page and "http://" not in page and "https://" not in page
+    h = server.adm("HEAD", "/")
+    assert h.status == 200 and h.raw == b"" and int(h.headers["content-length"]) == len(r.raw)
+    assert server.adm("GET", "/?x=1").status == 200
+
+    assert_error(server.pub("GET", "/"), 404, "not_found")
+    assert server.pub("HEAD", "/").status == 404
+    assert_error(server.pub("POST", "/", {}), 404, "not_found")
+    assert_error(server.pub("GET", "/v1/events"), 404, "not_found")
+    assert_error(server.pub("GET", "/v1/events?token=x"), 404, "not_found")
+    r = server.adm("POST", "/", {})
+    assert_error(r, 405, "method_not_allowed")
+    assert r.headers["allow"] == "GET"
+    assert_error(server.adm("POST", "/v1/events", {}), 405, "method_not_allowed")
+    assert_error(server.adm("GET", "/index.html"), 404, "not_found")
+
+
+# --------------------------------------------------------------------------------------------
+# the event stream
+
+
+def test_events_carry_exact_numbers(server, sale_id):
+    s1, s2 = sale_id("dash"), sale_id("dash")
+    server.put_sale(s1, stock=7)
+    server.put_sale(s2, stock=5, per_user_limit=1)
+    res = storm(server.public_port, [("POST", f"/v1/sales/{s1}/orders", {}) for _ in range(12)], threads=6)
+    assert sorted(r[0] for r in res) == [201] * 7 + [409] * 5, res
+    assert server.take(s2, user="alice").status == 201
+    assert server.take(s2, user="alice").status == 409
+    assert server.take(s2, user="bob", qty=2).status == 409  # user_limit
+    assert server.take(s2, user="carol", request_id="r1").status == 201
+    assert server.take(s2, user="carol", request_id="r1").status == 200  # replayed
+
+    st = Stream(server.admin_port)
+    try:
+        assert st.status == 200, st.raw[:300]
+        assert st.headers["content-type"] == "text/event-stream", st.headers
+        assert "content-length" not in st.headers, st.headers
+        assert st.chunked, st.headers  # HTTP/1.1 without a length: chunks (docs/dashboard.md)
+        assert st.headers.get("cache-control") == "no-store"
+        m = until(server, lambda m: sale_of(m, s1) and sale_of(m, s1)["sold"] == 7, st)
+        assert "retry: 2000" in st.fields
+        assert set(m) == {"time_ms", "interval_ms", "store", "takes", "sales", "error"}, m
+        assert m["interval_ms"] == 500 and m["error"] is None
+        assert abs(m["time_ms"] / 1000 - time.time()) < 5
+        assert m["store"] == {"name": server.store_url.split(":")[0], "up": True}, m["store"]
+        # every sale as GET /v1/sales/{sale} shows it
+        for s in (s1, s2):
+            got = sale_of(m, s)
+            assert got is not None and set(got) == SALE_KEYS, got
+            assert got == server.sale(s), (got, server.sale(s))
+        assert sale_of(m, s1)["remaining"] == 0 and sale_of(m, s1)["state"] == "sold_out"
+        assert (sale_of(m, s2)["sold"], sale_of(m, s2)["remaining"]) == (2, 3)
+        listed = server.adm("GET", "/v1/sales").body["sales"]
+        assert sorted(x["sale"] for x in m["sales"]) == sorted(x["sale"] for x in listed)
+        # the take counters are /metrics' own
+        assert m["takes"]["won"] == 9 and m["takes"]["sold_out"] == 5
+        assert m["takes"]["user_limit"] == 2 and m["takes"]["replayed"] == 1
+        assert m["takes"]["rate_limited"] == 0 and m["takes"]["unavailable"] == 0
+        mt = metrics_takes(server)
+        for k, v in mt.items():
+            assert m["takes"].get(k) == v, (k, m["takes"], mt)
+        # more takes show up in the next messages
+        assert server.take(s2, user="dave", qty=1).status == 201
+        m = until(server, lambda m: sale_of(m, s2)["sold"] == 3, st)
+        assert m["takes"]["won"] == 10
+    finally:
+        st.close()
+
+
+def test_events_rate_is_bounded_under_load(server, sale_id):
+    s = sale_id("dash")
+    server.put_sale(s, stock=300)
+    st = Stream(server.admin_port)
+    stop = threading.Event()
+    reqs = [("POST", f"/v1/sales/{s}/orders", {}) for _ in range(4000)]
+    t = threading.Thread(target=storm, args=(server.public_port, reqs), kwargs={"threads": 16, "stop": stop},
+                         daemon=True)
+    try:
+        assert st.next(timeout=3) is not None  # the first message: now the clock starts
+        t.start()
+        msgs, t0 = [], time.monotonic()
+        while time.monotonic() - t0 < 2.0:
+            m = st.next(timeout=max(0.01, 2.0 - (time.monotonic() - t0)))
+            if m is not None:
+                msgs.append(m)
+        # one every 500 ms: 4 in 2 s, whatever the traffic; allow for timer slack
+        assert 3 <= len(msgs) <= 5, [m["time_ms"] for m in msgs]
+        gaps = [b["time_ms"] - a["time_ms"] for a, b in zip(msgs, msgs[1:])]
+        assert all(g >= 400 for g in gaps), gaps
+    finally:
+        stop.set()
+        t.join(60)
+        st.close()
+    # and the stream's numbers converge on the truth once the storm is over
+    st = Stream(server.admin_port)
+    try:
+        sold = server.sale(s)["sold"]
+        assert sold == 300
+        until(server, lambda m: sale_of(m, s)["sold"] == sold and m["takes"]["won"] == sold, st)
+    finally:
+        st.close()
+
+
+def test_events_survive_idle_timeout_and_http10(make_server):
+    srv = make_server(["--idle-timeout", "1"])
+    a = Stream(srv.admin_port)
+    b = Stream(srv.admin_port, version="1.0")
+    try:
+        assert b.status == 200 and not b.chunked and "content-length" not in b.headers, b.headers
+        assert b.headers.get("connection", "").lower() == "close"
+        t0 = time.monotonic()
+        n = {id(a): 0, id(b): 0}
+        while time.monotonic() - t0 < 3.0:  # three idle timeouts
+            for st in (a, b):
+                if st.next(timeout=0.3) is not None:
+                    n[id(st)] += 1
+        assert not a.closed and not b.closed, "the idle timeout cut a stream"
+        assert n[id(a)] >= 4 and n[id(b)] >= 4, n
+    finally:
+        a.close()
+        b.close()
+
+
+def test_events_token(make_server, sale_id):
+    token = "t0k&n =/+?%~"  # every character that needs care in a query
+    srv = make_server(env={"SECKILL_ADMIN_TOKEN": token}, token=token)
+    q = urllib.parse.quote(token, safe="")
+    # the page needs no token (it holds no data); everything it reads does
+    assert srv.adm("GET", "/", token="").status == 200
+    assert_error(srv.adm("GET", "/v1/sales", token=""), 401, "unauthorized")
+    for path, hdrs in [("/v1/events", {}), ("/v1/events?token=", {}), ("/v1/events?token=wrong", {}),
+                       (f"/v1/events?token={q}x", {}), (f"/v1/events?tok={q}", {}),
+                       (f"/v1/events?xtoken={q}", {}), ("/v1/events?token=%zz", {}),
+                       ("/v1/events", {"Authorization": "Bearer nope"}),
+                       (f"/v1/events?token={q[:-3]}", {})]:
+        r = srv.adm("GET", path, headers=hdrs, token="")
+        assert_error(r, 401, "unauthorized")
+        assert r.headers.get("www-authenticate") == "Bearer", path
+    # the query token is for the event stream only
+    assert_error(srv.adm("GET", f"/v1/sales?token={q}", token=""), 401, "unauthorized")
+    assert_error(srv.adm("GET", f"/metrics?token={q}", token=""), 401, "unauthorized")
+    srv.put_sale(sale_id("dash"), stock=3)
+    for path, hdrs in [(f"/v1/events?token={q}", {}), (f"/v1/events?a=1&token={q}&b", {}),
+                       (f"/v1/events?token={q.replace('%20', '+')}", {}),
+                       ("/v1/events", {"Authorization": f"Bearer {token}"})]:
+        st = Stream(srv.admin_port, path=urllib.parse.quote(path, safe="/?=&%+"), headers=hdrs)
+        try:
+            assert st.status == 200, (path, st.raw[:300])
+            m = st.next(timeout=3)
+            assert m is not None and len(m["sales"]) == 1, (path, m)
+        finally:
+            st.close()
+    head = srv.adm("HEAD", f"/v1/events?token={q}", token="")
+    assert head.status == 200 and head.raw == b"", head
+
+
+def test_sigterm_ends_open_streams(make_server):
+    srv = make_server()
+    streams = [Stream(srv.admin_port) for _ in range(4)] + [Stream(srv.admin_port, version="1.0")]
+    try:
+        for st in streams:
+            assert st.next(timeout=3) is not None
+        t0 = time.monotonic()
+        assert srv.stop(timeout=5) == 0, srv.stderr_tail()
+        took = time.monotonic() - t0
+        assert took < 1.5, f"SIGTERM took {took:.2f}s with streams open"
+        for st in streams:
+            assert st.read_to_end(timeout=2), "a stream was not closed"
+            if st.chunked:
+                assert st.final_chunk, f"stream ended without its final chunk: {st.raw[-40:]!r}"
+    finally:
+        for st in streams:
+            st.close()
+        srv.restart()  # the fixture wants a live server at teardown
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the stream does not depend on the store
+def test_sigterm_with_a_client_that_does_not_read(make_server):
+    """A client that stops reading holds its stream's write for ever; SIGTERM still ends the
+    server after dashboard.c's grace (1 s), not after --shutdown-timeout (10 s)."""
+    srv = make_server()
+    conn = http.client.HTTPConnection(HOST, srv.admin_port, timeout=10)
+    for i in range(3000):  # ~600 KB snapshots, so that the socket buffers fill up in seconds
+        r = srv.adm("PUT", f"/v1/sales/a-sale-with-a-rather-long-name-for-the-dashboard-{i:05d}",
+                    {"stock": 1000 + i, "starts_at": 1700000000, "ends_at": 2700000000}, conn=conn)
+        assert r.status == 201, r
+    conn.close()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((HOST, srv.admin_port))
+    s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    good = Stream(srv.admin_port)
+    try:
+        # once the good stream has had more than the kernel can buffer for the other one, the
+        # other one's write is stuck
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            wmem_max = int(f.read().split()[2])
+        first = good.next(timeout=5)
+        assert first is not None and len(first["sales"]) == 3000
+        deadline = time.monotonic() + 30
+        while len(good.raw) < wmem_max + 3 * 700000:
+            assert time.monotonic() < deadline, f"only {len(good.raw)} bytes streamed in 30 s"
+            assert good.next(timeout=2) is not None
+        t0 = time.monotonic()
+        assert srv.stop(timeout=8) == 0, srv.stderr_tail()
+        took = time.monotonic() - t0
+        assert 0.9 <= took < 3.0, f"SIGTERM took {took:.2f}s behind a client that does not read"
+        assert good.read_to_end(timeout=2) and good.final_chunk, "the reading client's stream did not end cleanly"
+    finally:
+        s.close()
+        good.close()
+        srv.restart()
+
+
+def test_clients_that_vanish(server, sale_id):
+    s = sale_id("dash")
+    server.put_sale(s, stock=50)
+    for round_ in range(3):
+        streams = [Stream(server.admin_port) for _ in range(6)]
+        for st in streams[:3]:
+            st.next(timeout=3)
+        for i, st in enumerate(streams):
+            st.close(abort=i % 2 == 0)
+        assert server.take(s).status == 201
+    time.sleep(3 * TICK_S)  # writes to the gone clients fail; h2o releases them
+    st = Stream(server.admin_port)
+    try:
+        until(server, lambda m: sale_of(m, s)["sold"] == 3, st)
+    finally:
+        st.close()
+    assert server.adm("GET", "/healthz").status == 200
+
+
+@pytest.mark.parametrize("store", ["redis"], indirect=True)
+def test_events_show_the_store_going_down(make_server, store, sale_id):
+    srv = make_server()
+    s = sale_id("dash")
+    srv.put_sale(s, stock=4)
+    st = Stream(srv.admin_port)
+    try:
+        until(srv, lambda m: m["store"]["up"] and sale_of(m, s) is not None, st)
+        store.redis.stop()
+        m = until(srv, lambda m: not m["store"]["up"], st, timeout=8)
+        assert m["store"]["name"] == "redis"
+        m = until(srv, lambda m: m["sales"] is None, st, timeout=8)
+        assert m["error"] == "unavailable", m
+        store.redis.restart_same_port()
+        until(srv, lambda m: m["store"]["up"] and m["sales"] is not None and sale_of(m, s) is not None, st,
+              timeout=15)
+    finally:
+        st.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the browser
+
+
+def _browser_missing():
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is not installed (apt-get install chromium; scripts/deps.sh does it)"
+    if shutil.which("node") is None:
+        return "node is not installed (apt-get install nodejs npm; scripts/deps.sh does it)"
+    v = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    m = re.match(r"v(\d+)\.", v)
+    if not m or int(m.group(1)) < 20:
+        return f"node {v or '?'} is too old for playwright-core 1.64 (it needs node >= 20)"
+    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
+        return f"playwright-core is not installed: npm ci --prefix {BROWSER_DIR} (scripts/deps.sh does it)"
+    return None
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_dashboard_in_chromium(make_server, tmp_path, sale_id):
+    why = _browser_missing()
+    if why:
+        pytest.skip(f"browser test skipped: {why}")
+    token = "dash-board-token"
+    srv = make_server(env={"SECKILL_ADMIN_TOKEN": token}, token=token)
+    sale, sale2 = sale_id("flash-phone-"), sale_id("flash-tv-")
+    os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
+    cfg = {"url": f"http://{HOST}:{srv.admin_port}/", "token": token, "userDataDir": str(tmp_path / "chromium"),
+           "screenshot": SCREENSHOT, "sale": sale, "sale2": sale2}
+    node = subprocess.Popen(["node", os.path.join(BROWSER_DIR, "dashboard.js"), json.dumps(cfg)], cwd=BROWSER_DIR,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = queue.Queue()
+    threading.Thread(target=lambda: [out.put(l.rstrip("\n")) for l in node.stdout] + [out.put(None)],
+                     daemon=True).start()
+    err = []
+    threading.Thread(target=lambda: err.extend(node.stderr), daemon=True).start()
+
+    def line(timeout=25):
+        try:
+            l = out.get(timeout=timeout)
+        except queue.Empty:
+            l = None
+        if l is None or l.startswith("FAIL"):
+            node.kill()
+            raise AssertionError(f"browser: {l or 'no answer'}; stderr: {''.join(err)[-2000:]}")
+        return l
+
+    def send(s):
+        node.stdin.write(s + "\n")
+        node.stdin.flush()
+
+    try:
+        assert line(40).startswith("STEP storm"), "the page did not get to the storm"
+        send("GO")
+        res = []
+        for _ in range(3):  # three waves a snapshot apart, so that the chart has a shape
+            res += storm(srv.public_port, [("POST", f"/v1/sales/{sale}/orders", {}) for _ in range(40)], threads=8)
+            time.sleep(0.6)
+        won = sum(1 for r in res if r[0] == 201)
+        sold_out = sum(1 for r in res if r[0] == 409 and r[1]["error"] == "sold_out")
+        assert (won, sold_out) == (40, 80), res
+        assert srv.sale(sale)["sold"] == 40
+        send(f"SOLD 40 {won} {sold_out}")
+
+        assert line().startswith("STEP storm2")
+        send("GO")
+        res = storm(srv.public_port, [("POST", f"/v1/sales/{sale2}/orders", {"user": f"u{i % 5}"})
+                                      for i in range(10)], threads=10)
+        won2 = sum(1 for r in res if r[0] == 201)
+        limited = sum(1 for r in res if r[0] == 409 and r[1]["error"] == "user_limit")
+        assert (won2, limited) == (5, 5), res
+        send(f"SOLD2 5 {won + won2} {limited}")
+
+        done = line()
+        assert done.startswith("DONE "), done
+        seen = json.loads(done[5:])
+        assert seen["sold"] == "40" and seen["won"] == "45" and seen["soldOut"] == "80", seen
+        assert seen["userLimit"] == "5" and seen["state2"] == "ended", seen
+        assert "bad_request" in seen["badMsg"] and "stock_below_taken" in seen["belowMsg"], seen
+        assert node.wait(20) == 0
+    finally:
+        if node.poll() is None:
+            node.kill()
+            node.wait(10)
+    with open(SCREENSHOT, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n", "the screenshot is not a PNG"
+    # the server agrees with what the page showed
+    assert srv.sale(sale)["stock"] == 60 and srv.sale(sale)["sold"] == 40
+    assert srv.sale(sale2)["state"] == "ended"
