@@ -1,0 +1,141 @@
+"""The Redis store's own promises (issue 3): the order stream, SCRIPT FLUSH in the middle of
+traffic, starting while Redis is down, and the password in the URL or the environment."""
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import HOST, Redis, Server, assert_error, storm
+
+redis_only = pytest.mark.parametrize("store", ["redis"], indirect=True)
+REDIS_CLI = "/usr/bin/redis-cli"
+
+
+def cli(port, *args, password=None):
+    cmd = [REDIS_CLI, "-h", HOST, "-p", str(port), "--raw"]
+    if password:
+        cmd += ["--no-auth-warning", "-a", password]
+    p = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0, p
+    return p.stdout
+
+
+def stream(port, sale):
+    """The sale's order stream as a list of dicts (redis-cli --raw prints one element a line:
+    an entry's id, then its fields and values)."""
+    import re
+    entries = []
+    lines = cli(port, "XRANGE", "sk:{%s}:stream" % sale, "-", "+").split("\n")
+    i = 0
+    while i < len(lines):
+        if re.fullmatch(r"\d+-\d+", lines[i]):
+            entries.append({})
+            i += 1
+        elif entries and i + 1 < len(lines):
+            entries[-1][lines[i]] = lines[i + 1]
+            i += 2
+        else:
+            i += 1
+    return entries
+
+
+@redis_only
+def test_order_stream_records_every_change(server, store, sale_id):
+    s = sale_id()
+    server.put_sale(s, stock=5, hold_seconds=60)
+    a = server.take(s, user="alice", request_id="ra").body
+    b = server.take(s, user="bob", qty=2).body
+    assert server.take(s, user="alice", request_id="ra").status == 200  # a replay writes nothing
+    assert server.adm("POST", f"/v1/sales/{s}/orders/{a['order']}/confirm").status == 200
+    assert server.adm("POST", f"/v1/sales/{s}/orders/{a['order']}/confirm").status == 200  # nothing
+    assert server.adm("POST", f"/v1/sales/{s}/orders/{b['order']}/cancel").status == 200
+    assert server.adm("POST", f"/v1/sales/{s}/orders/{a['order']}/cancel").status == 200  # a refund
+    got = [(e["event"], e["order"], e["user"], e["qty"], e["status"], e["request_id"]) for e in stream(store.redis.port, s)]
+    assert got == [
+        ("taken", a["order"], "alice", "1", "held", "ra"),
+        ("taken", b["order"], "bob", "2", "held", ""),
+        ("confirmed", a["order"], "alice", "1", "confirmed", "ra"),
+        ("cancelled", b["order"], "bob", "2", "cancelled", ""),
+        ("cancelled", a["order"], "alice", "1", "cancelled", "ra"),
+    ], got
+    e = stream(store.redis.port, s)[0]
+    assert e["created_at"] == str(a["created_at"]) and e["expires_at"] == str(a["expires_at"])
+
+
+@redis_only
+def test_script_flush_in_the_middle_of_traffic(server, store, sale_id):
+    s = sale_id()
+    stock = 1500
+    server.put_sale(s, stock=stock, per_user_limit=1)
+    stop = threading.Event()
+    flushes = []
+
+    def flusher():
+        while not stop.is_set():
+            cli(store.redis.port, "SCRIPT", "FLUSH")
+            flushes.append(1)
+            time.sleep(0.05)
+
+    t = threading.Thread(target=flusher)
+    t.start()
+    try:
+        reqs = [("POST", f"/v1/sales/{s}/orders", {"user": f"u{i}", "request_id": f"r{i}"}) for i in range(2000)]
+        res = storm(server.public_port, reqs, threads=32)
+    finally:
+        stop.set()
+        t.join(10)
+    assert len(flushes) >= 3
+    codes = [c for c, _ in res]
+    assert codes.count(201) == stock, {c: codes.count(c) for c in set(codes)}
+    assert all(c == 409 for c in codes if c != 201), {c: codes.count(c) for c in set(codes)}
+    assert server.sale(s)["sold"] == stock
+    assert len(server.orders(s)) == stock
+
+
+@redis_only
+def test_starts_with_redis_down_and_recovers(make_server, store, sale_id):
+    store.redis.stop()
+    srv = make_server()  # starts although the store is unreachable
+    deadline = time.monotonic() + 3
+    while srv.pub("GET", "/healthz").status != 503:
+        assert time.monotonic() < deadline, "healthz is not 503 while Redis is down"
+        time.sleep(0.1)
+    assert_error(srv.adm("PUT", "/v1/sales/x", {"stock": 1}), 503, "unavailable")
+    store.redis.restart_same_port()
+    deadline = time.monotonic() + 6
+    while srv.pub("GET", "/healthz").status != 200:
+        assert time.monotonic() < deadline, "healthz not back within 5 s of Redis's start"
+        time.sleep(0.1)
+    s = sale_id()
+    srv.put_sale(s, stock=2)
+    assert srv.take(s, user="u").status == 201
+
+
+@pytest.mark.parametrize("how", ["url", "env"])
+def test_password_in_url_or_environment(tmp_path, how):
+    r = Redis(str(tmp_path))
+    r.start()
+    try:
+        cli(r.port, "CONFIG", "SET", "requirepass", "s3cr:et")
+        if how == "url":
+            srv = Server(f"redis://:s3cr%3Aet@{HOST}:{r.port}", str(tmp_path))
+        else:
+            srv = Server(f"redis://{HOST}:{r.port}", str(tmp_path), env={"SECKILL_REDIS_PASSWORD": "s3cr:et"})
+        srv.start()
+        try:
+            deadline = time.monotonic() + 5
+            while srv.pub("GET", "/healthz").status != 200:
+                assert time.monotonic() < deadline, srv.stderr_tail()
+                time.sleep(0.1)
+            assert srv.adm("PUT", "/v1/sales/pw", {"stock": 1}).status == 201
+            assert srv.take("pw", user="u").status == 201
+            assert cli(r.port, "HGET", "sk:{pw}", "sold", password="s3cr:et").strip() == "1"
+            # the password never reaches the logs
+            assert "s3cr" not in srv.stderr_tail(100000)
+        finally:
+            assert srv.stop() == 0
+    finally:
+        r.stop()
