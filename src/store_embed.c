@@ -608,6 +608,24 @@ out:
     sk_store_complete(req);
 }
 
+/* An order from a row whose first columns are ORDER_COLS; its id from column idcol (< 0: none). */
+static void row_to_order(sqlite3_stmt *st, const char *sale, int idcol, sk_order_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    snprintf(o->sale, sizeof(o->sale), "%s", sale);
+    o->id = idcol >= 0 ? (uint64_t)sqlite3_column_int64(st, idcol) : 0;
+    o->user = sqlite3_column_type(st, 0) == SQLITE_NULL
+                  ? NULL
+                  : sk_strndup((const char *)sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+    o->qty = sqlite3_column_int64(st, 1);
+    o->status = sk_order_status_parse((const char *)sqlite3_column_text(st, 2));
+    o->request_id = sqlite3_column_type(st, 3) == SQLITE_NULL
+                        ? NULL
+                        : sk_strndup((const char *)sqlite3_column_text(st, 3), (size_t)sqlite3_column_bytes(st, 3));
+    o->created_at = sqlite3_column_int64(st, 4);
+    o->expires_at = column_time(st, 5);
+}
+
 /* Reads an order through the committer's connection. Returns 1 when found. */
 static int read_order(sqlite3 *db, sqlite3_stmt *st, const char *sale, uint64_t id, sk_order_t *o)
 {
@@ -616,20 +634,8 @@ static int read_order(sqlite3 *db, sqlite3_stmt *st, const char *sale, uint64_t 
     sqlite3_bind_int64(st, 2, (sqlite3_int64)id);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        memset(o, 0, sizeof(*o));
-        snprintf(o->sale, sizeof(o->sale), "%s", sale);
+        row_to_order(st, sale, -1, o);
         o->id = id;
-        o->user = sqlite3_column_type(st, 0) == SQLITE_NULL
-                      ? NULL
-                      : sk_strndup((const char *)sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
-        o->qty = sqlite3_column_int64(st, 1);
-        o->status = sk_order_status_parse((const char *)sqlite3_column_text(st, 2));
-        o->request_id = sqlite3_column_type(st, 3) == SQLITE_NULL
-                            ? NULL
-                            : sk_strndup((const char *)sqlite3_column_text(st, 3),
-                                         (size_t)sqlite3_column_bytes(st, 3));
-        o->created_at = sqlite3_column_int64(st, 4);
-        o->expires_at = column_time(st, 5);
         found = 1;
     } else if (rc != SQLITE_DONE) {
         sk_log(SK_LOG_ERROR, "event=sqlite_error error=\"%s\"", sqlite3_errmsg(db));
@@ -839,22 +845,6 @@ static void *committer_main(void *arg)
 
 static const char *const ORDER_COLS = "user, qty, status, request_id, created_at, expires_at";
 
-static void row_to_order(sqlite3_stmt *st, const char *sale, int idcol, sk_order_t *o)
-{
-    memset(o, 0, sizeof(*o));
-    snprintf(o->sale, sizeof(o->sale), "%s", sale);
-    o->id = (uint64_t)sqlite3_column_int64(st, idcol);
-    o->user = sqlite3_column_type(st, 0) == SQLITE_NULL
-                  ? NULL
-                  : sk_strndup((const char *)sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
-    o->qty = sqlite3_column_int64(st, 1);
-    o->status = sk_order_status_parse((const char *)sqlite3_column_text(st, 2));
-    o->request_id = sqlite3_column_type(st, 3) == SQLITE_NULL
-                        ? NULL
-                        : sk_strndup((const char *)sqlite3_column_text(st, 3), (size_t)sqlite3_column_bytes(st, 3));
-    o->created_at = sqlite3_column_int64(st, 4);
-    o->expires_at = column_time(st, 5);
-}
 
 static int read_orders(worker_local_t *w, sk_store_req_t *req)
 {

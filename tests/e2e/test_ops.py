@@ -50,8 +50,9 @@ def test_metrics_after_known_traffic(server, sale_id):
     assert metric(t, "seckill_sale_remaining", f'{{sale="{s}"}}') == 0
     assert metric(t, "seckill_store_up", '{store="%s"}' % ("sqlite" if "sqlite" in server.store_url else "redis")) == 1
     if "redis" in server.store_url:
-        # every take but the last sold-out one (answered by the sold-out cache) went to Redis
-        assert metric(t, "seckill_redis_take_batch_size_sum") in (6, 7)
+        # every take went to Redis but the sold-out ones after a worker learned "sold out" from
+        # a reply (each worker has its own sold-out cache): 5 to 7 of the 7
+        assert metric(t, "seckill_redis_take_batch_size_sum") in (5, 6, 7)
         assert 1 <= metric(t, "seckill_redis_take_batch_size_count") <= 7
         assert metric(t, "seckill_redis_script_calls_total") >= metric(t, "seckill_redis_take_batch_size_count")
     else:
