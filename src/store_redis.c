@@ -35,6 +35,9 @@
 #include "store.h"
 #include "util.h"
 
+/* take script calls for one sale in flight at once on one connection: with two, one batch fills
+ * while the other waits for Redis's fsync (appendfsync always), and Redis fsyncs both together */
+#define PIPELINE 2
 #define BATCH_MAX 128          /* takes per script call (SECKILL_REDIS_BATCH may lower it) */
 #define SOLDOUT_TTL_MS 250     /* how long a learned sold-out is trusted while connected */
 #define BG_TICK_MS 100         /* worker 0's background timer */
@@ -542,7 +545,7 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         ws_forget(ws);
 
     /* keep the pipe busy before answering */
-    if (ws->qlen > 0 && ws->inflight == 0)
+    if (ws->qlen > 0 && ws->inflight < PIPELINE)
         ws_flush(w, ws);
 
     size_t i = 0;
@@ -576,7 +579,7 @@ static int submit_take(worker_t *w, sk_store_req_t *req)
     *ws->qtail = req;
     ws->qtail = &req->next;
     ws->qlen++;
-    if (ws->inflight == 0 || ws->qlen >= w->r->batch_max)
+    if (ws->inflight < PIPELINE || ws->qlen >= w->r->batch_max)
         ws_flush(w, ws);
     return 0;
 }
