@@ -261,3 +261,19 @@ def test_systemd_unit_verifies():
         p = subprocess.run([tool, "verify", path], capture_output=True, text=True, timeout=60)
     problems = [l for l in (p.stdout + p.stderr).splitlines() if "seckilld.service" in l]
     assert p.returncode == 0 and not problems, p.stdout + p.stderr
+
+
+@sqlite_only
+@pytest.mark.parametrize("trust", [True, False])
+def test_rate_limit_client_from_x_forwarded_for(make_server, trust):
+    """With --trust-proxy the client is the first X-Forwarded-For address; without it the header
+    is ignored and every request comes from the same peer."""
+    srv = make_server(["--rate-limit", "2", "--rate-burst", "2"] + (["--trust-proxy"] if trust else []))
+    def get(xff):
+        return srv.pub("GET", "/healthz", headers={"X-Forwarded-For": xff}).status
+    a = [get("203.0.113.7, 10.0.0.1") for _ in range(3)]
+    b = get("198.51.100.9")
+    if trust:
+        assert (a, b) == ([200, 200, 429], 200), (a, b)
+    else:
+        assert (a, b) == ([200, 200, 429], 429), (a, b)
