@@ -541,7 +541,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                               H2O_STRLIT("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
                                   "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
                                   "frame-ancestors 'none'"));
-        reply(req, m.action, 200, "text/html; charset=utf-8", (const char *)sk_web_dashboard_html,
+        reply(req, m.action, 200, "text/html; charset=utf-8", sk_web_dashboard_html,
               sk_web_dashboard_html_len);
         return 0;
     case SK_A_EVENTS:

@@ -13,8 +13,8 @@
 
 #define SK_DASHBOARD_TICK_MS 500
 
-/* The page, generated from src/web/dashboard.html by src/web/embed.cmake (NUL-terminated). */
-extern const unsigned char sk_web_dashboard_html[];
+/* The page, generated from src/web/dashboard.html by cmake/embed.cmake (NUL-terminated). */
+extern const char sk_web_dashboard_html[];
 extern const size_t sk_web_dashboard_html_len;
 
 /* 1 when the query string (without '?') has a `token` parameter whose percent-decoded value is
