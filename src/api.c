@@ -64,6 +64,15 @@ static int64_t elapsed_us(h2o_req_t *req)
            (now.tv_usec - req->timestamps.request_begin_at.tv_usec);
 }
 
+/* The client's numeric address into host (NI_MAXHOST bytes), or `otherwise` when unknown. */
+static void peer_host(h2o_req_t *req, char *host, const char *otherwise)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+    if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host) == SIZE_MAX)
+        snprintf(host, NI_MAXHOST, "%s", otherwise);
+}
+
 /* The outcome of the request being answered, for the access log (set just before reply()). */
 static __thread const char *tl_outcome;
 
@@ -73,11 +82,8 @@ static void account(h2o_req_t *req, int action, int status)
     int64_t us = elapsed_us(req);
     sk_metrics_request(action, status, us);
     if (sk_accesslog_enabled()) {
-        char host[NI_MAXHOST] = "-";
-        struct sockaddr_storage ss;
-        socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-        if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host) == SIZE_MAX)
-            strcpy(host, "-");
+        char host[NI_MAXHOST];
+        peer_host(req, host, "-");
         /* dashboard: an admin token may ride in the query (?token=, for EventSource); never log it */
         size_t plen = req->path.len;
         const char *q = memchr(req->path.base, '?', plen);
@@ -138,37 +144,6 @@ static void reply_error(h2o_req_t *req, int action, int err, const char *message
     reply_json(req, action, status, json_pack("{s:s, s:s}", "error", sk_err_code(err), "message", message));
 }
 
-static json_t *time_or_null(int64_t t)
-{
-    return t == SK_NO_TIME ? json_null() : json_integer(t);
-}
-
-static json_t *string_or_null(const char *s)
-{
-    return s ? json_string(s) : json_null();
-}
-
-static json_t *order_json(const sk_order_t *o, int64_t now)
-{
-    char id[24];
-    snprintf(id, sizeof(id), "%llu", (unsigned long long)o->id);
-    return json_pack("{s:s, s:s, s:o, s:I, s:s, s:o, s:I, s:o}", "sale", o->sale, "order", id, "user",
-                     string_or_null(o->user), "qty", (json_int_t)o->qty, "status",
-                     sk_order_status_name(sk_order_effective(o->status, o->expires_at, now)), "request_id",
-                     string_or_null(o->request_id), "created_at", (json_int_t)o->created_at, "expires_at",
-                     time_or_null(o->expires_at));
-}
-
-static json_t *sale_json(const sk_sale_view_t *v, int64_t now)
-{
-    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:s}", "sale", v->id, "stock",
-                     (json_int_t)v->conf.stock, "sold", (json_int_t)v->sold, "held", (json_int_t)v->held, "remaining",
-                     (json_int_t)sk_sale_remaining(v), "per_user_limit", (json_int_t)v->conf.per_user_limit,
-                     "hold_seconds", (json_int_t)v->conf.hold_seconds, "starts_at", time_or_null(v->conf.starts_at),
-                     "ends_at", time_or_null(v->conf.ends_at), "state",
-                     sk_sale_state_name(sk_sale_state(v, now)));
-}
-
 static void csv_field(sk_buf_t *b, const char *s)
 {
     if (s == NULL)
@@ -225,10 +200,16 @@ static void answer(h2o_req_t *req, call_t *c)
         reply(req, c->action, 200, "application/json", buf, sk_render_sale(buf, &s->view, now));
         return;
     case SK_A_SALE_LIST: {
-        json_t *a = json_array();
-        for (size_t i = 0; i < s->nviews; i++)
-            json_array_append_new(a, sale_json(&s->views[i], now));
-        reply_json(req, c->action, 200, json_pack("{s:o}", "sales", a));
+        sk_buf_t b = {0};
+        sk_buf_append(&b, "{\"sales\":[", 10);
+        for (size_t i = 0; i < s->nviews; i++) {
+            if (i > 0)
+                sk_buf_append(&b, ",", 1);
+            sk_buf_append(&b, buf, sk_render_sale(buf, &s->views[i], now));
+        }
+        sk_buf_append(&b, "]}", 2);
+        reply(req, c->action, 200, "application/json", b.p, b.len);
+        sk_buf_dispose(&b);
         return;
     }
     case SK_A_ORDER_GET:
@@ -262,11 +243,19 @@ static void answer(h2o_req_t *req, call_t *c)
             sk_buf_dispose(&b);
             return;
         }
-        json_t *a = json_array();
-        for (size_t i = 0; i < s->norders; i++)
-            json_array_append_new(a, order_json(&s->orders[i], now));
-        reply_json(req, c->action, 200,
-                   json_pack("{s:o, s:o}", "orders", a, "next", s->more ? json_string(next) : json_null()));
+        sk_buf_t b = {0};
+        sk_buf_append(&b, "{\"orders\":[", 11);
+        for (size_t i = 0; i < s->norders; i++) {
+            if (i > 0)
+                sk_buf_append(&b, ",", 1);
+            sk_buf_append(&b, buf, sk_render_order(buf, &s->orders[i], now));
+        }
+        if (s->more)
+            sk_buf_printf(&b, "],\"next\":\"%s\"}", next);
+        else
+            sk_buf_append(&b, "],\"next\":null}", 14);
+        reply(req, c->action, 200, "application/json", b.p, b.len);
+        sk_buf_dispose(&b);
         return;
     }
     default:
@@ -373,11 +362,8 @@ static int rate_limited(sk_server_t *srv, h2o_req_t *req, const char *user, size
                 n--;
             klen = (size_t)snprintf(key, sizeof(key), "a:%.*s", (int)(n > 100 ? 100 : n), v.base);
         } else {
-            struct sockaddr_storage ss;
-            socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
             char host[NI_MAXHOST];
-            if (sl == 0 || h2o_socket_getnumerichost((struct sockaddr *)&ss, sl, host) == SIZE_MAX)
-                snprintf(host, sizeof(host), "unknown");
+            peer_host(req, host, "unknown");
             klen = (size_t)snprintf(key, sizeof(key), "a:%s", host);
         }
     }

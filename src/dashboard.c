@@ -19,16 +19,16 @@
  *     does not read would hold its write (and so the drain) for ever: after STOP_GRACE_MS its
  *     socket is shut down, the write fails, and h2o releases the request as for a vanished client.
  *
- * The numbers are those of /metrics: the take outcome counters are read from the very text
- * sk_metrics_render produces, so the two cannot disagree. */
+ * The numbers are those of /metrics: the take outcome counters come from sk_metrics_each_take,
+ * which also writes them into /metrics, so the two cannot disagree. */
 #include "dashboard.h"
-#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include "error.h"
 #include "log.h"
 #include "metrics.h"
+#include "render.h"
 #include "util.h"
 
 /* One snapshot message ("data: {...}\n\n"), refcounted, shared by the streams sending it. */
@@ -80,69 +80,74 @@ static void msg_release(msg_t **m)
 
 /* -- the snapshot */
 
-/* {"won": N, ...}: every `seckill_takes_total{outcome="X"} N` line of the metrics text. */
-static json_t *takes_json(void)
+typedef struct {
+    const char *name[SK_ERR_COUNT + 2];
+    uint64_t n[SK_ERR_COUNT + 2];
+    size_t count;
+} takes_t;
+
+static void collect_take(const char *outcome, uint64_t n, void *arg)
 {
-    static const char prefix[] = "seckill_takes_total{outcome=\"";
-    json_t *o = json_object();
-    sk_buf_t b = {0};
-    for (size_t i = 0; i < sizeof(OUTCOMES) / sizeof(OUTCOMES[0]); i++)
-        json_object_set_new(o, OUTCOMES[i], json_integer(0));
-    sk_metrics_render(&b);
-    sk_buf_append(&b, "", 1); /* NUL-terminate */
-    for (const char *p = b.p; (p = strstr(p, prefix)) != NULL;) {
-        const char *name = p + sizeof(prefix) - 1, *q = strchr(name, '"');
-        if (q == NULL || q[1] != '}' || q[2] != ' ')
-            break;
-        char key[64];
-        size_t n = (size_t)(q - name);
-        if (n < sizeof(key)) {
-            memcpy(key, name, n);
-            key[n] = '\0';
-            json_object_set_new(o, key, json_integer((json_int_t)strtoll(q + 3, NULL, 10)));
-        }
-        p = q;
+    takes_t *t = arg;
+    if (t->count < sizeof(t->n) / sizeof(t->n[0])) {
+        t->name[t->count] = outcome;
+        t->n[t->count++] = n;
     }
-    sk_buf_dispose(&b);
-    return o;
 }
 
-static json_t *time_or_null(int64_t t)
+/* "takes": {"won": N, ...}: the charted outcomes first (zero or not), then any other that
+ * /metrics shows, with the same numbers (sk_metrics_each_take serves both). */
+static void put_takes(sk_buf_t *b)
 {
-    return t == SK_NO_TIME ? json_null() : json_integer(t);
+    takes_t t = {.count = 0};
+    const char *sep = "";
+    sk_metrics_each_take(collect_take, &t);
+    sk_buf_printf(b, "\"takes\":{");
+    for (size_t i = 0; i < sizeof(OUTCOMES) / sizeof(OUTCOMES[0]); i++) {
+        uint64_t n = 0;
+        for (size_t k = 0; k < t.count; k++)
+            if (strcmp(t.name[k], OUTCOMES[i]) == 0)
+                n = t.n[k];
+        sk_buf_printf(b, "%s\"%s\":%llu", sep, OUTCOMES[i], (unsigned long long)n);
+        sep = ",";
+    }
+    for (size_t k = 0; k < t.count; k++) {
+        size_t i = 0;
+        while (i < sizeof(OUTCOMES) / sizeof(OUTCOMES[0]) && strcmp(t.name[k], OUTCOMES[i]) != 0)
+            i++;
+        if (i == sizeof(OUTCOMES) / sizeof(OUTCOMES[0]))
+            sk_buf_printf(b, ",\"%s\":%llu", t.name[k], (unsigned long long)t.n[k]);
+    }
+    sk_buf_append(b, "}", 1);
 }
 
-/* The same object as GET /v1/sales/{sale}. */
-static json_t *sale_json(const sk_sale_view_t *v, int64_t now)
-{
-    return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:s}", "sale", v->id, "stock",
-                     (json_int_t)v->conf.stock, "sold", (json_int_t)v->sold, "held", (json_int_t)v->held, "remaining",
-                     (json_int_t)sk_sale_remaining(v), "per_user_limit", (json_int_t)v->conf.per_user_limit,
-                     "hold_seconds", (json_int_t)v->conf.hold_seconds, "starts_at", time_or_null(v->conf.starts_at),
-                     "ends_at", time_or_null(v->conf.ends_at), "state", sk_sale_state_name(sk_sale_state(v, now)));
-}
-
+/* One message: "data: " and the snapshot object, compact JSON (no newline), then a blank line.
+ * Sales are the objects of GET /v1/sales/{sale} (render.c); names and codes need no escaping. */
 static msg_t *snapshot(dashboard_t *d)
 {
     const sk_store_req_t *s = &d->list;
     sk_store_t *st = d->w->server->store;
-    json_t *sales = json_null();
+    sk_buf_t b = {0};
+    char sale[SK_RENDER_MAX];
+    sk_buf_printf(&b, "data: {\"time_ms\":%lld,\"interval_ms\":%d,\"store\":{\"name\":\"%s\",\"up\":%s},",
+                  (long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, st->ops->name,
+                  st->ops->healthy(st) ? "true" : "false");
+    put_takes(&b);
     if (s->err == 0) {
-        sales = json_array();
-        for (size_t i = 0; i < s->nviews; i++)
-            json_array_append_new(sales, sale_json(&s->views[i], s->now_ms / 1000));
+        sk_buf_append(&b, ",\"sales\":[", 10);
+        for (size_t i = 0; i < s->nviews; i++) {
+            if (i > 0)
+                sk_buf_append(&b, ",", 1);
+            sk_buf_append(&b, sale, sk_render_sale(sale, &s->views[i], s->now_ms / 1000));
+        }
+        sk_buf_append(&b, "],\"error\":null}\n\n", 17);
+    } else {
+        sk_buf_printf(&b, ",\"sales\":null,\"error\":\"%s\"}\n\n", sk_err_code(s->err));
     }
-    json_t *o = json_pack("{s:I, s:i, s:{s:s, s:b}, s:o, s:o, s:o}", "time_ms", (json_int_t)sk_now_ms(), "interval_ms",
-                          SK_DASHBOARD_TICK_MS, "store", "name", st->ops->name, "up", st->ops->healthy(st), "takes",
-                          takes_json(), "sales", sales, "error",
-                          s->err == 0 ? json_null() : json_string(sk_err_code(s->err)));
-    size_t n = json_dumpb(o, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    msg_t *m = h2o_mem_alloc_shared(NULL, sizeof(*m) + n + 8, NULL);
-    memcpy(m->data, "data: ", 6);
-    json_dumpb(o, m->data + 6, n, JSON_COMPACT | JSON_PRESERVE_ORDER); /* compact JSON has no newline */
-    memcpy(m->data + 6 + n, "\n\n", 2);
-    m->len = 6 + n + 2;
-    json_decref(o);
+    msg_t *m = h2o_mem_alloc_shared(NULL, sizeof(*m) + b.len, NULL);
+    memcpy(m->data, b.p, b.len);
+    m->len = b.len;
+    sk_buf_dispose(&b);
     return m;
 }
 

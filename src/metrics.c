@@ -159,6 +159,22 @@ static void histogram(sk_buf_t *o, const char *name, const char *labels, const i
     sk_buf_printf(o, "%s_sum %g\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
 }
 
+void sk_metrics_each_take(void (*cb)(const char *outcome, uint64_t n, void *arg), void *arg)
+{
+    cb("won", SUM(takes[0]), arg);
+    cb("replayed", SUM(takes[SK_ERR_COUNT + 1]), arg);
+    for (int i = 1; i <= SK_ERR_COUNT; i++) {
+        uint64_t v = SUM(takes[i]);
+        if (v != 0 || i == SK_ESOLD_OUT - SK_ERR_FIRST_ || i == SK_EUSER_LIMIT - SK_ERR_FIRST_)
+            cb(sk_err_code(SK_ERR_FIRST_ + i), v, arg);
+    }
+}
+
+static void take_line(const char *outcome, uint64_t n, void *arg)
+{
+    sk_buf_printf(arg, "seckill_takes_total{outcome=\"%s\"} %llu\n", outcome, (unsigned long long)n);
+}
+
 void sk_metrics_render(sk_buf_t *o)
 {
     sk_buf_printf(o, "# HELP seckill_requests_total HTTP requests answered, by route and status.\n"
@@ -173,14 +189,7 @@ void sk_metrics_render(sk_buf_t *o)
         }
     sk_buf_printf(o, "# HELP seckill_takes_total Take outcomes, by error code (won for a new order).\n"
                      "# TYPE seckill_takes_total counter\n");
-    sk_buf_printf(o, "seckill_takes_total{outcome=\"won\"} %llu\n", (unsigned long long)SUM(takes[0]));
-    sk_buf_printf(o, "seckill_takes_total{outcome=\"replayed\"} %llu\n", (unsigned long long)SUM(takes[SK_ERR_COUNT + 1]));
-    for (int i = 1; i <= SK_ERR_COUNT; i++) {
-        uint64_t v = SUM(takes[i]);
-        if (v != 0 || i == SK_ESOLD_OUT - SK_ERR_FIRST_ || i == SK_EUSER_LIMIT - SK_ERR_FIRST_)
-            sk_buf_printf(o, "seckill_takes_total{outcome=\"%s\"} %llu\n", sk_err_code(SK_ERR_FIRST_ + i),
-                          (unsigned long long)v);
-    }
+    sk_metrics_each_take(take_line, o);
     sk_buf_printf(o, "# HELP seckill_request_duration_seconds Time from request to reply.\n"
                      "# TYPE seckill_request_duration_seconds histogram\n");
     counter_t lat[NLAT];

@@ -22,6 +22,10 @@ void sk_metrics_commit(size_t n, int64_t ms, int ok);
 /* One Redis script call carrying `takes` takes (0 for scripts other than take). */
 void sk_metrics_script(size_t takes);
 
+/* Calls cb for each take outcome that /metrics shows (won, replayed, sold_out, user_limit and
+ * every other error code seen), with its count summed over the threads. */
+void sk_metrics_each_take(void (*cb)(const char *outcome, uint64_t n, void *arg), void *arg);
+
 /* Appends every counter in Prometheus text format. */
 void sk_metrics_render(sk_buf_t *out);
 

@@ -193,11 +193,9 @@ static stripe_t *stripe_of(esale_t *s, uint64_t hash)
     return &s->stripes[(hash >> 58) & (NSTRIPES - 1)];
 }
 
-/* Adds `delta` units to a user's taken count (creating the entry). */
-static void user_add(esale_t *s, const char *user, size_t len, uint64_t h, int64_t delta)
+/* A user's entry in its stripe (whose lock the caller holds), created at 0 when absent. */
+static user_t *user_get(stripe_t *st, const char *user, size_t len, uint64_t h)
 {
-    stripe_t *st = stripe_of(s, h);
-    pthread_mutex_lock(&st->lock);
     user_t *u = (user_t *)sk_map_find(&st->users, h, user, len);
     if (u == NULL) {
         u = sk_malloc(sizeof(*u) + len + 1);
@@ -207,7 +205,15 @@ static void user_add(esale_t *s, const char *user, size_t len, uint64_t h, int64
         u->taken = 0;
         sk_map_insert(&st->users, &u->node, h);
     }
-    u->taken += delta;
+    return u;
+}
+
+/* Adds `delta` units to a user's taken count (creating the entry). */
+static void user_add(esale_t *s, const char *user, size_t len, uint64_t h, int64_t delta)
+{
+    stripe_t *st = stripe_of(s, h);
+    pthread_mutex_lock(&st->lock);
+    user_get(st, user, len, h)->taken += delta;
     pthread_mutex_unlock(&st->lock);
 }
 
@@ -286,17 +292,8 @@ static int decide(esale_t *s, sk_store_req_t *req, const sk_sale_conf_t *conf)
     pthread_mutex_lock(&st->lock);
     user_t *u = (user_t *)sk_map_find(&st->users, h, req->user, req->user_len);
     if ((rc = sk_sale_check_user(conf->per_user_limit, u ? u->taken : 0, req->qty)) == 0 &&
-        (rc = reserve(s, req->qty)) == 0) {
-        if (u == NULL) {
-            u = sk_malloc(sizeof(*u) + req->user_len + 1);
-            memcpy(u->key, req->user, req->user_len);
-            u->key[req->user_len] = '\0';
-            u->node = (sk_map_node_t){u->key, (uint32_t)req->user_len};
-            u->taken = 0;
-            sk_map_insert(&st->users, &u->node, h);
-        }
-        u->taken += req->qty;
-    }
+        (rc = reserve(s, req->qty)) == 0)
+        (u ? u : user_get(st, req->user, req->user_len, h))->taken += req->qty;
     pthread_mutex_unlock(&st->lock);
     return rc;
 }

@@ -82,28 +82,8 @@ class Redis:
         self.proc = None
         self.log = os.path.join(self.dir, "redis.log")
 
-    def start(self):
-        last = None
-        for _ in range(5):  # the picked port may be taken in between: retry on a new one
-            self.port = free_port()
-            self.proc = subprocess.Popen(
-                [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--appendonly", "yes",
-                 "--appendfsync", "always", "--dir", self.dir, "--save", "", "--daemonize", "no",
-                 "--logfile", self.log],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                preexec_fn=_pdeathsig)
-            _track(self.proc)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                if self.ping():
-                    return self
-                time.sleep(0.02)
-            last = self._log_tail()
-            self.stop()
-        raise RuntimeError(f"redis-server did not start: {last}")
-
-    def restart_same_port(self):
-        """Start again on the same port and directory (the AOF brings the data back)."""
+    def _spawn(self):
+        """Runs redis-server on self.port; True once it answers PING (within 10 s)."""
         self.proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--appendonly", "yes",
              "--appendfsync", "always", "--dir", self.dir, "--save", "", "--daemonize", "no",
@@ -114,8 +94,24 @@ class Redis:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and self.proc.poll() is None:
             if self.ping():
-                return self
+                return True
             time.sleep(0.02)
+        return False
+
+    def start(self):
+        last = None
+        for _ in range(5):  # the picked port may be taken in between: retry on a new one
+            self.port = free_port()
+            if self._spawn():
+                return self
+            last = self._log_tail()
+            self.stop()
+        raise RuntimeError(f"redis-server did not start: {last}")
+
+    def restart_same_port(self):
+        """Start again on the same port and directory (the AOF brings the data back)."""
+        if self._spawn():
+            return self
         raise RuntimeError(f"redis-server did not restart: {self._log_tail()}")
 
     def ping(self):
