@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libh2o-evloop-dev libssl-dev zlib1g-dev libhiredis-dev libsqlite3-dev sqlite3
-      libjansson-dev libcmocka-dev redis-server python3 python3-pytest curl apache2-utils wrk)
+      libjansson-dev libmimalloc-dev libcmocka-dev redis-server python3 python3-pytest curl apache2-utils wrk)
 # shellcheck disable=SC2206
 pkgs+=(${SK_DEPS_EXTRA:-})
 missing=()

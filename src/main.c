@@ -4,6 +4,9 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#ifdef SK_MIMALLOC
+#include <mimalloc.h>
+#endif
 
 int main(int argc, char **argv)
 {
@@ -30,6 +33,12 @@ int main(int argc, char **argv)
         sk_config_dispose(&cfg);
         return 1;
     }
+#ifdef SK_MIMALLOC
+    int v = mi_version(); /* also keeps the link to libmimalloc under --as-needed */
+    sk_log(SK_LOG_INFO, "event=allocator name=mimalloc version=%d.%d.%d", v / 100, v / 10 % 10, v % 10);
+#else
+    sk_log(SK_LOG_INFO, "event=allocator name=libc");
+#endif
     rc = sk_server_run(&cfg);
     sk_config_dispose(&cfg);
     return rc;
