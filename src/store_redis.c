@@ -35,9 +35,13 @@
 #include "store.h"
 #include "util.h"
 
-/* take script calls for one sale in flight at once on one connection: with two, one batch fills
- * while the other waits for Redis's fsync (appendfsync always), and Redis fsyncs both together */
+/* Take script calls for one sale in flight at once on one connection. A first call goes out at
+ * once; a second only when PIPELINE_MIN takes wait for it (or when the first comes back), so that
+ * a busy sale keeps Redis fed while it fsyncs, but a small batch does not cost Redis an event-loop
+ * turn and an fsync of its own: with a second call for every waiting take, 64 connections
+ * settled into batches of 62 and 1 taking turns (docs/redis.md, "Coalescing"). */
 #define PIPELINE 2
+#define PIPELINE_MIN 32
 #define BATCH_MAX 128          /* takes per script call (SECKILL_REDIS_BATCH may lower it) */
 #define SOLDOUT_TTL_MS 250     /* how long a learned sold-out is trusted while connected */
 #define BG_TICK_MS 100         /* worker 0's background timer */
@@ -80,7 +84,7 @@ enum rcode_e {
 };
 
 /* Every script gets these keys of its sale, in this order (common.lua's K). */
-static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":rids", ":seq"};
+static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":rids", ":seq", ":orders"};
 #define NKEYS (sizeof(KEY_SUFFIX) / sizeof(KEY_SUFFIX[0]))
 static const char SALES_KEY[] = "sk:sales";     /* set of every sale id */
 static const char HOLDING_KEY[] = "sk:holding"; /* set of sales that ever had hold_seconds > 0 */
@@ -526,6 +530,13 @@ static void fill_take(sk_store_req_t *q, const long long *v)
     q->created = v[0] == RC_OK;
 }
 
+/* Whether the takes waiting for a sale go out now (see PIPELINE). */
+static int may_send(worker_t *w, wsale_t *ws)
+{
+    return ws->inflight == 0 || (ws->inflight < PIPELINE && ws->qlen >= PIPELINE_MIN) ||
+           ws->qlen >= w->r->batch_max;
+}
+
 static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
     enum { NHEAD = 6 };
@@ -545,7 +556,7 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         ws_forget(ws);
 
     /* keep the pipe busy before answering */
-    if (ws->qlen > 0 && ws->inflight < PIPELINE)
+    if (ws->qlen > 0 && may_send(w, ws))
         ws_flush(w, ws);
 
     size_t i = 0;
@@ -579,7 +590,7 @@ static int submit_take(worker_t *w, sk_store_req_t *req)
     *ws->qtail = req;
     ws->qtail = &req->next;
     ws->qlen++;
-    if (ws->inflight < PIPELINE || ws->qlen >= w->r->batch_max)
+    if (may_send(w, ws))
         ws_flush(w, ws);
     return 0;
 }

@@ -4,9 +4,8 @@
 --   "#!lua" (+ " flags=no-writes" for read-only scripts) .. common.lua .. <script>.lua
 -- so the helpers below are in scope in every script, and one SHA1 names each composition.
 --
--- Every script gets the same six keys of one sale, all with the sale as hash tag, so that one
--- sale lives in one Redis Cluster slot (an order's own hash, sk:{sale}:o:<id>, is named from
--- KEYS[1] and shares that tag). See docs/redis.md for the layout and the order stream.
+-- Every script gets the same seven keys of one sale, all with the sale as hash tag, so that one
+-- sale lives in one Redis Cluster slot. See docs/redis.md for the layout and the order stream.
 
 local K = {
   sale = KEYS[1],   -- hash: stock limit hold starts ends sold held  ('' = null time)
@@ -14,7 +13,8 @@ local K = {
   holds = KEYS[3],  -- sorted set: order id scored by expires_at, held orders only
   stream = KEYS[4], -- stream: one entry per order event (taken/confirmed/cancelled/expired)
   rids = KEYS[5],   -- hash: request_id -> order id, for ever
-  seq = KEYS[6],    -- string: the last order id given (INCR)
+  seq = KEYS[6],    -- string: the last order id given
+  orders = KEYS[7], -- hash: order id -> the order, packed (pack_order)
 }
 
 -- Result codes, mirrored by enum rcode_e in store_redis.c.
@@ -22,9 +22,10 @@ local R_OK, R_REPLAY, R_NO_SALE, R_NO_ORDER, R_BAD_REQUEST = 0, 1, 2, 3, 4
 local R_NOT_STARTED, R_ENDED, R_USER_LIMIT, R_SOLD_OUT, R_REUSED = 5, 6, 7, 8, 9
 local R_BELOW_TAKEN, R_NOT_HELD, R_CREATED = 10, 11, 12
 
--- An integer as Redis wants it: tostring() would print 2^53 as 9.007199254741e+15.
+-- An integer as Redis wants it: tostring() would print 2^53 as 9.007199254741e+15. '%d' formats a
+-- C long (64 bits), exact for every integer up to 2^53, and costs less than '%.0f'.
 local function num(n)
-  return string.format('%.0f', n)
+  return string.format('%d', n)
 end
 
 -- Redis's own clock, in milliseconds: every instance agrees on it. Scripts are replicated by
@@ -34,19 +35,29 @@ local function clock_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function order_key(id)
-  return K.sale .. ':o:' .. id
+-- An order as K.orders stores it: status, qty, created_at, expires_at, user, request_id, joined
+-- by tabs ('' for a null). user and request_id never hold a control character (src/parse.c), so
+-- a tab cannot be part of a field. One hash field per order, rather than a hash per order, lets a
+-- batch of takes write all its orders with one HSET.
+local function pack_order(o)
+  return o.status .. '\t' .. o.qty .. '\t' .. o.created_at .. '\t' .. o.expires_at .. '\t' .. o.user
+         .. '\t' .. o.request_id
+end
+
+-- The packed order v (from HGET/HMGET) as a table of strings, or nil when v is false.
+local function unpack_order(v)
+  if not v then
+    return nil
+  end
+  local status, qty, created, expires, user, rid =
+    string.match(v, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  return {user = user, qty = qty, status = status, request_id = rid, created_at = created,
+          expires_at = expires}
 end
 
 -- A stored order as a table of strings (user and request_id '' when absent), or nil.
 local function load_order(id)
-  local v = redis.call('HMGET', order_key(id), 'user', 'qty', 'status', 'request_id', 'created_at',
-                       'expires_at')
-  if not v[3] then
-    return nil
-  end
-  return {user = v[1] or '', qty = v[2], status = v[3], request_id = v[4] or '',
-          created_at = v[5], expires_at = v[6] or ''}
+  return unpack_order(redis.call('HGET', K.orders, id))
 end
 
 -- One stream entry: the order as it is after the event.
@@ -68,8 +79,8 @@ end
 
 -- Sets an order's status and tells the stream.
 local function set_status(id, o, status)
-  redis.call('HSET', order_key(id), 'status', status)
   o.status = status
+  redis.call('HSET', K.orders, id, pack_order(o))
   emit(status, id, o)
 end
 

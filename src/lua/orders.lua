@@ -10,17 +10,20 @@ local last = tonumber(redis.call('GET', K.seq) or '0')
 local limit = tonumber(ARGV[2])
 local id = tonumber(ARGV[1]) + 1
 local out = {R_OK, 0}
-local n = 0
-while id <= last and n < limit do
-  local o = load_order(num(id))
-  if o then
-    local r = order_reply(id, o)
-    for _, v in ipairs(r) do
-      out[#out + 1] = v
-    end
-    n = n + 1
-  end
+local ids = {}
+while id <= last and #ids < limit do
+  ids[#ids + 1] = num(id)
   id = id + 1
+end
+if #ids > 0 then
+  for i, v in ipairs(redis.call('HMGET', K.orders, unpack(ids))) do
+    local o = unpack_order(v)
+    if o then
+      for _, f in ipairs(order_reply(tonumber(ids[i]), o)) do
+        out[#out + 1] = f
+      end
+    end
+  end
 end
 if id <= last then
   out[2] = 1

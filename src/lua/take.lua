@@ -8,8 +8,8 @@
 -- The rules are those of src/sale.c, checked in the order of docs/API.md: user required,
 -- request id (a replay is answered even when sold out or ended), window, stock (sold out is
 -- sold out for everybody), the user's allowance.
--- The whole batch is decided first, reading only, then written: counters once per batch, an
--- order hash and a stream entry per new order.
+-- The whole batch is decided first, reading only, then written: every kind of key once per batch
+-- (the orders with one HSET, the users' totals with one HSET, ...), and a stream entry per order.
 local now_ms = clock_ms()
 local now = math.floor(now_ms / 1000)
 reap(now, 100)
@@ -31,12 +31,17 @@ if s.hold > 0 then
   -- the take's time rounded up to a whole second, plus hold_seconds
   expires = math.floor((now_ms + 999) / 1000) + s.hold
 end
+local status = s.hold > 0 and 'held' or 'confirmed'
+local created_at, expires_at = num(now), s.hold > 0 and num(expires) or ''
+local packed_tail = '\t' .. created_at .. '\t' .. expires_at .. '\t' -- pack_order's middle part
 local taken = {}    -- user -> units, as of now in this batch
 local added = {}    -- user -> units this batch adds
 local users = {}    -- the users of `added`, in order
 local new_rids = {} -- request_id -> {user, qty, id} of an order made by this batch
-local orders = {}   -- the new orders: {id, user, qty, rid}
-local results = {}
+local orders = {}   -- the new orders: id, user, qty, request_id (strings), 4 slots each
+local packed = {}   -- HSET arguments for K.orders: id, pack_order(order), ...
+-- the reply: the header (filled in at the end), then code, id, created_at, expires_at per take
+local out = {R_OK, 0, 0, 0, 0, 0}
 
 local function taken_by(user)
   local t = taken[user]
@@ -102,34 +107,49 @@ for i = 0, n - 1 do
     if rid ~= '' then
       new_rids[rid] = {user, qty, id}
     end
-    orders[#orders + 1] = {id, user, qty, rid}
+    local ids, qtys = num(id), ARGV[3 + 3 * i]
+    local k = #orders
+    orders[k + 1], orders[k + 2], orders[k + 3], orders[k + 4] = ids, user, qtys, rid
+    k = #packed
+    packed[k + 1], packed[k + 2] = ids, status .. '\t' .. qtys .. packed_tail .. user .. '\t' .. rid
   end
-  results[#results + 1] = code
-  results[#results + 1] = id
-  results[#results + 1] = created
-  results[#results + 1] = exp
+  local k = #out
+  out[k + 1], out[k + 2], out[k + 3], out[k + 4] = code, id, created, exp
 end
 
--- record
+-- record: one call per kind of key for the whole batch, and one stream entry per order
 if seq ~= seq0 then
-  local status = s.hold > 0 and 'held' or 'confirmed'
-  local created_at, expires_at = num(now), s.hold > 0 and num(expires) or ''
-  for _, o in ipairs(orders) do
-    local id = num(o[1])
-    local e = {user = o[2], qty = num(o[3]), status = status, request_id = o[4],
-               created_at = created_at, expires_at = expires_at}
-    redis.call('HSET', order_key(id), 'user', e.user, 'qty', e.qty, 'status', status,
-               'request_id', e.request_id, 'created_at', created_at, 'expires_at', expires_at)
+  local held, rids = {}, {}
+  for k = 1, #orders, 4 do
+    local id, user, qty, rid = orders[k], orders[k + 1], orders[k + 2], orders[k + 3]
     if s.hold > 0 then
-      redis.call('ZADD', K.holds, expires_at, id)
+      held[#held + 1] = expires_at
+      held[#held + 1] = id
     end
-    if e.request_id ~= '' then
-      redis.call('HSET', K.rids, e.request_id, id)
+    if rid ~= '' then
+      rids[#rids + 1] = rid
+      rids[#rids + 1] = id
     end
-    emit('taken', id, e)
+    redis.call('XADD', K.stream, '*', 'event', 'taken', 'order', id, 'user', user, 'qty', qty,
+               'status', status, 'request_id', rid, 'created_at', created_at,
+               'expires_at', expires_at)
   end
-  for _, u in ipairs(users) do
-    redis.call('HINCRBY', K.users, u, num(added[u]))
+  redis.call('HSET', K.orders, unpack(packed))
+  if #held > 0 then
+    redis.call('ZADD', K.holds, unpack(held))
+  end
+  if #rids > 0 then
+    redis.call('HSET', K.rids, unpack(rids))
+  end
+  if #users > 0 then
+    -- each user's new total: with a limit, taken[] already holds it; without one, read them all
+    local totals = {}
+    local stored = s.limit > 0 and {} or redis.call('HMGET', K.users, unpack(users))
+    for i, u in ipairs(users) do
+      totals[#totals + 1] = u
+      totals[#totals + 1] = num(s.limit > 0 and taken[u] or (tonumber(stored[i]) or 0) + added[u])
+    end
+    redis.call('HSET', K.users, unpack(totals))
   end
   redis.call('SET', K.seq, num(seq))
   if s.sold ~= sold0 then
@@ -149,8 +169,6 @@ local first = redis.call('ZRANGE', K.holds, 0, 0, 'WITHSCORES')
 if first[2] then
   next_deadline = tonumber(first[2])
 end
-local out = {R_OK, remaining, s.limit, s.ends or -1, next_deadline, window == R_OK and 1 or 0}
-for _, v in ipairs(results) do
-  out[#out + 1] = v
-end
+out[2], out[3], out[4], out[5], out[6] = remaining, s.limit, s.ends or -1, next_deadline,
+  window == R_OK and 1 or 0
 return out
