@@ -60,11 +60,16 @@ def load(out):
 
 
 def add_ratio(rows):
+    """x nginx: against the nginx run made just before (pair_ratio) when there is one, else
+    against nginx's own row at the same client and connection count."""
     ref = {(r["client"], r["conns"]): fnum(r["server_cpu_us_per_req"])
            for r in rows if r["target"] == "nginx"}
     for r in rows:
         cpu, base = fnum(r["server_cpu_us_per_req"]), ref.get((r["client"], r["conns"]))
-        r["cpu_ratio_to_nginx"] = "%.2f" % (cpu / base) if cpu is not None and base else ""
+        if fnum(r.get("pair_ratio") or "") is not None:
+            r["cpu_ratio_to_nginx"] = r["pair_ratio"]
+        else:
+            r["cpu_ratio_to_nginx"] = "%.2f" % (cpu / base) if cpu is not None and base else ""
     return rows
 
 
@@ -72,7 +77,7 @@ def write_csv(out, rows):
     cols = ["target", "scenario", "client", "conns", "seconds", "requests", "rps", "p50_ms", "p99_ms",
             "p999_ms", "errors", "unexpected", "server_cpu_us_per_req", "cpu_ratio_to_nginx",
             "store_cpu_us_per_req", "server_core_busy_pct", "client_core_busy_pct", "server_util_pct", "other_pct", "tries",
-            "check", "note"]
+            "pair_nginx_us", "check", "note", "runs", "cpu_range", "ratio_range"]
     with open(os.path.join(out, "results.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -137,6 +142,23 @@ def plots(out, rows):
     return made
 
 
+def cpu_cell(r):
+    """The CPU per request of the median run, and the range over the point's runs when it had several."""
+    cell = fmt(fnum(r["server_cpu_us_per_req"]), 2)
+    lo, _, hi = (r.get("cpu_range") or "").partition("-")
+    if int(r.get("runs") or 1) > 1 and fnum(lo) is not None and fnum(hi) is not None:
+        cell += " (%s-%s)" % (fmt(fnum(lo), 2), fmt(fnum(hi), 2))
+    return cell
+
+
+def ratio_cell(r):
+    cell = r["cpu_ratio_to_nginx"] or "-"
+    lo, _, hi = (r.get("ratio_range") or "").partition("-")
+    if int(r.get("runs") or 1) > 1 and fnum(lo) is not None and fnum(hi) is not None:
+        cell += " (%s-%s)" % (lo, hi)
+    return cell
+
+
 def table(rows, client):
     rs = [r for r in measured(rows) if r["client"] == client]
     if not rs:
@@ -151,8 +173,8 @@ def table(rows, client):
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s%% | %s |" % (
             r["target"], r["scenario"], r["conns"], fmt(fnum(r["rps"])),
             fmt(fnum(r["p50_ms"]), nd), fmt(fnum(r["p99_ms"]), nd), fmt(fnum(r["p999_ms"]), nd),
-            r["errors"], r["unexpected"], fmt(fnum(r["server_cpu_us_per_req"]), 2),
-            r["cpu_ratio_to_nginx"] or "-",
+            r["errors"], r["unexpected"], cpu_cell(r),
+            ratio_cell(r),
             fmt(fnum(r["store_cpu_us_per_req"]), 2) if r["store_cpu_us_per_req"] else "-",
             r["server_core_busy_pct"], r["check"].replace("|", "/")))
     return lines
@@ -244,8 +266,11 @@ def machine_lines(env):
                 env.get("seckilld", "?").replace("seckilld ", ""), env.get("git", "?"), env.get("nginx", "?").replace("nginx/", ""),
                 env.get("python", "?"), env.get("gunicorn", "?"), env.get("redis", "?"), env.get("sqlite", "?"),
                 env.get("wrk", "?"), env.get("ab", "?")),
-            "- run: %s, %s s per point, connections %s; temporary files (the SQLite order book, AOF) on %s" % (
-                env.get("date", "?"), env.get("seconds", "?"), env.get("conns", "?"), env.get("tmpfs", "?"))]
+            "- run: %s, %s runs of %s s per point (each row is the run with the median server CPU per request; "
+            "the range over the runs follows it in parentheses), connections %s; temporary files (the SQLite "
+            "order book, AOF) on %s" % (
+                env.get("date", "?"), env.get("repeat", "1"), env.get("seconds", "?"), env.get("conns", "?"),
+                env.get("tmpfs", "?"))]
 
 
 def commands(out, root):

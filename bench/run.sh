@@ -11,7 +11,9 @@
 # bench/out/*.png (copied to docs/bench/), and the generated section of BENCHMARKS.md.
 #
 # Environment (all optional):
-#   BENCH_SECONDS=10          seconds per point (3 for a quick run)
+#   BENCH_SECONDS=5           seconds per run of a point
+#   BENCH_REPEAT=3            runs per point: the point reports the run with the median server CPU
+#                             per request, and the range over all its runs (1 for a quick run)
 #   BENCH_CONNS="64 256 1024" connection counts
 #   BENCH_TARGETS="nginx python sqlite redis redis-1"   what to measure (redis-1: the Redis store
 #                             with coalescing off, SECKILL_REDIS_BATCH=1, winning path only)
@@ -33,7 +35,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 B=$ROOT/bench
 OUT=${BENCH_OUT:-$B/out}
-SECS=${BENCH_SECONDS:-10}
+SECS=${BENCH_SECONDS:-5}
+REPEAT=${BENCH_REPEAT:-3}
 CONNS=${BENCH_CONNS:-64 256 1024}
 TARGETS=${BENCH_TARGETS:-nginx python sqlite redis redis-1}
 CLIENTS=${BENCH_CLIENTS:-wrk ab}
@@ -76,6 +79,8 @@ mkdir -p "$OUT"
 : > "$OUT/commands.txt"
 TMP=$(mktemp -d /tmp/seckill-bench.XXXXXX)   # root-owned; on the same disk as the work tree
 PIDS=()
+NGX_PORT=""; NGX_WORKER=""; PAIR_US=""   # the nginx kept up as the paired reference (point)
+PAIR_TARGETS="seckilld-sqlite seckilld-redis"   # the rows whose ratio to nginx is a target
 
 stop_pid() {   # stop_pid PID: TERM, wait up to 10 s, then KILL; forget it
   local p=$1 i
@@ -205,7 +210,7 @@ run_ab() {   # run_ab URL CONNS BODYFILE|- [NREQUESTS]: time-bounded unless NREQ
 
 # ---------------------------------------------------------------- results
 CSV=$OUT/points.csv
-echo "target,scenario,client,conns,seconds,requests,rps,p50_ms,p99_ms,p999_ms,errors,unexpected,server_cpu_us_per_req,store_cpu_us_per_req,server_core_busy_pct,client_core_busy_pct,server_util_pct,other_pct,tries,check,note" > "$CSV"
+echo "target,scenario,client,conns,seconds,requests,rps,p50_ms,p99_ms,p999_ms,errors,unexpected,server_cpu_us_per_req,store_cpu_us_per_req,server_core_busy_pct,client_core_busy_pct,server_util_pct,other_pct,tries,pair_nginx_us,pair_ratio,check,note,runs,cpu_range,ratio_range" > "$CSV"
 util_of() { awk -v t="$1" -v s="$R_secs" -v hz="$HZ" 'BEGIN{ if (s>0) printf "%.0f", 100*t/hz/s; else print 0 }'; }
 row() { # target scenario client conns tries; the rest from M_* and ROW_*
   local us sus util
@@ -213,30 +218,60 @@ row() { # target scenario client conns tries; the rest from M_* and ROW_*
   sus=""
   [ -n "$M_store" ] && sus=$(awk -v t="$M_store" -v n="$R_requests" -v hz="$HZ" 'BEGIN{ if (n>0) printf "%.2f", t*1e6/hz/n }')
   util=$(util_of "$M_server")
-  echo "$1,$2,$3,$4,$R_secs,$R_requests,$R_rps,$R_p50,$R_p99,$R_p999,$R_errors,$ROW_unexpected,$us,$sus,$M_c0,$M_c1,$util,$M_other,$5,\"$ROW_check\",\"$ROW_note\"" >> "$CSV"
-  log "$1 $2 $3 c=$4: ${R_rps} req/s p50=${R_p50} p99=${R_p99} p99.9=${R_p999} ms, errors=${R_errors}, cpu=${us} us/req${sus:+ (redis ${sus})}, util=${util}%, core busy ${M_c0}%, others ${M_other}% [${ROW_check}]"
+  local ratio=""
+  [ -n "$PAIR_US" ] && ratio=$(awk -v a="$us" -v b="$PAIR_US" 'BEGIN{ if (b>0) printf "%.2f", a/b }')
+  echo "$1,$2,$3,$4,$R_secs,$R_requests,$R_rps,$R_p50,$R_p99,$R_p999,$R_errors,$ROW_unexpected,$us,$sus,$M_c0,$M_c1,$util,$M_other,$5,$PAIR_US,$ratio,\"$ROW_check\",\"$ROW_note\"" >> "$ROWS"
+  log "$1 $2 $3 c=$4: ${R_rps} req/s p50=${R_p50} p99=${R_p99} p99.9=${R_p999} ms, errors=${R_errors}, cpu=${us} us/req${sus:+ (redis ${sus})}${ratio:+ (${ratio}x nginx just before: ${PAIR_US})}, util=${util}%, core busy ${M_c0}%, others ${M_other}% [${ROW_check}]"
 }
-# point TARGET SCENARIO CLIENT CONNS FUNC: FUNC CLIENT CONNS TRY sets up, calls measure and sets
-# ROW_check ROW_unexpected ROW_note. Before it, wait (bounded) for quiet cores; after it, repeat
-# it when other processes took more than MAX_OTHER percent of the server's core.
+# point TARGET SCENARIO CLIENT CONNS FUNC: runs the point REPEAT times and keeps the median run (a
+# run whose check failed is kept instead: it must be seen). Each run: FUNC CLIENT CONNS RUN sets
+# up, calls measure and sets ROW_check ROW_unexpected ROW_note. Before it, wait (bounded) for quiet
+# cores and, for seckilld, measure nginx with the same client and connections (the paired
+# reference: the machine's speed drifts by 20% over minutes, so a ratio is only fair between
+# runs made one after the other); after it, repeat it when other processes took more than
+# MAX_OTHER percent of the server's core. The median is by the ratio to that nginx run when there
+# is one, else by the CPU per request.
 point() {
-  local try=1 other
-  while :; do
-    sleep 1   # let the connections of the previous point drain
-    wait_idle "$WAIT_POINT" quiet
-    CUR_LABEL="$1|$2|$3|$4|$try"
-    "$5" "$3" "$4" "$try"
-    other=$M_other
-    if (( other > MAX_OTHER && try <= RETRIES )); then
-      log "$1 $2 $3 c=$4: other processes took ${other}% of core $SCPU ($(busiest)): again"
-      try=$((try + 1)); continue
-    fi
-    (( other > MAX_OTHER )) && ROW_check="$ROW_check; noisy: other processes took ${other}% of core $SCPU"
-    row "$1" "$2" "$3" "$4" "$try"
-    return 0
+  local try other r pick range rrange key=13
+  ROWS=$TMP/rows; : > "$ROWS"
+  for r in $(seq "$REPEAT"); do
+    try=1
+    while :; do
+      sleep 1   # let the connections of the previous point drain
+      wait_idle "$WAIT_POINT" quiet
+      PAIR_US=""
+      has "$PAIR_TARGETS" "$1" && [ -n "$NGX_PORT" ] && pair_nginx "$3" "$4"
+      CUR_LABEL="$1|$2|$3|$4|$r.$try"
+      "$5" "$3" "$4" "r${r}t${try}"
+      other=$M_other
+      if (( other > MAX_OTHER && try <= RETRIES )); then
+        log "$1 $2 $3 c=$4: other processes took ${other}% of core $SCPU ($(busiest)): again"
+        try=$((try + 1)); continue
+      fi
+      (( other > MAX_OTHER )) && ROW_check="$ROW_check; noisy: other processes took ${other}% of core $SCPU"
+      row "$1" "$2" "$3" "$4" "$try"
+      break
+    done
   done
+  # columns 1-21 hold no quoted commas: 13 is the CPU per request, 21 the ratio to the paired nginx
+  [ -n "$(cut -d, -f21 "$ROWS" | head -1)" ] && key=21
+  range=$(cut -d, -f13 "$ROWS" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "-" hi}')
+  rrange=""
+  [ "$key" = 21 ] && rrange=$(cut -d, -f21 "$ROWS" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "-" hi}')
+  pick=$(grep -m1 ',"FAIL' "$ROWS" || sort -t, -k${key},${key}g "$ROWS" | sed -n "$(( (REPEAT + 1) / 2 ))p")
+  echo "$pick,$REPEAT,$range,$rrange" >> "$CSV"
 }
-skip_row() { echo "$1,$2,$3,$4,,,,,,,,,,,,,,,,\"skipped\",\"$5\"" >> "$CSV"; }
+# pair_nginx CLIENT CONNS: one nginx run like those of its own rows; sets PAIR_US (CPU us/req)
+pair_nginx() {
+  local saved=("${SERVER_PIDS[@]}") saved_store=("${STORE_PIDS[@]}") label=$CUR_LABEL
+  SERVER_PIDS=("$NGX_WORKER"); STORE_PIDS=()
+  CUR_LABEL="nginx-pair|static|$1|$2|-"
+  if [ "$1" = wrk ]; then measure wrk "$NGX_PORT" "$2" get / 0 n; else measure ab "http://127.0.0.1:$NGX_PORT/" "$2" -; fi
+  PAIR_US=$(awk -v t="$M_server" -v n="$R_requests" -v hz="$HZ" 'BEGIN{ if (n>0) printf "%.2f", t*1e6/hz/n }')
+  SERVER_PIDS=("${saved[@]}"); STORE_PIDS=("${saved_store[@]}"); CUR_LABEL=$label
+  sleep 1
+}
+skip_row() { echo "$1,$2,$3,$4,,,,,,,,,,,,,,,,,,\"skipped\",\"$5\",0,," >> "$CSV"; }
 
 # One measured point: snapshot CPU of SERVER_PIDS (and STORE_PIDS) and both cores around the load.
 # measure CLIENT CONNS PORT-or-URL ... ; result in R_* and M_server M_store (ticks), M_c0 M_c1 (busy
@@ -278,6 +313,7 @@ measure() {
   echo "redis=$(redis-server --version | sed 's/.* v=\([^ ]*\).*/\1/')"
   echo "sqlite=$(sqlite3 --version 2>/dev/null | awk '{print $1}')"
   echo "seconds=$SECS"
+  echo "repeat=$REPEAT"
   echo "conns=$CONNS"
   echo "tmpfs=$(df -PT "$TMP" | awk 'NR==2 {print $2 " on " $1}')"
 } > "$OUT/machine.env"
@@ -301,7 +337,8 @@ if has "$TARGETS" nginx; then
     [ "$R_non2xx" = 0 ] && [ "$R_errors" = 0 ] || ROW_check="FAIL: non-2xx $R_non2xx, errors $R_errors"
   }
   for client in $CLIENTS; do for c in $CONNS; do point nginx static "$client" "$c" pt_nginx; done; done
-  stop_pid "$master"
+  # it stays up (idle) as the paired reference of every seckilld run; cleanup stops it
+  NGX_PORT=$port; NGX_WORKER=$worker
 fi
 
 # ---------------------------------------------------------------- the original Python app
@@ -374,7 +411,7 @@ EOF
 
 pt_seckilld() {   # pt_seckilld CLIENT CONNS TRY (scenario in SK_SCEN)
   local client=$1 c=$2 s=$SK_SCEN sale st n n201 n409 nother sold book want_users before who
-  sale="${s}-${client}-${c}-${3}"
+  sale="${SK_NAME}-${s}-${client}-${c}-${3}"   # redis and redis-1 share one Redis
   who=$([ "$client" = wrk ] && echo 'a distinct user per request' || echo 'anonymous')
   case $s in
     sold-out) put_sale "$sale" '{"stock": 0}'
