@@ -236,10 +236,13 @@ def targets(rows):
         ra = pts("seckilld-" + store, "mixed", "ab", "256")
         if ra:
             p = fnum(ra[0]["p99_ms"])
-            out.append(("6", "the same with a new connection per request (%s; for reference: a TCP set-up per "
-                        "request through one ab puts even nginx far past 5 ms)" % store,
-                        "p99 %s ms%s" % (fmt(p, 0), ref_p99("ab")),
-                        "holds" if p is not None and p < 5 else "fails"))
+            # 256 clients each waiting for its own TCP set-up, through one ab that completes about
+            # 20,000 a second, wait 256 / 20,000 s = 13 ms on average (Little's law) whatever the
+            # server: this row is a reference, judged against nginx's p99, not against 5 ms
+            out.append(("6", "for reference, the same with a new connection per request (%s): with 256 "
+                        "clients through one ab (about 20,000 connections a second) every server waits "
+                        "13 ms on average (Little's law), nginx included" % store,
+                        "p99 %s ms%s" % (fmt(p, 0), ref_p99("ab")), "reference"))
 
     # issue 3: Redis against the embedded store
     for client in ("wrk", "ab"):

@@ -156,6 +156,8 @@ static void *worker_main(void *arg)
     int64_t deadline = 0, drained_at = 0;
     for (;;) {
         h2o_evloop_run(w->ctx.loop, 50);
+        if (srv->store->ops->worker_flush != NULL)
+            srv->store->ops->worker_flush(srv->store, w->store_local);
         sk_accesslog_flush(0);
         if (!w->stopping)
             continue;

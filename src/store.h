@@ -87,6 +87,9 @@ typedef struct sk_store_ops_s {
     /* per worker thread set-up on that thread's loop; returns a worker-local pointer */
     void *(*worker_init)(sk_store_t *st, h2o_loop_t *loop, int index);
     void (*worker_dispose)(sk_store_t *st, void *local);
+    /* called by each worker after every turn of its loop, before it may block waiting for events:
+     * passes on work held back during the turn (may be NULL) */
+    void (*worker_flush)(sk_store_t *st, void *local);
     /* stops background work, makes everything acknowledged durable, frees the store */
     void (*close)(sk_store_t *st);
 } sk_store_ops_t;

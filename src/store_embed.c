@@ -76,7 +76,10 @@ typedef struct deadline_s {
 typedef struct worker_local_s {
     sqlite3 *db; /* read-only connection for order reads */
     sqlite3_stmt *get, *list;
+    int wake_committer; /* work was queued during this turn of the loop (embed_worker_flush) */
 } worker_local_t;
+
+static __thread worker_local_t *tls_local; /* the calling worker's, NULL on other threads */
 
 typedef struct embed_s {
     sk_store_t super;
@@ -298,12 +301,31 @@ static int decide(esale_t *s, sk_store_req_t *req, const sk_sale_conf_t *conf)
     return rc;
 }
 
+/* Hands a job to the committer. A worker wakes it once per turn of its loop, after the turn
+ * (embed_worker_flush), not once per job: woken by the first take of a turn, the committer would
+ * take the core from the worker (both share it on a small machine) to commit that one take, and
+ * the rest of the turn's takes would wait for the next fsync. */
 static void enqueue(embed_t *e, sk_store_req_t *req)
 {
     req->next = NULL;
     pthread_mutex_lock(&e->qlock);
     *e->qtail = req;
     e->qtail = &req->next;
+    if (tls_local != NULL)
+        tls_local->wake_committer = 1;
+    else
+        pthread_cond_signal(&e->qcond);
+    pthread_mutex_unlock(&e->qlock);
+}
+
+static void embed_worker_flush(sk_store_t *st, void *local)
+{
+    embed_t *e = (embed_t *)st;
+    worker_local_t *w = local;
+    if (w == NULL || !w->wake_committer)
+        return;
+    w->wake_committer = 0;
+    pthread_mutex_lock(&e->qlock);
     pthread_cond_signal(&e->qcond);
     pthread_mutex_unlock(&e->qlock);
 }
@@ -889,8 +911,6 @@ static int cmp_view(const void *a, const void *b)
     return strcmp(((const sk_sale_view_t *)a)->id, ((const sk_sale_view_t *)b)->id);
 }
 
-static __thread worker_local_t *tls_local;
-
 static int embed_submit(sk_store_t *st, sk_store_req_t *req)
 {
     embed_t *e = (embed_t *)st;
@@ -1004,7 +1024,7 @@ static void embed_close(sk_store_t *st)
 }
 
 static const sk_store_ops_t embed_ops = {
-    "sqlite", embed_submit, embed_healthy, embed_worker_init, embed_worker_dispose, embed_close,
+    "sqlite", embed_submit, embed_healthy, embed_worker_init, embed_worker_dispose, embed_worker_flush, embed_close,
 };
 
 static const char SCHEMA[] =

@@ -1002,7 +1002,7 @@ static void redis_close(sk_store_t *st)
 }
 
 static const sk_store_ops_t redis_ops = {
-    "redis", redis_submit, redis_healthy, redis_worker_init, redis_worker_dispose, redis_close,
+    "redis", redis_submit, redis_healthy, redis_worker_init, redis_worker_dispose, NULL, redis_close,
 };
 
 /* Each script as sent: the shebang with its flags, common.lua, the script. */
