@@ -142,21 +142,20 @@ def plots(out, rows):
     return made
 
 
-def cpu_cell(r):
-    """The CPU per request of the median run, and the range over the point's runs when it had several."""
-    cell = fmt(fnum(r["server_cpu_us_per_req"]), 2)
-    lo, _, hi = (r.get("cpu_range") or "").partition("-")
+def with_range(cell, r, col):
+    """cell, followed by the range over the point's runs (column col) when it had several."""
+    lo, _, hi = (r.get(col) or "").partition("-")
     if int(r.get("runs") or 1) > 1 and fnum(lo) is not None and fnum(hi) is not None:
         cell += " (%s-%s)" % (fmt(fnum(lo), 2), fmt(fnum(hi), 2))
     return cell
 
 
+def cpu_cell(r):
+    return with_range(fmt(fnum(r["server_cpu_us_per_req"]), 2), r, "cpu_range")
+
+
 def ratio_cell(r):
-    cell = r["cpu_ratio_to_nginx"] or "-"
-    lo, _, hi = (r.get("ratio_range") or "").partition("-")
-    if int(r.get("runs") or 1) > 1 and fnum(lo) is not None and fnum(hi) is not None:
-        cell += " (%s-%s)" % (lo, hi)
-    return cell
+    return with_range(r["cpu_ratio_to_nginx"] or "-", r, "ratio_range")
 
 
 def table(rows, client):

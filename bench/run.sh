@@ -255,12 +255,12 @@ point() {
   done
   # columns 1-21 hold no quoted commas: 13 is the CPU per request, 21 the ratio to the paired nginx
   [ -n "$(cut -d, -f21 "$ROWS" | head -1)" ] && key=21
-  range=$(cut -d, -f13 "$ROWS" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "-" hi}')
-  rrange=""
-  [ "$key" = 21 ] && rrange=$(cut -d, -f21 "$ROWS" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "-" hi}')
+  range=$(span 13); rrange=""
+  [ "$key" = 21 ] && rrange=$(span 21)
   pick=$(grep -m1 ',"FAIL' "$ROWS" || sort -t, -k${key},${key}g "$ROWS" | sed -n "$(( (REPEAT + 1) / 2 ))p")
   echo "$pick,$REPEAT,$range,$rrange" >> "$CSV"
 }
+span() { cut -d, -f"$1" "$ROWS" | sort -g | awk 'NR==1 {lo=$1} {hi=$1} END {print lo "-" hi}'; }   # span COLUMN: min-max over the runs
 # pair_nginx CLIENT CONNS: one nginx run like those of its own rows; sets PAIR_US (CPU us/req)
 pair_nginx() {
   local saved=("${SERVER_PIDS[@]}") saved_store=("${STORE_PIDS[@]}") label=$CUR_LABEL
