@@ -39,9 +39,9 @@ end
 -- by tabs ('' for a null). user and request_id never hold a control character (src/parse.c), so
 -- a tab cannot be part of a field. One hash field per order, rather than a hash per order, lets a
 -- batch of takes write all its orders with one HSET.
-local function pack_order(o)
-  return o.status .. '\t' .. o.qty .. '\t' .. o.created_at .. '\t' .. o.expires_at .. '\t' .. o.user
-         .. '\t' .. o.request_id
+local function pack_order(status, qty, created_at, expires_at, user, request_id)
+  return status .. '\t' .. qty .. '\t' .. created_at .. '\t' .. expires_at .. '\t' .. user .. '\t'
+         .. request_id
 end
 
 -- The packed order v (from HGET/HMGET) as a table of strings, or nil when v is false.
@@ -80,7 +80,8 @@ end
 -- Sets an order's status and tells the stream.
 local function set_status(id, o, status)
   o.status = status
-  redis.call('HSET', K.orders, id, pack_order(o))
+  redis.call('HSET', K.orders, id,
+             pack_order(status, o.qty, o.created_at, o.expires_at, o.user, o.request_id))
   emit(status, id, o)
 end
 

@@ -33,13 +33,12 @@ if s.hold > 0 then
 end
 local status = s.hold > 0 and 'held' or 'confirmed'
 local created_at, expires_at = num(now), s.hold > 0 and num(expires) or ''
-local packed_tail = '\t' .. created_at .. '\t' .. expires_at .. '\t' -- pack_order's middle part
 local taken = {}    -- user -> units, as of now in this batch
 local added = {}    -- user -> units this batch adds
 local users = {}    -- the users of `added`, in order
 local new_rids = {} -- request_id -> {user, qty, id} of an order made by this batch
 local orders = {}   -- the new orders: id, user, qty, request_id (strings), 4 slots each
-local packed = {}   -- HSET arguments for K.orders: id, pack_order(order), ...
+local packed = {}   -- HSET arguments for K.orders: id, pack_order(...), ...
 -- the reply: the header (filled in at the end), then code, id, created_at, expires_at per take
 local out = {R_OK, 0, 0, 0, 0, 0}
 
@@ -111,7 +110,7 @@ for i = 0, n - 1 do
     local k = #orders
     orders[k + 1], orders[k + 2], orders[k + 3], orders[k + 4] = ids, user, qtys, rid
     k = #packed
-    packed[k + 1], packed[k + 2] = ids, status .. '\t' .. qtys .. packed_tail .. user .. '\t' .. rid
+    packed[k + 1], packed[k + 2] = ids, pack_order(status, qtys, created_at, expires_at, user, rid)
   end
   local k = #out
   out[k + 1], out[k + 2], out[k + 3], out[k + 4] = code, id, created, exp
