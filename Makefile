@@ -39,7 +39,9 @@ asan:
 fuzz:
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSK_FUZZ=ON -DSK_SANITIZE=address,undefined
 	$(MAKE) -C build-fuzz -j$$(nproc) fuzz_body
-	./build-fuzz/tests/fuzz_body -max_total_time=$${FUZZ_SECONDS:-60} tests/fuzz/corpus
+	mkdir -p build-fuzz/corpus   # new inputs go there; tests/fuzz/corpus holds the chosen seeds
+	./build-fuzz/tests/fuzz_body -max_total_time=$${FUZZ_SECONDS:-60} -dict=tests/fuzz/fuzz_body.dict \
+	  build-fuzz/corpus tests/fuzz/corpus
 
 bench: deps all
 	bash bench/run.sh

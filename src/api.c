@@ -266,7 +266,6 @@ static void answer(h2o_req_t *req, call_t *c)
 static void call_free(call_t *c)
 {
     sk_store_req_dispose(&c->sreq);
-    sk_take_body_dispose(&c->body);
     free(c);
 }
 

@@ -1,5 +1,7 @@
 /* parse.c: see parse.h. jansson does the JSON (with UTF-8 validation, duplicate-key rejection
- * and no NUL in strings); this file only checks shapes, types and ranges. */
+ * and no NUL in strings); this file checks shapes, types and ranges. The one exception is the
+ * take body, the request of a flash sale's storm: its usual shapes are scanned directly, and all
+ * else is left to jansson (sk_parse_take). */
 #include "parse.h"
 #include <string.h>
 #include "error.h"
@@ -107,53 +109,166 @@ uint64_t sk_parse_order_id(const char *s, size_t len)
     return v <= (uint64_t)INT64_MAX ? v : 0;
 }
 
-int sk_parse_take(const char *buf, size_t len, sk_take_body_t *out, const char **why)
+/* ---- the take body ---- */
+
+static void take_init(sk_take_body_t *out)
+{
+    out->user = NULL;
+    out->user_len = 0;
+    out->qty = 1;
+    out->request_id = NULL;
+    out->request_id_len = 0;
+    out->user_buf[0] = '\0';
+    out->request_id_buf[0] = '\0';
+}
+
+/* Copies a checked identifier (1..SK_IDENT_MAX bytes) into the body. */
+static void take_set(char *buf, const char **dst, size_t *dlen, const char *s, size_t len)
+{
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    *dst = buf;
+    *dlen = len;
+}
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* The direct scan. It accepts a strict subset of what the jansson path accepts, and for that
+ * subset gives the same result; anything it is not sure of, it declines (returns 0) at once. */
+int sk_parse_take_direct(const char *buf, size_t len, sk_take_body_t *out)
+{
+    const char *p = buf, *end = buf + len;
+    unsigned seen = 0;
+    take_init(out);
+    if (len == 0)
+        return 1; /* no body: {} */
+    p = skip_ws(p, end);
+    if (p == end || *p++ != '{')
+        return 0;
+    p = skip_ws(p, end);
+    if (p < end && *p == '}') {
+        p++;
+        return skip_ws(p, end) == end;
+    }
+    for (;;) {
+        const char *k, *s;
+        size_t klen, slen;
+        unsigned field;
+        if (p == end || *p++ != '"')
+            return 0;
+        for (k = p; p < end && *p != '"' && *p != '\\'; p++)
+            ;
+        if (p == end || *p != '"')
+            return 0;
+        klen = (size_t)(p++ - k);
+        if (klen == 4 && memcmp(k, "user", 4) == 0)
+            field = 1;
+        else if (klen == 3 && memcmp(k, "qty", 3) == 0)
+            field = 2;
+        else if (klen == 10 && memcmp(k, "request_id", 10) == 0)
+            field = 4;
+        else
+            return 0; /* unknown field: jansson's path says so */
+        if (seen & field)
+            return 0; /* duplicate key */
+        seen |= field;
+        p = skip_ws(p, end);
+        if (p == end || *p++ != ':')
+            return 0;
+        p = skip_ws(p, end);
+        if (field == 2) {
+            /* 1..2^53 written plainly: no sign, leading zero, fraction or exponent */
+            int64_t v = 0;
+            const char *d = p;
+            if (p == end || *p < '1' || *p > '9')
+                return 0;
+            for (; p < end && *p >= '0' && *p <= '9' && p - d < 16; p++)
+                v = v * 10 + (*p - '0');
+            if (p < end && ((*p >= '0' && *p <= '9') || *p == '.' || *p == 'e' || *p == 'E'))
+                return 0;
+            if (v > SK_MAX_UNITS)
+                return 0;
+            out->qty = v;
+        } else {
+            /* a string without escapes or raw control characters, then the identifier rules */
+            if (p == end || *p++ != '"')
+                return 0;
+            for (s = p; p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20; p++)
+                ;
+            if (p == end || *p != '"')
+                return 0;
+            slen = (size_t)(p++ - s);
+            if (!sk_valid_ident(s, slen))
+                return 0;
+            if (field == 1)
+                take_set(out->user_buf, &out->user, &out->user_len, s, slen);
+            else
+                take_set(out->request_id_buf, &out->request_id, &out->request_id_len, s, slen);
+        }
+        p = skip_ws(p, end);
+        if (p == end)
+            return 0;
+        if (*p == '}')
+            return skip_ws(p + 1, end) == end;
+        if (*p++ != ',')
+            return 0;
+        p = skip_ws(p, end);
+    }
+}
+
+int sk_parse_take_json(const char *buf, size_t len, sk_take_body_t *out, const char **why)
 {
     const char *key;
-    json_t *v;
-    memset(out, 0, sizeof(*out));
-    out->qty = 1;
-    if ((out->root = load_object(buf, len, why)) == NULL)
+    json_t *v, *root;
+    int rc = 0;
+    take_init(out);
+    if ((root = load_object(buf, len, why)) == NULL)
         return SK_EBAD_REQUEST;
-    json_object_foreach(out->root, key, v)
+    json_object_foreach(root, key, v)
     {
         if (strcmp(key, "user") == 0) {
             if (json_is_null(v))
                 continue;
-            if (!json_is_string(v) || !sk_valid_ident(json_string_value(v), json_string_length(v)))
-                goto bad_user;
-            out->user = json_string_value(v);
-            out->user_len = json_string_length(v);
+            if (!json_is_string(v) || !sk_valid_ident(json_string_value(v), json_string_length(v))) {
+                rc = fail(why, "user must be 1-128 bytes of UTF-8 without control characters");
+                break;
+            }
+            take_set(out->user_buf, &out->user, &out->user_len, json_string_value(v), json_string_length(v));
         } else if (strcmp(key, "qty") == 0) {
             if (get_int(v, 1, SK_MAX_UNITS, &out->qty) != 0) {
-                sk_take_body_dispose(out);
-                return fail(why, "qty must be an integer from 1 to 2^53");
+                rc = fail(why, "qty must be an integer from 1 to 2^53");
+                break;
             }
         } else if (strcmp(key, "request_id") == 0) {
             if (json_is_null(v))
                 continue;
             if (!json_is_string(v) || !sk_valid_ident(json_string_value(v), json_string_length(v))) {
-                sk_take_body_dispose(out);
-                return fail(why, "request_id must be 1-128 bytes of UTF-8 without control characters");
+                rc = fail(why, "request_id must be 1-128 bytes of UTF-8 without control characters");
+                break;
             }
-            out->request_id = json_string_value(v);
-            out->request_id_len = json_string_length(v);
+            take_set(out->request_id_buf, &out->request_id, &out->request_id_len, json_string_value(v),
+                     json_string_length(v));
         } else {
-            sk_take_body_dispose(out);
-            return fail(why, "unknown field in the body");
+            rc = fail(why, "unknown field in the body");
+            break;
         }
     }
-    return 0;
-bad_user:
-    sk_take_body_dispose(out);
-    return fail(why, "user must be 1-128 bytes of UTF-8 without control characters");
+    json_decref(root);
+    if (rc != 0)
+        take_init(out); /* nothing half-read after a failure */
+    return rc;
 }
 
-void sk_take_body_dispose(sk_take_body_t *b)
+int sk_parse_take(const char *buf, size_t len, sk_take_body_t *out, const char **why)
 {
-    if (b->root != NULL)
-        json_decref(b->root);
-    b->root = NULL;
+    if (sk_parse_take_direct(buf, len, out))
+        return 0;
+    return sk_parse_take_json(buf, len, out, why);
 }
 
 int sk_parse_sale_conf(const char *buf, size_t len, sk_sale_conf_t *out, const char **why)

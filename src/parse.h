@@ -9,19 +9,29 @@
 #include <stdint.h>
 #include "sale.h"
 
-/* A parsed take body. Strings point into `root` and live until sk_take_body_dispose. */
+/* A parsed take body. It owns its strings (NUL-terminated copies), so it outlives the request
+ * buffer it was read from; nothing to dispose. Not to be copied: user and request_id point into
+ * the struct itself. */
 typedef struct sk_take_body_s {
-    json_t *root;           /* owned */
-    const char *user;       /* NULL when absent */
+    const char *user;       /* NULL when absent, else user_buf */
     size_t user_len;
     int64_t qty;            /* 1 when absent */
-    const char *request_id; /* NULL when absent */
+    const char *request_id; /* NULL when absent, else request_id_buf */
     size_t request_id_len;
+    char user_buf[SK_IDENT_MAX + 1];
+    char request_id_buf[SK_IDENT_MAX + 1];
 } sk_take_body_t;
 
-/* Parses {"user": str, "qty": int, "request_id": str}, all optional. An empty body is {}. */
+/* Parses {"user": str, "qty": int, "request_id": str}, all optional. An empty body is {}.
+ * The bodies clients send (those three keys at most once each, strings without escapes, qty a
+ * plain integer, JSON whitespace anywhere between tokens) are read by a direct scan; every other
+ * body, each error included, goes to jansson, which stays the authority. Either way the result is
+ * the one sk_parse_take_json gives: tests/fuzz/fuzz_body.c checks that on every input. */
 int sk_parse_take(const char *buf, size_t len, sk_take_body_t *out, const char **why);
-void sk_take_body_dispose(sk_take_body_t *b);
+/* The same with jansson only (the reference of the direct scan). */
+int sk_parse_take_json(const char *buf, size_t len, sk_take_body_t *out, const char **why);
+/* The direct scan alone: 1 when it read the body into *out, 0 when it left it to jansson. */
+int sk_parse_take_direct(const char *buf, size_t len, sk_take_body_t *out);
 
 /* Parses a sale definition {"stock": int, "per_user_limit", "hold_seconds", "starts_at",
  * "ends_at"} (stock required; times may be null) and checks it with sk_sale_conf_check. */

@@ -541,7 +541,7 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
     enum { NHEAD = 6 };
     wsale_t *ws = cmd->ws;
-    long long h[NHEAD];
+    long long h[NHEAD] = {0}; /* zeroed: gcc -O3 cannot see that reply_code sets h[0] on success */
     int ok = reply_code(rep, &h[0]) == 0;
 
     ws->inflight--;
