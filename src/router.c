@@ -38,6 +38,15 @@ static const char *const names[SK_A_COUNT_] = {"healthz",   "metrics",    "sale_
 
 #define MAX_SEGS 6
 
+/* Whether a path segment is exactly the literal `lit` (no strlen: this runs for every request). */
+static int seg_is(const char *lit, sk_slice_t seg)
+{
+    for (size_t i = 0; i < seg.len; i++)
+        if (lit[i] != seg.p[i] || lit[i] == '\0')
+            return 0;
+    return lit[seg.len] == '\0';
+}
+
 int sk_route(const char *method, size_t mlen, const char *path, size_t plen, int admin, sk_match_t *m)
 {
     sk_slice_t segs[MAX_SEGS];
@@ -66,9 +75,9 @@ int sk_route(const char *method, size_t mlen, const char *path, size_t plen, int
         sk_slice_t caps[2];
         size_t ncaps = 0, k;
         for (k = 0; k < nsegs && s->segs[k] != NULL; k++) {
-            if (strcmp(s->segs[k], "*") == 0)
+            if (s->segs[k][0] == '*' && s->segs[k][1] == '\0')
                 caps[ncaps++] = segs[k];
-            else if (strlen(s->segs[k]) != segs[k].len || memcmp(s->segs[k], segs[k].p, segs[k].len) != 0)
+            else if (!seg_is(s->segs[k], segs[k]))
                 break;
         }
         if (k != nsegs || (k < MAX_SEGS && s->segs[k] != NULL))
