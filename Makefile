@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 ARGS ?=
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps run test unit e2e bench fuzz asan clean install
+.PHONY: all deps test-deps run test unit e2e bench fuzz asan warnings clean install
 
 all: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) -j$$(nproc)
@@ -35,6 +35,14 @@ e2e: all
 asan:
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	  $(MAKE) BUILD=build-asan CMAKE_FLAGS="-DCMAKE_C_COMPILER=clang -DSK_SANITIZE=address,undefined" test
+
+# Warnings are errors at every optimisation level and with both compilers: -O3 inlines more, and
+# gcc's flow analysis then sees paths it does not see at -O2 (a build, no tests).
+warnings:
+	cmake -S . -B build-gcc-O3 -DCMAKE_C_COMPILER=gcc -DCMAKE_BUILD_TYPE=Release
+	$(MAKE) -C build-gcc-O3 -j$$(nproc)
+	cmake -S . -B build-clang-O3 -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release
+	$(MAKE) -C build-clang-O3 -j$$(nproc)
 
 fuzz:
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSK_FUZZ=ON -DSK_SANITIZE=address,undefined

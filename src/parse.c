@@ -142,11 +142,12 @@ static const char *skip_ws(const char *p, const char *end)
  * subset gives the same result; anything it is not sure of, it declines (returns 0) at once. */
 int sk_parse_take_direct(const char *buf, size_t len, sk_take_body_t *out)
 {
-    const char *p = buf, *end = buf + len;
+    const char *p = buf, *end;
     unsigned seen = 0;
     take_init(out);
     if (len == 0)
-        return 1; /* no body: {} */
+        return 1; /* no body (buf may be NULL): {} */
+    end = buf + len;
     p = skip_ws(p, end);
     if (p == end || *p++ != '{')
         return 0;
