@@ -1,6 +1,5 @@
 /* render.c: see render.h. */
 #include "render.h"
-#include <stdio.h>
 #include <string.h>
 
 typedef struct {
@@ -18,6 +17,7 @@ static void put(out_t *o, const char *s, size_t n)
 
 #define PUT_LIT(o, s) put(o, s, sizeof(s) - 1)
 
+/* A JSON string: runs of bytes that need no escape are copied at once. */
 static void put_str(out_t *o, const char *s)
 {
     static const char hex[] = "0123456789abcdef";
@@ -26,26 +26,46 @@ static void put_str(out_t *o, const char *s)
         return;
     }
     PUT_LIT(o, "\"");
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
+    for (;;) {
+        const char *run = s;
+        unsigned char c;
+        while ((c = (unsigned char)*s) >= 0x20 && c != '"' && c != '\\' && c != 0x7f)
+            s++;
+        put(o, run, (size_t)(s - run));
+        if (c == '\0')
+            break;
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
             put(o, e, 2);
-        } else if (c < 0x20 || c == 0x7f) {
+        } else {
             char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
             put(o, e, 6);
-        } else {
-            put(o, (const char *)&c, 1);
         }
+        s++;
     }
     PUT_LIT(o, "\"");
 }
 
+/* Decimal digits without stdio: snprintf was two thirds of the cost of rendering an order. */
+static void put_u64(out_t *o, uint64_t v)
+{
+    char b[20];
+    size_t i = sizeof(b);
+    do {
+        b[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    put(o, b + i, sizeof(b) - i);
+}
+
 static void put_int(out_t *o, int64_t v)
 {
-    char b[24];
-    int n = snprintf(b, sizeof(b), "%lld", (long long)v);
-    put(o, b, (size_t)n);
+    if (v < 0) {
+        PUT_LIT(o, "-");
+        put_u64(o, (uint64_t)0 - (uint64_t)v);
+    } else {
+        put_u64(o, (uint64_t)v);
+    }
 }
 
 static void put_time(out_t *o, int64_t t)
@@ -59,12 +79,11 @@ static void put_time(out_t *o, int64_t t)
 size_t sk_render_order(char *buf, const sk_order_t *ord, int64_t now)
 {
     out_t o = {buf, 0};
-    char id[24];
-    snprintf(id, sizeof(id), "%llu", (unsigned long long)ord->id);
     PUT_LIT(&o, "{\"sale\":");
     put_str(&o, ord->sale);
-    PUT_LIT(&o, ",\"order\":");
-    put_str(&o, id);
+    PUT_LIT(&o, ",\"order\":\""); /* the id is a string of digits: nothing to escape */
+    put_u64(&o, ord->id);
+    PUT_LIT(&o, "\"");
     PUT_LIT(&o, ",\"user\":");
     put_str(&o, ord->user);
     PUT_LIT(&o, ",\"qty\":");

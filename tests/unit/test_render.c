@@ -97,12 +97,41 @@ static void sale_roundtrip(void **state)
     json_decref(j);
 }
 
+/* the integers at their limits, written exactly (no stdio behind them any more) */
+static void numbers_exact(void **state)
+{
+    (void)state;
+    char buf[SK_RENDER_MAX];
+    sk_sale_view_t v = {.conf = {INT64_C(9007199254740992), INT64_C(9007199254740992), 31536000, 0,
+                                 INT64_C(253402300799)},
+                        .sold = INT64_C(9007199254740992), .held = 0};
+    strcpy(v.id, "m");
+    size_t n = sk_render_sale(buf, &v, 1);
+    const char *want = "{\"sale\":\"m\",\"stock\":9007199254740992,\"sold\":9007199254740992,\"held\":0,"
+                       "\"remaining\":0,\"per_user_limit\":9007199254740992,\"hold_seconds\":31536000,"
+                       "\"starts_at\":0,\"ends_at\":253402300799,\"state\":\"sold_out\"}";
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(buf, want, n);
+    sk_order_t o = {.id = 1, .qty = 1, .status = SK_ORDER_CONFIRMED, .created_at = 0, .expires_at = 9,
+                    .user = "u", .request_id = NULL};
+    strcpy(o.sale, "m");
+    n = sk_render_order(buf, &o, 0);
+    want = "{\"sale\":\"m\",\"order\":\"1\",\"user\":\"u\",\"qty\":1,\"status\":\"confirmed\",\"request_id\":null,"
+           "\"created_at\":0,\"expires_at\":9}";
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(buf, want, n);
+    o.id = UINT64_C(18446744073709551615); /* past any real id: still digits */
+    n = sk_render_order(buf, &o, 0);
+    assert_non_null(memmem(buf, n, "\"order\":\"18446744073709551615\"", 30));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(order_roundtrip),
         cmocka_unit_test(longest_identifiers_fit),
         cmocka_unit_test(sale_roundtrip),
+        cmocka_unit_test(numbers_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
