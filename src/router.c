@@ -38,13 +38,13 @@ static const char *const names[SK_A_COUNT_] = {"healthz",   "metrics",    "sale_
 
 #define MAX_SEGS 6
 
-/* Whether a path segment is exactly the literal `lit` (no strlen: this runs for every request). */
-static int seg_is(const char *lit, sk_slice_t seg)
+/* Whether p[0..len) is exactly the literal `lit` (no strlen: this runs for every request). */
+static int is_lit(const char *lit, const char *p, size_t len)
 {
-    for (size_t i = 0; i < seg.len; i++)
-        if (lit[i] != seg.p[i] || lit[i] == '\0')
+    for (size_t i = 0; i < len; i++)
+        if (lit[i] != p[i] || lit[i] == '\0')
             return 0;
-    return lit[seg.len] == '\0';
+    return lit[len] == '\0';
 }
 
 int sk_route(const char *method, size_t mlen, const char *path, size_t plen, int admin, sk_match_t *m)
@@ -77,7 +77,7 @@ int sk_route(const char *method, size_t mlen, const char *path, size_t plen, int
         for (k = 0; k < nsegs && s->segs[k] != NULL; k++) {
             if (s->segs[k][0] == '*' && s->segs[k][1] == '\0')
                 caps[ncaps++] = segs[k];
-            else if (!seg_is(s->segs[k], segs[k]))
+            else if (!is_lit(s->segs[k], segs[k].p, segs[k].len))
                 break;
         }
         if (k != nsegs || (k < MAX_SEGS && s->segs[k] != NULL))
@@ -90,7 +90,7 @@ int sk_route(const char *method, size_t mlen, const char *path, size_t plen, int
             m->order = caps[1];
         for (size_t v = 0; v < 3 && s->verbs[v].method != NULL; v++) {
             const verb_t *vb = &s->verbs[v];
-            int same = strlen(vb->method) == mlen && memcmp(vb->method, method, mlen) == 0;
+            int same = is_lit(vb->method, method, mlen);
             if (!admin && vb->admin) {
                 if (same)
                     return SK_ENOT_FOUND; /* an admin route does not exist on the public listener */
@@ -101,7 +101,7 @@ int sk_route(const char *method, size_t mlen, const char *path, size_t plen, int
                 return 0;
             }
             /* HEAD is served as GET by h2o's rules; we answer it like GET minus the body */
-            if (mlen == 4 && memcmp(method, "HEAD", 4) == 0 && strcmp(vb->method, "GET") == 0) {
+            if (is_lit("HEAD", method, mlen) && strcmp(vb->method, "GET") == 0) {
                 m->action = vb->action;
                 return 0;
             }
