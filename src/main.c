@@ -4,6 +4,7 @@
 #include "config.h"
 #include "log.h"
 #include "server.h"
+#include "store.h"
 #ifdef SK_MIMALLOC
 #include <mimalloc.h>
 #endif
@@ -16,6 +17,12 @@ int main(int argc, char **argv)
     if (rc != SK_CONFIG_RUN) {
         sk_config_dispose(&cfg);
         return rc == SK_CONFIG_EXIT_OK ? 0 : 2;
+    }
+    char err[512];
+    if (sk_store_url_check(cfg.store, err, sizeof(err)) != 0) {
+        fprintf(stderr, "seckilld: --store %s\n", err);
+        sk_config_dispose(&cfg);
+        return 2;
     }
     if (sk_log_parse_level(cfg.log_level, &level) != 0) {
         fprintf(stderr, "seckilld: --log-level must be debug, info, warn or error\n");

@@ -6,8 +6,28 @@
 #include <string.h>
 #include "util.h"
 
+int sk_store_url_check(const char *url, char *err, size_t errlen)
+{
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        const char *path = url + 7;
+        /* an order book must be a file: SQLite would take "" and ":memory:" for a temporary or an
+         * in-memory database, which a restart loses */
+        if (path[0] == '\0' || strcmp(path, ":memory:") == 0) {
+            snprintf(err, errlen, "'%s': the order book must be a file path (sqlite:PATH)", url);
+            return -1;
+        }
+        return 0;
+    }
+    if (strncmp(url, "redis://", 8) == 0)
+        return 0;
+    snprintf(err, errlen, "unsupported store url '%s' (use sqlite:PATH or redis://HOST:PORT)", url);
+    return -1;
+}
+
 sk_store_t *sk_store_open(const char *url, int threads, char *err, size_t errlen)
 {
+    if (sk_store_url_check(url, err, errlen) != 0)
+        return NULL;
     if (strncmp(url, "sqlite:", 7) == 0)
         return sk_store_embed_open(url + 7, threads, err, errlen);
     if (strncmp(url, "redis://", 8) == 0)

@@ -77,6 +77,7 @@ struct sk_store_req_s {
     h2o_multithread_message_t msg;
     sk_store_req_t *next;     /* queues and waiter lists */
     void *priv;
+    uint64_t stamp;           /* e.g. the settings generation a take was decided under */
 };
 
 typedef struct sk_store_ops_s {
@@ -97,6 +98,10 @@ typedef struct sk_store_ops_s {
 struct sk_store_s {
     const sk_store_ops_t *ops;
 };
+
+/* 0 if url names a store that can be opened ("sqlite:PATH" with PATH a file, or "redis://..."),
+ * else -1 with a reason in err: a configuration error, found before anything starts. */
+int sk_store_url_check(const char *url, char *err, size_t errlen);
 
 /* Opens the store named by url ("sqlite:PATH" or "redis://..."). On failure returns NULL and
  * writes a reason into err. */

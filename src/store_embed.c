@@ -10,16 +10,25 @@
  *
  * Lock order: a stripe lock is never held while taking another lock. */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+#define H2O_USE_LIBUV 0
+#include <h2o/timeout.h>
 #include "error.h"
 #include "log.h"
 #include "map.h"
 #include "metrics.h"
+#include "parse.h"
 #include "store.h"
 #include "util.h"
 
@@ -27,6 +36,9 @@
 #define SALE_SLOTS 16384 /* power of two; at most half of it is used */
 #define MAX_SALES (SALE_SLOTS / 2)
 #define BATCH_MAX 4096
+#define WATCH_MS 500 /* how often the committer looks at the book (and probes a failing disk) */
+/* a write with an fsync that proves the book writable */
+#define PROBE "INSERT OR REPLACE INTO meta(key, value) VALUES('probe', strftime('%s', 'now'))"
 
 typedef struct user_s {
     sk_map_node_t node;
@@ -53,16 +65,22 @@ typedef struct stripe_s {
     sk_map_t rids;
 } __attribute__((aligned(64))) stripe_t;
 
+/* A sale. Its settings are written by the committer only, after they are durable, under a
+ * sequence lock (`gen`, odd while a write is under way; see publish_begin): a worker reads them
+ * as one set with sale_conf and keeps the generation it read, and the committer decides again
+ * any take whose generation is no longer current when it commits it (linearizable settings). */
 typedef struct esale_s {
     char id[SK_SALE_ID_MAX + 1];
+    _Atomic uint64_t gen;
     _Atomic int64_t stock;
     _Atomic int64_t per_user_limit;
     _Atomic int64_t hold_seconds;
     _Atomic int64_t starts_at;
     _Atomic int64_t ends_at;
     _Atomic int64_t avail __attribute__((aligned(64))); /* remaining units; reserved by CAS */
+    _Atomic int64_t lowering; /* units taken out of avail by a stock decrease not yet durable */
     _Atomic int64_t held;
-    _Atomic uint64_t next_id;
+    uint64_t next_id;         /* the committer's: ids are drawn in commit order */
     stripe_t stripes[NSTRIPES];
 } esale_t;
 
@@ -74,6 +92,8 @@ typedef struct deadline_s {
 } deadline_t;
 
 typedef struct worker_local_s {
+    h2o_loop_t *loop;
+    h2o_timeout_t delay; /* the take delay test hook's */
     sqlite3 *db; /* read-only connection for order reads */
     sqlite3_stmt *get, *list;
     int wake_committer; /* work was queued during this turn of the loop (embed_worker_flush) */
@@ -84,6 +104,12 @@ static __thread worker_local_t *tls_local; /* the calling worker's, NULL on othe
 typedef struct embed_s {
     sk_store_t super;
     char *path;
+    char *wal_path;
+    int fd;              /* the book, opened by us: its exclusive flock says whose it is */
+    dev_t dev, wal_dev;  /* what the book and its WAL were when opened */
+    ino_t ino, wal_ino;
+    const char *lost;    /* the committer's: why the book is gone (removed, replaced, wal_lost) */
+    int64_t next_watch;  /* the committer's: next look at the book (monotonic ms) */
     _Atomic(esale_t *) slots[SALE_SLOTS]; /* open addressing; written by the committer only */
     _Atomic int nsales;
     _Atomic int healthy;
@@ -140,7 +166,9 @@ static esale_t *sale_new(const char *id, const sk_sale_conf_t *c)
     atomic_init(&s->ends_at, c->ends_at);
     atomic_init(&s->avail, c->stock);
     atomic_init(&s->held, 0);
-    atomic_init(&s->next_id, 1);
+    atomic_init(&s->lowering, 0);
+    atomic_init(&s->gen, 0);
+    s->next_id = 1;
     for (int i = 0; i < NSTRIPES; i++) {
         pthread_mutex_init(&s->stripes[i].lock, NULL);
         sk_map_init(&s->stripes[i].users);
@@ -171,24 +199,51 @@ static void sale_free(esale_t *s)
     free(s);
 }
 
-static void sale_conf(const esale_t *s, sk_sale_conf_t *c)
+/* Reads the settings as one set; returns their generation (always even). */
+static uint64_t sale_conf(const esale_t *s, sk_sale_conf_t *c)
 {
-    c->stock = atomic_load_explicit(&s->stock, memory_order_relaxed);
-    c->per_user_limit = atomic_load_explicit(&s->per_user_limit, memory_order_relaxed);
-    c->hold_seconds = atomic_load_explicit(&s->hold_seconds, memory_order_relaxed);
-    c->starts_at = atomic_load_explicit(&s->starts_at, memory_order_relaxed);
-    c->ends_at = atomic_load_explicit(&s->ends_at, memory_order_relaxed);
+    for (;;) {
+        uint64_t g = atomic_load_explicit(&s->gen, memory_order_acquire);
+        c->stock = atomic_load_explicit(&s->stock, memory_order_relaxed);
+        c->per_user_limit = atomic_load_explicit(&s->per_user_limit, memory_order_relaxed);
+        c->hold_seconds = atomic_load_explicit(&s->hold_seconds, memory_order_relaxed);
+        c->starts_at = atomic_load_explicit(&s->starts_at, memory_order_relaxed);
+        c->ends_at = atomic_load_explicit(&s->ends_at, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if ((g & 1) == 0 && atomic_load_explicit(&s->gen, memory_order_relaxed) == g)
+            return g;
+    }
+}
+
+/* The committer's side of the sequence lock: everything written between begin and end is seen
+ * by sale_conf and sale_view as one change. Never any I/O in between. */
+static void publish_begin(esale_t *s)
+{
+    atomic_store_explicit(&s->gen, atomic_load_explicit(&s->gen, memory_order_relaxed) + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+static void publish_end(esale_t *s)
+{
+    atomic_store_explicit(&s->gen, atomic_load_explicit(&s->gen, memory_order_relaxed) + 1, memory_order_release);
 }
 
 static void sale_view(const esale_t *s, sk_sale_view_t *v)
 {
     memcpy(v->id, s->id, sizeof(v->id));
-    sale_conf(s, &v->conf);
-    int64_t avail = atomic_load(&s->avail);
-    v->held = atomic_load(&s->held);
-    v->sold = v->conf.stock - v->held - (avail > 0 ? avail : 0);
-    if (v->sold < 0)
-        v->sold = 0;
+    for (;;) {
+        uint64_t g = sale_conf(s, &v->conf);
+        /* units set aside by a stock decrease still count as remaining until it is durable */
+        int64_t avail = atomic_load(&s->avail) + atomic_load(&s->lowering);
+        v->held = atomic_load(&s->held);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&s->gen, memory_order_relaxed) != g)
+            continue;
+        v->sold = v->conf.stock - v->held - (avail > 0 ? avail : 0);
+        if (v->sold < 0)
+            v->sold = 0;
+        return;
+    }
 }
 
 static stripe_t *stripe_of(esale_t *s, uint64_t hash)
@@ -269,12 +324,38 @@ static void rid_finish(esale_t *s, const char *key, size_t klen, int err, const 
 
 /* ---- the take: the hot path ---- */
 
+/* A take that cannot be decided on the worker (see stock_answer) and goes to the committer
+ * undecided; its stamp says so (a settings generation is always even). */
+#define DEFERRED 1
+#define UNDECIDED UINT64_MAX
+
+/* What `avail` units say of a take of `qty`: 0 when they are enough, else SK_ESOLD_OUT, or
+ * DEFERRED while a stock decrease that is not yet durable set some aside, which would make a
+ * refusal rest on a change that may still fail. The committer decides deferred takes once that
+ * change is settled (they queue behind it). */
+static int stock_answer(esale_t *s, int64_t avail, int64_t qty)
+{
+    for (;;) {
+        if (sk_sale_check_stock(avail, qty) == 0)
+            return 0;
+        int64_t l = atomic_load(&s->lowering);
+        if (l > 0)
+            return sk_sale_check_stock(avail + l, qty) == 0 ? DEFERRED : SK_ESOLD_OUT;
+        /* a decrease that just failed gives its units back before it clears `lowering` */
+        int64_t again = atomic_load(&s->avail);
+        if (again == avail)
+            return SK_ESOLD_OUT;
+        avail = again;
+    }
+}
+
 static int reserve(esale_t *s, int64_t qty)
 {
     int64_t a = atomic_load_explicit(&s->avail, memory_order_relaxed);
     do {
-        if (sk_sale_check_stock(a, qty) != 0)
-            return SK_ESOLD_OUT;
+        int rc = stock_answer(s, a, qty);
+        if (rc != 0)
+            return rc;
     } while (!atomic_compare_exchange_weak_explicit(&s->avail, &a, a - qty, memory_order_acq_rel,
                                                     memory_order_relaxed));
     return 0;
@@ -286,8 +367,8 @@ static int decide(esale_t *s, sk_store_req_t *req, const sk_sale_conf_t *conf)
 {
     int rc;
     /* the sold-out fast path: one atomic load, no lock (sold_out wins over user_limit) */
-    if (sk_sale_check_stock(atomic_load_explicit(&s->avail, memory_order_relaxed), req->qty) != 0)
-        return SK_ESOLD_OUT;
+    if ((rc = stock_answer(s, atomic_load_explicit(&s->avail, memory_order_relaxed), req->qty)) != 0)
+        return rc;
     if (req->user == NULL)
         return reserve(s, req->qty);
     uint64_t h = sk_hash(req->user, req->user_len);
@@ -299,6 +380,32 @@ static int decide(esale_t *s, sk_store_req_t *req, const sk_sale_conf_t *conf)
         (u ? u : user_get(st, req->user, req->user_len, h))->taken += req->qty;
     pthread_mutex_unlock(&st->lock);
     return rc;
+}
+
+/* Gives back what decide reserved for order `o`. */
+static void unreserve(esale_t *s, const sk_order_t *o)
+{
+    atomic_fetch_add(&s->avail, o->qty);
+    if (o->status == SK_ORDER_HELD)
+        atomic_fetch_sub(&s->held, o->qty);
+    if (o->user)
+        user_add(s, o->user, strlen(o->user), sk_hash(o->user, strlen(o->user)), -o->qty);
+}
+
+/* Fills a decided take's order (all but its id, which the committer draws) and counts a hold. */
+static void fill_order(esale_t *s, sk_store_req_t *req, const sk_sale_conf_t *conf)
+{
+    sk_order_t *o = &req->order;
+    memcpy(o->sale, s->id, sizeof(o->sale));
+    o->id = 0;
+    o->qty = req->qty;
+    o->created_at = req->now_ms / 1000;
+    o->expires_at = sk_sale_expires_at(req->now_ms, conf->hold_seconds);
+    o->status = o->expires_at != SK_NO_TIME ? SK_ORDER_HELD : SK_ORDER_CONFIRMED;
+    o->user = sk_strndup(req->user, req->user_len);
+    o->request_id = sk_strndup(req->request_id, req->request_id_len);
+    if (o->status == SK_ORDER_HELD)
+        atomic_fetch_add(&s->held, req->qty);
 }
 
 /* Hands a job to the committer. A worker wakes it once per turn of its loop, after the turn
@@ -330,6 +437,39 @@ static void embed_worker_flush(sk_store_t *st, void *local)
     pthread_mutex_unlock(&e->qlock);
 }
 
+/* A test hook (docs/testing.md): with SECKILL_TEST_TAKE_DELAY_MS=N in the environment, a take by
+ * a user whose id starts with "delay-" waits N ms between its decision and its hand-over to the
+ * committer, on a timer of the worker's loop (the loop goes on), so that a test can race a PUT
+ * against a take in flight. 0 (off) unless set. */
+static int64_t test_take_delay_ms;
+
+typedef struct delayed_s {
+    h2o_timeout_entry_t entry;
+    embed_t *e;
+    sk_store_req_t *req;
+} delayed_t;
+
+static void delayed_cb(h2o_timeout_entry_t *entry)
+{
+    delayed_t *d = H2O_STRUCT_FROM_MEMBER(delayed_t, entry, entry);
+    enqueue(d->e, d->req);
+    embed_worker_flush(&d->e->super, tls_local);
+    free(d);
+}
+
+static int delay_take(embed_t *e, sk_store_req_t *req)
+{
+    if (test_take_delay_ms <= 0 || tls_local == NULL || req->user == NULL || req->user_len < 6 ||
+        memcmp(req->user, "delay-", 6) != 0)
+        return 0;
+    delayed_t *d = sk_calloc(1, sizeof(*d));
+    d->e = e;
+    d->req = req;
+    d->entry.cb = delayed_cb;
+    h2o_timeout_link(tls_local->loop, &tls_local->delay, &d->entry);
+    return 1;
+}
+
 static int take(embed_t *e, sk_store_req_t *req)
 {
     esale_t *s = find_sale(e, req->sale);
@@ -339,7 +479,10 @@ static int take(embed_t *e, sk_store_req_t *req)
 
     if (s == NULL)
         return req->err = SK_ENO_SUCH_SALE, SK_STORE_DONE;
-    sale_conf(s, &conf);
+    /* while the order book cannot be written (or was lost) nothing is decided */
+    if (!atomic_load_explicit(&e->healthy, memory_order_relaxed))
+        return req->err = SK_EUNAVAILABLE, SK_STORE_DONE;
+    req->stamp = sale_conf(s, &conf);
     if ((rc = sk_sale_check_take(&conf, req->user != NULL, req->qty, &why)) != 0)
         return req->err = rc, SK_STORE_DONE;
 
@@ -370,7 +513,7 @@ static int take(embed_t *e, sk_store_req_t *req)
         }
         /* a buyer who is turned away at once leaves nothing behind */
         if ((rc = sk_sale_window(&conf, req->now_ms / 1000)) != 0 ||
-            (rc = sk_sale_check_stock(atomic_load_explicit(&s->avail, memory_order_relaxed), req->qty)) != 0) {
+            (rc = stock_answer(s, atomic_load_explicit(&s->avail, memory_order_relaxed), req->qty)) < 0) {
             pthread_mutex_unlock(&st->lock);
             return req->err = rc, SK_STORE_DONE;
         }
@@ -383,28 +526,22 @@ static int take(embed_t *e, sk_store_req_t *req)
         pthread_mutex_unlock(&st->lock);
     }
 
-    int64_t now = req->now_ms / 1000;
-    if ((rc = sk_sale_window(&conf, now)) == 0)
+    if ((rc = sk_sale_window(&conf, req->now_ms / 1000)) == 0)
         rc = decide(s, req, &conf);
+    req->priv = s;
+    if (rc == DEFERRED) {
+        req->stamp = UNDECIDED;
+        enqueue(e, req);
+        return 0;
+    }
     if (rc != 0) {
         if (req->request_id != NULL)
             rid_finish(s, req->request_id, req->request_id_len, rc, NULL);
         return req->err = rc, SK_STORE_DONE;
     }
-
-    sk_order_t *o = &req->order;
-    memcpy(o->sale, s->id, sizeof(o->sale));
-    o->id = atomic_fetch_add(&s->next_id, 1);
-    o->qty = req->qty;
-    o->created_at = now;
-    o->expires_at = sk_sale_expires_at(req->now_ms, conf.hold_seconds);
-    o->status = o->expires_at != SK_NO_TIME ? SK_ORDER_HELD : SK_ORDER_CONFIRMED;
-    o->user = sk_strndup(req->user, req->user_len);
-    o->request_id = sk_strndup(req->request_id, req->request_id_len);
-    if (o->status == SK_ORDER_HELD)
-        atomic_fetch_add(&s->held, req->qty);
-    req->priv = s;
-    enqueue(e, req);
+    fill_order(s, req, &conf);
+    if (!delay_take(e, req))
+        enqueue(e, req);
     return 0;
 }
 
@@ -511,28 +648,82 @@ static int set_status(embed_t *e, const char *sale, uint64_t id, sk_order_status
     return step_done(e->db, e->upd_status);
 }
 
-static void set_healthy(embed_t *e, int ok)
+/* Writes what the committer's connection still sees of a lost book where it can be found: a
+ * lost WAL is checkpointed into the book file (still in place); a removed or replaced book is
+ * copied next to its path. */
+static void book_rescue(embed_t *e)
 {
-    if (atomic_exchange(&e->healthy, ok) != ok)
-        sk_log(ok ? SK_LOG_INFO : SK_LOG_ERROR, "event=store_health store=sqlite healthy=%d", ok);
+    if (strcmp(e->lost, "wal_lost") == 0) {
+        if (sqlite3_exec(e->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL) == SQLITE_OK)
+            sk_log(SK_LOG_ERROR, "event=book_checkpointed path=%s action=\"every committed order is in %s; restart"
+                   " seckilld\"", e->path, e->path);
+        else
+            sk_log(SK_LOG_ERROR, "event=book_checkpoint_failed path=%s error=\"%s\"", e->path, sqlite3_errmsg(e->db));
+        return;
+    }
+    char copy[PATH_MAX];
+    sqlite3_stmt *st = NULL;
+    snprintf(copy, sizeof(copy), "%s.rescued-%lld", e->path, (long long)(sk_now_ms() / 1000));
+    if (sqlite3_prepare_v2(e->db, "VACUUM INTO ?1", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, copy, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_DONE) {
+            sk_log(SK_LOG_ERROR, "event=book_rescued path=%s copy=%s action=\"stop seckilld, move %s to %s, start"
+                   " it again\"", e->path, copy, copy, e->path);
+            sqlite3_finalize(st);
+            return;
+        }
+    }
+    sk_log(SK_LOG_ERROR, "event=book_rescue_failed path=%s copy=%s error=\"%s\"", e->path, copy, sqlite3_errmsg(e->db));
+    sqlite3_finalize(st);
 }
 
-/* Ends a take: durable (err 0) or failed, in which case its reservation is undone. */
-static void finish_take(embed_t *e, sk_store_req_t *req, int err)
+/* Whether the book this process writes is still the file at its path, with its WAL: returns
+ * NULL, or what happened to it, once and for all (the store stays unavailable until a restart,
+ * and what the process still holds is rescued). A few stats: after each commit and twice a
+ * second on the committer. */
+static const char *book_check(embed_t *e)
+{
+    struct stat st;
+    const char *why = NULL;
+    if (e->lost != NULL)
+        return e->lost;
+    int r;
+    if (fstat(e->fd, &st) == 0 && st.st_nlink == 0)
+        why = "removed";
+    else if ((r = stat(e->path, &st)) != 0 ? errno == ENOENT : st.st_dev != e->dev || st.st_ino != e->ino)
+        why = r != 0 ? "removed" : "replaced";
+    else if (stat(e->wal_path, &st) != 0 ? errno == ENOENT : st.st_dev != e->wal_dev || st.st_ino != e->wal_ino)
+        why = "wal_lost";
+    if (why == NULL)
+        return NULL;
+    e->lost = why;
+    atomic_store(&e->healthy, 0);
+    sk_log(SK_LOG_ERROR, "event=book_lost path=%s what=%s action=\"every take is refused until a restart\"", e->path,
+           why);
+    book_rescue(e);
+    return why;
+}
+
+static void set_healthy(embed_t *e, int ok)
+{
+    if (e->lost != NULL)
+        ok = 0; /* until a restart */
+    if (atomic_exchange(&e->healthy, ok) != ok)
+        sk_log(ok ? SK_LOG_INFO : SK_LOG_ERROR, "event=store_health store=sqlite path=%s healthy=%d", e->path, ok);
+}
+
+/* Ends a take: durable (err 0) or failed; a failed take's reservation, if it holds one, is
+ * undone. */
+static void finish_take(embed_t *e, sk_store_req_t *req, int err, int reserved)
 {
     esale_t *s = req->priv;
     sk_order_t *o = &req->order;
-    if (err != 0) {
-        atomic_fetch_add(&s->avail, o->qty);
-        if (o->status == SK_ORDER_HELD)
-            atomic_fetch_sub(&s->held, o->qty);
-        if (o->user)
-            user_add(s, o->user, strlen(o->user), sk_hash(o->user, strlen(o->user)), -o->qty);
-    } else if (o->status == SK_ORDER_HELD) {
+    if (err != 0 && reserved)
+        unreserve(s, o);
+    else if (err == 0 && o->status == SK_ORDER_HELD)
         heap_push(e, (deadline_t){o->expires_at, s, o->id});
-    }
-    if (o->request_id != NULL)
-        rid_finish(s, o->request_id, strlen(o->request_id), err, o);
+    if (req->request_id != NULL)
+        rid_finish(s, req->request_id, req->request_id_len, err, o);
     if (err != 0)
         sk_order_dispose(o);
     req->err = err;
@@ -540,23 +731,69 @@ static void finish_take(embed_t *e, sk_store_req_t *req, int err)
     sk_store_complete(req);
 }
 
-/* One transaction for a run of takes: one fsync for all of them. */
+/* Decides a take again, on the committer, under the settings in force now: a take deferred
+ * behind a stock decrease, or one decided under settings that a PUT has replaced since. Only the
+ * committer writes settings, so what it reads here holds until the take is committed, and the
+ * take is ordered after that PUT. Returns 0 with the take reserved and filled, or an SK_E* code
+ * with nothing reserved. */
+static int redecide(sk_store_req_t *req)
+{
+    esale_t *s = req->priv;
+    sk_sale_conf_t conf;
+    const char *why;
+    int rc;
+    if (req->stamp != UNDECIDED) {
+        unreserve(s, &req->order);
+        sk_order_dispose(&req->order);
+    }
+    req->now_ms = sk_now_ms();
+    req->stamp = sale_conf(s, &conf);
+    if ((rc = sk_sale_check_take(&conf, req->user != NULL, req->qty, &why)) != 0 ||
+        (rc = sk_sale_window(&conf, req->now_ms / 1000)) != 0 || (rc = decide(s, req, &conf)) != 0)
+        return rc == DEFERRED ? SK_ESOLD_OUT : rc; /* no decrease is pending on the committer */
+    fill_order(s, req, &conf);
+    return 0;
+}
+
+/* One transaction for a run of takes: one fsync for all of them. Order ids are drawn here, in
+ * commit order, so that a reader who sees an id has already been able to see every smaller one
+ * (a cursor over `after=` misses nothing). */
 static void commit_takes(embed_t *e, sk_store_req_t *head, size_t n)
 {
-    int ok = exec(e->db, "BEGIN") == 0;
+    sk_store_req_t *run = NULL, **tail = &run;
+    for (sk_store_req_t *r = head, *next; r != NULL; r = next) {
+        next = r->next;
+        r->next = NULL;
+        esale_t *s = r->priv;
+        int rc = r->stamp == atomic_load_explicit(&s->gen, memory_order_relaxed) ? 0 : redecide(r);
+        if (rc != 0) {
+            finish_take(e, r, rc, 0);
+            n--;
+            continue;
+        }
+        r->order.id = s->next_id++;
+        *tail = r;
+        tail = &r->next;
+    }
+    if (run == NULL)
+        return;
+    int ok = !e->lost && exec(e->db, "BEGIN") == 0;
     int64_t t0 = sk_mono_ms();
-    for (sk_store_req_t *r = head; ok && r != NULL; r = r->next)
+    for (sk_store_req_t *r = run; ok && r != NULL; r = r->next)
         ok = insert_order(e, &r->order) == 0;
     if (ok)
         ok = exec(e->db, "COMMIT") == 0;
     if (!ok)
         sqlite3_exec(e->db, "ROLLBACK", NULL, NULL, NULL);
+    /* a 201 only for what is in the book on disk: not in a file that is gone */
+    if (ok && book_check(e) != NULL)
+        ok = 0;
     sk_metrics_commit(n, sk_mono_ms() - t0, ok);
     set_healthy(e, ok);
-    while (head != NULL) {
-        sk_store_req_t *next = head->next;
-        finish_take(e, head, ok ? 0 : SK_EUNAVAILABLE);
-        head = next;
+    while (run != NULL) {
+        sk_store_req_t *next = run->next;
+        finish_take(e, run, ok ? 0 : SK_EUNAVAILABLE, 1);
+        run = next;
     }
 }
 
@@ -571,14 +808,57 @@ static int write_sale(embed_t *e, sqlite3_stmt *st, const char *id, const sk_sal
     return step_done(e->db, st);
 }
 
+/* Ends the transaction the caller began: commits when `ok`, else rolls back. Returns 0 when it
+ * committed into the book on disk; the store's health follows. */
 static int in_txn(embed_t *e, int ok)
 {
-    if (ok && exec(e->db, "COMMIT") == 0)
+    if (ok && !e->lost && exec(e->db, "COMMIT") == 0 && book_check(e) == NULL) {
+        set_healthy(e, 1);
         return 0;
+    }
     sqlite3_exec(e->db, "ROLLBACK", NULL, NULL, NULL);
+    set_healthy(e, 0);
     return -1;
 }
 
+/* Sets a sale's settings for workers to see, with `avail_delta` more units. */
+static void publish_conf(esale_t *s, const sk_sale_conf_t *c, int64_t avail_delta, int64_t lowering_delta)
+{
+    publish_begin(s);
+    atomic_store_explicit(&s->stock, c->stock, memory_order_relaxed);
+    atomic_store_explicit(&s->per_user_limit, c->per_user_limit, memory_order_relaxed);
+    atomic_store_explicit(&s->hold_seconds, c->hold_seconds, memory_order_relaxed);
+    atomic_store_explicit(&s->starts_at, c->starts_at, memory_order_relaxed);
+    atomic_store_explicit(&s->ends_at, c->ends_at, memory_order_relaxed);
+    atomic_fetch_add(&s->avail, avail_delta);
+    atomic_fetch_add(&s->lowering, lowering_delta);
+    publish_end(s);
+}
+
+/* Sets aside `units` of the remaining ones for a stock decrease that is about to be written:
+ * checked and taken in one CAS, so that concurrent takes cannot slip between check and change.
+ * Returns -1 when sold + held units would be above the new stock. */
+static int lowering_begin(esale_t *s, int64_t units)
+{
+    int rc = 0;
+    publish_begin(s);
+    atomic_fetch_add(&s->lowering, units);
+    int64_t a = atomic_load(&s->avail);
+    do {
+        if (a - units < 0) {
+            atomic_fetch_sub(&s->lowering, units);
+            rc = -1;
+            break;
+        }
+    } while (!atomic_compare_exchange_weak(&s->avail, &a, a - units));
+    publish_end(s);
+    return rc;
+}
+
+/* Durable before usable: a new sale is published, and a sale's new settings and added units
+ * become visible, only once the change is committed; units taken away by a decrease are set
+ * aside before it is written (takes that would need them wait behind it, see stock_answer) and
+ * given back if it fails. A failed change leaves no trace. */
 static void put_sale(embed_t *e, sk_store_req_t *req)
 {
     esale_t *s = find_sale(e, req->sale);
@@ -599,27 +879,24 @@ static void put_sale(embed_t *e, sk_store_req_t *req)
         publish_sale(e, s);
         req->created = 1;
     } else {
-        /* the new stock must cover what is sold and held: checked and applied in one CAS on the
-         * remaining units, so concurrent takes cannot slip between check and change */
         int64_t delta = c->stock - atomic_load(&s->stock);
-        int64_t a = atomic_load(&s->avail);
-        do {
-            if (a + delta < 0) {
-                req->err = SK_ESTOCK_BELOW_TAKEN;
-                goto out;
-            }
-        } while (!atomic_compare_exchange_weak(&s->avail, &a, a + delta));
+        int64_t lower = delta < 0 ? -delta : 0;
+        if (lower > 0 && lowering_begin(s, lower) != 0) {
+            req->err = SK_ESTOCK_BELOW_TAKEN;
+            goto out;
+        }
         ok = exec(e->db, "BEGIN") == 0 && write_sale(e, e->upd_sale, req->sale, c) == 0;
         if (in_txn(e, ok) != 0) {
-            atomic_fetch_sub(&s->avail, delta);
+            if (lower > 0) {
+                publish_begin(s);
+                atomic_fetch_add(&s->avail, lower); /* before `lowering` drops: see stock_answer */
+                atomic_fetch_sub(&s->lowering, lower);
+                publish_end(s);
+            }
             req->err = SK_EUNAVAILABLE;
             goto out;
         }
-        atomic_store(&s->stock, c->stock);
-        atomic_store(&s->per_user_limit, c->per_user_limit);
-        atomic_store(&s->hold_seconds, c->hold_seconds);
-        atomic_store(&s->starts_at, c->starts_at);
-        atomic_store(&s->ends_at, c->ends_at);
+        publish_conf(s, c, delta > 0 ? delta : 0, -lower);
         req->created = 0;
     }
     sale_view(s, &req->view);
@@ -797,23 +1074,35 @@ static void expire_due(embed_t *e, int64_t now)
         sk_log(SK_LOG_DEBUG, "event=holds_expired count=%zu", n);
 }
 
+/* Twice a second: is the book still there, and, while it could not be written, can it be now?
+ * The store comes back by itself when the disk does (a probe write and its fsync), without
+ * waiting for a take to try. */
+static void watch(embed_t *e)
+{
+    int64_t now = sk_mono_ms();
+    if (now < e->next_watch)
+        return;
+    e->next_watch = now + WATCH_MS;
+    if (book_check(e) != NULL || atomic_load(&e->healthy))
+        return;
+    in_txn(e, exec(e->db, "BEGIN IMMEDIATE") == 0 && exec(e->db, PROBE) == 0);
+}
+
 static void *committer_main(void *arg)
 {
     embed_t *e = arg;
     for (;;) {
         pthread_mutex_lock(&e->qlock);
         while (e->qhead == NULL && !e->stopping) {
-            int64_t now_ms = sk_now_ms();
-            int64_t wait_ms = 1000;
-            if (e->nheap > 0) {
-                int64_t due = e->heap[0].at * 1000 - now_ms;
-                if (due <= 0)
-                    break;
-                if (due < wait_ms)
-                    wait_ms = due;
-            }
+            /* the next hold is due at a wall-clock time (it is a timestamp in the order); the
+             * wait itself and the book's watch run on the monotonic clock */
+            int64_t wait_ms = e->next_watch - sk_mono_ms();
+            if (e->nheap > 0 && e->heap[0].at * 1000 - sk_now_ms() < wait_ms)
+                wait_ms = e->heap[0].at * 1000 - sk_now_ms();
+            if (wait_ms <= 0)
+                break;
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts);
             ts.tv_sec += wait_ms / 1000;
             ts.tv_nsec += (wait_ms % 1000) * 1000000;
             if (ts.tv_nsec >= 1000000000) {
@@ -821,8 +1110,6 @@ static void *committer_main(void *arg)
                 ts.tv_nsec -= 1000000000;
             }
             pthread_cond_timedwait(&e->qcond, &e->qlock, &ts);
-            if (e->nheap > 0 && e->heap[0].at * 1000 <= sk_now_ms())
-                break;
         }
         sk_store_req_t *jobs = e->qhead;
         int stop = e->stopping && jobs == NULL;
@@ -854,6 +1141,7 @@ static void *committer_main(void *arg)
                 change_order(e, job);
         }
         expire_due(e, sk_now_ms() / 1000);
+        watch(e);
         if (stop)
             break;
     }
@@ -971,6 +1259,9 @@ static void *embed_worker_init(sk_store_t *st, h2o_loop_t *loop, int index)
     embed_t *e = (embed_t *)st;
     worker_local_t *w = sk_calloc(1, sizeof(*w));
     char sql[256];
+    (void)index;
+    w->loop = loop;
+    h2o_timeout_init(loop, &w->delay, (uint64_t)(test_take_delay_ms > 0 ? test_take_delay_ms : 1));
     if (sqlite3_open_v2(e->path, &w->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         sk_log(SK_LOG_ERROR, "event=sqlite_open path=%s error=\"%s\"", e->path, sqlite3_errmsg(w->db));
         abort();
@@ -990,6 +1281,7 @@ static void *embed_worker_init(sk_store_t *st, h2o_loop_t *loop, int index)
 static void embed_worker_dispose(sk_store_t *st, void *local)
 {
     worker_local_t *w = local;
+    (void)st;
     if (w == NULL)
         return;
     sqlite3_finalize(w->get);
@@ -999,14 +1291,8 @@ static void embed_worker_dispose(sk_store_t *st, void *local)
     tls_local = NULL;
 }
 
-static void embed_close(sk_store_t *st)
+static void embed_free(embed_t *e)
 {
-    embed_t *e = (embed_t *)st;
-    pthread_mutex_lock(&e->qlock);
-    e->stopping = 1;
-    pthread_cond_signal(&e->qcond);
-    pthread_mutex_unlock(&e->qlock);
-    pthread_join(e->thread, NULL);
     sqlite3_finalize(e->ins_order);
     sqlite3_finalize(e->ins_sale);
     sqlite3_finalize(e->upd_sale);
@@ -1018,9 +1304,26 @@ static void embed_close(sk_store_t *st)
         if (s != NULL)
             sale_free(s);
     }
+    /* closed after SQLite's connections: closing a descriptor of the book drops every POSIX lock
+     * the process holds on it, SQLite's included */
+    if (e->fd >= 0)
+        close(e->fd);
+    pthread_cond_destroy(&e->qcond);
     free(e->heap);
     free(e->path);
+    free(e->wal_path);
     free(e);
+}
+
+static void embed_close(sk_store_t *st)
+{
+    embed_t *e = (embed_t *)st;
+    pthread_mutex_lock(&e->qlock);
+    e->stopping = 1;
+    pthread_cond_signal(&e->qcond);
+    pthread_mutex_unlock(&e->qlock);
+    pthread_join(e->thread, NULL);
+    embed_free(e);
 }
 
 static const sk_store_ops_t embed_ops = {
@@ -1033,44 +1336,104 @@ static const char SCHEMA[] =
     " WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS orders(sale TEXT NOT NULL, id INTEGER NOT NULL, user TEXT,"
     " qty INTEGER NOT NULL, status TEXT NOT NULL, request_id TEXT, created_at INTEGER NOT NULL,"
-    " expires_at INTEGER, PRIMARY KEY(sale, id)) WITHOUT ROWID;";
+    " expires_at INTEGER, PRIMARY KEY(sale, id)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
 
-/* Rebuilds memory from the order book: sales, then every order in id order. */
-static int rebuild(embed_t *e)
+/* Rebuild refuses a book that breaks a rule: this says which, of what, into err. */
+#define REFUSE(...) (snprintf(err, errlen, __VA_ARGS__), -1)
+
+static int valid_text(sqlite3_stmt *st, int col, int nullable)
+{
+    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+        return nullable;
+    const char *t = (const char *)sqlite3_column_text(st, col);
+    return sqlite3_column_type(st, col) == SQLITE_TEXT && sk_valid_ident(t, (size_t)sqlite3_column_bytes(st, col));
+}
+
+static int valid_int(sqlite3_stmt *st, int col, int nullable)
+{
+    return sqlite3_column_type(st, col) == SQLITE_INTEGER || (nullable && sqlite3_column_type(st, col) == SQLITE_NULL);
+}
+
+/* Rebuilds memory from the order book: sales, then every order in id order. Every row is checked
+ * first: a book that breaks a rule (a hand-edited row, a row set that sells more than the stock)
+ * is refused with the sale and the rule in err, never trusted and never clamped. */
+static int rebuild(embed_t *e, char *err, size_t errlen)
 {
     sqlite3_stmt *st;
     size_t norders = 0;
     int64_t t0 = sk_mono_ms();
+    int rc = 0;
     if (prepare(e->db, "SELECT sale, stock, per_user_limit, hold_seconds, starts_at, ends_at FROM sales", &st) != 0)
-        return -1;
-    while (sqlite3_step(st) == SQLITE_ROW) {
+        return REFUSE("cannot read the sales table: %s", sqlite3_errmsg(e->db));
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        const char *why = NULL;
         sk_sale_conf_t c = {sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
                             column_time(st, 4), column_time(st, 5)};
-        const char *id = (const char *)sqlite3_column_text(st, 0);
-        if (atomic_load(&e->nsales) < MAX_SALES)
+        if (id == NULL || !sk_valid_sale_id(id, (size_t)sqlite3_column_bytes(st, 0)))
+            rc = REFUSE("a sale id is not [A-Za-z0-9_.-]{1,64}");
+        else if (!valid_int(st, 1, 0) || !valid_int(st, 2, 0) || !valid_int(st, 3, 0) || !valid_int(st, 4, 1) ||
+                 !valid_int(st, 5, 1))
+            rc = REFUSE("sale %s: a setting is not an integer", id);
+        else if (sk_sale_conf_check(&c, &why) != 0)
+            rc = REFUSE("sale %s: %s", id, why);
+        else if (atomic_load(&e->nsales) >= MAX_SALES)
+            rc = REFUSE("sale %s: more than %d sales", id, MAX_SALES);
+        else
             publish_sale(e, sale_new(id, &c));
     }
     sqlite3_finalize(st);
+    if (rc != 0)
+        return rc;
 
     if (prepare(e->db, "SELECT sale, id, user, qty, status, request_id, created_at, expires_at FROM orders", &st) != 0)
-        return -1;
+        return REFUSE("cannot read the orders table: %s", sqlite3_errmsg(e->db));
     esale_t *s = NULL;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    int step;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *sale = (const char *)sqlite3_column_text(st, 0);
-        if (s == NULL || strcmp(s->id, sale) != 0)
-            if ((s = find_sale(e, sale)) == NULL)
-                continue;
+        if (sale == NULL) {
+            rc = REFUSE("an order has no sale");
+            break;
+        }
+        if ((s == NULL || strcmp(s->id, sale) != 0) && (s = find_sale(e, sale)) == NULL) {
+            rc = REFUSE("sale %s: it has orders but is not in the sales table", sale);
+            break;
+        }
         uint64_t id = (uint64_t)sqlite3_column_int64(st, 1);
         int64_t qty = sqlite3_column_int64(st, 3);
-        sk_order_status_t status = sk_order_status_parse((const char *)sqlite3_column_text(st, 4));
+        const char *status_name = (const char *)sqlite3_column_text(st, 4);
+        sk_order_status_t status = sk_order_status_parse(status_name ? status_name : "");
         int64_t created = sqlite3_column_int64(st, 6), expires = column_time(st, 7);
         const char *user = (const char *)sqlite3_column_text(st, 2);
         size_t ulen = (size_t)sqlite3_column_bytes(st, 2);
-        if (id >= atomic_load_explicit(&s->next_id, memory_order_relaxed))
-            atomic_store_explicit(&s->next_id, id + 1, memory_order_relaxed);
+        if (!valid_int(st, 1, 0) || sqlite3_column_int64(st, 1) < 1) {
+            rc = REFUSE("sale %s: an order id is not a positive integer", sale);
+        } else if (!valid_int(st, 3, 0) || qty < 1 || qty > SK_MAX_UNITS) {
+            rc = REFUSE("sale %s: order %llu: qty must be an integer from 1 to 2^53", sale, (unsigned long long)id);
+        } else if (status == 0) {
+            rc = REFUSE("sale %s: order %llu: unknown status", sale, (unsigned long long)id);
+        } else if (!valid_int(st, 6, 0) || created < 0 || !valid_int(st, 7, 1) ||
+                   (status == SK_ORDER_HELD && expires == SK_NO_TIME)) {
+            rc = REFUSE("sale %s: order %llu: created_at and expires_at must be times (a hold needs expires_at)", sale,
+                        (unsigned long long)id);
+        } else if (!valid_text(st, 2, 1) || !valid_text(st, 5, 1)) {
+            rc = REFUSE("sale %s: order %llu: user and request_id must be null or [A-Za-z0-9_.:@-]{1,128}", sale,
+                        (unsigned long long)id);
+        }
+        if (rc != 0)
+            break;
+        if (id >= s->next_id)
+            s->next_id = id + 1;
         if (status == SK_ORDER_HELD || status == SK_ORDER_CONFIRMED) {
-            atomic_fetch_sub_explicit(&s->avail, qty, memory_order_relaxed);
+            int64_t a = atomic_load_explicit(&s->avail, memory_order_relaxed);
+            if (sk_sale_check_stock(a, qty) != 0) {
+                rc = REFUSE("sale %s: its held and confirmed orders come to more than its stock of %lld", sale,
+                            (long long)atomic_load(&s->stock));
+                break;
+            }
+            atomic_store_explicit(&s->avail, a - qty, memory_order_relaxed);
             if (status == SK_ORDER_HELD) {
                 atomic_fetch_add_explicit(&s->held, qty, memory_order_relaxed);
                 heap_push(e, (deadline_t){expires, s, id});
@@ -1082,6 +1445,12 @@ static int rebuild(embed_t *e)
             const char *key = (const char *)sqlite3_column_text(st, 5);
             size_t klen = (size_t)sqlite3_column_bytes(st, 5);
             uint64_t h = sk_hash(key, klen);
+            stripe_t *sp = stripe_of(s, h);
+            if (sk_map_find(&sp->rids, h, key, klen) != NULL) {
+                rc = REFUSE("sale %s: order %llu: its request_id is used by another order", sale,
+                            (unsigned long long)id);
+                break;
+            }
             rid_t *r = sk_calloc(1, sizeof(*r) + klen + 1);
             memcpy(r->key, key, klen);
             r->node = (sk_map_node_t){r->key, (uint32_t)klen};
@@ -1091,50 +1460,107 @@ static int rebuild(embed_t *e)
             r->order_id = id;
             r->created_at = created;
             r->expires_at = expires;
-            sk_map_insert(&stripe_of(s, h)->rids, &r->node, h);
+            sk_map_insert(&sp->rids, &r->node, h);
         }
         norders++;
     }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = REFUSE("cannot read the orders table: %s", sqlite3_errmsg(e->db));
     sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        sk_log(SK_LOG_ERROR, "event=rebuild error=\"%s\"", sqlite3_errmsg(e->db));
-        return -1;
-    }
-    /* a stock lowered while orders were failing to commit must not leave a negative remainder */
-    for (size_t i = 0; i < SALE_SLOTS; i++) {
-        esale_t *x = atomic_load(&e->slots[i]);
-        if (x != NULL && atomic_load(&x->avail) < 0) {
-            sk_log(SK_LOG_WARN, "event=rebuild_oversold sale=%s remaining=%lld", x->id, (long long)atomic_load(&x->avail));
-            atomic_store(&x->avail, 0);
-        }
-    }
+    if (rc != 0)
+        return rc;
     sk_log(SK_LOG_INFO, "event=rebuilt sales=%d orders=%zu ms=%lld", atomic_load(&e->nsales), norders,
            (long long)(sk_mono_ms() - t0));
     return 0;
 }
 
+/* The pid that holds an flock on the file (dev, ino), from /proc/locks; 0 when unknown. */
+static long lock_owner(dev_t dev, ino_t ino)
+{
+    FILE *f = fopen("/proc/locks", "re");
+    char line[256];
+    long pid = 0;
+    while (f != NULL && pid == 0 && fgets(line, sizeof(line), f) != NULL) {
+        char type[16];
+        long p;
+        unsigned maj, min;
+        unsigned long long i;
+        if (sscanf(line, "%*[^:]: %15s %*s %*s %ld %x:%x:%llu", type, &p, &maj, &min, &i) == 5 &&
+            strcmp(type, "FLOCK") == 0 && maj == major(dev) && min == minor(dev) && i == (unsigned long long)ino)
+            pid = p;
+    }
+    if (f != NULL)
+        fclose(f);
+    return pid;
+}
+
+/* Opens the book file and takes it for this process: one seckilld per order book. */
+static int book_open(embed_t *e, char *err, size_t errlen)
+{
+    struct stat st;
+    if ((e->fd = open(e->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+        return REFUSE("cannot open %s: %s", e->path, strerror(errno));
+    if (fstat(e->fd, &st) != 0)
+        return REFUSE("cannot stat %s: %s", e->path, strerror(errno));
+    e->dev = st.st_dev;
+    e->ino = st.st_ino;
+    if (flock(e->fd, LOCK_EX | LOCK_NB) == 0)
+        return 0;
+    if (errno != EWOULDBLOCK)
+        return REFUSE("cannot lock %s: %s", e->path, strerror(errno));
+    long pid = lock_owner(st.st_dev, st.st_ino);
+    if (pid > 0)
+        return REFUSE("the order book %s is in use by another process (pid %ld): one seckilld per order book",
+                      e->path, pid);
+    return REFUSE("the order book %s is in use by another process: one seckilld per order book", e->path);
+}
+
 sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t errlen)
 {
     embed_t *e = sk_calloc(1, sizeof(*e));
+    pthread_condattr_t ca;
+    struct stat st;
+    const char *delay = getenv("SECKILL_TEST_TAKE_DELAY_MS");
+    (void)threads;
     e->super.ops = &embed_ops;
+    e->fd = -1;
     e->path = sk_strndup(path, strlen(path));
+    e->wal_path = sk_malloc(strlen(path) + 5);
+    snprintf(e->wal_path, strlen(path) + 5, "%s-wal", path);
     atomic_init(&e->healthy, 1);
     pthread_mutex_init(&e->qlock, NULL);
-    pthread_cond_init(&e->qcond, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&e->qcond, &ca);
+    pthread_condattr_destroy(&ca);
     e->qtail = &e->qhead;
+    test_take_delay_ms = delay != NULL ? atoll(delay) : 0;
 
-    if (sqlite3_open_v2(path, &e->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
-        SQLITE_OK) {
+    if (book_open(e, err, errlen) != 0)
+        goto fail;
+    if (sqlite3_open_v2(path, &e->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         snprintf(err, errlen, "cannot open %s: %s", path, sqlite3_errmsg(e->db));
         goto fail;
     }
     sqlite3_busy_timeout(e->db, 5000);
     /* WAL with synchronous=FULL: every COMMIT is fsynced, so a committed batch survives a crash
-     * or power loss; readers on the worker threads never block the writer */
-    if (exec(e->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") != 0 || exec(e->db, SCHEMA) != 0) {
-        snprintf(err, errlen, "cannot initialise %s: %s", path, sqlite3_errmsg(e->db));
+     * or power loss; readers on the worker threads never block the writer. The probe write
+     * proves the book writable now and makes its WAL exist, to be watched. */
+    if (exec(e->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") != 0 || exec(e->db, SCHEMA) != 0 ||
+        exec(e->db, PROBE) != 0) {
+        snprintf(err, errlen, "cannot initialise or write %s: %s", path, sqlite3_errmsg(e->db));
         goto fail;
     }
+    if (sqlite3_db_readonly(e->db, "main") == 1) {
+        snprintf(err, errlen, "cannot write %s: it opened read-only", path);
+        goto fail;
+    }
+    if (stat(e->wal_path, &st) != 0) {
+        snprintf(err, errlen, "cannot stat %s: %s (is the book in WAL mode?)", e->wal_path, strerror(errno));
+        goto fail;
+    }
+    e->wal_dev = st.st_dev;
+    e->wal_ino = st.st_ino;
     if (prepare(e->db,
                 "INSERT INTO orders(sale, id, user, qty, status, request_id, created_at, expires_at)"
                 " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -1154,19 +1580,18 @@ sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t
         snprintf(err, errlen, "cannot prepare statements on %s", path);
         goto fail;
     }
-    if (rebuild(e) != 0) {
-        snprintf(err, errlen, "cannot rebuild state from %s", path);
+    char why[400];
+    if (rebuild(e, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "the order book %s is refused: %s", path, why);
         goto fail;
     }
-    (void)threads;
+    e->next_watch = sk_mono_ms() + WATCH_MS;
     if (pthread_create(&e->thread, NULL, committer_main, e) != 0) {
         snprintf(err, errlen, "pthread_create: %s", strerror(errno));
         goto fail;
     }
     return &e->super;
 fail:
-    sqlite3_close(e->db);
-    free(e->path);
-    free(e);
+    embed_free(e);
     return NULL;
 }

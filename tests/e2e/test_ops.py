@@ -196,11 +196,18 @@ def test_disk_full_gives_503_and_leaves_nothing_half_done(store, tmp_path, sale_
         assert all(r.status in (201, 503) for r in answers.values())
         sale = srv.sale(s)
         assert sale["sold"] == len(won), (sale, len(won))  # the failed reservation was undone
+        # while the book cannot be written every take is refused at once, sold-out or not
+        r = srv.take(s, user="x-late", request_id="x-late")
+        assert (r.status, r.body["error"]) == (503, "unavailable"), r
         os.remove(filler)
-        # service resumes by itself; the failed request is decided anew
+        # service resumes by itself, without a take to try it (the store probes the disk), within
+        # 5 s; the failed request is then decided anew
+        deadline = time.monotonic() + 5
+        while srv.pub("GET", "/healthz").status != 200:
+            assert time.monotonic() < deadline, "/healthz did not come back within 5 s of the disk"
+            time.sleep(0.1)
         r = srv.take(s, user=failed[0].replace("r", "u"), request_id=failed[0])
         assert r.status == 201, r
-        assert srv.pub("GET", "/healthz").status == 200
         book = {o["request_id"]: o["order"] for o in srv.orders(s)}
         assert len(book) == len(won) + 1
         for rid, oid in won.items():
