@@ -22,8 +22,6 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
-#define H2O_USE_LIBUV 0
-#include <h2o/timeout.h>
 #include "error.h"
 #include "log.h"
 #include "map.h"
@@ -92,8 +90,6 @@ typedef struct deadline_s {
 } deadline_t;
 
 typedef struct worker_local_s {
-    h2o_loop_t *loop;
-    h2o_timeout_t delay; /* the take delay test hook's */
     sqlite3 *db; /* read-only connection for order reads */
     sqlite3_stmt *get, *list;
     int wake_committer; /* work was queued during this turn of the loop (embed_worker_flush) */
@@ -110,6 +106,7 @@ typedef struct embed_s {
     ino_t ino, wal_ino;
     const char *lost;    /* the committer's: why the book is gone (removed, replaced, wal_lost) */
     int64_t next_watch;  /* the committer's: next look at the book (monotonic ms) */
+    struct delayed_s *delayed, **delayed_tail; /* the committer's: takes held by the test hook */
     _Atomic(esale_t *) slots[SALE_SLOTS]; /* open addressing; written by the committer only */
     _Atomic int nsales;
     _Atomic int healthy;
@@ -437,37 +434,21 @@ static void embed_worker_flush(sk_store_t *st, void *local)
     pthread_mutex_unlock(&e->qlock);
 }
 
-/* A test hook (docs/testing.md): with SECKILL_TEST_TAKE_DELAY_MS=N in the environment, a take by
- * a user whose id starts with "delay-" waits N ms between its decision and its hand-over to the
- * committer, on a timer of the worker's loop (the loop goes on), so that a test can race a PUT
+/* A test hook (docs/testing.md): with SECKILL_TEST_TAKE_DELAY_MS=N in the environment, the
+ * committer holds a take by a user whose id starts with "delay-" for N ms after its decision
+ * before it commits it, handling everything else meanwhile, so that a test can race a PUT
  * against a take in flight. 0 (off) unless set. */
 static int64_t test_take_delay_ms;
 
 typedef struct delayed_s {
-    h2o_timeout_entry_t entry;
-    embed_t *e;
     sk_store_req_t *req;
+    int64_t due; /* monotonic ms */
+    struct delayed_s *next;
 } delayed_t;
 
-static void delayed_cb(h2o_timeout_entry_t *entry)
+static int delayed_user(const sk_store_req_t *req)
 {
-    delayed_t *d = H2O_STRUCT_FROM_MEMBER(delayed_t, entry, entry);
-    enqueue(d->e, d->req);
-    embed_worker_flush(&d->e->super, tls_local);
-    free(d);
-}
-
-static int delay_take(embed_t *e, sk_store_req_t *req)
-{
-    if (test_take_delay_ms <= 0 || tls_local == NULL || req->user == NULL || req->user_len < 6 ||
-        memcmp(req->user, "delay-", 6) != 0)
-        return 0;
-    delayed_t *d = sk_calloc(1, sizeof(*d));
-    d->e = e;
-    d->req = req;
-    d->entry.cb = delayed_cb;
-    h2o_timeout_link(tls_local->loop, &tls_local->delay, &d->entry);
-    return 1;
+    return test_take_delay_ms > 0 && req->user != NULL && req->user_len >= 6 && memcmp(req->user, "delay-", 6) == 0;
 }
 
 static int take(embed_t *e, sk_store_req_t *req)
@@ -540,8 +521,7 @@ static int take(embed_t *e, sk_store_req_t *req)
         return req->err = rc, SK_STORE_DONE;
     }
     fill_order(s, req, &conf);
-    if (!delay_take(e, req))
-        enqueue(e, req);
+    enqueue(e, req);
     return 0;
 }
 
@@ -1088,6 +1068,26 @@ static void watch(embed_t *e)
     in_txn(e, exec(e->db, "BEGIN IMMEDIATE") == 0 && exec(e->db, PROBE) == 0);
 }
 
+/* Commits the takes the test hook held once they are due (all of them when stopping). */
+static void commit_delayed(embed_t *e, int all)
+{
+    sk_store_req_t *run = NULL, **tail = &run;
+    size_t n = 0;
+    while (e->delayed != NULL && (all || e->delayed->due <= sk_mono_ms())) {
+        delayed_t *d = e->delayed;
+        e->delayed = d->next;
+        *tail = d->req;
+        tail = &d->req->next;
+        d->req->next = NULL;
+        n++;
+        free(d);
+    }
+    if (e->delayed == NULL)
+        e->delayed_tail = &e->delayed;
+    if (run != NULL)
+        commit_takes(e, run, n);
+}
+
 static void *committer_main(void *arg)
 {
     embed_t *e = arg;
@@ -1097,6 +1097,8 @@ static void *committer_main(void *arg)
             /* the next hold is due at a wall-clock time (it is a timestamp in the order); the
              * wait itself and the book's watch run on the monotonic clock */
             int64_t wait_ms = e->next_watch - sk_mono_ms();
+            if (e->delayed != NULL && e->delayed->due - sk_mono_ms() < wait_ms)
+                wait_ms = e->delayed->due - sk_mono_ms();
             if (e->nheap > 0 && e->heap[0].at * 1000 - sk_now_ms() < wait_ms)
                 wait_ms = e->heap[0].at * 1000 - sk_now_ms();
             if (wait_ms <= 0)
@@ -1112,10 +1114,12 @@ static void *committer_main(void *arg)
             pthread_cond_timedwait(&e->qcond, &e->qlock, &ts);
         }
         sk_store_req_t *jobs = e->qhead;
-        int stop = e->stopping && jobs == NULL;
+        int stop = e->stopping && jobs == NULL && e->delayed == NULL;
+        int stopping = e->stopping;
         e->qhead = NULL;
         e->qtail = &e->qhead;
         pthread_mutex_unlock(&e->qlock);
+        commit_delayed(e, stopping);
 
         /* runs of takes share a transaction; anything else gets its own, in queue order */
         while (jobs != NULL) {
@@ -1124,15 +1128,22 @@ static void *committer_main(void *arg)
             while (jobs != NULL && jobs->op == SK_STORE_TAKE && n < BATCH_MAX) {
                 sk_store_req_t *next = jobs->next;
                 jobs->next = NULL;
-                *rtail = jobs;
-                rtail = &jobs->next;
-                n++;
+                if (delayed_user(jobs)) {
+                    delayed_t *d = sk_malloc(sizeof(*d));
+                    *d = (delayed_t){jobs, sk_mono_ms() + test_take_delay_ms, NULL};
+                    *e->delayed_tail = d;
+                    e->delayed_tail = &d->next;
+                } else {
+                    *rtail = jobs;
+                    rtail = &jobs->next;
+                    n++;
+                }
                 jobs = next;
             }
-            if (run != NULL) {
+            if (run != NULL)
                 commit_takes(e, run, n);
+            if (jobs == NULL || jobs->op == SK_STORE_TAKE)
                 continue;
-            }
             sk_store_req_t *job = jobs;
             jobs = jobs->next;
             if (job->op == SK_STORE_SALE_PUT)
@@ -1260,8 +1271,7 @@ static void *embed_worker_init(sk_store_t *st, h2o_loop_t *loop, int index)
     worker_local_t *w = sk_calloc(1, sizeof(*w));
     char sql[256];
     (void)index;
-    w->loop = loop;
-    h2o_timeout_init(loop, &w->delay, (uint64_t)(test_take_delay_ms > 0 ? test_take_delay_ms : 1));
+    (void)loop;
     if (sqlite3_open_v2(e->path, &w->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         sk_log(SK_LOG_ERROR, "event=sqlite_open path=%s error=\"%s\"", e->path, sqlite3_errmsg(w->db));
         abort();
@@ -1534,6 +1544,7 @@ sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t
     pthread_cond_init(&e->qcond, &ca);
     pthread_condattr_destroy(&ca);
     e->qtail = &e->qhead;
+    e->delayed_tail = &e->delayed;
     test_take_delay_ms = delay != NULL ? atoll(delay) : 0;
 
     if (book_open(e, err, errlen) != 0)
