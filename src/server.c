@@ -3,7 +3,15 @@
  * the workers, prints the `listening ...` lines, then waits for signals: SIGHUP reopens the log,
  * SIGTERM/SIGINT stop accepting, let in-flight requests finish (bounded by --shutdown-timeout),
  * flush the store and return 0. Readiness and stopping are reported to systemd when
- * NOTIFY_SOCKET is set. */
+ * NOTIFY_SOCKET is set.
+ *
+ * One owner per address: SO_REUSEPORT would let a second process join our listening sockets and
+ * take half the buyers, so before binding, an address is probed with a socket without it, which
+ * the kernel refuses (EADDRINUSE) while anyone else listens on an overlapping address. Two
+ * seckillds starting at once could both probe before either binds; an abstract Unix socket named
+ * after the port, bound from probe to listen(), orders them, and the second one's probe then sees
+ * the first one's sockets. (Another program that binds with SO_REUSEPORT itself, as the same
+ * user, in the microseconds between our probe and our bind is not excluded.) */
 #include "server.h"
 #include <errno.h>
 #include <netdb.h>
@@ -21,6 +29,8 @@
 #include "metrics.h"
 #include "ratelimit.h"
 #include "util.h"
+
+#define PORT_LOCK_WAIT_MS 5000 /* another seckilld binding the same port takes milliseconds */
 
 /* Splits HOST:PORT (HOST may be [v6]) and resolves it numerically. */
 static int resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *len)
@@ -49,14 +59,14 @@ static int resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t 
     return 0;
 }
 
-static int listen_on(struct sockaddr_storage *ss, socklen_t len)
+static int listen_on(const struct sockaddr_storage *ss, socklen_t len)
 {
     int fd, one = 1;
     if ((fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
         return -1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-        bind(fd, (struct sockaddr *)ss, len) != 0 || listen(fd, 4096) != 0) {
+        bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, 4096) != 0) {
         int e = errno;
         close(fd);
         errno = e;
@@ -65,27 +75,112 @@ static int listen_on(struct sockaddr_storage *ss, socklen_t len)
     return fd;
 }
 
-static int port_of(struct sockaddr_storage *ss)
+/* Binds a socket without SO_REUSEPORT to the address and closes it: fails with EADDRINUSE while
+ * any socket listens on an overlapping address (SO_REUSEADDR only lets it past connections of an
+ * earlier life in TIME_WAIT). */
+static int probe(const struct sockaddr_storage *ss, socklen_t len)
 {
-    return ntohs(ss->ss_family == AF_INET6 ? ((struct sockaddr_in6 *)ss)->sin6_port
-                                           : ((struct sockaddr_in *)ss)->sin_port);
+    int fd, one = 1, rc;
+    if ((fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return -1;
+    rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (rc == 0)
+        rc = bind(fd, (const struct sockaddr *)ss, len);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
 }
 
-/* Opens n sockets on one address; port 0 becomes the port the first one got. */
-static int open_listeners(const char *name, const char *hostport, int n, int *fds, int *port)
+/* Takes the start-up lock of a TCP port: the abstract Unix socket "@seckilld/listen/PORT" (per
+ * network namespace, like the port; released when the process dies). Returns its descriptor, or
+ * -1 when it cannot be made (the probe still guards), or -2 when another process held it for
+ * PORT_LOCK_WAIT_MS. */
+static int port_lock(int port)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (resolve(hostport, &ss, &len) != 0) {
-        fprintf(stderr, "seckilld: --%s: cannot parse or resolve '%s' (want HOST:PORT)\n", name, hostport);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int n = snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "seckilld/listen/%d", port);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
         return -1;
+    for (int waited = 0;; waited += 10) {
+        if (bind(fd, (struct sockaddr *)&sa, len) == 0)
+            return fd;
+        if (errno != EADDRINUSE || waited >= PORT_LOCK_WAIT_MS) {
+            int busy = errno == EADDRINUSE;
+            close(fd);
+            return busy ? -2 : -1;
+        }
+        usleep(10000);
     }
-    for (int i = 0; i < n; i++) {
+}
+
+static int port_of(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                           : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
+/* ss as IPv4 when it is an IPv4-mapped IPv6 address. */
+static struct sockaddr_storage unmapped(const struct sockaddr_storage *ss)
+{
+    struct sockaddr_storage out = *ss;
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+    if (ss->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&out;
+        memset(&out, 0, sizeof(out));
+        s4->sin_family = AF_INET;
+        s4->sin_port = s6->sin6_port;
+        memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+    }
+    return out;
+}
+
+static int is_any(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+    return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+/* Whether two listening addresses would take the same connections: the same port (not 0) on
+ * the same address, or on a wildcard that covers the other ([::] covers IPv4 as well, as it
+ * does unless net.ipv6.bindv6only is set). */
+static int overlap(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
+{
+    struct sockaddr_storage a = unmapped(x), b = unmapped(y);
+    if (port_of(&a) == 0 || port_of(&a) != port_of(&b))
+        return 0;
+    if ((a.ss_family == AF_INET6 && is_any(&a)) || (b.ss_family == AF_INET6 && is_any(&b)))
+        return 1;
+    if (a.ss_family != b.ss_family)
+        return 0;
+    if (is_any(&a) || is_any(&b))
+        return 1;
+    if (a.ss_family == AF_INET6)
+        return memcmp(&((struct sockaddr_in6 *)&a)->sin6_addr, &((struct sockaddr_in6 *)&b)->sin6_addr, 16) == 0;
+    return ((struct sockaddr_in *)&a)->sin_addr.s_addr == ((struct sockaddr_in *)&b)->sin_addr.s_addr;
+}
+
+/* Opens n sockets on one address, as its only owner (see the top of the file); port 0 becomes
+ * the port the first one got. Returns 0, or -1 after saying why on stderr. */
+static int open_listeners(const char *hostport, const struct sockaddr_storage *addr, socklen_t len, int n, int *fds,
+                          int *port)
+{
+    struct sockaddr_storage ss = *addr;
+    int lock = -1, i = 0;
+    const char *why = NULL;
+    if (port_of(&ss) != 0) {
+        if ((lock = port_lock(port_of(&ss))) == -2)
+            why = "another seckilld is starting on this port";
+        else if (probe(&ss, len) != 0)
+            why = strerror(errno);
+    }
+    for (; why == NULL && i < n; i++) {
         if ((fds[i] = listen_on(&ss, len)) < 0) {
-            fprintf(stderr, "seckilld: cannot listen on %s: %s\n", hostport, strerror(errno));
-            while (i-- > 0)
-                close(fds[i]);
-            return -1;
+            why = strerror(errno);
+            break;
         }
         if (i == 0) {
             socklen_t l = sizeof(ss);
@@ -93,8 +188,17 @@ static int open_listeners(const char *name, const char *hostport, int n, int *fd
             *port = port_of(&ss);
         }
     }
-    return 0;
+    if (lock >= 0)
+        close(lock);
+    if (why == NULL)
+        return 0;
+    fprintf(stderr, "seckilld: cannot listen on %s: %s\n", hostport, why);
+    sk_log(SK_LOG_ERROR, "event=listen_failed address=%s error=\"%s\"", hostport, why);
+    while (i-- > 0)
+        close(fds[i]);
+    return -1;
 }
+
 
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
@@ -229,9 +333,24 @@ int sk_server_run(sk_config_t *cfg)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    if (open_listeners("listen", cfg->listen, srv.nworkers, srv.fds_public, &port_public) != 0)
+    const char *addrs[2] = {cfg->listen, cfg->admin_listen};
+    static const char *const opt[2] = {"listen", "admin-listen"};
+    struct sockaddr_storage ss[2];
+    socklen_t sslen[2];
+    for (int k = 0; k < 2; k++)
+        if (resolve(addrs[k], &ss[k], &sslen[k]) != 0) {
+            fprintf(stderr, "seckilld: --%s: cannot parse or resolve '%s' (want HOST:PORT)\n", opt[k], addrs[k]);
+            goto out;
+        }
+    if (overlap(&ss[0], &ss[1])) {
+        fprintf(stderr, "seckilld: --listen %s and --admin-listen %s overlap: the admin listener needs an address "
+                        "of its own\n", cfg->listen, cfg->admin_listen);
+        rc = 2;
         goto out;
-    if (open_listeners("admin-listen", cfg->admin_listen, srv.nworkers, srv.fds_admin, &port_admin) != 0)
+    }
+    if (open_listeners(cfg->listen, &ss[0], sslen[0], srv.nworkers, srv.fds_public, &port_public) != 0)
+        goto out;
+    if (open_listeners(cfg->admin_listen, &ss[1], sslen[1], srv.nworkers, srv.fds_admin, &port_admin) != 0)
         goto out;
     if ((srv.store = sk_store_open(cfg->store, srv.nworkers, err, sizeof(err))) == NULL) {
         fprintf(stderr, "seckilld: store %s: %s\n", cfg->store, err);
