@@ -3,11 +3,18 @@
 - One owner per port: a second seckilld, or any other process, already listening on an address
   that overlaps ours makes seckilld exit 1 with `Address already in use`, also when two start at
   the same instant; public and admin on overlapping addresses exit 2.
+- Connections are bounded: under `ulimit -n 256` the derived cap (docs/operations.md: 140 public,
+  20 admin with 2 workers) keeps 400 connections from exhausting descriptors; the admin listener
+  keeps answering, the process does not spin, the cap is logged once; `--max-connections N`
+  accepts exactly N, the others wait in the kernel and are served as connections close; accepts
+  that fail with EMFILE (the descriptor limit lowered under the running process) pause instead
+  of spinning.
 """
 
 import http.client
 import os
 import re
+import resource
 import select
 import socket
 import subprocess
@@ -214,3 +221,223 @@ def test_one_port_on_two_addresses_is_fine(tmp_path):
         assert request(port, "GET", "/metrics", timeout=3).status == 200  # the admin one
     finally:
         stop_raw([proc])
+
+
+# --------------------------------------------------------------------------------------------
+# connections bounded
+
+
+def metrics(srv):
+    r = srv.adm("GET", "/metrics", timeout=2)
+    assert r.status == 200, r
+    out = {}
+    for line in r.body.splitlines():
+        m = re.match(r'^(seckill_(?:connections|connections_max|accept_errors_total))\{listener="(\w+)"\} (\d+)$',
+                     line)
+        if m:
+            out[(m.group(1), m.group(2))] = int(m.group(3))
+    return out
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture
+def nofile(monkeypatch):
+    """nofile(n): the servers started next get soft = hard RLIMIT_NOFILE = n."""
+    orig = conftest._pdeathsig
+
+    def limit(n):
+        def preexec():
+            orig()
+            resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+        monkeypatch.setattr(conftest, "_pdeathsig", preexec)
+
+    return limit
+
+
+class Clients:
+    """Many raw connections, each sending one keep-alive GET /healthz at once."""
+
+    REQ = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def __init__(self, port, n):
+        self.socks = []
+        self.answered = set()
+        for _ in range(n):
+            s = socket.create_connection((HOST, port), timeout=5)
+            s.sendall(self.REQ)
+            self.socks.append(s)
+
+    def poll_answers(self, wait=0.0):
+        """Reads what arrived; returns how many connections got their answer so far."""
+        p = select.poll()
+        by_fd = {}
+        for s in self.socks:
+            if s.fileno() >= 0 and s not in self.answered:
+                p.register(s, select.POLLIN)
+                by_fd[s.fileno()] = s
+        for fd, _ in p.poll(int(wait * 1000)):
+            s = by_fd[fd]
+            data = s.recv(65536)
+            assert data.startswith(b"HTTP/1.1 200"), data[:200]
+            self.answered.add(s)
+        return len(self.answered)
+
+    def settle(self, expect, timeout=3.0, quiet=0.5):
+        """Waits until exactly `expect` are answered and no more come for `quiet` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.poll_answers(0.05) < expect and time.monotonic() < deadline:
+            pass
+        self.poll_answers(quiet)
+        return len(self.answered)
+
+    def close(self, socks=None):
+        for s in list(socks if socks is not None else self.socks):
+            s.close()
+
+    def close_answered(self, k):
+        done = [s for s in self.socks if s in self.answered and s.fileno() >= 0][:k]
+        self.close(done)
+        return done
+
+
+def test_400_connections_under_ulimit_256(make_server, nofile, sale_id):
+    """400 connections at `ulimit -n 256` (2 workers): the cap of 140 public connections
+    (256 - 64 - 2 * 16 = 160 descriptors, an eighth of them for the admin listener) is reached
+    and never passed, nothing fails for lack of descriptors, the admin listener answers, the
+    process sleeps, the cap is logged once, and the waiting connections are served in turn."""
+    nofile(256)
+    srv = make_server()
+    started = wait_for(lambda: log_lines(srv, "event=started"), 3, "event=started")  # logged after `listening`
+    assert len(started) == 1 and "nofile=256 max_connections=140 admin_max_connections=20" in started[0], started
+    m = metrics(srv)
+    assert m[("seckill_connections_max", "public")] == 140
+    assert m[("seckill_connections_max", "admin")] == 20
+    clients = Clients(srv.public_port, 400)
+    try:
+        assert clients.settle(140) == 140
+        # the admin listener answers at once
+        t0 = time.monotonic()
+        assert srv.adm("GET", "/healthz", timeout=2).status == 200
+        m = metrics(srv)
+        assert time.monotonic() - t0 < 2.0
+        assert m[("seckill_connections", "public")] == 140
+        assert m[("seckill_accept_errors_total", "public")] == 0
+        assert m[("seckill_accept_errors_total", "admin")] == 0
+        # at the cap it does not spin: under a quarter of a core over 2 s
+        c0 = cpu_seconds(srv.proc.pid)
+        time.sleep(2.0)
+        used = cpu_seconds(srv.proc.pid) - c0
+        assert used < 0.5, f"{used:.2f} s of CPU in 2 s at the cap"
+        assert clients.poll_answers() == 140
+        assert len(log_lines(srv, "event=connections_at_cap listener=public max=140")) == 1
+        # as connections close, exactly as many waiting ones are served
+        clients.close_answered(100)
+        assert clients.settle(240) == 240
+        assert metrics(srv)[("seckill_connections", "public")] == 140
+        clients.close()
+        wait_for(lambda: metrics(srv)[("seckill_connections", "public")] == 0, 5, "connections to close")
+        s = sale_id()
+        srv.put_sale(s, stock=3)
+        assert [srv.take(s, user=f"u{i}").status for i in range(4)] == [201, 201, 201, 409]
+        assert len(log_lines(srv, "event=connections_at_cap")) == 1
+        assert log_lines(srv, "event=accept_failed") == []
+    finally:
+        clients.close()
+
+
+@sqlite_only
+def test_max_connections_extra_ones_wait(make_server, sale_id):
+    srv = make_server(["--max-connections", "4"])
+    m = metrics(srv)
+    assert m[("seckill_connections_max", "public")] == 4
+    clients = Clients(srv.public_port, 6)
+    try:
+        assert clients.settle(4) == 4  # the other 2 wait in the kernel's backlog, unanswered
+        assert metrics(srv)[("seckill_connections", "public")] == 4
+        assert srv.adm("GET", "/healthz").status == 200  # the admin listener has its own quota
+        clients.close_answered(1)
+        assert clients.settle(5) == 5
+        clients.close_answered(1)
+        assert clients.settle(6) == 6
+        assert metrics(srv)[("seckill_connections", "public")] == 4
+        more = Clients(srv.public_port, 3)
+        try:
+            assert more.settle(0, timeout=0.5) == 0
+            clients.close()
+            assert more.settle(3) == 3
+            assert metrics(srv)[("seckill_connections", "public")] == 3
+        finally:
+            more.close()
+        wait_for(lambda: metrics(srv)[("seckill_connections", "public")] == 0, 5, "connections to close")
+        assert len(log_lines(srv, "event=connections_at_cap listener=public max=4")) == 1
+    finally:
+        clients.close()
+
+
+@sqlite_only
+def test_max_connections_above_the_budget_is_lowered(make_server):
+    srv = make_server(["--max-connections", "100000000"])
+    m = metrics(srv)
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]  # what the server raised its soft limit to
+    budget = nofile - 64 - 2 * 16
+    admin = min(1024, max(16, budget // 8))
+    assert m[("seckill_connections_max", "admin")] == admin
+    assert m[("seckill_connections_max", "public")] == budget - admin
+    lowered = log_lines(srv, "event=max_connections_lowered")
+    assert len(lowered) == 1 and f"requested=100000000 max={budget - admin} nofile={nofile} " in lowered[0], lowered
+
+
+@sqlite_only
+def test_emfile_pauses_accepting_instead_of_spinning(make_server, nofile, sale_id):
+    """The descriptor limit lowered under the running process (prlimit), below what its cap
+    assumed: accept fails with EMFILE. The listener pauses for 100 ms at a time instead of
+    spinning on a readable socket, one warning is logged, and service resumes once connections
+    close."""
+    nofile(256)
+    srv = make_server()
+    pid = srv.proc.pid
+    base = len(os.listdir(f"/proc/{pid}/fd"))
+    limit = base + 30
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, 256))  # soft only: it can be put back
+    clients = Clients(srv.public_port, 100)
+    try:
+        wait_for(lambda: log_lines(srv, "event=accept_failed listener=public"), 5, "an accept to fail")
+        t_fail = time.monotonic()
+        got = clients.settle(1)
+        assert 1 <= got <= 30, got
+        c0 = cpu_seconds(pid)
+        time.sleep(2.0)
+        used = cpu_seconds(pid) - c0
+        assert used < 0.5, f"{used:.2f} s of CPU in 2 s with accept failing"
+        assert clients.poll_answers() == got  # nobody else got in
+        lines = log_lines(srv, "event=accept_failed")
+        assert len(lines) == 1, lines
+        assert 'listener=public error="Too many open files"' in lines[0] and "pause_ms=100" in lines[0], lines
+        clients.close()
+        # after the pause, the admin listener and the public one accept again
+        m = wait_for(lambda: _try_metrics(srv), 3, "the admin listener to answer again")
+        elapsed = time.monotonic() - t_fail + 0.5
+        errors = m[("seckill_accept_errors_total", "public")] + m[("seckill_accept_errors_total", "admin")]
+        # each of the 2 workers retries each listener at most once per 100 ms pause
+        assert 1 <= errors <= 2 * 2 * (elapsed / 0.1 + 2), (errors, elapsed)
+        wait_for(lambda: _try_metrics(srv) and _try_metrics(srv)[("seckill_connections", "public")] == 0, 5,
+                 "connections to close")
+        s = sale_id()
+        srv.put_sale(s, stock=2)
+        assert [srv.take(s, user=f"u{i}").status for i in range(3)] == [201, 201, 409]
+    finally:
+        clients.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (256, 256))
+
+
+def _try_metrics(srv):
+    try:
+        return metrics(srv)
+    except (OSError, http.client.HTTPException, AssertionError):
+        return None
