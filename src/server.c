@@ -366,6 +366,34 @@ static void close_listener(sk_listener_t *l)
     }
 }
 
+/* h2o 2.2.5's loop time is gettimeofday(): when the wall clock steps back, every timer entry
+ * registered before the step waits for the length of the step, and so does every entry behind
+ * it in its list (h2o_timeout_run stops at the first one not yet due): idle timeouts, the Redis
+ * connection's ticks and deadlines, zero-delay callbacks. An entry registered in the future of
+ * the loop's time can only come from such a step; bringing it back to now makes a step back
+ * delay a timer by at most its own interval. (A step forward fires timers early; the deadlines
+ * of our own that matter check sk_mono_ms() before acting.) */
+static void loop_clock_guard(sk_worker_t *w)
+{
+    h2o_evloop_t *loop = w->ctx.loop;
+    uint64_t now = h2o_now(loop);
+    if (now >= w->loop_now_max) {
+        w->loop_now_max = now;
+        return;
+    }
+    for (h2o_linklist_t *t = loop->_timeouts.next; t != &loop->_timeouts; t = t->next) {
+        h2o_timeout_t *timeout = H2O_STRUCT_FROM_MEMBER(h2o_timeout_t, _link, t);
+        for (h2o_linklist_t *e = timeout->_entries.next; e != &timeout->_entries; e = e->next) {
+            h2o_timeout_entry_t *entry = H2O_STRUCT_FROM_MEMBER(h2o_timeout_entry_t, _link, e);
+            if (entry->registered_at > now)
+                entry->registered_at = now;
+        }
+    }
+    sk_log_limited(SK_LOG_WARN, "event=clock_step_back worker=%d ms=%llu", w->index,
+                   (unsigned long long)(w->loop_now_max - now));
+    w->loop_now_max = now;
+}
+
 void sk_server_render_metrics(sk_server_t *srv, sk_buf_t *o)
 {
     sk_buf_printf(o, "# HELP seckill_connections Open connections, by listener.\n"
@@ -409,11 +437,13 @@ static void *worker_main(void *arg)
     w->store_local = srv->store->ops->worker_init(srv->store, w->ctx.loop, w->index);
     attach(w, SK_LISTENER_PUBLIC, srv->fds[SK_LISTENER_PUBLIC][w->index], srv->hosts_public);
     attach(w, SK_LISTENER_ADMIN, srv->fds[SK_LISTENER_ADMIN][w->index], srv->hosts_admin);
+    w->loop_now_max = h2o_now(w->ctx.loop);
     h2o_barrier_wait(&srv->ready); /* the main thread may now send stop messages */
 
     int64_t deadline = 0, drained_at = 0;
     for (;;) {
         h2o_evloop_run(w->ctx.loop, 50);
+        loop_clock_guard(w);
         if (!w->stopping)
             listeners_update(w);
         if (srv->store->ops->worker_flush != NULL)

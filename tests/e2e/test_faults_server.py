@@ -9,6 +9,8 @@
   accepts exactly N, the others wait in the kernel and are served as connections close; accepts
   that fail with EMFILE (the descriptor limit lowered under the running process) pause instead
   of spinning.
+- Clocks: deadlines and caches in the server's files run on CLOCK_MONOTONIC (a clock cannot be
+  stepped in a test: the source is checked for wall-clock reads, each one accounted for).
 """
 
 import http.client
@@ -441,3 +443,42 @@ def _try_metrics(srv):
         return metrics(srv)
     except (OSError, http.client.HTTPException, AssertionError):
         return None
+
+
+# --------------------------------------------------------------------------------------------
+# clocks
+
+
+# Every wall-clock read in the server's files, each a timestamp and not a deadline:
+WALL_CLOCK_READS = {
+    ("store_redis.c", "ws->deadline = h[4] >= 0 ? mono + (h[4] * 1000 - sk_now_ms()) : INT64_MAX;"),
+    ("dashboard.c", "(long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, st->ops->name,"),
+    ("log.c", "clock_gettime(CLOCK_REALTIME, &ts); /* a timestamp, the one thing the wall clock is for */"),
+    ("accesslog.c", "time_t now = time(NULL);"),
+}
+
+
+def test_deadlines_and_caches_use_the_monotonic_clock():
+    """The Redis store's sold-out cache (fresh_until, the hold deadline), the Redis connection's
+    deadlines, accept pauses, shutdown, rate limits and dashboard caches read CLOCK_MONOTONIC; the
+    wall clock is read only for the timestamps listed above (store_redis.c turns Redis's wall-clock
+    hold deadline into a monotonic one as it learns it). req->now_ms, the wall clock of a request,
+    is compared with sale windows (wall-clock times) only."""
+    files = ["server.c", "store_redis.c", "redis_conn.c", "dashboard.c", "ratelimit.c", "metrics.c", "log.c",
+             "accesslog.c", "config.c", "main.c"]
+    wall = re.compile(r"sk_now_ms\(\)|CLOCK_REALTIME|gettimeofday|\btime\(NULL\)")
+    found = set()
+    for name in files:
+        with open(os.path.join(SRC, name)) as f:
+            for line in f:
+                code = line.strip()
+                if wall.search(code) and not code.startswith(("/*", "*", "//")):
+                    found.add((name, line.strip()))
+    assert found == WALL_CLOCK_READS
+    with open(os.path.join(SRC, "store_redis.c")) as f:
+        text = f.read()
+    assert "ws->fresh_until = mono + SOLDOUT_TTL_MS;" in text
+    assert "mono >= ws->deadline" in text and "mono >= ws->fresh_until" in text
+    # the only use of a request's wall clock in the cache is the sale's window
+    uses = re.findall(r".*req->now_ms.*", text)
+    assert [u.strip() for u in uses] == ["if (ws->ends_at != SK_NO_TIME && req->now_ms / 1000 >= ws->ends_at - 1)"]
