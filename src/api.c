@@ -394,6 +394,7 @@ static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t
     static const char *const g[3] = {"sold", "held", "remaining"};
     sk_buf_t b = {0};
     sk_metrics_render(&b);
+    sk_server_render_metrics(srv, &b);
     sk_buf_printf(&b, "# HELP seckill_store_up 1 when the store can answer.\n# TYPE seckill_store_up gauge\n"
                       "seckill_store_up{store=\"%s\"} %d\n",
                   srv->store->ops->name, srv->store->ops->healthy(srv->store));

@@ -34,6 +34,7 @@ static const opt_t opts[] = {
     {"rate-limit", "SECKILL_RATE_LIMIT", T_INT, O(rate_limit), "0", 0, 100000000, "N", "requests per second per client on the public listener (0: off)"},
     {"rate-burst", "SECKILL_RATE_BURST", T_INT, O(rate_burst), "0", 0, 100000000, "N", "burst allowed by the rate limit (0: same as --rate-limit)"},
     {"trust-proxy", "SECKILL_TRUST_PROXY", T_BOOL, O(trust_proxy), "0", 0, 1, NULL, "identify clients by the first X-Forwarded-For address"},
+    {"max-connections", "SECKILL_MAX_CONNECTIONS", T_INT, O(max_connections), "0", 0, 100000000, "N", "most open public connections; more wait in the kernel (0: from the descriptor limit)"},
     {"max-body-bytes", "SECKILL_MAX_BODY_BYTES", T_INT, O(max_body_bytes), "4096", 64, 1048576, "N", "largest request body (413 past it)"},
     {"max-head-bytes", "SECKILL_MAX_HEAD_BYTES", T_INT, O(max_head_bytes), "8192", 256, 65536, "N", "largest request head (431 past it)"},
     {"idle-timeout", "SECKILL_IDLE_TIMEOUT", T_INT, O(idle_timeout), "10", 1, 3600, "SECONDS", "close connections idle or slow to send a request this long"},

@@ -20,6 +20,7 @@ typedef struct sk_config_s {
     int64_t rate_limit;     /* requests per second per client; 0: off */
     int64_t rate_burst;     /* 0: same as rate_limit */
     int64_t trust_proxy;    /* 1: the client is the first X-Forwarded-For address */
+    int64_t max_connections; /* public connections; 0: derived from RLIMIT_NOFILE (server.h) */
     int64_t max_body_bytes;
     int64_t max_head_bytes;
     int64_t idle_timeout;   /* seconds */

@@ -228,7 +228,7 @@ static int send_argv(sk_redis_conn_t *c, sk_redis_cmd_t *cmd, sk_redis_argv_t *a
     cmd->timeout.cb = on_cmd_timeout;
     h2o_timeout_link(c->loop, &c->t_cmd, &cmd->timeout);
     c->pending++;
-    c->last_send = sk_mono_ms();
+    c->last_send = cmd->sent_at = sk_mono_ms();
     return 0;
 }
 
@@ -484,6 +484,11 @@ static void on_cmd_timeout(h2o_timeout_entry_t *e)
 {
     sk_redis_cmd_t *cmd = SK_CONTAINER_OF(e, sk_redis_cmd_t, timeout);
     sk_redis_conn_t *c = cmd->conn;
+    /* h2o's timers run on the wall clock: one that stepped forward fires them early */
+    if (sk_mono_ms() - cmd->sent_at < SK_REDIS_TIMEOUT_MS) {
+        h2o_timeout_link(c->loop, &c->t_cmd, &cmd->timeout);
+        return;
+    }
     sk_log(c->down_logged ? SK_LOG_DEBUG : SK_LOG_WARN, "event=redis_timeout worker=%d ms=%d script=%s", c->index,
            SK_REDIS_TIMEOUT_MS, name_of(cmd));
     conn_fail(c, "command timed out"); /* answers cmd, among others */

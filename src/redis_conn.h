@@ -77,7 +77,8 @@ typedef void (*sk_redis_args_cb)(sk_redis_cmd_t *cmd, sk_redis_argv_t *a);
 
 /* A command in flight; embed it in the caller's own context (hiredis's privdata). */
 struct sk_redis_cmd_s {
-    h2o_timeout_entry_t timeout;       /* the deadline */
+    h2o_timeout_entry_t timeout;       /* wakes the deadline check (h2o's loop time is the wall clock) */
+    int64_t sent_at;                   /* mono ms: the deadline is sent_at + SK_REDIS_TIMEOUT_MS */
     sk_redis_conn_t *conn;
     struct redisAsyncContext *ac;      /* the context it went out on */
     const sk_redis_script_t *script;   /* NULL for a plain command */

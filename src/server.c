@@ -1,17 +1,33 @@
-/* server.c: see server.h. The main thread binds every listening socket (one per worker and
- * listener, SO_REUSEPORT, so the kernel spreads connections and workers share nothing), starts
- * the workers, prints the `listening ...` lines, then waits for signals: SIGHUP reopens the log,
- * SIGTERM/SIGINT stop accepting, let in-flight requests finish (bounded by --shutdown-timeout),
- * flush the store and return 0. Readiness and stopping are reported to systemd when
- * NOTIFY_SOCKET is set. */
+/* server.c: see server.h. The main thread raises the descriptor limit, binds every listening
+ * socket (one per worker and listener, SO_REUSEPORT, so the kernel spreads connections and
+ * workers share nothing), starts the workers, prints the `listening ...` lines, then waits for
+ * signals: SIGHUP reopens the log, SIGTERM/SIGINT stop accepting, let in-flight requests finish
+ * (bounded by --shutdown-timeout), flush the store and return 0. Readiness and stopping are
+ * reported to systemd when NOTIFY_SOCKET is set.
+ *
+ * One owner per address: SO_REUSEPORT would let a second process join our listening sockets and
+ * take half the buyers, so before binding, an address is probed with a socket without it, which
+ * the kernel refuses (EADDRINUSE) while anyone else listens on an overlapping address. Two
+ * seckillds starting at once could both probe before either binds; an abstract Unix socket named
+ * after the port, bound from probe to listen(), orders them, and the second one's probe then sees
+ * the first one's sockets. (Another program that binds with SO_REUSEPORT itself, as the same
+ * user, in the microseconds between our probe and our bind is not excluded.)
+ *
+ * Connections are bounded (server.h: the descriptor budget): a worker accepts only after taking
+ * a slot of its listener's count, so the cap is exact across workers; at the cap it stops polling
+ * that listener and the kernel keeps new connections in the backlog until a connection closes.
+ * An accept that fails for lack of descriptors or memory pauses that listener for
+ * ACCEPT_PAUSE_MS instead of spinning on a listener that stays readable. */
 #include "server.h"
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -21,6 +37,14 @@
 #include "metrics.h"
 #include "ratelimit.h"
 #include "util.h"
+
+#define ACCEPT_PAUSE_MS 100      /* after EMFILE, ENFILE, ENOBUFS or ENOMEM */
+#define PORT_LOCK_WAIT_MS 5000   /* another seckilld binding the same port takes milliseconds */
+#define ADMIN_MIN 16             /* admin connections, at least ... */
+#define ADMIN_MAX 1024           /* ... and at most */
+#define PUBLIC_MIN 16
+
+static const char *const listener_names[SK_LISTENER_COUNT] = {"public", "admin"};
 
 /* Splits HOST:PORT (HOST may be [v6]) and resolves it numerically. */
 static int resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t *len)
@@ -49,14 +73,14 @@ static int resolve(const char *hostport, struct sockaddr_storage *ss, socklen_t 
     return 0;
 }
 
-static int listen_on(struct sockaddr_storage *ss, socklen_t len)
+static int listen_on(const struct sockaddr_storage *ss, socklen_t len)
 {
     int fd, one = 1;
     if ((fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
         return -1;
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-        bind(fd, (struct sockaddr *)ss, len) != 0 || listen(fd, 4096) != 0) {
+        bind(fd, (const struct sockaddr *)ss, len) != 0 || listen(fd, 4096) != 0) {
         int e = errno;
         close(fd);
         errno = e;
@@ -65,27 +89,112 @@ static int listen_on(struct sockaddr_storage *ss, socklen_t len)
     return fd;
 }
 
-static int port_of(struct sockaddr_storage *ss)
+/* Binds a socket without SO_REUSEPORT to the address and closes it: fails with EADDRINUSE while
+ * any socket listens on an overlapping address (SO_REUSEADDR only lets it past connections of an
+ * earlier life in TIME_WAIT). */
+static int probe(const struct sockaddr_storage *ss, socklen_t len)
 {
-    return ntohs(ss->ss_family == AF_INET6 ? ((struct sockaddr_in6 *)ss)->sin6_port
-                                           : ((struct sockaddr_in *)ss)->sin_port);
+    int fd, one = 1, rc;
+    if ((fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+        return -1;
+    rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (rc == 0)
+        rc = bind(fd, (const struct sockaddr *)ss, len);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
 }
 
-/* Opens n sockets on one address; port 0 becomes the port the first one got. */
-static int open_listeners(const char *name, const char *hostport, int n, int *fds, int *port)
+/* Takes the start-up lock of a TCP port: the abstract Unix socket "@seckilld/listen/PORT" (per
+ * network namespace, like the port; released when the process dies). Returns its descriptor, or
+ * -1 when it cannot be made (the probe still guards), or -2 when another process held it for
+ * PORT_LOCK_WAIT_MS. */
+static int port_lock(int port)
 {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    if (resolve(hostport, &ss, &len) != 0) {
-        fprintf(stderr, "seckilld: --%s: cannot parse or resolve '%s' (want HOST:PORT)\n", name, hostport);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int n = snprintf(sa.sun_path + 1, sizeof(sa.sun_path) - 1, "seckilld/listen/%d", port);
+    socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
         return -1;
+    for (int waited = 0;; waited += 10) {
+        if (bind(fd, (struct sockaddr *)&sa, len) == 0)
+            return fd;
+        if (errno != EADDRINUSE || waited >= PORT_LOCK_WAIT_MS) {
+            int busy = errno == EADDRINUSE;
+            close(fd);
+            return busy ? -2 : -1;
+        }
+        usleep(10000);
     }
-    for (int i = 0; i < n; i++) {
+}
+
+static int port_of(const struct sockaddr_storage *ss)
+{
+    return ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                           : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
+/* ss as IPv4 when it is an IPv4-mapped IPv6 address. */
+static struct sockaddr_storage unmapped(const struct sockaddr_storage *ss)
+{
+    struct sockaddr_storage out = *ss;
+    const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+    if (ss->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)&out;
+        memset(&out, 0, sizeof(out));
+        s4->sin_family = AF_INET;
+        s4->sin_port = s6->sin6_port;
+        memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+    }
+    return out;
+}
+
+static int is_any(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)ss)->sin6_addr);
+    return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+/* Whether two listening addresses would take the same connections: the same port (not 0) on
+ * the same address, or on a wildcard that covers the other ([::] covers IPv4 as well, as it
+ * does unless net.ipv6.bindv6only is set). */
+static int overlap(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
+{
+    struct sockaddr_storage a = unmapped(x), b = unmapped(y);
+    if (port_of(&a) == 0 || port_of(&a) != port_of(&b))
+        return 0;
+    if ((a.ss_family == AF_INET6 && is_any(&a)) || (b.ss_family == AF_INET6 && is_any(&b)))
+        return 1;
+    if (a.ss_family != b.ss_family)
+        return 0;
+    if (is_any(&a) || is_any(&b))
+        return 1;
+    if (a.ss_family == AF_INET6)
+        return memcmp(&((struct sockaddr_in6 *)&a)->sin6_addr, &((struct sockaddr_in6 *)&b)->sin6_addr, 16) == 0;
+    return ((struct sockaddr_in *)&a)->sin_addr.s_addr == ((struct sockaddr_in *)&b)->sin_addr.s_addr;
+}
+
+/* Opens n sockets on one address, as its only owner (see the top of the file); port 0 becomes
+ * the port the first one got. Returns 0, or -1 after saying why on stderr. */
+static int open_listeners(const char *hostport, const struct sockaddr_storage *addr, socklen_t len, int n, int *fds,
+                          int *port)
+{
+    struct sockaddr_storage ss = *addr;
+    int lock = -1, i = 0;
+    const char *why = NULL;
+    if (port_of(&ss) != 0) {
+        if ((lock = port_lock(port_of(&ss))) == -2)
+            why = "another seckilld is starting on this port";
+        else if (probe(&ss, len) != 0)
+            why = strerror(errno);
+    }
+    for (; why == NULL && i < n; i++) {
         if ((fds[i] = listen_on(&ss, len)) < 0) {
-            fprintf(stderr, "seckilld: cannot listen on %s: %s\n", hostport, strerror(errno));
-            while (i-- > 0)
-                close(fds[i]);
-            return -1;
+            why = strerror(errno);
+            break;
         }
         if (i == 0) {
             socklen_t l = sizeof(ss);
@@ -93,34 +202,213 @@ static int open_listeners(const char *name, const char *hostport, int n, int *fd
             *port = port_of(&ss);
         }
     }
-    return 0;
+    if (lock >= 0)
+        close(lock);
+    if (why == NULL)
+        return 0;
+    fprintf(stderr, "seckilld: cannot listen on %s: %s\n", hostport, why);
+    sk_log(SK_LOG_ERROR, "event=listen_failed address=%s error=\"%s\"", hostport, why);
+    while (i-- > 0)
+        close(fds[i]);
+    return -1;
+}
+
+int sk_server_conn_limits(uint64_t nofile, int nworkers, int64_t requested, long max[SK_LISTENER_COUNT])
+{
+    uint64_t reserve = SK_FD_RESERVE_BASE + SK_FD_RESERVE_PER_WORKER * (uint64_t)(nworkers > 0 ? nworkers : 1);
+    uint64_t budget = nofile > reserve ? nofile - reserve : 0;
+    uint64_t admin = budget / 8;
+    int rc = 0;
+    if (admin < ADMIN_MIN)
+        admin = ADMIN_MIN;
+    if (admin > ADMIN_MAX)
+        admin = ADMIN_MAX;
+    uint64_t pub = budget > admin + PUBLIC_MIN ? budget - admin : PUBLIC_MIN;
+    if (budget < admin + PUBLIC_MIN)
+        rc = -1;
+    if (requested > 0 && (uint64_t)requested < pub)
+        pub = (uint64_t)requested;
+    else if (requested > 0 && (uint64_t)requested > pub && rc == 0)
+        rc = 1;
+    max[SK_LISTENER_PUBLIC] = (long)(pub < LONG_MAX ? pub : LONG_MAX);
+    max[SK_LISTENER_ADMIN] = (long)admin;
+    return rc;
+}
+
+/* Raises the soft RLIMIT_NOFILE to the hard one, as nginx's worker_rlimit_nofile does, and
+ * returns the limit in force. */
+static uint64_t raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 1024;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = {rl.rlim_max, rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl = want;
+        else
+            sk_log(SK_LOG_WARN, "event=setrlimit_failed resource=nofile soft=%llu hard=%llu error=\"%s\"",
+                   (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, strerror(errno));
+    }
+    return rl.rlim_cur == RLIM_INFINITY ? (uint64_t)1 << 20 : (uint64_t)rl.rlim_cur;
+}
+
+/* ---- accepting ---- */
+
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+static void listener_start(sk_listener_t *l)
+{
+    if (l->sock != NULL && !l->polled) {
+        h2o_socket_read_start(l->sock, on_accept);
+        l->polled = 1;
+    }
+}
+
+static void listener_stop(sk_listener_t *l)
+{
+    if (l->sock != NULL && l->polled) {
+        h2o_socket_read_stop(l->sock);
+        l->polled = 0;
+    }
+}
+
+/* h2o closed one of our connections (h2o_socket_t.on_close): give its slot back, and take the
+ * listener up again if it was paused at the cap (other workers' listeners resume on their next
+ * loop turn, listeners_update). */
+static void on_conn_close(void *data)
+{
+    sk_listener_t *l = data;
+    sk_server_t *srv = l->worker->server;
+    long open = atomic_fetch_sub(&srv->nconns[l->kind], 1) - 1;
+    if (!l->polled && l->paused_until == 0 && !l->worker->stopping && open < srv->max_conns[l->kind])
+        listener_start(l);
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
+    static sk_log_limit_t cap_log[SK_LISTENER_COUNT], err_log[SK_LISTENER_COUNT];
+    sk_listener_t *l = listener->data;
+    sk_server_t *srv = l->worker->server;
     h2o_socket_t *sock;
     if (err != NULL)
         return;
-    if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
+    /* a slot first: workers racing for the last ones never take more than the cap */
+    if (atomic_fetch_add(&srv->nconns[l->kind], 1) >= srv->max_conns[l->kind]) {
+        atomic_fetch_sub(&srv->nconns[l->kind], 1);
+        listener_stop(l);
+        if (SK_LOG_WARN >= sk_log_level)
+            sk_log_limited_write(&cap_log[l->kind], SK_LOG_WARN,
+                                 "event=connections_at_cap listener=%s max=%ld",
+                                 listener_names[l->kind], srv->max_conns[l->kind]);
         return;
-    h2o_accept(listener->data, sock);
-}
-
-static h2o_socket_t *attach(sk_worker_t *w, int fd, h2o_accept_ctx_t *actx)
-{
-    h2o_socket_t *s = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
-    s->data = actx;
-    h2o_socket_read_start(s, on_accept);
-    return s;
-}
-
-static void close_listener(h2o_socket_t **s)
-{
-    if (*s != NULL) {
-        h2o_socket_read_stop(*s);
-        h2o_socket_close(*s);
-        *s = NULL;
     }
+    errno = 0;
+    if ((sock = h2o_evloop_socket_accept(listener)) == NULL) {
+        int e = errno;
+        atomic_fetch_sub(&srv->nconns[l->kind], 1);
+        if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+            /* the connection stays in the backlog and the listener readable: do not spin on it */
+            listener_stop(l);
+            l->paused_until = sk_mono_ms() + ACCEPT_PAUSE_MS;
+            atomic_fetch_add(&srv->accept_errors[l->kind], 1);
+            if (SK_LOG_WARN >= sk_log_level)
+                sk_log_limited_write(&err_log[l->kind], SK_LOG_WARN,
+                                     "event=accept_failed listener=%s error=\"%s\" open=%ld pause_ms=%d",
+                                     listener_names[l->kind], strerror(e), atomic_load(&srv->nconns[l->kind]),
+                                     ACCEPT_PAUSE_MS);
+        }
+        return; /* EAGAIN (another worker took it), ECONNABORTED: nothing to do */
+    }
+    sock->on_close.cb = on_conn_close;
+    sock->on_close.data = l;
+    h2o_accept(&l->accept, sock);
+}
+
+/* Once per loop turn: takes up again the listeners whose pause is over. */
+static void listeners_update(sk_worker_t *w)
+{
+    sk_server_t *srv = w->server;
+    int64_t now = 0;
+    for (int k = 0; k < SK_LISTENER_COUNT; k++) {
+        sk_listener_t *l = &w->listeners[k];
+        if (l->sock == NULL || l->polled)
+            continue;
+        if (l->paused_until != 0) {
+            if (now == 0)
+                now = sk_mono_ms();
+            if (now < l->paused_until)
+                continue;
+            l->paused_until = 0;
+        }
+        if (atomic_load_explicit(&srv->nconns[k], memory_order_relaxed) < srv->max_conns[k])
+            listener_start(l);
+    }
+}
+
+static void attach(sk_worker_t *w, int kind, int fd, h2o_hostconf_t **hosts)
+{
+    sk_listener_t *l = &w->listeners[kind];
+    l->worker = w;
+    l->kind = kind;
+    l->accept = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = hosts};
+    l->sock = h2o_evloop_socket_create(w->ctx.loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    l->sock->data = l;
+    listener_start(l);
+}
+
+static void close_listener(sk_listener_t *l)
+{
+    listener_stop(l);
+    if (l->sock != NULL) {
+        h2o_socket_close(l->sock);
+        l->sock = NULL;
+    }
+}
+
+/* h2o 2.2.5's loop time is gettimeofday(): when the wall clock steps back, every timer entry
+ * registered before the step waits for the length of the step, and so does every entry behind
+ * it in its list (h2o_timeout_run stops at the first one not yet due): idle timeouts, the Redis
+ * connection's ticks and deadlines, zero-delay callbacks. An entry registered in the future of
+ * the loop's time can only come from such a step; bringing it back to now makes a step back
+ * delay a timer by at most its own interval. (A step forward fires timers early; the deadlines
+ * of our own that matter check sk_mono_ms() before acting.) */
+static void loop_clock_guard(sk_worker_t *w)
+{
+    h2o_evloop_t *loop = w->ctx.loop;
+    uint64_t now = h2o_now(loop);
+    if (now >= w->loop_now_max) {
+        w->loop_now_max = now;
+        return;
+    }
+    for (h2o_linklist_t *t = loop->_timeouts.next; t != &loop->_timeouts; t = t->next) {
+        h2o_timeout_t *timeout = H2O_STRUCT_FROM_MEMBER(h2o_timeout_t, _link, t);
+        for (h2o_linklist_t *e = timeout->_entries.next; e != &timeout->_entries; e = e->next) {
+            h2o_timeout_entry_t *entry = H2O_STRUCT_FROM_MEMBER(h2o_timeout_entry_t, _link, e);
+            if (entry->registered_at > now)
+                entry->registered_at = now;
+        }
+    }
+    sk_log_limited(SK_LOG_WARN, "event=clock_step_back worker=%d ms=%llu", w->index,
+                   (unsigned long long)(w->loop_now_max - now));
+    w->loop_now_max = now;
+}
+
+void sk_server_render_metrics(sk_server_t *srv, sk_buf_t *o)
+{
+    sk_buf_printf(o, "# HELP seckill_connections Open connections, by listener.\n"
+                     "# TYPE seckill_connections gauge\n");
+    for (int k = 0; k < SK_LISTENER_COUNT; k++)
+        sk_buf_printf(o, "seckill_connections{listener=\"%s\"} %ld\n", listener_names[k], atomic_load(&srv->nconns[k]));
+    sk_buf_printf(o, "# HELP seckill_connections_max Connections open at once at most; more wait in the kernel.\n"
+                     "# TYPE seckill_connections_max gauge\n");
+    for (int k = 0; k < SK_LISTENER_COUNT; k++)
+        sk_buf_printf(o, "seckill_connections_max{listener=\"%s\"} %ld\n", listener_names[k], srv->max_conns[k]);
+    sk_buf_printf(o, "# HELP seckill_accept_errors_total Accepts failed for lack of descriptors or memory.\n"
+                     "# TYPE seckill_accept_errors_total counter\n");
+    for (int k = 0; k < SK_LISTENER_COUNT; k++)
+        sk_buf_printf(o, "seckill_accept_errors_total{listener=\"%s\"} %llu\n", listener_names[k],
+                      (unsigned long long)atomic_load(&srv->accept_errors[k]));
 }
 
 /* A stop request from the main thread: stop accepting, close idle connections. */
@@ -129,8 +417,8 @@ static void on_ctl(h2o_multithread_receiver_t *receiver, h2o_linklist_t *message
     sk_worker_t *w = H2O_STRUCT_FROM_MEMBER(sk_worker_t, ctl_receiver, receiver);
     while (!h2o_linklist_is_empty(messages))
         h2o_linklist_unlink(messages->next);
-    close_listener(&w->listen_public);
-    close_listener(&w->listen_admin);
+    for (int k = 0; k < SK_LISTENER_COUNT; k++)
+        close_listener(&w->listeners[k]);
     h2o_context_request_shutdown(&w->ctx);
     w->stopping = 1;
     sk_dashboard_worker_stop(w); /* event streams end now: they would never end by themselves */
@@ -143,19 +431,21 @@ static void *worker_main(void *arg)
     /* everything of h2o's is made on the thread that runs it: h2o keeps per-thread state (its
      * buffer recycling), and a context made on another thread would share that thread's */
     h2o_context_init(&w->ctx, h2o_evloop_create(), &srv->globalconf);
-    w->accept_public = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = srv->hosts_public};
-    w->accept_admin = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = srv->hosts_admin};
     h2o_multithread_register_receiver(w->ctx.queue, &w->store_receiver, sk_store_receive_cb);
     h2o_multithread_register_receiver(w->ctx.queue, &w->ctl_receiver, on_ctl);
     sk_metrics_thread_init();
     w->store_local = srv->store->ops->worker_init(srv->store, w->ctx.loop, w->index);
-    w->listen_public = attach(w, srv->fds_public[w->index], &w->accept_public);
-    w->listen_admin = attach(w, srv->fds_admin[w->index], &w->accept_admin);
+    attach(w, SK_LISTENER_PUBLIC, srv->fds[SK_LISTENER_PUBLIC][w->index], srv->hosts_public);
+    attach(w, SK_LISTENER_ADMIN, srv->fds[SK_LISTENER_ADMIN][w->index], srv->hosts_admin);
+    w->loop_now_max = h2o_now(w->ctx.loop);
     h2o_barrier_wait(&srv->ready); /* the main thread may now send stop messages */
 
     int64_t deadline = 0, drained_at = 0;
     for (;;) {
         h2o_evloop_run(w->ctx.loop, 50);
+        loop_clock_guard(w);
+        if (!w->stopping)
+            listeners_update(w);
         if (srv->store->ops->worker_flush != NULL)
             srv->store->ops->worker_flush(srv->store, w->store_local);
         sk_accesslog_flush(0);
@@ -218,8 +508,8 @@ int sk_server_run(sk_config_t *cfg)
     srv.nworkers = cfg->threads > 0 ? (int)cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (srv.nworkers < 1)
         srv.nworkers = 1;
-    srv.fds_public = sk_calloc((size_t)srv.nworkers, sizeof(int));
-    srv.fds_admin = sk_calloc((size_t)srv.nworkers, sizeof(int));
+    for (int k = 0; k < SK_LISTENER_COUNT; k++)
+        srv.fds[k] = sk_calloc((size_t)srv.nworkers, sizeof(int));
 
     /* every thread inherits this mask; the main thread takes the signals with sigwait */
     signal(SIGPIPE, SIG_IGN);
@@ -229,9 +519,38 @@ int sk_server_run(sk_config_t *cfg)
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
-    if (open_listeners("listen", cfg->listen, srv.nworkers, srv.fds_public, &port_public) != 0)
+    const char *addrs[SK_LISTENER_COUNT] = {cfg->listen, cfg->admin_listen};
+    static const char *const opt[SK_LISTENER_COUNT] = {"listen", "admin-listen"};
+    struct sockaddr_storage ss[SK_LISTENER_COUNT];
+    socklen_t sslen[SK_LISTENER_COUNT];
+    for (int k = 0; k < SK_LISTENER_COUNT; k++)
+        if (resolve(addrs[k], &ss[k], &sslen[k]) != 0) {
+            fprintf(stderr, "seckilld: --%s: cannot parse or resolve '%s' (want HOST:PORT)\n", opt[k], addrs[k]);
+            goto out;
+        }
+    if (overlap(&ss[SK_LISTENER_PUBLIC], &ss[SK_LISTENER_ADMIN])) {
+        fprintf(stderr, "seckilld: --listen %s and --admin-listen %s overlap: the admin listener needs an address "
+                        "of its own\n", cfg->listen, cfg->admin_listen);
+        rc = 2;
         goto out;
-    if (open_listeners("admin-listen", cfg->admin_listen, srv.nworkers, srv.fds_admin, &port_admin) != 0)
+    }
+
+    uint64_t nofile = raise_nofile();
+    int lim = sk_server_conn_limits(nofile, srv.nworkers, cfg->max_connections, srv.max_conns);
+    if (lim > 0)
+        sk_log(SK_LOG_WARN, "event=max_connections_lowered requested=%lld max=%ld nofile=%llu "
+                            "hint=\"raise the descriptor limit (LimitNOFILE) for more\"",
+               (long long)cfg->max_connections, srv.max_conns[SK_LISTENER_PUBLIC], (unsigned long long)nofile);
+    else if (lim < 0)
+        sk_log(SK_LOG_WARN, "event=descriptors_low nofile=%llu max_connections=%ld admin_max_connections=%ld "
+                            "hint=\"raise the descriptor limit (LimitNOFILE)\"",
+               (unsigned long long)nofile, srv.max_conns[SK_LISTENER_PUBLIC], srv.max_conns[SK_LISTENER_ADMIN]);
+
+    if (open_listeners(cfg->listen, &ss[SK_LISTENER_PUBLIC], sslen[SK_LISTENER_PUBLIC], srv.nworkers,
+                       srv.fds[SK_LISTENER_PUBLIC], &port_public) != 0)
+        goto out;
+    if (open_listeners(cfg->admin_listen, &ss[SK_LISTENER_ADMIN], sslen[SK_LISTENER_ADMIN], srv.nworkers,
+                       srv.fds[SK_LISTENER_ADMIN], &port_admin) != 0)
         goto out;
     if ((srv.store = sk_store_open(cfg->store, srv.nworkers, err, sizeof(err))) == NULL) {
         fprintf(stderr, "seckilld: store %s: %s\n", cfg->store, err);
@@ -262,8 +581,11 @@ int sk_server_run(sk_config_t *cfg)
     print_listening("public", cfg->listen, port_public);
     print_listening("admin", cfg->admin_listen, port_admin);
     fflush(stdout);
-    sk_log(SK_LOG_INFO, "event=started version=%s store=%s threads=%d public_port=%d admin_port=%d", SK_VERSION,
-           srv.store->ops->name, srv.nworkers, port_public, port_admin);
+    sk_log(SK_LOG_INFO,
+           "event=started version=%s store=%s threads=%d public_port=%d admin_port=%d nofile=%llu "
+           "max_connections=%ld admin_max_connections=%ld",
+           SK_VERSION, srv.store->ops->name, srv.nworkers, port_public, port_admin, (unsigned long long)nofile,
+           srv.max_conns[SK_LISTENER_PUBLIC], srv.max_conns[SK_LISTENER_ADMIN]);
     notify("READY=1");
 
     for (;;) {
@@ -296,7 +618,7 @@ out:
         srv.store->ops->close(srv.store);
     sk_ratelimit_free(srv.ratelimit);
     free(srv.workers);
-    free(srv.fds_public);
-    free(srv.fds_admin);
+    for (int k = 0; k < SK_LISTENER_COUNT; k++)
+        free(srv.fds[k]);
     return rc;
 }

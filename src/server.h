@@ -1,6 +1,7 @@
 /* server.h: the process: worker threads, each with its own h2o event loop and its own
- * SO_REUSEPORT listening sockets for the public and admin listeners (share-nothing HTTP), the
- * store, signals and a bounded clean shutdown. */
+ * SO_REUSEPORT listening sockets for the public and admin listeners (share-nothing HTTP), one
+ * owner per listening address, bounded connections, the store, signals and a bounded clean
+ * shutdown. */
 #ifndef SK_SERVER_H
 #define SK_SERVER_H
 
@@ -10,18 +11,29 @@
 #include <stdatomic.h>
 #include "config.h"
 #include "store.h"
+#include "util.h"
 
 typedef struct sk_server_s sk_server_t;
 typedef struct sk_ratelimit_s sk_ratelimit_t;
+typedef struct sk_worker_s sk_worker_t;
 
-typedef struct sk_worker_s {
+enum { SK_LISTENER_PUBLIC, SK_LISTENER_ADMIN, SK_LISTENER_COUNT };
+
+/* One worker's listening socket for one listener. */
+typedef struct sk_listener_s {
+    h2o_socket_t *sock;            /* NULL once closed (stopping) */
+    h2o_accept_ctx_t accept;
+    sk_worker_t *worker;
+    int kind;                      /* SK_LISTENER_PUBLIC or SK_LISTENER_ADMIN */
+    int polled;                    /* accepting; 0 while paused at the cap or after an error */
+    int64_t paused_until;          /* sk_mono_ms() before which an accept error keeps it paused */
+} sk_listener_t;
+
+struct sk_worker_s {
     int index;
     sk_server_t *server;
     h2o_context_t ctx;
-    h2o_accept_ctx_t accept_public;
-    h2o_accept_ctx_t accept_admin;
-    h2o_socket_t *listen_public;
-    h2o_socket_t *listen_admin;
+    sk_listener_t listeners[SK_LISTENER_COUNT];
     h2o_multithread_receiver_t store_receiver; /* answers from the store */
     h2o_multithread_receiver_t ctl_receiver;   /* shutdown requests from the main thread */
     h2o_multithread_message_t ctl_msg;
@@ -29,8 +41,9 @@ typedef struct sk_worker_s {
     size_t inflight;                           /* requests waiting for the store */
     int stopping;
     struct sk_dashboard_s *dashboard;          /* dashboard.c: this worker's event streams */
+    uint64_t loop_now_max;                     /* the latest h2o loop time seen (clock steps) */
     pthread_t tid;
-} sk_worker_t;
+};
 
 struct sk_server_s {
     sk_config_t *cfg;
@@ -43,11 +56,29 @@ struct sk_server_s {
     h2o_hostconf_t *hosts_admin[2];
     sk_worker_t *workers;
     int nworkers;
-    int *fds_public;                 /* one listening socket per worker */
-    int *fds_admin;
+    int *fds[SK_LISTENER_COUNT];     /* one listening socket per worker and listener */
+    _Atomic long nconns[SK_LISTENER_COUNT];             /* open connections, by listener */
+    long max_conns[SK_LISTENER_COUNT];                  /* accepting stops at this many */
+    _Atomic uint64_t accept_errors[SK_LISTENER_COUNT];  /* accepts failed for lack of descriptors or memory */
     h2o_barrier_t ready;             /* every worker has its loop and receivers */
     _Atomic int stopping;
 };
+
+/* Descriptors kept out of the connection budget: standard streams, logs, each worker's event
+ * loop, queue, listening sockets, store and Redis connection, the order book's files. */
+#define SK_FD_RESERVE_BASE 64
+#define SK_FD_RESERVE_PER_WORKER 16
+
+/* The connection limits for a descriptor limit `nofile` and `nworkers` workers. The budget is
+ * nofile less the reserve; the admin listener gets an eighth of it (16 to 1024), the public one
+ * the rest, or `requested` when that is smaller (0: no request). Sets max[SK_LISTENER_*] and
+ * returns 0, or 1 when `requested` was lowered to the budget, or -1 when the budget is so small
+ * that the limits (16 each at least) may still run out of descriptors. */
+int sk_server_conn_limits(uint64_t nofile, int nworkers, int64_t requested, long max[SK_LISTENER_COUNT]);
+
+/* Appends the connection gauges and accept-error counters in Prometheus text format (api.c's
+ * /metrics). */
+void sk_server_render_metrics(sk_server_t *srv, sk_buf_t *out);
 
 /* Runs the server until SIGTERM/SIGINT; returns the process exit code. */
 int sk_server_run(sk_config_t *cfg);

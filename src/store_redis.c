@@ -112,8 +112,8 @@ typedef struct wsale_s {
     size_t qlen;
     int soldout;           /* the cache below is set */
     uint64_t gen;          /* the store's gen when the call that taught it was sent */
-    int64_t fresh_until;   /* wall ms: trusted until then while connected */
-    int64_t deadline;      /* wall ms: never trusted past the sale's next hold deadline */
+    int64_t fresh_until;   /* mono ms: trusted until then while connected */
+    int64_t deadline;      /* mono ms: never trusted past the sale's next hold deadline */
     int64_t limit;         /* per_user_limit */
     int64_t ends_at;       /* SK_NO_TIME or the end of the window */
     char id[SK_SALE_ID_MAX + 1];
@@ -450,16 +450,17 @@ static void ws_maybe_free(worker_t *w, wsale_t *ws)
  * req->err set when answered. */
 static int fast_answer(worker_t *w, wsale_t *ws, sk_store_req_t *req)
 {
-    int64_t now = req->now_ms;
     if (!ws->soldout || req->request_id != NULL)
         return 0;
-    if (ws->gen != atomic_load_explicit(&w->r->gen, memory_order_relaxed) || now >= ws->deadline ||
-        (sk_redis_conn_up(&w->conn) && now >= ws->fresh_until)) {
+    /* how long it is trusted is monotonic time: a wall clock stepped back must not stretch it */
+    int64_t mono = sk_mono_ms();
+    if (ws->gen != atomic_load_explicit(&w->r->gen, memory_order_relaxed) || mono >= ws->deadline ||
+        (sk_redis_conn_up(&w->conn) && mono >= ws->fresh_until)) {
         ws_forget(ws);
         return 0;
     }
-    /* the window is Redis's clock: keep a second of margin against skew */
-    if (ws->ends_at != SK_NO_TIME && now / 1000 >= ws->ends_at - 1)
+    /* the window is Redis's wall clock: keep a second of margin against skew */
+    if (ws->ends_at != SK_NO_TIME && req->now_ms / 1000 >= ws->ends_at - 1)
         return 0;
     req->err = ws->limit > 0 && req->user == NULL ? SK_EBAD_REQUEST : SK_ESOLD_OUT;
     return 1;
@@ -505,8 +506,11 @@ static void learn_soldout(wsale_t *ws, const cmd_t *cmd, const long long *h)
 {
     ws->soldout = 1;
     ws->gen = cmd->gen;
-    ws->fresh_until = sk_now_ms() + SOLDOUT_TTL_MS;
-    ws->deadline = h[4] >= 0 ? h[4] * 1000 : INT64_MAX;
+    int64_t mono = sk_mono_ms();
+    ws->fresh_until = mono + SOLDOUT_TTL_MS;
+    /* h[4] is a second of Redis's wall clock (TIME): kept as a monotonic deadline, at the distance
+     * from our wall clock it has now, so that a later step of our clock does not move it */
+    ws->deadline = h[4] >= 0 ? mono + (h[4] * 1000 - sk_now_ms()) : INT64_MAX;
     ws->limit = h[2];
     ws->ends_at = time_of(h[3]);
 }
