@@ -14,7 +14,7 @@ $(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 
 deps:
-	@SK_DEPS_BROWSER=0 bash scripts/deps.sh
+	@SK_DEPS_TEST=0 bash scripts/deps.sh
 
 test-deps:
 	@bash scripts/deps.sh
