@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 ARGS ?=
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps run test unit e2e bench fuzz asan warnings clean install
+.PHONY: all deps test-deps run test unit e2e bench fuzz asan warnings fresh clean install
 
 all: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) -j$$(nproc)
@@ -14,7 +14,7 @@ $(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) $(CMAKE_FLAGS)
 
 deps:
-	@SK_DEPS_BROWSER=0 bash scripts/deps.sh
+	@SK_DEPS_TEST=0 bash scripts/deps.sh
 
 test-deps:
 	@bash scripts/deps.sh
@@ -44,6 +44,11 @@ warnings:
 	cmake -S . -B build-clang-O3 -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release
 	$(MAKE) -C build-clang-O3 -j$$(nproc)
 
+# make test (nothing skipped) and a make run smoke test on a freshly bootstrapped Debian 12 root,
+# from a clone of the current commit: scripts/fresh.sh, docs/testing.md. Needs root (or sudo).
+fresh:
+	bash scripts/fresh.sh
+
 fuzz:
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSK_FUZZ=ON -DSK_SANITIZE=address,undefined
 	$(MAKE) -C build-fuzz -j$$(nproc) fuzz_body
@@ -63,4 +68,4 @@ install: all
 	install -D -m 0644 docs/API.md $(DESTDIR)$(PREFIX)/share/doc/seckill/API.md
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz build-fresh

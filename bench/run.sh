@@ -61,7 +61,7 @@ die() { log "error: $*"; exit 1; }
 has() { [[ " $1 " == *" $2 "* ]]; }
 
 # ---------------------------------------------------------------- set-up
-SK_DEPS_EXTRA="nginx gunicorn python3-flask python3-gevent python3-redis gnuplot-nox ${SK_DEPS_EXTRA:-}" \
+SK_DEPS_TEST=0 SK_DEPS_EXTRA="nginx gunicorn python3-flask python3-gevent python3-redis gnuplot-nox ${SK_DEPS_EXTRA:-}" \
   bash "$ROOT/scripts/deps.sh"
 for c in nginx wrk ab taskset redis-server redis-cli gnuplot curl /usr/bin/gunicorn; do
   command -v "$c" >/dev/null || die "$c is missing"

@@ -7,20 +7,21 @@ snapshot that must carry the exact numbers of `/metrics` and `GET /v1/sales`. Al
 bounded under a storm, the idle timeout does not cut a stream, SIGTERM ends open streams at once,
 clients vanishing mid-stream, and the admin token (header, or `?token=` for EventSource).
 
-The browser test drives Debian's chromium headless with playwright-core (tests/e2e/browser/, npm
-ci by scripts/deps.sh): token form, create form with an API error shown, a storm from Python
-threads until the bar and the counters show the exact sold count, raise stock, end now, and a
-screenshot to build/dashboard.png (SK_DASHBOARD_SCREENSHOT=docs/dashboard.png refreshes the README's). It is skipped, saying why, where chromium or node is missing.
+The browser test drives Debian's chromium headless through Debian's chromium-driver with
+python3-selenium (all three installed by scripts/deps.sh; no node, nothing downloaded): token
+form, create form with an API error shown, a storm from Python threads until the bar and the
+counters show the exact sold count, raise stock, end now, and a screenshot to build/dashboard.png
+(SK_DASHBOARD_SCREENSHOT=docs/dashboard.png refreshes the README's). Where a package is missing
+it fails and names it.
 """
 
+import base64
 import http.client
+import importlib.util
 import json
 import os
-import queue
 import re
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -30,7 +31,6 @@ import pytest
 from conftest import HOST, SALE_KEYS, assert_error, storm
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BROWSER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "browser")
 CHROMIUM = "/usr/bin/chromium"
 # build/ by default so that a test run leaves the work tree clean; to refresh the README's picture:
 # SK_DASHBOARD_SCREENSHOT=$PWD/docs/dashboard.png make e2e
@@ -440,59 +440,167 @@ def test_events_show_the_store_going_down(make_server, store, sale_id):
 
 
 # --------------------------------------------------------------------------------------------
-# the browser
+# the browser: Debian's chromium, driven through Debian's chromium-driver by python3-selenium
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+# Running as root (CI, containers) needs --no-sandbox; the rest keeps chromium off the network:
+# nothing but the server under test is ever reached.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-proxy-server"]
+PAGE_WAIT = 8  # seconds, any single wait for the page
+VIEWPORT = (1280, 760)
+# chromium logs every 4xx as an error; the test provokes 400, 401 and 409 on purpose
+PROVOKED_4XX = re.compile(r" - Failed to load resource: the server responded with a status of (400|401|409)\b")
 
 
 def _browser_missing():
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is not installed (apt-get install chromium; scripts/deps.sh does it)"
-    if shutil.which("node") is None:
-        return "node is not installed (apt-get install nodejs npm; scripts/deps.sh does it)"
-    v = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-    m = re.match(r"v(\d+)\.", v)
-    if not m or int(m.group(1)) < 20:
-        return f"node {v or '?'} is too old for playwright-core 1.64 (it needs node >= 20)"
-    if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
-        return f"playwright-core is not installed: npm ci --prefix {BROWSER_DIR} (scripts/deps.sh does it)"
-    return None
+    """The Debian packages the browser test needs that are not installed. scripts/deps.sh (run by
+    `make test`) installs them: a missing one is a failure, never a skip."""
+    missing = [pkg for pkg, path in (("chromium", CHROMIUM), ("chromium-driver", CHROMEDRIVER))
+               if not os.access(path, os.X_OK)]
+    if importlib.util.find_spec("selenium") is None:
+        missing.append("python3-selenium")
+    return missing
+
+
+class Page:
+    """The few things the test does with the page, over selenium; every wait is bounded and a
+    failure says what was awaited and what the page showed."""
+
+    def __init__(self, user_data_dir, log_dir):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for a in CHROMIUM_FLAGS + [f"--user-data-dir={user_data_dir}"]:
+            opts.add_argument(a)
+        # console and page errors, and every request the page makes (chromedriver's logs)
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+        opts.ignore_local_proxy_environment_variables()  # selenium <-> chromedriver on loopback
+        # The driver given by its path: selenium then never looks for one (no selenium-manager,
+        # which Debian's package does not ship anyway, and no network).
+        self.driver = webdriver.Chrome(options=opts, service=Service(
+            CHROMEDRIVER, log_path=os.path.join(log_dir, "chromedriver.log")))
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False})
+
+    def close(self):
+        self.driver.quit()
+
+    def goto(self, url):
+        self.driver.get_log("browser")  # what chromium did before the page is not the page's
+        self.driver.get_log("performance")
+        self.driver.set_page_load_timeout(PAGE_WAIT)
+        self.driver.get(url)
+
+    def js(self, script, *args):
+        return self.driver.execute_script(script, *args)
+
+    def text(self, sel):
+        return self.js("const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : null", sel)
+
+    def until(self, script, *args, what):
+        """Waits until the JavaScript `script` (a function body) returns true."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+        try:
+            WebDriverWait(self.driver, PAGE_WAIT, poll_frequency=0.1).until(lambda d: d.execute_script(script, *args))
+        except TimeoutException:
+            raise AssertionError(f"the page did not get to: {what}") from None
+
+    def visible(self, sel):
+        self.until("const e = document.querySelector(arguments[0]);"
+                   "return !!e && e.getClientRects().length > 0", sel, what=f"{sel} visible")
+
+    def expect_texts(self, want, what):
+        """Waits until every selector shows its text; on timeout, says what each one showed."""
+        try:
+            self.until("return Object.entries(arguments[0]).every(([sel, t]) => {"
+                       "  const e = document.querySelector(sel); return !!e && e.textContent.trim() === t; })",
+                       want, what=what)
+        except AssertionError:
+            seen = {sel: self.text(sel) for sel in want}
+            raise AssertionError(f"{what}: wanted {want}, the page shows {seen}") from None
+
+    def fill(self, sel, value):
+        from selenium.webdriver.common.by import By
+        el = self.driver.find_element(By.CSS_SELECTOR, sel)
+        el.clear()
+        el.send_keys(value)
+
+    def click(self, sel):
+        from selenium.webdriver.common.by import By
+        self.driver.find_element(By.CSS_SELECTOR, sel).click()
+
+    def screenshot(self, path):
+        """The whole page as a PNG, at the viewport's size at least."""
+        m = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": max(m["width"], VIEWPORT[0]), "height": max(m["height"], VIEWPORT[1]),
+                "scale": 1}
+        png = self.driver.execute_cdp_cmd("Page.captureScreenshot",
+                                          {"format": "png", "captureBeyondViewport": True, "clip": clip})
+        with open(path, "wb") as f:
+            f.write(base64.b64decode(png["data"]))
+
+    def problems(self, origin):
+        """Page errors, console errors (but the 4xx the test provokes) and requests outside `origin`."""
+        out = []
+        for e in self.driver.get_log("browser"):
+            if e["level"] == "SEVERE" and not (e["source"] == "network" and PROVOKED_4XX.search(e["message"])):
+                out.append(f"{e['source']}: {e['message']}")
+        for e in self.driver.get_log("performance"):
+            m = json.loads(e["message"])["message"]
+            if m["method"] == "Network.requestWillBeSent":
+                url = m["params"]["request"]["url"]
+                if not (url == origin or url.startswith(origin + "/") or url.startswith("data:")):
+                    out.append(f"request outside the server: {url}")
+        return out
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 def test_dashboard_in_chromium(make_server, tmp_path, sale_id):
-    why = _browser_missing()
-    if why:
-        pytest.skip(f"browser test skipped: {why}")
+    missing = _browser_missing()
+    if missing:
+        pytest.fail(f"the browser test needs {' '.join(missing)}: apt-get install {' '.join(missing)} "
+                    f"(scripts/deps.sh, run by make test, installs them)", pytrace=False)
     token = "dash-board-token"
     srv = make_server(env={"SECKILL_ADMIN_TOKEN": token}, token=token)
     sale, sale2 = sale_id("flash-phone-"), sale_id("flash-tv-")
+    origin = f"http://{HOST}:{srv.admin_port}"
     os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
-    cfg = {"url": f"http://{HOST}:{srv.admin_port}/", "token": token, "userDataDir": str(tmp_path / "chromium"),
-           "screenshot": SCREENSHOT, "sale": sale, "sale2": sale2}
-    node = subprocess.Popen(["node", os.path.join(BROWSER_DIR, "dashboard.js"), json.dumps(cfg)], cwd=BROWSER_DIR,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    out = queue.Queue()
-    threading.Thread(target=lambda: [out.put(l.rstrip("\n")) for l in node.stdout] + [out.put(None)],
-                     daemon=True).start()
-    err = []
-    threading.Thread(target=lambda: err.extend(node.stderr), daemon=True).start()
-
-    def line(timeout=25):
-        try:
-            l = out.get(timeout=timeout)
-        except queue.Empty:
-            l = None
-        if l is None or l.startswith("FAIL"):
-            node.kill()
-            raise AssertionError(f"browser: {l or 'no answer'}; stderr: {''.join(err)[-2000:]}")
-        return l
-
-    def send(s):
-        node.stdin.write(s + "\n")
-        node.stdin.flush()
-
+    page = Page(str(tmp_path / "chromium"), str(tmp_path))
     try:
-        assert line(40).startswith("STEP storm"), "the page did not get to the storm"
-        send("GO")
+        page.goto(origin + "/")
+
+        # the token: a wrong one is refused, the right one opens the page
+        page.visible("#token-panel:not(.hidden)")
+        page.fill("#token-input", "wrong-" + token)
+        page.click("#token-submit")
+        page.expect_texts({"#token-msg": "That token was refused."}, "a wrong token")
+        page.fill("#token-input", token)
+        page.click("#token-submit")
+        page.visible("#app:not(.hidden)")
+        page.expect_texts({"#conn": "live"}, "the event stream")
+        page.expect_texts({"#store": "sqlite up"}, "the store health")
+        kept = page.js("return sessionStorage.getItem('seckill.admin_token')")
+        assert kept == token, f"the token is not kept in sessionStorage ({kept!r})"
+
+        # the create form: the API's message on failure, then a sale
+        page.fill("#new-sale", sale)
+        page.fill("#new-stock", "-5")
+        page.click("#create-submit")
+        page.until("return /bad_request, HTTP 400/.test(document.querySelector('#create-msg').textContent)",
+                   what="the API's bad_request message for stock -5")
+        bad_msg = page.text("#create-msg")
+        page.fill("#new-stock", "40")
+        page.click("#create-submit")
+        page.expect_texts({"#create-msg": f"Created {sale}."}, "creating a sale")
+        row = f'tr[data-sale="{sale}"]'
+        page.expect_texts({f"{row} .stock": "40", f"{row} .sold": "0", f"{row} .remaining": "40"}, "the new sale row")
+
+        # a storm: the bar and the counters reach the exact sold count
         res = []
         for _ in range(3):  # three waves a snapshot apart, so that the chart has a shape
             res += storm(srv.public_port, [("POST", f"/v1/sales/{sale}/orders", {}) for _ in range(40)], threads=8)
@@ -501,28 +609,51 @@ def test_dashboard_in_chromium(make_server, tmp_path, sale_id):
         sold_out = sum(1 for r in res if r[0] == 409 and r[1]["error"] == "sold_out")
         assert (won, sold_out) == (40, 80), res
         assert srv.sale(sale)["sold"] == 40
-        send(f"SOLD 40 {won} {sold_out}")
+        page.expect_texts({f"{row} .sold": "40", f"{row} .remaining": "0", f"{row} .state": "sold out",
+                           "#count-won": "40", "#count-sold_out": "80"}, "after the storm")
+        page.until("const bar = document.querySelector(arguments[0] + ' .bar');"
+                   "return !!bar && bar.getAttribute('data-sold') === '40'"
+                   "  && bar.querySelector('.b-sold').style.width === '100%'", row, what="the bar at 40 sold, 100%")
 
-        assert line().startswith("STEP storm2")
-        send("GO")
+        # raise the stock from the row
+        page.fill(f"{row} .stock-input", "60")
+        page.click(f"{row} .set-stock")
+        page.expect_texts({f"{row} .stock": "60", f"{row} .remaining": "20", f"{row} .state": "open",
+                           f"{row} .row-msg": "stock set to 60"}, "raising the stock")
+        # lowering it below what is sold shows the API's message
+        page.fill(f"{row} .stock-input", "10")
+        page.click(f"{row} .set-stock")
+        page.until("return /stock_below_taken, HTTP 409/.test(document.querySelector(arguments[0]).textContent)",
+                   f"{row} .row-msg", what="the API's stock_below_taken message")
+        below_msg = page.text(f"{row} .row-msg")
+
+        # a second sale with a per-user limit, a storm of repeat buyers, then "End now"
+        page.fill("#new-sale", sale2)
+        page.fill("#new-stock", "10")
+        page.fill("#new-limit", "1")
+        page.click("#create-submit")
+        page.expect_texts({"#create-msg": f"Created {sale2}."}, "creating the second sale")
         res = storm(srv.public_port, [("POST", f"/v1/sales/{sale2}/orders", {"user": f"u{i % 5}"})
                                       for i in range(10)], threads=10)
         won2 = sum(1 for r in res if r[0] == 201)
         limited = sum(1 for r in res if r[0] == 409 and r[1]["error"] == "user_limit")
         assert (won2, limited) == (5, 5), res
-        send(f"SOLD2 5 {won + won2} {limited}")
+        row2 = f'tr[data-sale="{sale2}"]'
+        page.expect_texts({f"{row2} .sold": "5", "#count-won": "45", "#count-user_limit": "5"},
+                          "after the second storm")
+        page.click(f"{row2} .end-now")
+        page.expect_texts({f"{row2} .state": "ended", f"{row2} .row-msg": "ended"}, "ending a sale now")
 
-        done = line()
-        assert done.startswith("DONE "), done
-        seen = json.loads(done[5:])
-        assert seen["sold"] == "40" and seen["won"] == "45" and seen["soldOut"] == "80", seen
-        assert seen["userLimit"] == "5" and seen["state2"] == "ended", seen
-        assert "bad_request" in seen["badMsg"] and "stock_below_taken" in seen["belowMsg"], seen
-        assert node.wait(20) == 0
+        # let the chart show a little history, then the picture for the README
+        time.sleep(1.2)
+        page.screenshot(SCREENSHOT)
+        problems = page.problems(origin)
+        assert not problems, problems
+        # what the page shows at the end
+        assert page.text(f"{row} .sold") == "40" and page.text("#count-sold_out") == "80"
+        assert "bad_request" in bad_msg and "stock_below_taken" in below_msg, (bad_msg, below_msg)
     finally:
-        if node.poll() is None:
-            node.kill()
-            node.wait(10)
+        page.close()
     with open(SCREENSHOT, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n", "the screenshot is not a PNG"
     # the server agrees with what the page showed

@@ -1,7 +1,4 @@
-"""Held orders (hold_seconds > 0): hold, confirm, cancel, expiry, from API.md.
-
-These skip while the server still rejects hold_seconds > 0 with 400 (held orders come later):
-the `hserver` fixture probes for it."""
+"""Held orders (hold_seconds > 0): hold, confirm, cancel, expiry, from API.md."""
 
 import math
 import time
@@ -13,10 +10,6 @@ from conftest import assert_error, assert_order, storm
 
 @pytest.fixture
 def hserver(server):
-    r = server.adm("PUT", "/v1/sales/hold-probe", {"stock": 1, "hold_seconds": 5})
-    if r.status == 400:
-        pytest.skip(f"held orders not implemented yet (PUT hold_seconds=5 -> 400 {r.body})")
-    assert r.status == 201, r
     return server
 
 
@@ -183,9 +176,6 @@ def test_confirm_cancel_race(hserver, sale_id):
 @pytest.mark.parametrize("store", ["redis"], indirect=True)
 def test_expiry_exactly_once_across_instances(make_server, sale_id):
     a = make_server()
-    r = a.adm("PUT", "/v1/sales/hold-probe", {"stock": 1, "hold_seconds": 5})
-    if r.status == 400:
-        pytest.skip("held orders not implemented yet")
     b = make_server()
     s = sale_id()
     a.put_sale(s, stock=30, hold_seconds=1)

@@ -43,8 +43,6 @@ def test_restart_keeps_holds_and_expires_missed_deadlines(make_server, sale_id):
 
 def test_storm_racing_expiries_and_cancels_never_oversells(make_server, sale_id):
     srv = make_server()
-    if srv.adm("PUT", "/v1/sales/hold-probe", {"stock": 1, "hold_seconds": 5}).status == 400:
-        pytest.skip("held orders not implemented yet")
     s = sale_id()
     stock = 30
     srv.put_sale(s, stock=stock, hold_seconds=1)
@@ -100,8 +98,6 @@ def test_storm_racing_expiries_and_cancels_never_oversells(make_server, sale_id)
 
 def test_restock_lower_and_end_now(make_server, sale_id):
     srv = make_server()
-    if srv.adm("PUT", "/v1/sales/hold-probe", {"stock": 1, "hold_seconds": 5}).status == 400:
-        pytest.skip("held orders not implemented yet")
     s = sale_id()
     srv.put_sale(s, stock=4, hold_seconds=60)
     a = take_held(srv, s, 60, user="a", qty=2)
