@@ -566,7 +566,7 @@ static int exec(sqlite3 *db, const char *sql)
     char *msg = NULL;
     int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
     if (rc != SQLITE_OK) {
-        sk_log(SK_LOG_ERROR, "event=sqlite_error sql=\"%.40s\" error=\"%s\"", sql, msg ? msg : sqlite3_errstr(rc));
+        sk_log_limited(SK_LOG_ERROR, "event=sqlite_error sql=\"%.40s\" error=\"%s\"", sql, msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);
         return -1;
     }
@@ -600,7 +600,7 @@ static int step_done(sqlite3 *db, sqlite3_stmt *st)
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE) {
-        sk_log(SK_LOG_ERROR, "event=sqlite_error error=\"%s\"", sqlite3_errmsg(db));
+        sk_log_limited(SK_LOG_ERROR, "event=sqlite_error error=\"%s\"", sqlite3_errmsg(db));
         return -1;
     }
     return 0;
@@ -914,7 +914,7 @@ static int read_order(sqlite3 *db, sqlite3_stmt *st, const char *sale, uint64_t 
         o->id = id;
         found = 1;
     } else if (rc != SQLITE_DONE) {
-        sk_log(SK_LOG_ERROR, "event=sqlite_error error=\"%s\"", sqlite3_errmsg(db));
+        sk_log_limited(SK_LOG_ERROR, "event=sqlite_error error=\"%s\"", sqlite3_errmsg(db));
         found = -1;
     }
     sqlite3_reset(st);
