@@ -38,7 +38,8 @@ static int hexval(int ch)
     return -1;
 }
 
-/* A percent-decoded copy of s[0..n), or NULL when an escape is malformed. */
+/* A percent-decoded copy of s[0..n), or NULL when an escape is malformed or decodes to NUL (the
+ * copy is a C string: a NUL would silently cut the password short). */
 static char *pct_decode(const char *s, size_t n)
 {
     char *out = sk_malloc(n + 1), *o = out;
@@ -49,7 +50,7 @@ static char *pct_decode(const char *s, size_t n)
         }
         int hi = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
         int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
-        if (hi < 0 || lo < 0) {
+        if (hi < 0 || lo < 0 || hi + lo == 0) {
             free(out);
             return NULL;
         }
