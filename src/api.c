@@ -336,9 +336,14 @@ static call_t *call_new(sk_action_t action, sk_store_op_t op, const sk_match_t *
 
 size_t sk_api_head_size(const h2o_req_t *req)
 {
-    size_t n = req->method.len + req->path.len + 13; /* " HTTP/1.1\r\n" and the blank line */
+    /* "METHOD PATH HTTP/1.1\r\n", "name: value\r\n" each, then the blank line */
+    size_t n = req->method.len + 1 + req->path.len + 11 + 2;
     for (size_t i = 0; i < req->headers.size; i++)
         n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    /* h2o keeps the Host header out of the list (it is input.authority): it counts too (without
+     * one, h2o fills in the host's name, a few bytes, before handlers run) */
+    if (req->input.authority.base != NULL)
+        n += sizeof("host: \r\n") - 1 + req->input.authority.len;
     return n;
 }
 

@@ -13,8 +13,11 @@
 
 #define SK_API_RATE_KEY_MAX 160
 
-/* The size of the request head in HTTP/1.1 form, as h2o hands it over: the request line, each
- * header of its list and the blank line. What --max-head-bytes limits. */
+/* The size of the request head as the client sent it, in HTTP/1.1 form ("METHOD PATH
+ * HTTP/1.1\r\n", "name: value\r\n" for each header and the Host header, a blank line): what
+ * --max-head-bytes limits. h2o consumes Content-Length, Transfer-Encoding, Expect and Upgrade
+ * itself and keeps only the last Host: those lines are not seen (h2o's own limit on a head,
+ * 417,792 bytes, bounds them). */
 size_t sk_api_head_size(const h2o_req_t *req);
 
 /* 1 when the first Authorization header is "Bearer TOKEN" (the scheme in any case, one space)
