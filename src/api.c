@@ -184,13 +184,60 @@ void sk_api_orders_csv(sk_buf_t *b, const sk_order_t *orders, size_t n, int64_t 
     }
 }
 
+/* Optional white space (RFC 9110) around s[*a..*b). */
+static void ows_trim(const char *s, size_t *a, size_t *b)
+{
+    while (*a < *b && (s[*a] == ' ' || s[*a] == '\t'))
+        (*a)++;
+    while (*b > *a && (s[*b - 1] == ' ' || s[*b - 1] == '\t'))
+        (*b)--;
+}
+
+/* A qvalue ("0" [ "." 0*3DIGIT ] / "1" [ "." 0*3("0") ]) that refuses: 0, 0., 0.0, 0.00, 0.000. */
+static int qvalue_zero(const char *s, size_t n)
+{
+    if (n == 0 || n > 5 || s[0] != '0' || (n > 1 && s[1] != '.'))
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] != '0')
+            return 0;
+    return 1;
+}
+
+/* One element of an Accept list: text/csv (case-insensitive) and not refused by q=0. */
+static int accepts_csv(const char *s, size_t n)
+{
+    size_t a = 0, b = 0;
+    while (b < n && s[b] != ';')
+        b++;
+    ows_trim(s, &a, &b);
+    if (!h2o_lcstris(s + a, b - a, H2O_STRLIT("text/csv")))
+        return 0;
+    while (b < n) { /* the parameters, each after a ';' */
+        size_t p = b + 1, e = p;
+        while (e < n && s[e] != ';')
+            e++;
+        b = e;
+        ows_trim(s, &p, &e);
+        if (e - p >= 2 && (s[p] == 'q' || s[p] == 'Q') && s[p + 1] == '=' && qvalue_zero(s + p + 2, e - p - 2))
+            return 0;
+    }
+    return 1;
+}
+
 int sk_api_wants_csv(const h2o_req_t *req)
 {
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
-    if (i < 0)
-        return 0;
-    h2o_iovec_t v = req->headers.entries[i].value;
-    return memmem(v.base, v.len, "text/csv", 8) != NULL;
+    /* every Accept header, each a comma-separated list */
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, i)) >= 0;) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        for (size_t p = 0, e; p < v.len; p = e + 1) {
+            for (e = p; e < v.len && v.base[e] != ','; e++)
+                ;
+            if (accepts_csv(v.base + p, e - p))
+                return 1;
+        }
+    }
+    return 0;
 }
 
 static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t *s);

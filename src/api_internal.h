@@ -24,7 +24,7 @@ size_t sk_api_head_size(const h2o_req_t *req);
  * for exactly `token`, compared in constant time; else 0. */
 int sk_api_token_ok(const h2o_req_t *req, const char *token);
 
-/* 1 when the first Accept header holds text/csv; else 0 (JSON). */
+/* 1 when an Accept header lists text/csv (in any case) without q=0; else 0 (JSON). */
 int sk_api_wants_csv(const h2o_req_t *req);
 
 /* The rate limit's key for a request into key[SK_API_RATE_KEY_MAX]: "u:USER" when the request
