@@ -327,7 +327,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 int sk_redis_is_primary(const redisReply *rep)
 {
     return rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 && rep->element[0]->type == REDIS_REPLY_STRING &&
-           strcmp(rep->element[0]->str, "master") == 0;
+           rep->element[0]->len == 6 && memcmp(rep->element[0]->str, "master", 6) == 0;
 }
 
 /* The handshake's steps: each a command of its own, the last one makes the connection ready. */

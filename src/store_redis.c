@@ -31,6 +31,7 @@
 #include "error.h"
 #include "log.h"
 #include "map.h"
+#include "parse.h"
 #include "redis_conn.h"
 #include "redis_conn_internal.h"
 #include "store.h"
@@ -251,6 +252,11 @@ static int parse_view(const redisReply *r, const char *sale, sk_sale_view_t *v)
     v->conf.ends_at = time_of(x[5]);
     v->sold = x[6];
     v->held = x[7] > 0 ? x[7] : 0;
+    /* only what put.lua can have stored: other numbers are not our data (and would overflow the
+     * sums that render a sale) */
+    const char *why;
+    if (sk_sale_conf_check(&v->conf, &why) != 0 || v->sold < 0 || v->sold > SK_MAX_UNITS || v->held > SK_MAX_UNITS)
+        return -1;
     return 0;
 }
 
@@ -264,11 +270,15 @@ static int parse_order(const redisReply *r, size_t k, const char *sale, uint64_t
     memset(o, 0, sizeof(*o));
     if (el_str(r, k, &user, &ulen) != 0 || el_int(r, k + 1, &qty) != 0 || el_str(r, k + 2, &status, &slen) != 0 ||
         el_str(r, k + 3, &rid, &rlen) != 0 || el_int(r, k + 4, &created) != 0 || el_int(r, k + 5, &expires) != 0 ||
-        slen >= sizeof(st))
+        slen >= sizeof(st) || memchr(status, '\0', slen) != NULL)
+        return -1;
+    /* only what take.lua can have stored, as the embedded store's rebuild checks its rows */
+    if (qty < 1 || qty > SK_MAX_UNITS || created < 0 || (ulen > 0 && !sk_valid_ident(user, ulen)) ||
+        (rlen > 0 && !sk_valid_ident(rid, rlen)))
         return -1;
     memcpy(st, status, slen);
     st[slen] = '\0';
-    if ((o->status = sk_order_status_parse(st)) == 0)
+    if ((o->status = sk_order_status_parse(st)) == 0 || (o->status == SK_ORDER_HELD && expires < 0))
         return -1;
     snprintf(o->sale, sizeof(o->sale), "%s", sale);
     o->id = id;
@@ -508,7 +518,7 @@ static void learn_soldout(wsale_t *ws, const cmd_t *cmd, const long long *h)
     ws->soldout = 1;
     ws->gen = cmd->gen;
     ws->fresh_until = sk_now_ms() + SOLDOUT_TTL_MS;
-    ws->deadline = h[4] >= 0 ? h[4] * 1000 : INT64_MAX;
+    ws->deadline = h[4] >= 0 && h[4] < INT64_MAX / 1000 ? h[4] * 1000 : INT64_MAX;
     ws->limit = h[2];
     ws->ends_at = time_of(h[3]);
 }
@@ -518,6 +528,10 @@ static void fill_take(sk_store_req_t *q, const long long *v)
     /* v: code, order id, created_at, expires_at */
     if ((q->err = rcode_err(v[0])) != 0)
         return;
+    if (v[1] < 1 || v[2] < 0) { /* not an order take.lua made */
+        q->err = SK_EUNAVAILABLE;
+        return;
+    }
     sk_order_t *o = &q->order;
     memset(o, 0, sizeof(*o));
     snprintf(o->sale, sizeof(o->sale), "%s", q->sale);
@@ -571,8 +585,8 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
             vok = el_int(rep, NHEAD + 4 * i + k, &v[k]) == 0;
         if (!vok)
             q->err = SK_EUNAVAILABLE;
-        else if (h[0] != RC_OK)
-            q->err = rcode_err(h[0]);
+        else if (h[0] != RC_OK) /* the batch's own code: an error (a code of success is not one) */
+            q->err = rcode_err(h[0]) != 0 ? rcode_err(h[0]) : SK_EUNAVAILABLE;
         else
             fill_take(q, v);
         q->cb(q);
@@ -688,7 +702,7 @@ static int parse_orders(const redisReply *rep, sk_store_req_t *req)
         return -1;
     req->orders = sk_calloc(n ? n : 1, sizeof(*req->orders));
     for (size_t i = 0; i < n; i++) {
-        if (el_int(rep, 2 + 7 * i, &id) != 0 ||
+        if (el_int(rep, 2 + 7 * i, &id) != 0 || id < 1 ||
             parse_order(rep, 3 + 7 * i, req->sale, (uint64_t)id, &req->orders[i]) != 0) {
             sk_order_dispose(&req->orders[i]);
             return -1; /* the caller disposes of what was parsed */
