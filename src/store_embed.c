@@ -1342,12 +1342,15 @@ static const char SCHEMA[] =
 /* Rebuild refuses a book that breaks a rule: this says which, of what, into err. */
 #define REFUSE(...) (snprintf(err, errlen, __VA_ARGS__), -1)
 
+/* The type is read first: once sqlite3_column_text has converted a value, its type is undefined
+ * (a BLOB then reads as TEXT). */
 static int valid_text(sqlite3_stmt *st, int col, int nullable)
 {
-    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+    int type = sqlite3_column_type(st, col);
+    if (type == SQLITE_NULL)
         return nullable;
     const char *t = (const char *)sqlite3_column_text(st, col);
-    return sqlite3_column_type(st, col) == SQLITE_TEXT && sk_valid_ident(t, (size_t)sqlite3_column_bytes(st, col));
+    return type == SQLITE_TEXT && sk_valid_ident(t, (size_t)sqlite3_column_bytes(st, col));
 }
 
 static int valid_int(sqlite3_stmt *st, int col, int nullable)
@@ -1417,8 +1420,6 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
                                        ? sk_order_status_parse(status_name)
                                        : 0;
         int64_t created = sqlite3_column_int64(st, 6), expires = column_time(st, 7);
-        const char *user = (const char *)sqlite3_column_text(st, 2);
-        size_t ulen = (size_t)sqlite3_column_bytes(st, 2);
         if (!valid_int(st, 1, 0) || sqlite3_column_int64(st, 1) < 1) {
             rc = REFUSE("sale %s: an order id is not a positive integer", sale);
         } else if (!valid_int(st, 3, 0) || qty < 1 || qty > SK_MAX_UNITS) {
@@ -1437,6 +1438,8 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
         }
         if (rc != 0)
             break;
+        const char *user = (const char *)sqlite3_column_text(st, 2); /* after valid_text read its type */
+        size_t ulen = (size_t)sqlite3_column_bytes(st, 2);
         s->next_id = id + 1;
         if (status == SK_ORDER_HELD || status == SK_ORDER_CONFIRMED) {
             int64_t a = atomic_load_explicit(&s->avail, memory_order_relaxed);
