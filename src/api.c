@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include "accesslog.h"
+#include "api_internal.h"
 #include "dashboard.h"
 #include "error.h"
 #include "log.h"
@@ -84,15 +85,20 @@ static void account(h2o_req_t *req, int action, int status)
     if (sk_accesslog_enabled()) {
         char host[NI_MAXHOST];
         peer_host(req, host, "-");
-        /* dashboard: an admin token may ride in the query (?token=, for EventSource); never log it */
-        size_t plen = req->path.len;
-        const char *q = memchr(req->path.base, '?', plen);
-        if (q != NULL && memmem(q, plen - (size_t)(q - req->path.base), "token=", 6) != NULL)
-            plen = (size_t)(q - req->path.base);
-        sk_accesslog_add(host, req->method.base, req->method.len, req->path.base, plen, status,
+        sk_accesslog_add(host, req->method.base, req->method.len, req->path.base,
+                         sk_api_log_path_len(req->path.base, req->path.len), status,
                          tl_outcome ? tl_outcome : "-", us);
     }
     tl_outcome = NULL;
+}
+
+size_t sk_api_log_path_len(const char *path, size_t len)
+{
+    /* dashboard: an admin token may ride in the query (?token=, for EventSource); never log it */
+    const char *q = memchr(path, '?', len);
+    if (q != NULL && memmem(q, len - (size_t)(q - path), "token=", 6) != NULL)
+        return (size_t)(q - path);
+    return len;
 }
 
 /* Sends a reply with Content-Length (never chunked). The body is copied. */
@@ -161,13 +167,77 @@ static void csv_field(sk_buf_t *b, const char *s)
     sk_buf_append(b, "\"", 1);
 }
 
-static int wants_csv(h2o_req_t *req)
+void sk_api_orders_csv(sk_buf_t *b, const sk_order_t *orders, size_t n, int64_t now)
 {
-    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
-    if (i < 0)
+    sk_buf_printf(b, "sale,order,user,qty,status,request_id,created_at,expires_at\r\n");
+    for (size_t i = 0; i < n; i++) {
+        const sk_order_t *o = &orders[i];
+        sk_buf_printf(b, "%s,%llu,", o->sale, (unsigned long long)o->id);
+        csv_field(b, o->user);
+        sk_buf_printf(b, ",%lld,%s,", (long long)o->qty,
+                      sk_order_status_name(sk_order_effective(o->status, o->expires_at, now)));
+        csv_field(b, o->request_id);
+        sk_buf_printf(b, ",%lld,", (long long)o->created_at);
+        if (o->expires_at != SK_NO_TIME)
+            sk_buf_printf(b, "%lld", (long long)o->expires_at);
+        sk_buf_append(b, "\r\n", 2);
+    }
+}
+
+/* Optional white space (RFC 9110) around s[*a..*b). */
+static void ows_trim(const char *s, size_t *a, size_t *b)
+{
+    while (*a < *b && (s[*a] == ' ' || s[*a] == '\t'))
+        (*a)++;
+    while (*b > *a && (s[*b - 1] == ' ' || s[*b - 1] == '\t'))
+        (*b)--;
+}
+
+/* A qvalue ("0" [ "." 0*3DIGIT ] / "1" [ "." 0*3("0") ]) that refuses: 0, 0., 0.0, 0.00, 0.000. */
+static int qvalue_zero(const char *s, size_t n)
+{
+    if (n == 0 || n > 5 || s[0] != '0' || (n > 1 && s[1] != '.'))
         return 0;
-    h2o_iovec_t v = req->headers.entries[i].value;
-    return memmem(v.base, v.len, "text/csv", 8) != NULL;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] != '0')
+            return 0;
+    return 1;
+}
+
+/* One element of an Accept list: text/csv (case-insensitive) and not refused by q=0. */
+static int accepts_csv(const char *s, size_t n)
+{
+    size_t a = 0, b = 0;
+    while (b < n && s[b] != ';')
+        b++;
+    ows_trim(s, &a, &b);
+    if (!h2o_lcstris(s + a, b - a, H2O_STRLIT("text/csv")))
+        return 0;
+    while (b < n) { /* the parameters, each after a ';' */
+        size_t p = b + 1, e = p;
+        while (e < n && s[e] != ';')
+            e++;
+        b = e;
+        ows_trim(s, &p, &e);
+        if (e - p >= 2 && (s[p] == 'q' || s[p] == 'Q') && s[p + 1] == '=' && qvalue_zero(s + p + 2, e - p - 2))
+            return 0;
+    }
+    return 1;
+}
+
+int sk_api_wants_csv(const h2o_req_t *req)
+{
+    /* every Accept header, each a comma-separated list */
+    for (ssize_t i = -1; (i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, i)) >= 0;) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        for (size_t p = 0, e; p < v.len; p = e + 1) {
+            for (e = p; e < v.len && v.base[e] != ','; e++)
+                ;
+            if (accepts_csv(v.base + p, e - p))
+                return 1;
+        }
+    }
+    return 0;
 }
 
 static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t *s);
@@ -221,21 +291,9 @@ static void answer(h2o_req_t *req, call_t *c)
         char next[24];
         if (s->more)
             snprintf(next, sizeof(next), "%llu", (unsigned long long)s->orders[s->norders - 1].id);
-        if (wants_csv(req)) {
+        if (sk_api_wants_csv(req)) {
             sk_buf_t b = {0};
-            sk_buf_printf(&b, "sale,order,user,qty,status,request_id,created_at,expires_at\r\n");
-            for (size_t i = 0; i < s->norders; i++) {
-                const sk_order_t *o = &s->orders[i];
-                sk_buf_printf(&b, "%s,%llu,", o->sale, (unsigned long long)o->id);
-                csv_field(&b, o->user);
-                sk_buf_printf(&b, ",%lld,%s,", (long long)o->qty,
-                              sk_order_status_name(sk_order_effective(o->status, o->expires_at, now)));
-                csv_field(&b, o->request_id);
-                sk_buf_printf(&b, ",%lld,", (long long)o->created_at);
-                if (o->expires_at != SK_NO_TIME)
-                    sk_buf_printf(&b, "%lld", (long long)o->expires_at);
-                sk_buf_append(&b, "\r\n", 2);
-            }
+            sk_api_orders_csv(&b, s->orders, s->norders, now);
             if (s->more)
                 h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-next"), 0, NULL,
                                       h2o_strdup(&req->pool, next, SIZE_MAX).base, strlen(next));
@@ -323,15 +381,20 @@ static call_t *call_new(sk_action_t action, sk_store_op_t op, const sk_match_t *
     return c;
 }
 
-static size_t head_size(h2o_req_t *req)
+size_t sk_api_head_size(const h2o_req_t *req)
 {
-    size_t n = req->method.len + req->path.len + 13; /* " HTTP/1.1\r\n" and the blank line */
+    /* "METHOD PATH HTTP/1.1\r\n", "name: value\r\n" each, then the blank line */
+    size_t n = req->method.len + 1 + req->path.len + 11 + 2;
     for (size_t i = 0; i < req->headers.size; i++)
         n += req->headers.entries[i].name->len + req->headers.entries[i].value.len + 4;
+    /* h2o keeps the Host header out of the list (it is input.authority): it counts too (without
+     * one, h2o fills in the host's name, a few bytes, before handlers run) */
+    if (req->input.authority.base != NULL)
+        n += sizeof("host: \r\n") - 1 + req->input.authority.len;
     return n;
 }
 
-static int token_ok(h2o_req_t *req, const char *token)
+int sk_api_token_ok(const h2o_req_t *req, const char *token)
 {
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     if (i < 0)
@@ -343,31 +406,36 @@ static int token_ok(h2o_req_t *req, const char *token)
     return CRYPTO_memcmp(v.base + 7, token, tlen) == 0;
 }
 
-/* The client a rate limit applies to: the user named by the request, else the peer address (or
- * the first X-Forwarded-For address behind a trusted proxy). */
-static int rate_limited(sk_server_t *srv, h2o_req_t *req, const char *user, size_t ulen, int *retry_after)
+size_t sk_api_rate_key(h2o_req_t *req, int trust_proxy, const char *user, size_t ulen, char *key)
 {
-    char key[160];
     size_t klen;
     if (user != NULL) {
-        klen = (size_t)snprintf(key, sizeof(key), "u:%.*s", (int)ulen, user);
+        klen = (size_t)snprintf(key, SK_API_RATE_KEY_MAX, "u:%.*s", (int)ulen, user);
     } else {
         ssize_t i;
-        if (srv->cfg->trust_proxy && (i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, -1)) >= 0) {
+        if (trust_proxy && (i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, -1)) >= 0) {
             h2o_iovec_t v = req->headers.entries[i].value;
             const char *comma = memchr(v.base, ',', v.len);
             size_t n = comma ? (size_t)(comma - v.base) : v.len;
             while (n > 0 && v.base[n - 1] == ' ')
                 n--;
-            klen = (size_t)snprintf(key, sizeof(key), "a:%.*s", (int)(n > 100 ? 100 : n), v.base);
+            klen = (size_t)snprintf(key, SK_API_RATE_KEY_MAX, "a:%.*s", (int)(n > 100 ? 100 : n), v.base);
         } else {
             char host[NI_MAXHOST];
             peer_host(req, host, "unknown");
-            klen = (size_t)snprintf(key, sizeof(key), "a:%s", host);
+            klen = (size_t)snprintf(key, SK_API_RATE_KEY_MAX, "a:%s", host);
         }
     }
-    if (klen >= sizeof(key))
-        klen = sizeof(key) - 1;
+    if (klen >= SK_API_RATE_KEY_MAX)
+        klen = SK_API_RATE_KEY_MAX - 1;
+    return klen;
+}
+
+/* The client a rate limit applies to: see sk_api_rate_key. */
+static int rate_limited(sk_server_t *srv, h2o_req_t *req, const char *user, size_t ulen, int *retry_after)
+{
+    char key[SK_API_RATE_KEY_MAX];
+    size_t klen = sk_api_rate_key(req, (int)srv->cfg->trust_proxy, user, ulen, key);
     return sk_ratelimit_take(srv->ratelimit, key, klen, sk_mono_ms(), retry_after) != 0;
 }
 
@@ -418,7 +486,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     const char *why = NULL;
     int rc;
 
-    if (head_size(req) > (size_t)srv->cfg->max_head_bytes) {
+    if (sk_api_head_size(req) > (size_t)srv->cfg->max_head_bytes) {
         reply_error(req, SK_A_COUNT_, SK_EHEAD_TOO_LARGE, NULL);
         return 0;
     }
@@ -432,7 +500,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_error(req, SK_A_COUNT_, rc, NULL);
         return 0;
     }
-    if (sk_action_is_admin(m.action) && srv->cfg->admin_token != NULL && !token_ok(req, srv->cfg->admin_token) &&
+    if (sk_action_is_admin(m.action) && srv->cfg->admin_token != NULL && !sk_api_token_ok(req, srv->cfg->admin_token) &&
         !(m.action == SK_A_EVENTS && sk_dashboard_query_token_ok(m.query.p, m.query.len, srv->cfg->admin_token))) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
         reply_error(req, m.action, SK_EUNAUTHORIZED, NULL);

@@ -106,22 +106,41 @@ static char *trim(char *s)
     return s;
 }
 
+/* The longest line of a config file, its newline not counted. */
+#define LINE_MAX_BYTES 1023
+
 static int load_file(sk_config_t *cfg, const char *path, FILE *err)
 {
     FILE *f = fopen(path, "r");
-    char line[1024], origin[1100];
+    char *line = NULL, origin[1100];
+    size_t cap = 0;
+    ssize_t n;
     int lineno = 0, rc = 0;
     if (f == NULL) {
         fprintf(err, "seckilld: cannot open config file %s: %s\n", path, strerror(errno));
         return -1;
     }
-    while (rc == 0 && fgets(line, sizeof(line), f) != NULL) {
+    /* whole lines: a longer line is refused, never cut (its tail would become a line of its
+     * own, and a live setting), and so is a NUL (everything after it would be dropped) */
+    while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
         lineno++;
+        snprintf(origin, sizeof(origin), "%s:%d", path, lineno);
+        if (n > 0 && line[n - 1] == '\n')
+            n--;
+        if (n > LINE_MAX_BYTES) {
+            fprintf(err, "seckilld: %s: the line is longer than %d bytes\n", origin, LINE_MAX_BYTES);
+            rc = -1;
+            break;
+        }
+        if (memchr(line, '\0', (size_t)n) != NULL) {
+            fprintf(err, "seckilld: %s: the line holds a NUL byte\n", origin);
+            rc = -1;
+            break;
+        }
         char *s = trim(line);
         if (*s == '\0' || *s == '#')
             continue;
         char *eq = strchr(s, '=');
-        snprintf(origin, sizeof(origin), "%s:%d", path, lineno);
         if (eq == NULL) {
             fprintf(err, "seckilld: %s: expected `key = value`\n", origin);
             rc = -1;
@@ -137,6 +156,7 @@ static int load_file(sk_config_t *cfg, const char *path, FILE *err)
         }
         rc = set(cfg, o, val, origin, err);
     }
+    free(line);
     fclose(f);
     return rc;
 }

@@ -9,6 +9,7 @@
  * so that a stalled Redis is noticed within PROBE_IDLE_MS + SK_REDIS_TIMEOUT_MS. */
 #include "redis_conn.h"
 #include "metrics.h"
+#include "redis_conn_internal.h"
 #include <errno.h>
 #include <hiredis/async.h>
 #include <openssl/evp.h>
@@ -38,7 +39,8 @@ static int hexval(int ch)
     return -1;
 }
 
-/* A percent-decoded copy of s[0..n), or NULL when an escape is malformed. */
+/* A percent-decoded copy of s[0..n), or NULL when an escape is malformed or decodes to NUL (the
+ * copy is a C string: a NUL would silently cut the password short). */
 static char *pct_decode(const char *s, size_t n)
 {
     char *out = sk_malloc(n + 1), *o = out;
@@ -49,7 +51,7 @@ static char *pct_decode(const char *s, size_t n)
         }
         int hi = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
         int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
-        if (hi < 0 || lo < 0) {
+        if (hi < 0 || lo < 0 || hi + lo == 0) {
             free(out);
             return NULL;
         }
@@ -322,11 +324,10 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         conn_lost(c, ac->err ? ac->errstr : "disconnected");
 }
 
-/* A ROLE reply from a primary. */
-static int is_primary(const redisReply *rep)
+int sk_redis_is_primary(const redisReply *rep)
 {
     return rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 && rep->element[0]->type == REDIS_REPLY_STRING &&
-           strcmp(rep->element[0]->str, "master") == 0;
+           rep->element[0]->len == 6 && memcmp(rep->element[0]->str, "master", 6) == 0;
 }
 
 /* The handshake's steps: each a command of its own, the last one makes the connection ready. */
@@ -351,7 +352,7 @@ static void step_done(sk_redis_cmd_t *cmd, redisReply *rep)
         goto out;
     }
     /* a replica would refuse every write: wait for the address to lead to a primary */
-    if (st->role && !is_primary(rep)) {
+    if (st->role && !sk_redis_is_primary(rep)) {
         sk_log(c->down_logged ? SK_LOG_DEBUG : SK_LOG_ERROR, "event=redis_not_primary worker=%d host=%s port=%d",
                c->index, c->conf->host, c->conf->port);
         conn_fail(c, "not a primary");
@@ -459,7 +460,7 @@ static void conn_connect(sk_redis_conn_t *c)
 
 static void probe_done(sk_redis_cmd_t *cmd, redisReply *rep)
 {
-    if (rep != NULL && !is_primary(rep))
+    if (rep != NULL && !sk_redis_is_primary(rep))
         conn_fail(cmd->conn, rep->type == REDIS_REPLY_ERROR ? rep->str : "not a primary any more");
     free(cmd);
 }
@@ -532,8 +533,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     cmd->cb(cmd, rep);
 }
 
-void sk_redis_conn_init(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
-                        const sk_redis_script_t *scripts, size_t nscripts, _Atomic int *nbad)
+void sk_redis_conn_init_down(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
+                             const sk_redis_script_t *scripts, size_t nscripts, _Atomic int *nbad)
 {
     memset(c, 0, sizeof(*c));
     c->loop = loop;
@@ -546,8 +547,28 @@ void sk_redis_conn_init(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const s
     h2o_timeout_init(loop, &c->t_cmd, SK_REDIS_TIMEOUT_MS);
     h2o_timeout_init(loop, &c->t_tick, TICK_MS);
     c->e_tick.cb = on_tick;
+}
+
+void sk_redis_conn_init(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
+                        const sk_redis_script_t *scripts, size_t nscripts, _Atomic int *nbad)
+{
+    sk_redis_conn_init_down(c, loop, index, conf, scripts, nscripts, nbad);
     conn_connect(c);
     h2o_timeout_link(loop, &c->t_tick, &c->e_tick);
+}
+
+void sk_redis_conn_deliver(sk_redis_conn_t *c, sk_redis_cmd_t *cmd, redisReply *rep)
+{
+    /* as send_argv leaves a command that went out */
+    cmd->conn = c;
+    cmd->ac = c->ac;
+    c->pending++;
+    if (rep != NULL) {
+        on_reply(c->ac, rep, cmd);
+    } else { /* the command's share of on_reply for a lost connection */
+        c->pending--;
+        cmd->cb(cmd, NULL);
+    }
 }
 
 void sk_redis_conn_dispose(sk_redis_conn_t *c)

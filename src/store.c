@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "redis_conn.h"
 #include "util.h"
 
 int sk_store_url_check(const char *url, char *err, size_t errlen)
@@ -16,10 +17,21 @@ int sk_store_url_check(const char *url, char *err, size_t errlen)
             snprintf(err, errlen, "'%s': the order book must be a file path (sqlite:PATH)", url);
             return -1;
         }
+        /* and SQLite (built with URI filenames, as Debian's is) would open another file than the
+         * one the store locks and watches */
+        if (strncmp(path, "file:", 5) == 0) {
+            snprintf(err, errlen, "'%s': SQLite reads a path starting with file: as a URI (write ./%s)", url, path);
+            return -1;
+        }
         return 0;
     }
-    if (strncmp(url, "redis://", 8) == 0)
-        return 0;
+    if (strncmp(url, "redis://", 8) == 0) {
+        /* parsed now, so that a URL the store cannot open is a configuration error too */
+        sk_redis_conf_t conf;
+        int rc = sk_redis_conf_parse(&conf, url, err, errlen);
+        sk_redis_conf_dispose(&conf);
+        return rc;
+    }
     snprintf(err, errlen, "unsupported store url '%s' (use sqlite:PATH or redis://HOST:PORT)", url);
     return -1;
 }

@@ -1352,12 +1352,15 @@ static const char SCHEMA[] =
 /* Rebuild refuses a book that breaks a rule: this says which, of what, into err. */
 #define REFUSE(...) (snprintf(err, errlen, __VA_ARGS__), -1)
 
+/* The type is read first: once sqlite3_column_text has converted a value, its type is undefined
+ * (a BLOB then reads as TEXT). */
 static int valid_text(sqlite3_stmt *st, int col, int nullable)
 {
-    if (sqlite3_column_type(st, col) == SQLITE_NULL)
+    int type = sqlite3_column_type(st, col);
+    if (type == SQLITE_NULL)
         return nullable;
     const char *t = (const char *)sqlite3_column_text(st, col);
-    return sqlite3_column_type(st, col) == SQLITE_TEXT && sk_valid_ident(t, (size_t)sqlite3_column_bytes(st, col));
+    return type == SQLITE_TEXT && sk_valid_ident(t, (size_t)sqlite3_column_bytes(st, col));
 }
 
 static int valid_int(sqlite3_stmt *st, int col, int nullable)
@@ -1388,8 +1391,13 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
             rc = REFUSE("sale %s: a setting is not an integer", id);
         else if (sk_sale_conf_check(&c, &why) != 0)
             rc = REFUSE("sale %s: %s", id, why);
+        else if ((c.starts_at == SK_NO_TIME && sqlite3_column_type(st, 4) != SQLITE_NULL) ||
+                 (c.ends_at == SK_NO_TIME && sqlite3_column_type(st, 5) != SQLITE_NULL)) /* -2^63 is not null */
+            rc = REFUSE("sale %s: starts_at and ends_at must be null or non-negative integers", id);
         else if (atomic_load(&e->nsales) >= MAX_SALES)
             rc = REFUSE("sale %s: more than %d sales", id, MAX_SALES);
+        else if (find_sale(e, id) != NULL)
+            rc = REFUSE("sale %s: it is in the sales table twice", id);
         else
             publish_sale(e, sale_new(id, &c));
     }
@@ -1397,14 +1405,18 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
     if (rc != 0)
         return rc;
 
-    if (prepare(e->db, "SELECT sale, id, user, qty, status, request_id, created_at, expires_at FROM orders", &st) != 0)
+    /* in (sale, id) order, the primary key's: an id that is not above the last one of its sale is
+     * in the book twice (a table made by hand may have no key) */
+    if (prepare(e->db,
+                "SELECT sale, id, user, qty, status, request_id, created_at, expires_at FROM orders ORDER BY sale, id",
+                &st) != 0)
         return REFUSE("cannot read the orders table: %s", sqlite3_errmsg(e->db));
     esale_t *s = NULL;
     int step;
     while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *sale = (const char *)sqlite3_column_text(st, 0);
-        if (sale == NULL) {
-            rc = REFUSE("an order has no sale");
+        if (sale == NULL || !sk_valid_sale_id(sale, (size_t)sqlite3_column_bytes(st, 0))) {
+            rc = REFUSE("an order's sale is not [A-Za-z0-9_.-]{1,64}");
             break;
         }
         if ((s == NULL || strcmp(s->id, sale) != 0) && (s = find_sale(e, sale)) == NULL) {
@@ -1414,10 +1426,10 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
         uint64_t id = (uint64_t)sqlite3_column_int64(st, 1);
         int64_t qty = sqlite3_column_int64(st, 3);
         const char *status_name = (const char *)sqlite3_column_text(st, 4);
-        sk_order_status_t status = sk_order_status_parse(status_name ? status_name : "");
+        sk_order_status_t status = status_name != NULL && (size_t)sqlite3_column_bytes(st, 4) == strlen(status_name)
+                                       ? sk_order_status_parse(status_name)
+                                       : 0;
         int64_t created = sqlite3_column_int64(st, 6), expires = column_time(st, 7);
-        const char *user = (const char *)sqlite3_column_text(st, 2);
-        size_t ulen = (size_t)sqlite3_column_bytes(st, 2);
         if (!valid_int(st, 1, 0) || sqlite3_column_int64(st, 1) < 1) {
             rc = REFUSE("sale %s: an order id is not a positive integer", sale);
         } else if (!valid_int(st, 3, 0) || qty < 1 || qty > SK_MAX_UNITS) {
@@ -1431,11 +1443,14 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
         } else if (!valid_text(st, 2, 1) || !valid_text(st, 5, 1)) {
             rc = REFUSE("sale %s: order %llu: user and request_id must be null or [A-Za-z0-9_.:@-]{1,128}", sale,
                         (unsigned long long)id);
+        } else if (id < s->next_id) {
+            rc = REFUSE("sale %s: order %llu: its id is in the book twice", sale, (unsigned long long)id);
         }
         if (rc != 0)
             break;
-        if (id >= s->next_id)
-            s->next_id = id + 1;
+        const char *user = (const char *)sqlite3_column_text(st, 2); /* after valid_text read its type */
+        size_t ulen = (size_t)sqlite3_column_bytes(st, 2);
+        s->next_id = id + 1;
         if (status == SK_ORDER_HELD || status == SK_ORDER_CONFIRMED) {
             int64_t a = atomic_load_explicit(&s->avail, memory_order_relaxed);
             if (sk_sale_check_stock(a, qty) != 0) {

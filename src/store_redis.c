@@ -31,8 +31,11 @@
 #include "error.h"
 #include "log.h"
 #include "map.h"
+#include "parse.h"
 #include "redis_conn.h"
+#include "redis_conn_internal.h"
 #include "store.h"
+#include "store_redis_internal.h"
 #include "util.h"
 
 /* Take script calls for one sale in flight at once on one connection. A first call goes out at
@@ -249,6 +252,11 @@ static int parse_view(const redisReply *r, const char *sale, sk_sale_view_t *v)
     v->conf.ends_at = time_of(x[5]);
     v->sold = x[6];
     v->held = x[7] > 0 ? x[7] : 0;
+    /* only what put.lua can have stored: other numbers are not our data (and would overflow the
+     * sums that render a sale) */
+    const char *why;
+    if (sk_sale_conf_check(&v->conf, &why) != 0 || v->sold < 0 || v->sold > SK_MAX_UNITS || v->held > SK_MAX_UNITS)
+        return -1;
     return 0;
 }
 
@@ -262,11 +270,15 @@ static int parse_order(const redisReply *r, size_t k, const char *sale, uint64_t
     memset(o, 0, sizeof(*o));
     if (el_str(r, k, &user, &ulen) != 0 || el_int(r, k + 1, &qty) != 0 || el_str(r, k + 2, &status, &slen) != 0 ||
         el_str(r, k + 3, &rid, &rlen) != 0 || el_int(r, k + 4, &created) != 0 || el_int(r, k + 5, &expires) != 0 ||
-        slen >= sizeof(st))
+        slen >= sizeof(st) || memchr(status, '\0', slen) != NULL)
+        return -1;
+    /* only what take.lua can have stored, as the embedded store's rebuild checks its rows */
+    if (qty < 1 || qty > SK_MAX_UNITS || created < 0 || (ulen > 0 && !sk_valid_ident(user, ulen)) ||
+        (rlen > 0 && !sk_valid_ident(rid, rlen)))
         return -1;
     memcpy(st, status, slen);
     st[slen] = '\0';
-    if ((o->status = sk_order_status_parse(st)) == 0)
+    if ((o->status = sk_order_status_parse(st)) == 0 || (o->status == SK_ORDER_HELD && expires < 0))
         return -1;
     snprintf(o->sale, sizeof(o->sale), "%s", sale);
     o->id = id;
@@ -510,7 +522,7 @@ static void learn_soldout(wsale_t *ws, const cmd_t *cmd, const long long *h)
     ws->fresh_until = mono + SOLDOUT_TTL_MS;
     /* h[4] is a second of Redis's wall clock (TIME): kept as a monotonic deadline, at the distance
      * from our wall clock it has now, so that a later step of our clock does not move it */
-    ws->deadline = h[4] >= 0 ? mono + (h[4] * 1000 - sk_now_ms()) : INT64_MAX;
+    ws->deadline = h[4] >= 0 && h[4] < INT64_MAX / 1000 ? mono + (h[4] * 1000 - sk_now_ms()) : INT64_MAX;
     ws->limit = h[2];
     ws->ends_at = time_of(h[3]);
 }
@@ -520,6 +532,10 @@ static void fill_take(sk_store_req_t *q, const long long *v)
     /* v: code, order id, created_at, expires_at */
     if ((q->err = rcode_err(v[0])) != 0)
         return;
+    if (v[1] < 1 || v[2] < 0) { /* not an order take.lua made */
+        q->err = SK_EUNAVAILABLE;
+        return;
+    }
     sk_order_t *o = &q->order;
     memset(o, 0, sizeof(*o));
     snprintf(o->sale, sizeof(o->sale), "%s", q->sale);
@@ -573,8 +589,8 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
             vok = el_int(rep, NHEAD + 4 * i + k, &v[k]) == 0;
         if (!vok)
             q->err = SK_EUNAVAILABLE;
-        else if (h[0] != RC_OK)
-            q->err = rcode_err(h[0]);
+        else if (h[0] != RC_OK) /* the batch's own code: an error (a code of success is not one) */
+            q->err = rcode_err(h[0]) != 0 ? rcode_err(h[0]) : SK_EUNAVAILABLE;
         else
             fill_take(q, v);
         q->cb(q);
@@ -690,7 +706,7 @@ static int parse_orders(const redisReply *rep, sk_store_req_t *req)
         return -1;
     req->orders = sk_calloc(n ? n : 1, sizeof(*req->orders));
     for (size_t i = 0; i < n; i++) {
-        if (el_int(rep, 2 + 7 * i, &id) != 0 ||
+        if (el_int(rep, 2 + 7 * i, &id) != 0 || id < 1 ||
             parse_order(rep, 3 + 7 * i, req->sale, (uint64_t)id, &req->orders[i]) != 0) {
             sk_order_dispose(&req->orders[i]);
             return -1; /* the caller disposes of what was parsed */
@@ -1052,4 +1068,141 @@ sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t 
     sk_log(SK_LOG_INFO, "event=redis_store host=%s port=%d db=%d auth=%s threads=%d batch=%zu", r->conf.host,
            r->conf.port, r->conf.db, r->conf.password ? "yes" : "no", r->nworkers, r->batch_max);
     return &r->super;
+}
+
+/* ---- offline: the reply handlers without Redis (store_redis_internal.h) ---- */
+
+sk_store_t *sk_store_redis_offline_open(h2o_loop_t *loop)
+{
+    char err[256];
+    sk_store_t *st = sk_store_redis_open("redis://127.0.0.1:6379", 1, err, sizeof(err));
+    if (st == NULL)
+        return NULL;
+    /* redis_worker_init, but with a connection that stays down */
+    redis_t *r = (redis_t *)st;
+    worker_t *w = sk_calloc(1, sizeof(*w));
+    w->r = r;
+    w->loop = loop;
+    w->failtail = &w->failq;
+    sk_map_init(&w->sales);
+    h2o_timeout_init(loop, &w->t_zero, 0);
+    h2o_timeout_init(loop, &w->t_bg, BG_TICK_MS);
+    w->e_zero.cb = on_zero;
+    w->e_bg.cb = on_bg;
+    sk_redis_conn_init_down(&w->conn, loop, 0, &r->conf, r->scripts, S_COUNT, &r->nbad);
+    tls_worker = w;
+    return st;
+}
+
+void sk_store_redis_offline_close(sk_store_t *st)
+{
+    redis_worker_dispose(st, tls_worker);
+    redis_close(st);
+}
+
+void sk_store_redis_offline_reset(sk_store_t *st)
+{
+    worker_t *w = tls_worker;
+    sk_map_dispose(&w->sales, ws_free);
+    sk_map_init(&w->sales);
+    w->reaping = 0;
+    atomic_store(&((redis_t *)st)->gen, 0);
+}
+
+static void offline_deliver(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    sk_redis_conn_deliver(&w->conn, &cmd->super, rep); /* on_cmd frees cmd */
+}
+
+void sk_store_redis_offline_reply(sk_store_t *st, sk_redis_reply_kind_t kind, sk_store_req_t *reqs, size_t n,
+                                  size_t queued, redisReply *const *reps, size_t nreps)
+{
+    static const struct {
+        cmd_type_t type;
+        int script;
+    } KIND[SK_REDIS_R_KINDS_] = {
+        [SK_REDIS_R_TAKE] = {C_TAKE, S_TAKE},
+        [SK_REDIS_R_VIEW] = {C_VIEW, S_VIEW},
+        [SK_REDIS_R_LIST_MEMBERS] = {C_LIST_MEMBERS, -1},
+        [SK_REDIS_R_LIST_VIEW] = {C_LIST_VIEW, S_VIEW},
+        [SK_REDIS_R_PUT] = {C_PUT, S_PUT},
+        [SK_REDIS_R_ORDER] = {C_ORDER, S_ORDER},
+        [SK_REDIS_R_ORDERS] = {C_ORDERS, S_ORDERS},
+        [SK_REDIS_R_CHANGE] = {C_CHANGE, S_CHANGE},
+        [SK_REDIS_R_REAP_MEMBERS] = {C_REAP_MEMBERS, -1},
+        [SK_REDIS_R_REAP] = {C_REAP, S_REAP},
+    };
+    worker_t *w = tls_worker;
+    cmd_t *cmd;
+    (void)st;
+    if (nreps == 0)
+        return;
+    switch (kind) {
+    case SK_REDIS_R_TAKE: { /* as ws_flush sent it, with `queued` more waiting */
+        wsale_t *ws = ws_get(w, reqs[0].sale);
+        cmd = cmd_new(w, C_TAKE, S_TAKE);
+        cmd->ws = ws;
+        cmd->gen = atomic_load(&w->r->gen);
+        for (size_t i = n; i-- > 0;) {
+            reqs[i].next = cmd->req;
+            cmd->req = &reqs[i];
+        }
+        cmd->nreqs = cmd->super.takes = n;
+        ws->inflight++;
+        for (size_t i = n; i < n + queued; i++) {
+            reqs[i].next = NULL;
+            *ws->qtail = &reqs[i];
+            ws->qtail = &reqs[i].next;
+            ws->qlen++;
+        }
+        offline_deliver(w, cmd, reps[0]);
+        break;
+    }
+    case SK_REDIS_R_LIST_MEMBERS:
+    case SK_REDIS_R_LIST_VIEW: {
+        list_t *l = sk_calloc(1, sizeof(*l));
+        l->req = &reqs[0];
+        if (kind == SK_REDIS_R_LIST_MEMBERS) {
+            cmd = cmd_new(w, C_LIST_MEMBERS, -1);
+            cmd->list = l;
+            offline_deliver(w, cmd, reps[0]);
+            break;
+        }
+        /* as list_members_done sent them, one per member */
+        l->cap = l->outstanding = nreps;
+        reqs[0].views = sk_calloc(nreps, sizeof(*reqs[0].views));
+        for (size_t i = 0; i < nreps; i++) {
+            cmd = cmd_new(w, C_LIST_VIEW, S_VIEW);
+            cmd->list = l;
+            snprintf(cmd->sale, sizeof(cmd->sale), "%s", reqs[0].sale);
+            offline_deliver(w, cmd, reps[i]);
+        }
+        break;
+    }
+    case SK_REDIS_R_PUT: /* as submit_put sent them: the SADDs, then the script */
+        for (size_t i = 0; i + 1 < nreps; i++) {
+            cmd = cmd_new(w, C_PUT_PRE, -1);
+            cmd->req = &reqs[0];
+            offline_deliver(w, cmd, reps[i]);
+        }
+        cmd = cmd_new(w, C_PUT, S_PUT);
+        cmd->req = &reqs[0];
+        offline_deliver(w, cmd, reps[nreps - 1]);
+        break;
+    case SK_REDIS_R_REAP_MEMBERS:
+    case SK_REDIS_R_REAP:
+        w->reaping++;
+        cmd = cmd_new(w, KIND[kind].type, KIND[kind].script);
+        snprintf(cmd->sale, sizeof(cmd->sale), "%s", reqs[0].sale);
+        offline_deliver(w, cmd, reps[0]);
+        break;
+    default:
+        if ((unsigned)kind >= SK_REDIS_R_KINDS_)
+            return;
+        cmd = cmd_new(w, KIND[kind].type, KIND[kind].script);
+        cmd->req = &reqs[0];
+        offline_deliver(w, cmd, reps[0]);
+        break;
+    }
+    run_failq(w); /* what the handlers failed for the next loop turn */
 }

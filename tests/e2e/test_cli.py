@@ -54,3 +54,17 @@ def test_log_file_and_sighup(make_server, tmp_path, sale_id):
         time.sleep(0.05)
     assert srv.alive()
     assert srv.take(s, user="u").status == 201
+
+
+@pytest.mark.parametrize("url,why", [
+    ("sqlite:file:book.db", "as a URI"),          # SQLite would open another file than the one locked
+    ("redis://localhost:0", "cannot parse"),      # was found only when the store opened (exit 1)
+    ("redis://:pa%00ss@localhost", "cannot parse"),  # the password would have been cut at the NUL
+])
+def test_store_url_that_cannot_be_opened_exits_2(url, why, tmp_path):
+    """Found by tests/fuzz/fuzz_url.c (issue 19): nothing is created, nothing starts."""
+    p = subprocess.run([seckilld_binary(), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                        "--store", url], capture_output=True, text=True, timeout=10, cwd=tmp_path,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and why in p.stderr, p
+    assert os.listdir(tmp_path) == [], os.listdir(tmp_path)

@@ -141,6 +141,19 @@ def test_listing_next_and_csv_x_next(server, sale_id):
     assert len(c.raw.decode().strip().splitlines()) == 3
 
 
+def test_accept_csv_in_any_case_and_not_with_q_0(server, sale_id):
+    """Media types are case-insensitive and q=0 means "not acceptable" (RFC 9110); every Accept
+    header counts (found by tests/fuzz/fuzz_head.c, issue 19)."""
+    s = sale_id()
+    server.put_sale(s, stock=2)
+    server.take(s, user="u")
+    for accept, csv in [("TEXT/CSV", True), ("application/json, text/csv;q=0", False),
+                        ("text/csv; q=0.000", False), ("text/csv;q=0.5, application/json", True),
+                        ("text/csvx", False), ("application/json", False)]:
+        c = server.adm("GET", f"/v1/sales/{s}/orders", headers={"Accept": accept})
+        assert c.status == 200 and c.headers["content-type"].startswith("text/csv") == csv, (accept, c.headers)
+
+
 def test_put_replaces_all_settings(server, sale_id):
     s = sale_id()
     now = int(time.time())

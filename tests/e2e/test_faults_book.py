@@ -399,6 +399,19 @@ def _book_with(tmp_path, sql):
      r"sale hats: it has orders but is not in the sales table"),
     ("UPDATE orders SET status = 'held', expires_at = NULL WHERE id = 3", r"sale shoes: order 3: .*a hold needs"),
     ("UPDATE orders SET request_id = 'dup' WHERE id IN (1, 2)", r"sale shoes: order 2: its request_id is used"),
+    # found by tests/fuzz/fuzz_rebuild.c (issue 19): tables remade by hand without their keys, and
+    # texts that hold a NUL (the rest of the text was not read)
+    ("CREATE TABLE s2 AS SELECT * FROM sales; DROP TABLE sales; ALTER TABLE s2 RENAME TO sales;"
+     " INSERT INTO sales SELECT * FROM sales", r"sale shoes: it is in the sales table twice"),
+    ("CREATE TABLE o2 AS SELECT * FROM orders; DROP TABLE orders; ALTER TABLE o2 RENAME TO orders;"
+     " INSERT INTO orders SELECT sale, id, user, qty, 'cancelled', NULL, created_at, NULL FROM orders WHERE id = 1",
+     r"sale shoes: order 1: its id is in the book twice"),
+    ("UPDATE orders SET status = CAST(X'636F6E6669726D6564002121' AS TEXT) WHERE id = 2",
+     r"sale shoes: order 2: unknown status"),
+    ("UPDATE orders SET sale = CAST(X'73686F657300' AS TEXT) WHERE id = 1", r"an order's sale is not"),
+    ("UPDATE sales SET starts_at = -9223372036854775808", r"sale shoes: starts_at and ends_at must be null"),
+    ("UPDATE orders SET request_id = CAST('rid-1' AS BLOB) WHERE id = 1", r"sale shoes: order 1: user and request_id"),
+    ("UPDATE orders SET user = CAST(user AS BLOB) WHERE id = 2", r"sale shoes: order 2: user and request_id"),
 ])
 def test_inconsistent_book_refuses_to_start(tmp_path, sql, rule):
     url = _book_with(tmp_path, sql)

@@ -129,6 +129,19 @@ def test_config_file_env_and_command_line(store, tmp_path):
         assert srv.stop() == 0
 
 
+def test_config_line_over_1023_bytes_or_with_a_nul_exits_2(tmp_path):
+    """A line is never cut: its tail would become a line of its own, and a live setting (found by
+    tests/fuzz/fuzz_config.c; issue 19)."""
+    cfg = tmp_path / "long.conf"
+    head = "log-file = /tmp/"
+    cfg.write_text("log-level = warn\n" + head + "x" * (1023 - len(head)) + "threads = 9\n")
+    p = subprocess.run([seckilld_binary(), "--config", str(cfg)], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and f"{cfg}:2: the line is longer than 1023 bytes" in p.stderr, p
+    cfg.write_bytes(b"store = sqlite:/tmp/x.db\0.old\n")
+    p = subprocess.run([seckilld_binary(), "--config", str(cfg)], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 2 and f"{cfg}:1: the line holds a NUL byte" in p.stderr, p
+
+
 def test_bad_config_file_exits_2(tmp_path):
     cfg = tmp_path / "bad.conf"
     cfg.write_text("no-such-key = 1\n")

@@ -1,90 +1,23 @@
-/* fuzz_body.c: libFuzzer target for everything in src/ that meets the network: the take body,
- * the sale definition, the order-listing query, identifiers and order ids, and the router. Each
- * input is fed to every parser; results are checked against invariants, the validators against
- * independent reference implementations written differently, and the take body's direct scan
- * against the jansson-only path (differential fuzzing).
- * Any violation aborts. Built two ways by tests/CMakeLists.txt: with libFuzzer (fuzz_body,
- * SK_FUZZ=ON under clang) and as fuzz_body_replay, which replays tests/fuzz/corpus in ctest. */
+/* fuzz_body.c: libFuzzer target for the request line and bodies (the other input surfaces have
+ * their own fuzz_<surface>.c; docs/testing.md lists them): the take body, the sale definition,
+ * the order-listing query, identifiers and order ids, and the router. Each input is fed to every
+ * parser; results are checked against invariants, the validators against independent reference
+ * implementations written differently, and the take body's direct scan against the jansson-only
+ * path (differential fuzzing). Any violation aborts. Built two ways by tests/CMakeLists.txt: with
+ * libFuzzer (fuzz_body, SK_FUZZ=ON under clang) and as fuzz_body_replay, which replays
+ * tests/fuzz/corpus/fuzz_body in ctest. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
+#include "fuzz_util.h"
 #include "parse.h"
 #include "router.h"
 #include "sale.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(cond)                                                                                    \
-    do {                                                                                               \
-        if (!(cond)) {                                                                                 \
-            fprintf(stderr, "fuzz_body: %s:%d: invariant failed: %s\n", __FILE__, __LINE__, #cond);    \
-            abort();                                                                                   \
-        }                                                                                              \
-    } while (0)
-
-/* ---- reference validators ---- */
-
-/* Well-formed UTF-8 per the Unicode standard's table 3-7, byte ranges by lead byte, and no
- * control characters (C0, DEL, C1). */
-static int ref_valid_ident(const uint8_t *s, size_t len)
-{
-    size_t i = 0;
-    if (len < 1 || len > 128)
-        return 0;
-    while (i < len) {
-        uint8_t b = s[i];
-        uint8_t lo = 0x80, hi = 0xbf;
-        size_t n;
-        if (b <= 0x7f) {
-            if (b <= 0x1f || b == 0x7f)
-                return 0;
-            i++;
-            continue;
-        }
-        if (b >= 0xc2 && b <= 0xdf) {
-            n = 1;
-            if (b == 0xc2 && i + 1 < len && s[i + 1] <= 0x9f)
-                return 0; /* U+0080..U+009F: C1 controls */
-        } else if (b == 0xe0) {
-            n = 2, lo = 0xa0;
-        } else if ((b >= 0xe1 && b <= 0xec) || b == 0xee || b == 0xef) {
-            n = 2;
-        } else if (b == 0xed) {
-            n = 2, hi = 0x9f;
-        } else if (b == 0xf0) {
-            n = 3, lo = 0x90;
-        } else if (b >= 0xf1 && b <= 0xf3) {
-            n = 3;
-        } else if (b == 0xf4) {
-            n = 3, hi = 0x8f;
-        } else {
-            return 0;
-        }
-        if (len - i - 1 < n)
-            return 0;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return 0;
-        for (size_t k = 2; k <= n; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xbf)
-                return 0;
-        i += n + 1;
-    }
-    return 1;
-}
-
-static int ref_valid_sale_id(const uint8_t *s, size_t len)
-{
-    static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-";
-    if (len < 1 || len > 64)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (s[i] == 0 || strchr(ok, s[i]) == NULL)
-            return 0;
-    return 1;
-}
+/* ---- reference validators (and ref_valid_ident, ref_valid_sale_id in fuzz_util.h) ---- */
 
 static uint64_t ref_order_id(const uint8_t *s, size_t len)
 {
