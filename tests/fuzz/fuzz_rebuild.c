@@ -278,7 +278,7 @@ static int ref_accepts(const book_t *b, tally_t *t, int64_t now)
             if (c[4].len == strlen(STATUSES[k]) && memcmp(c[4].t, STATUSES[k], c[4].len) == 0)
                 status = k + 1;
         if (status == 0 || !is_int(&c[6]) || c[6].i < 0 || !is_time(&c[7]) ||
-            (status == SK_ORDER_HELD && c[7].type == SQLITE_NULL))
+            (status == SK_ORDER_HELD && (c[7].type == SQLITE_NULL || c[7].i == SK_NO_TIME))) /* -2^63 reads as null */
             return 0;
         if (!ident_or_null(&c[2]) || !ident_or_null(&c[5]))
             return 0;
