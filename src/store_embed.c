@@ -1350,6 +1350,7 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
 
 /* Rebuild refuses a book that breaks a rule: this says which, of what, into err. */
+#define TIME_MAX INT64_C(253402300799) /* 9999-12-31T23:59:59Z, the API's largest time (parse.c) */
 #define REFUSE(...) (snprintf(err, errlen, __VA_ARGS__), -1)
 
 /* The type is read first: once sqlite3_column_text has converted a value, its type is undefined
@@ -1436,7 +1437,8 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
             rc = REFUSE("sale %s: order %llu: qty must be an integer from 1 to 2^53", sale, (unsigned long long)id);
         } else if (status == 0) {
             rc = REFUSE("sale %s: order %llu: unknown status", sale, (unsigned long long)id);
-        } else if (!valid_int(st, 6, 0) || created < 0 || !valid_int(st, 7, 1) ||
+        } else if (!valid_int(st, 6, 0) || created < 0 || created > TIME_MAX || !valid_int(st, 7, 1) ||
+                   (expires != SK_NO_TIME && (expires < 0 || expires > TIME_MAX)) ||
                    (status == SK_ORDER_HELD && expires == SK_NO_TIME)) {
             rc = REFUSE("sale %s: order %llu: created_at and expires_at must be times (a hold needs expires_at)", sale,
                         (unsigned long long)id);

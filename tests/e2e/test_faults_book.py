@@ -410,6 +410,8 @@ def _book_with(tmp_path, sql):
      r"sale shoes: order 2: unknown status"),
     ("UPDATE orders SET sale = CAST(X'73686F657300' AS TEXT) WHERE id = 1", r"an order's sale is not"),
     ("UPDATE sales SET starts_at = -9223372036854775808", r"sale shoes: starts_at and ends_at must be null"),
+    ("UPDATE orders SET status = 'held', expires_at = -1374723781959754752 WHERE id = 1",
+     r"sale shoes: order 1: created_at and expires_at must be times"),
     ("UPDATE orders SET request_id = CAST('rid-1' AS BLOB) WHERE id = 1", r"sale shoes: order 1: user and request_id"),
     ("UPDATE orders SET user = CAST(user AS BLOB) WHERE id = 2", r"sale shoes: order 2: user and request_id"),
 ])

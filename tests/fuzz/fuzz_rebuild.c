@@ -39,6 +39,7 @@ static const char SCHEMA_HAND[] =
     "CREATE TABLE orders(sale, id, user, qty, status, request_id, created_at, expires_at);";
 
 #define FAR_FUTURE INT64_C(4102444800) /* 2100 */
+#define TIME_MAX INT64_C(253402300799) /* the largest time an order may hold (as the API takes) */
 
 /* ---- values ---- */
 
@@ -277,7 +278,8 @@ static int ref_accepts(const book_t *b, tally_t *t, int64_t now)
         for (int k = 0; k < 4; k++)
             if (c[4].len == strlen(STATUSES[k]) && memcmp(c[4].t, STATUSES[k], c[4].len) == 0)
                 status = k + 1;
-        if (status == 0 || !is_int(&c[6]) || c[6].i < 0 || !is_time(&c[7]) ||
+        if (status == 0 || !is_int(&c[6]) || c[6].i < 0 || c[6].i > TIME_MAX || !is_time(&c[7]) ||
+            (c[7].type == SQLITE_INTEGER && c[7].i != SK_NO_TIME && (c[7].i < 0 || c[7].i > TIME_MAX)) ||
             (status == SK_ORDER_HELD && (c[7].type == SQLITE_NULL || c[7].i == SK_NO_TIME))) /* -2^63 reads as null */
             return 0;
         if (!ident_or_null(&c[2]) || !ident_or_null(&c[5]))
