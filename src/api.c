@@ -353,9 +353,8 @@ static void submit(h2o_req_t *req, call_t *c)
     sk_worker_t *w = worker_of(req);
     c->worker = w;
     c->req = req;
-    c->sreq.receiver = &w->store_receiver;
     c->sreq.cb = on_store_answer;
-    int rc = sk_store_submit(w->server->store, &c->sreq);
+    int rc = sk_store_submit(w->store, &c->sreq);
     if (rc == SK_STORE_DONE) {
         answer(req, c);
         call_free(c);
@@ -465,7 +464,7 @@ static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t
     sk_server_render_metrics(srv, &b);
     sk_buf_printf(&b, "# HELP seckill_store_up 1 when the store can answer.\n# TYPE seckill_store_up gauge\n"
                       "seckill_store_up{store=\"%s\"} %d\n",
-                  srv->store->ops->name, srv->store->ops->healthy(srv->store));
+                  sk_store_name(srv->store), sk_store_healthy(srv->store));
     for (int k = 0; k < 3 && s->err == 0; k++) {
         sk_buf_printf(&b, "# TYPE seckill_sale_%s gauge\n", g[k]);
         for (size_t i = 0; i < s->nviews; i++) {
@@ -516,7 +515,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     case SK_A_HEALTHZ:
         if (check_rate(srv, h, req, m.action, NULL, 0))
             return 0;
-        if (srv->store->ops->healthy(srv->store))
+        if (sk_store_healthy(srv->store))
             reply(req, m.action, 200, "application/json", H2O_STRLIT("{\"status\":\"ok\"}"));
         else
             reply(req, m.action, 503, "application/json", H2O_STRLIT("{\"status\":\"unavailable\"}"));

@@ -130,8 +130,7 @@ static msg_t *snapshot(dashboard_t *d)
     sk_buf_t b = {0};
     char sale[SK_RENDER_MAX];
     sk_buf_printf(&b, "data: {\"time_ms\":%lld,\"interval_ms\":%d,\"store\":{\"name\":\"%s\",\"up\":%s},",
-                  (long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, st->ops->name,
-                  st->ops->healthy(st) ? "true" : "false");
+                  (long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, sk_store_name(st), sk_store_healthy(st) ? "true" : "false");
     put_takes(&b);
     if (s->err == 0) {
         sk_buf_append(&b, ",\"sales\":[", 10);
@@ -242,10 +241,9 @@ static void refresh(dashboard_t *d)
         return;
     memset(&d->list, 0, sizeof(d->list));
     d->list.op = SK_STORE_SALE_LIST;
-    d->list.receiver = &d->w->store_receiver;
     d->list.cb = on_list;
     d->list.data = d;
-    int rc = sk_store_submit(d->w->server->store, &d->list);
+    int rc = sk_store_submit(d->w->store, &d->list);
     if (rc == SK_STORE_DONE) {
         publish(d);
     } else if (rc < 0) {

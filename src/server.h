@@ -34,10 +34,11 @@ struct sk_worker_s {
     sk_server_t *server;
     h2o_context_t ctx;
     sk_listener_t listeners[SK_LISTENER_COUNT];
-    h2o_multithread_receiver_t store_receiver; /* answers from the store */
+    h2o_multithread_receiver_t store_receiver; /* answers from the store (its env.post) */
     h2o_multithread_receiver_t ctl_receiver;   /* shutdown requests from the main thread */
     h2o_multithread_message_t ctl_msg;
-    void *store_local;
+    sk_store_worker_t *store;                  /* this worker's store handle; NULL if it failed */
+    char store_err[256];                       /* why it failed */
     size_t inflight;                           /* requests waiting for the store */
     int stopping;
     struct sk_dashboard_s *dashboard;          /* dashboard.c: this worker's event streams */
@@ -60,8 +61,7 @@ struct sk_server_s {
     _Atomic long nconns[SK_LISTENER_COUNT];             /* open connections, by listener */
     long max_conns[SK_LISTENER_COUNT];                  /* accepting stops at this many */
     _Atomic uint64_t accept_errors[SK_LISTENER_COUNT];  /* accepts failed for lack of descriptors or memory */
-    h2o_barrier_t ready;             /* every worker has its loop and receivers */
-    _Atomic int stopping;
+    h2o_barrier_t ready;             /* every worker has its loop, receivers and store handle */
 };
 
 /* Descriptors kept out of the connection budget: standard streams, logs, each worker's event

@@ -1,8 +1,8 @@
 /* store_redis.c: the Redis store (store.h) for `--store redis://[:PASSWORD@]HOST:PORT[/DB]`.
  *
- * Every worker thread has one Redis connection (redis_conn.c) on its own h2o evloop, found
- * through a thread-local pointer, so a request and its answer never leave the worker that
- * received it: the reply callback runs on the caller's loop and calls req->cb directly. Each
+ * Every worker thread has one Redis connection (redis_conn.c) on its own h2o evloop, in its
+ * store handle, so a request and its answer never leave the worker that received it: the reply
+ * callback runs on the caller's loop and calls req->cb directly. Each
  * decision is one Lua script (src/lua/, embedded at build time; common.lua is prepended to each)
  * that checks and records in one atomic step; docs/redis.md has the key layout and the stream.
  *
@@ -21,9 +21,7 @@
  * connection is down, requests are answered so at once, except those the sold-out cache can
  * answer. Health is redis_conn.c's: no worker knows Redis to be unreachable.
  *
- * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS) and keeps the
- * snapshot of the sales that /metrics reads synchronously. */
-#include <pthread.h>
+ * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS). */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +49,6 @@
 #define REAP_EVERY_MS 300      /* worker 0 sweeps expired holds this often */
 #define REAP_MAX 1000          /* holds per reap call (~5 ms of Redis); a sale with more due
                                   gets the next call at once */
-#define SNAPSHOT_EVERY_MS 1000 /* worker 0 refreshes the sales snapshot for /metrics */
 
 /* the scripts, generated from the .lua files of src/lua by cmake/embed.cmake */
 extern const char sk_lua_common[], sk_lua_take[], sk_lua_put[], sk_lua_view[], sk_lua_order[],
@@ -100,10 +97,6 @@ typedef struct redis_s {
     _Atomic int nbad;     /* connections that know Redis to be unreachable */
     _Atomic uint64_t gen; /* bumped when this instance may have given units back */
     sk_redis_script_t scripts[S_COUNT];
-    pthread_mutex_t snap_lock;
-    sk_sale_view_t *snap; /* the sales as worker 0 last listed them (for /metrics) */
-    size_t nsnap;
-    int has_snap;
 } redis_t;
 
 /* One sale as one worker sees it: the coalescing queue and the sold-out cache. */
@@ -123,6 +116,7 @@ typedef struct wsale_s {
 } wsale_t;
 
 typedef struct worker_s {
+    sk_store_worker_t super;
     sk_redis_conn_t conn;
     redis_t *r;
     int index;
@@ -133,10 +127,8 @@ typedef struct worker_s {
     h2o_timeout_t t_zero, t_bg;
     h2o_timeout_entry_t e_zero, e_bg;
     /* worker 0 only */
-    int64_t next_reap, next_snap;
+    int64_t next_reap;
     size_t reaping;              /* reap commands outstanding */
-    int snapping;
-    sk_store_req_t snap_req;
 } worker_t;
 
 typedef enum cmd_type_e {
@@ -172,8 +164,6 @@ typedef struct cmd_s {
     list_t *list;                  /* C_LIST_* */
     char sale[SK_SALE_ID_MAX + 1]; /* C_LIST_VIEW, C_REAP */
 } cmd_t;
-
-static __thread worker_t *tls_worker;
 
 /* ---- replies ---- */
 
@@ -800,7 +790,7 @@ fail:
     return SK_EUNAVAILABLE;
 }
 
-/* ---- worker 0: reaping holds, the snapshot for /metrics ---- */
+/* ---- worker 0: reaping holds ---- */
 
 static void reap_members_done(worker_t *w, redisReply *rep)
 {
@@ -840,24 +830,6 @@ static void reap_done(worker_t *w, cmd_t *done, redisReply *rep)
     }
 }
 
-static void snapshot_cb(sk_store_req_t *req)
-{
-    worker_t *w = req->data;
-    redis_t *r = w->r;
-    w->snapping = 0;
-    if (req->err == 0) {
-        pthread_mutex_lock(&r->snap_lock);
-        free(r->snap);
-        r->snap = req->views;
-        r->nsnap = req->nviews;
-        r->has_snap = 1;
-        pthread_mutex_unlock(&r->snap_lock);
-        req->views = NULL;
-        req->nviews = 0;
-    }
-    sk_store_req_dispose(req);
-}
-
 static void on_bg(h2o_timeout_entry_t *e)
 {
     worker_t *w = SK_CONTAINER_OF(e, worker_t, e_bg);
@@ -869,16 +841,6 @@ static void on_bg(h2o_timeout_entry_t *e)
             w->reaping++;
         else
             free(cmd);
-    }
-    if (w->conn.ready && !w->snapping && now >= w->next_snap) {
-        sk_store_req_t *req = &w->snap_req;
-        memset(req, 0, sizeof(*req));
-        req->op = SK_STORE_SALE_LIST;
-        req->cb = snapshot_cb;
-        req->data = w;
-        w->next_snap = now + SNAPSHOT_EVERY_MS;
-        if (submit_list(w, req) == 0)
-            w->snapping = 1;
     }
     h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
 }
@@ -917,31 +879,9 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
 
 /* ---- the store interface ---- */
 
-/* A synchronous caller (the /metrics page, which passes no callback) can only have the last
- * snapshot of the sales. */
-static int submit_sync(redis_t *r, sk_store_req_t *req)
+static int redis_submit(sk_store_worker_t *super, sk_store_req_t *req)
 {
-    if (req->op != SK_STORE_SALE_LIST)
-        return SK_EUNAVAILABLE;
-    pthread_mutex_lock(&r->snap_lock);
-    if (r->has_snap) {
-        req->views = sk_malloc((r->nsnap ? r->nsnap : 1) * sizeof(*req->views));
-        memcpy(req->views, r->snap, r->nsnap * sizeof(*req->views));
-        req->nviews = r->nsnap;
-    } else {
-        req->err = SK_EUNAVAILABLE;
-    }
-    pthread_mutex_unlock(&r->snap_lock);
-    return SK_STORE_DONE;
-}
-
-static int redis_submit(sk_store_t *st, sk_store_req_t *req)
-{
-    worker_t *w = tls_worker;
-    if (req->cb == NULL)
-        return submit_sync((redis_t *)st, req);
-    if (w == NULL)
-        return SK_EUNAVAILABLE;
+    worker_t *w = (worker_t *)super;
     if (req->op == SK_STORE_TAKE)
         return submit_take(w, req);
     if (!sk_redis_conn_up(&w->conn))
@@ -970,32 +910,40 @@ static int redis_healthy(sk_store_t *st)
     return atomic_load(&((redis_t *)st)->nbad) == 0;
 }
 
-static void *redis_worker_init(sk_store_t *st, h2o_loop_t *loop, int index)
+static worker_t *worker_new(redis_t *r, const sk_store_env_t *env)
 {
-    redis_t *r = (redis_t *)st;
     worker_t *w = sk_calloc(1, sizeof(*w));
+    w->super.store = &r->super;
+    w->super.env = *env;
     w->r = r;
-    w->index = index;
-    w->loop = loop;
+    w->index = env->index;
+    w->loop = env->loop;
     w->failtail = &w->failq;
     sk_map_init(&w->sales);
-    h2o_timeout_init(loop, &w->t_zero, 0);
-    h2o_timeout_init(loop, &w->t_bg, BG_TICK_MS);
+    h2o_timeout_init(w->loop, &w->t_zero, 0);
+    h2o_timeout_init(w->loop, &w->t_bg, BG_TICK_MS);
     w->e_zero.cb = on_zero;
     w->e_bg.cb = on_bg;
-    if (index == 0)
-        h2o_timeout_link(loop, &w->t_bg, &w->e_bg);
-    sk_redis_conn_init(&w->conn, loop, index, &r->conf, r->scripts, S_COUNT, &r->nbad);
-    tls_worker = w;
     return w;
 }
 
-static void redis_worker_dispose(sk_store_t *st, void *local)
+static int redis_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store_worker_t **out, char *err,
+                             size_t errlen)
 {
-    worker_t *w = local;
-    (void)st;
-    if (w == NULL)
-        return;
+    redis_t *r = (redis_t *)st;
+    worker_t *w = worker_new(r, env);
+    (void)err;
+    (void)errlen;
+    if (w->index == 0)
+        h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
+    sk_redis_conn_init(&w->conn, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->nbad);
+    *out = &w->super;
+    return 0;
+}
+
+static void redis_worker_close(sk_store_worker_t *super)
+{
+    worker_t *w = (worker_t *)super;
     sk_redis_conn_dispose(&w->conn); /* every waiting request is answered */
     run_failq(w);
     sk_map_dispose(&w->sales, ws_free);
@@ -1005,8 +953,6 @@ static void redis_worker_dispose(sk_store_t *st, void *local)
         h2o_timeout_unlink(&w->e_zero);
     h2o_timeout_dispose(w->loop, &w->t_zero);
     h2o_timeout_dispose(w->loop, &w->t_bg);
-    if (tls_worker == w)
-        tls_worker = NULL;
     free(w);
 }
 
@@ -1016,13 +962,16 @@ static void redis_close(sk_store_t *st)
     for (int i = 0; i < S_COUNT; i++)
         sk_redis_script_dispose(&r->scripts[i]);
     sk_redis_conf_dispose(&r->conf);
-    free(r->snap);
-    pthread_mutex_destroy(&r->snap_lock);
     free(r);
 }
 
 static const sk_store_ops_t redis_ops = {
-    "redis", redis_submit, redis_healthy, redis_worker_init, redis_worker_dispose, NULL, redis_close,
+    .name = "redis",
+    .worker_open = redis_worker_open,
+    .worker_close = redis_worker_close,
+    .submit = redis_submit,
+    .healthy = redis_healthy,
+    .close = redis_close,
 };
 
 /* Each script as sent: the shebang with its flags, common.lua, the script. */
@@ -1050,7 +999,6 @@ sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t 
     r->nworkers = threads > 0 ? threads : 1;
     atomic_init(&r->nbad, 0);
     atomic_init(&r->gen, 0);
-    pthread_mutex_init(&r->snap_lock, NULL);
     if (sk_redis_conf_parse(&r->conf, url, err, errlen) != 0 || load_scripts(r, err, errlen) != 0) {
         redis_close(&r->super);
         return NULL;
@@ -1072,41 +1020,33 @@ sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t 
 
 /* ---- offline: the reply handlers without Redis (store_redis_internal.h) ---- */
 
-sk_store_t *sk_store_redis_offline_open(h2o_loop_t *loop)
+sk_store_worker_t *sk_store_redis_offline_open(const sk_store_env_t *env)
 {
     char err[256];
     sk_store_t *st = sk_store_redis_open("redis://127.0.0.1:6379", 1, err, sizeof(err));
     if (st == NULL)
         return NULL;
-    /* redis_worker_init, but with a connection that stays down */
+    /* redis_worker_open, but with a connection that stays down */
     redis_t *r = (redis_t *)st;
-    worker_t *w = sk_calloc(1, sizeof(*w));
-    w->r = r;
-    w->loop = loop;
-    w->failtail = &w->failq;
-    sk_map_init(&w->sales);
-    h2o_timeout_init(loop, &w->t_zero, 0);
-    h2o_timeout_init(loop, &w->t_bg, BG_TICK_MS);
-    w->e_zero.cb = on_zero;
-    w->e_bg.cb = on_bg;
-    sk_redis_conn_init_down(&w->conn, loop, 0, &r->conf, r->scripts, S_COUNT, &r->nbad);
-    tls_worker = w;
-    return st;
+    worker_t *w = worker_new(r, env);
+    sk_redis_conn_init_down(&w->conn, w->loop, 0, &r->conf, r->scripts, S_COUNT, &r->nbad);
+    return &w->super;
 }
 
-void sk_store_redis_offline_close(sk_store_t *st)
+void sk_store_redis_offline_close(sk_store_worker_t *w)
 {
-    redis_worker_dispose(st, tls_worker);
+    sk_store_t *st = w->store;
+    redis_worker_close(w);
     redis_close(st);
 }
 
-void sk_store_redis_offline_reset(sk_store_t *st)
+void sk_store_redis_offline_reset(sk_store_worker_t *super)
 {
-    worker_t *w = tls_worker;
+    worker_t *w = (worker_t *)super;
     sk_map_dispose(&w->sales, ws_free);
     sk_map_init(&w->sales);
     w->reaping = 0;
-    atomic_store(&((redis_t *)st)->gen, 0);
+    atomic_store(&w->r->gen, 0);
 }
 
 static void offline_deliver(worker_t *w, cmd_t *cmd, redisReply *rep)
@@ -1114,7 +1054,7 @@ static void offline_deliver(worker_t *w, cmd_t *cmd, redisReply *rep)
     sk_redis_conn_deliver(&w->conn, &cmd->super, rep); /* on_cmd frees cmd */
 }
 
-void sk_store_redis_offline_reply(sk_store_t *st, sk_redis_reply_kind_t kind, sk_store_req_t *reqs, size_t n,
+void sk_store_redis_offline_reply(sk_store_worker_t *super, sk_redis_reply_kind_t kind, sk_store_req_t *reqs, size_t n,
                                   size_t queued, redisReply *const *reps, size_t nreps)
 {
     static const struct {
@@ -1132,9 +1072,8 @@ void sk_store_redis_offline_reply(sk_store_t *st, sk_redis_reply_kind_t kind, sk
         [SK_REDIS_R_REAP_MEMBERS] = {C_REAP_MEMBERS, -1},
         [SK_REDIS_R_REAP] = {C_REAP, S_REAP},
     };
-    worker_t *w = tls_worker;
+    worker_t *w = (worker_t *)super;
     cmd_t *cmd;
-    (void)st;
     if (nreps == 0)
         return;
     switch (kind) {
