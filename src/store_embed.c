@@ -1346,14 +1346,8 @@ static const sk_store_ops_t embed_ops = {
     .close = embed_close,
 };
 
-static const char SCHEMA[] =
-    "CREATE TABLE IF NOT EXISTS sales(sale TEXT PRIMARY KEY, stock INTEGER NOT NULL,"
-    " per_user_limit INTEGER NOT NULL, hold_seconds INTEGER NOT NULL, starts_at INTEGER, ends_at INTEGER)"
-    " WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS orders(sale TEXT NOT NULL, id INTEGER NOT NULL, user TEXT,"
-    " qty INTEGER NOT NULL, status TEXT NOT NULL, request_id TEXT, created_at INTEGER NOT NULL,"
-    " expires_at INTEGER, PRIMARY KEY(sale, id)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
+/* the order book's tables: src/sql/schema.sql, embedded at build time */
+extern const char sk_sql_schema[];
 
 /* Rebuild refuses a book that breaks a rule: this says which, of what, into err. */
 #define TIME_MAX INT64_C(253402300799) /* 9999-12-31T23:59:59Z, the API's largest time (parse.c) */
@@ -1580,7 +1574,7 @@ sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t
     /* WAL with synchronous=FULL: every COMMIT is fsynced, so a committed batch survives a crash
      * or power loss; readers on the worker threads never block the writer. The probe write
      * proves the book writable now and makes its WAL exist, to be watched. */
-    if (exec(e->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") != 0 || exec(e->db, SCHEMA) != 0 ||
+    if (exec(e->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") != 0 || exec(e->db, sk_sql_schema) != 0 ||
         exec(e->db, PROBE) != 0) {
         snprintf(err, errlen, "cannot initialise or write %s: %s", path, sqlite3_errmsg(e->db));
         goto fail;

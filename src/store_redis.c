@@ -66,22 +66,45 @@ static const struct {
     {"reap", sk_lua_reap, 0},
 };
 
-/* The scripts' result codes (R_* in src/lua/common.lua). */
+/* The scripts' result codes and what each answers: one list for C and Lua. load_scripts() writes
+ * it into every script as `local R_OK, R_REPLAY, ... = 0, 1, ...`, ahead of common.lua, so that
+ * no script can use a code C does not know. */
+#define SK_REDIS_RESULTS(XX)                                                                                           \
+    XX(OK, 0)                                                                                                          \
+    XX(REPLAY, 0)                                                                                                      \
+    XX(NO_SALE, SK_ENO_SUCH_SALE)                                                                                      \
+    XX(NO_ORDER, SK_ENO_SUCH_ORDER)                                                                                    \
+    XX(BAD_REQUEST, SK_EBAD_REQUEST)                                                                                   \
+    XX(NOT_STARTED, SK_ENOT_STARTED)                                                                                   \
+    XX(ENDED, SK_EENDED)                                                                                               \
+    XX(USER_LIMIT, SK_EUSER_LIMIT)                                                                                     \
+    XX(SOLD_OUT, SK_ESOLD_OUT)                                                                                         \
+    XX(REUSED, SK_EREQUEST_ID_REUSED)                                                                                  \
+    XX(BELOW_TAKEN, SK_ESTOCK_BELOW_TAKEN)                                                                             \
+    XX(NOT_HELD, SK_EORDER_NOT_HELD)                                                                                   \
+    XX(CREATED, 0)
+
 enum rcode_e {
-    RC_OK,
-    RC_REPLAY,
-    RC_NO_SALE,
-    RC_NO_ORDER,
-    RC_BAD_REQUEST,
-    RC_NOT_STARTED,
-    RC_ENDED,
-    RC_USER_LIMIT,
-    RC_SOLD_OUT,
-    RC_REUSED,
-    RC_BELOW_TAKEN,
-    RC_NOT_HELD,
-    RC_CREATED,
+#define XX(name, err) RC_##name,
+    SK_REDIS_RESULTS(XX)
+#undef XX
+        RC_COUNT_
 };
+
+static const int RC_ERR[RC_COUNT_] = {
+#define XX(name, err) err,
+    SK_REDIS_RESULTS(XX)
+#undef XX
+};
+
+/* The shapes of the scripts' replies (common.lua's sale_reply and order_reply, take.lua, orders.lua),
+ * by element. */
+enum sale_reply_e { SR_CODE, SR_STOCK, SR_LIMIT, SR_HOLD, SR_STARTS, SR_ENDS, SR_SOLD, SR_HELD, SR_LEN };
+enum order_reply_e { OR_USER, OR_QTY, OR_STATUS, OR_REQUEST_ID, OR_CREATED, OR_EXPIRES, OR_LEN }; /* after a code */
+enum take_head_e { TH_CODE, TH_REMAINING, TH_LIMIT, TH_ENDS, TH_DEADLINE, TH_OPEN, TH_LEN };
+enum take_each_e { TE_CODE, TE_ID, TE_CREATED, TE_EXPIRES, TE_LEN }; /* per take, after the head */
+enum orders_reply_e { OL_CODE, OL_MORE, OL_LEN };                    /* then per order: */
+enum orders_each_e { OE_ID, OE_ORDER, OE_LEN = OE_ORDER + OR_LEN };  /* id, an order_reply's fields */
 
 /* Every script gets these keys of its sale, in this order (common.lua's K). */
 static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":rids", ":seq", ":orders"};
@@ -169,33 +192,7 @@ typedef struct cmd_s {
 
 static int rcode_err(long long rc)
 {
-    switch (rc) {
-    case RC_OK:
-    case RC_REPLAY:
-    case RC_CREATED:
-        return 0;
-    case RC_NO_SALE:
-        return SK_ENO_SUCH_SALE;
-    case RC_NO_ORDER:
-        return SK_ENO_SUCH_ORDER;
-    case RC_BAD_REQUEST:
-        return SK_EBAD_REQUEST;
-    case RC_NOT_STARTED:
-        return SK_ENOT_STARTED;
-    case RC_ENDED:
-        return SK_EENDED;
-    case RC_USER_LIMIT:
-        return SK_EUSER_LIMIT;
-    case RC_SOLD_OUT:
-        return SK_ESOLD_OUT;
-    case RC_REUSED:
-        return SK_EREQUEST_ID_REUSED;
-    case RC_BELOW_TAKEN:
-        return SK_ESTOCK_BELOW_TAKEN;
-    case RC_NOT_HELD:
-        return SK_EORDER_NOT_HELD;
-    }
-    return SK_EUNAVAILABLE;
+    return rc >= 0 && rc < RC_COUNT_ ? RC_ERR[rc] : SK_EUNAVAILABLE;
 }
 
 static int el_int(const redisReply *r, size_t i, long long *v)
@@ -229,19 +226,19 @@ static int64_t time_of(long long v)
 /* A sale_reply (common.lua) into a view. */
 static int parse_view(const redisReply *r, const char *sale, sk_sale_view_t *v)
 {
-    long long x[8];
-    for (size_t i = 0; i < 8; i++)
+    long long x[SR_LEN];
+    for (size_t i = 0; i < SR_LEN; i++)
         if (el_int(r, i, &x[i]) != 0)
             return -1;
     memset(v, 0, sizeof(*v));
     snprintf(v->id, sizeof(v->id), "%s", sale);
-    v->conf.stock = x[1];
-    v->conf.per_user_limit = x[2];
-    v->conf.hold_seconds = x[3];
-    v->conf.starts_at = time_of(x[4]);
-    v->conf.ends_at = time_of(x[5]);
-    v->sold = x[6];
-    v->held = x[7] > 0 ? x[7] : 0;
+    v->conf.stock = x[SR_STOCK];
+    v->conf.per_user_limit = x[SR_LIMIT];
+    v->conf.hold_seconds = x[SR_HOLD];
+    v->conf.starts_at = time_of(x[SR_STARTS]);
+    v->conf.ends_at = time_of(x[SR_ENDS]);
+    v->sold = x[SR_SOLD];
+    v->held = x[SR_HELD] > 0 ? x[SR_HELD] : 0;
     /* only what put.lua can have stored: other numbers are not our data (and would overflow the
      * sums that render a sale) */
     const char *why;
@@ -258,8 +255,9 @@ static int parse_order(const redisReply *r, size_t k, const char *sale, uint64_t
     long long qty, created, expires;
     char st[16];
     memset(o, 0, sizeof(*o));
-    if (el_str(r, k, &user, &ulen) != 0 || el_int(r, k + 1, &qty) != 0 || el_str(r, k + 2, &status, &slen) != 0 ||
-        el_str(r, k + 3, &rid, &rlen) != 0 || el_int(r, k + 4, &created) != 0 || el_int(r, k + 5, &expires) != 0 ||
+    if (el_str(r, k + OR_USER, &user, &ulen) != 0 || el_int(r, k + OR_QTY, &qty) != 0 ||
+        el_str(r, k + OR_STATUS, &status, &slen) != 0 || el_str(r, k + OR_REQUEST_ID, &rid, &rlen) != 0 ||
+        el_int(r, k + OR_CREATED, &created) != 0 || el_int(r, k + OR_EXPIRES, &expires) != 0 ||
         slen >= sizeof(st) || memchr(status, '\0', slen) != NULL)
         return -1;
     /* only what take.lua can have stored, as the embedded store's rebuild checks its rows */
@@ -503,41 +501,42 @@ static void ws_flush(worker_t *w, wsale_t *ws)
     free(cmd);
 }
 
-/* h: the take reply's header (take.lua): code, remaining, limit, ends_at, next deadline, open */
+/* h: the take reply's head (take.lua, TH_*) */
 static void learn_soldout(wsale_t *ws, const cmd_t *cmd, const long long *h)
 {
     ws->soldout = 1;
     ws->gen = cmd->gen;
     int64_t mono = sk_mono_ms();
     ws->fresh_until = mono + SOLDOUT_TTL_MS;
-    /* h[4] is a second of Redis's wall clock (TIME): kept as a monotonic deadline, at the distance
-     * from our wall clock it has now, so that a later step of our clock does not move it */
-    ws->deadline = h[4] >= 0 && h[4] < INT64_MAX / 1000 ? mono + (h[4] * 1000 - sk_now_ms()) : INT64_MAX;
-    ws->limit = h[2];
-    ws->ends_at = time_of(h[3]);
+    /* the deadline is a second of Redis's wall clock (TIME): kept as a monotonic deadline, at the
+     * distance from our wall clock it has now, so that a later step of our clock does not move it */
+    long long d = h[TH_DEADLINE];
+    ws->deadline = d >= 0 && d < INT64_MAX / 1000 ? mono + (d * 1000 - sk_now_ms()) : INT64_MAX;
+    ws->limit = h[TH_LIMIT];
+    ws->ends_at = time_of(h[TH_ENDS]);
 }
 
 static void fill_take(sk_store_req_t *q, const long long *v)
 {
-    /* v: code, order id, created_at, expires_at */
-    if ((q->err = rcode_err(v[0])) != 0)
+    /* v: one take's answer (TE_*) */
+    if ((q->err = rcode_err(v[TE_CODE])) != 0)
         return;
-    if (v[1] < 1 || v[2] < 0) { /* not an order take.lua made */
+    if (v[TE_ID] < 1 || v[TE_CREATED] < 0) { /* not an order take.lua made */
         q->err = SK_EUNAVAILABLE;
         return;
     }
     sk_order_t *o = &q->order;
     memset(o, 0, sizeof(*o));
     snprintf(o->sale, sizeof(o->sale), "%s", q->sale);
-    o->id = (uint64_t)v[1];
+    o->id = (uint64_t)v[TE_ID];
     o->qty = q->qty;
-    o->created_at = v[2];
-    o->expires_at = time_of(v[3]);
+    o->created_at = v[TE_CREATED];
+    o->expires_at = time_of(v[TE_EXPIRES]);
     /* as taken: a replay shows the order as it was created, like the embedded store */
     o->status = o->expires_at != SK_NO_TIME ? SK_ORDER_HELD : SK_ORDER_CONFIRMED;
     o->user = sk_strndup(q->user, q->user_len);
     o->request_id = sk_strndup(q->request_id, q->request_id_len);
-    q->created = v[0] == RC_OK;
+    q->created = v[TE_CODE] == RC_OK;
 }
 
 /* Whether the takes waiting for a sale go out now (see PIPELINE). */
@@ -549,18 +548,17 @@ static int may_send(worker_t *w, wsale_t *ws)
 
 static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
-    enum { NHEAD = 6 };
     wsale_t *ws = cmd->ws;
-    long long h[NHEAD] = {0}; /* zeroed: gcc -O3 cannot see that reply_code sets h[0] on success */
-    int ok = reply_code(rep, &h[0]) == 0;
+    long long h[TH_LEN] = {0}; /* zeroed: gcc -O3 cannot see that reply_code sets h[0] on success */
+    int ok = reply_code(rep, &h[TH_CODE]) == 0;
 
     ws->inflight--;
-    if (ok && h[0] == RC_OK) {
-        for (size_t i = 1; ok && i < NHEAD; i++)
+    if (ok && h[TH_CODE] == RC_OK) {
+        for (size_t i = 1; ok && i < TH_LEN; i++)
             ok = el_int(rep, i, &h[i]) == 0;
-        ok = ok && rep->elements == NHEAD + 4 * cmd->nreqs;
+        ok = ok && rep->elements == TH_LEN + TE_LEN * cmd->nreqs;
     }
-    if (ok && h[0] == RC_OK && h[5] == 1 && h[1] == 0) /* open and nothing left */
+    if (ok && h[TH_CODE] == RC_OK && h[TH_OPEN] == 1 && h[TH_REMAINING] == 0) /* open and nothing left */
         learn_soldout(ws, cmd, h);
     else
         ws_forget(ws);
@@ -571,16 +569,16 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 
     size_t i = 0;
     for (sk_store_req_t *q = cmd->req, *next; q != NULL; q = next, i++) {
-        long long v[4] = {0, 0, 0, 0};
+        long long v[TE_LEN] = {0};
         int vok = ok;
         next = q->next;
         q->next = NULL;
-        for (size_t k = 0; vok && h[0] == RC_OK && k < 4; k++)
-            vok = el_int(rep, NHEAD + 4 * i + k, &v[k]) == 0;
+        for (size_t k = 0; vok && h[TH_CODE] == RC_OK && k < TE_LEN; k++)
+            vok = el_int(rep, TH_LEN + TE_LEN * i + k, &v[k]) == 0;
         if (!vok)
             q->err = SK_EUNAVAILABLE;
-        else if (h[0] != RC_OK) /* the batch's own code: an error (a code of success is not one) */
-            q->err = rcode_err(h[0]) != 0 ? rcode_err(h[0]) : SK_EUNAVAILABLE;
+        else if (h[TH_CODE] != RC_OK) /* the batch's own code: an error (a code of success is not one) */
+            q->err = rcode_err(h[TH_CODE]) != 0 ? rcode_err(h[TH_CODE]) : SK_EUNAVAILABLE;
         else
             fill_take(q, v);
         q->cb(q);
@@ -691,13 +689,14 @@ static int submit_list(worker_t *w, sk_store_req_t *req)
 static int parse_orders(const redisReply *rep, sk_store_req_t *req)
 {
     long long more, id;
-    size_t n = rep->elements >= 2 ? (rep->elements - 2) / 7 : 0;
-    if (el_int(rep, 1, &more) != 0 || rep->elements != 2 + 7 * n)
+    size_t n = rep->elements >= OL_LEN ? (rep->elements - OL_LEN) / OE_LEN : 0;
+    if (el_int(rep, OL_MORE, &more) != 0 || rep->elements != OL_LEN + OE_LEN * n)
         return -1;
     req->orders = sk_calloc(n ? n : 1, sizeof(*req->orders));
     for (size_t i = 0; i < n; i++) {
-        if (el_int(rep, 2 + 7 * i, &id) != 0 || id < 1 ||
-            parse_order(rep, 3 + 7 * i, req->sale, (uint64_t)id, &req->orders[i]) != 0) {
+        size_t at = OL_LEN + OE_LEN * i;
+        if (el_int(rep, at + OE_ID, &id) != 0 || id < 1 ||
+            parse_order(rep, at + OE_ORDER, req->sale, (uint64_t)id, &req->orders[i]) != 0) {
             sk_order_dispose(&req->orders[i]);
             return -1; /* the caller disposes of what was parsed */
         }
@@ -974,20 +973,31 @@ static const sk_store_ops_t redis_ops = {
     .close = redis_close,
 };
 
-/* Each script as sent: the shebang with its flags, common.lua, the script. */
+/* Each script as sent: the shebang with its flags, the result codes, common.lua, the script. */
 static int load_scripts(redis_t *r, char *err, size_t errlen)
 {
+    static const char *const NAMES[RC_COUNT_] = {
+#define XX(name, e) "R_" #name,
+        SK_REDIS_RESULTS(XX)
+#undef XX
+    };
+    sk_buf_t codes = {0};
+    for (int i = 0; i < RC_COUNT_; i++) /* one line each: Lua allows 200 locals, not 200 values a line */
+        sk_buf_printf(&codes, "local %s = %d\n", NAMES[i], i);
     for (int i = 0; i < S_COUNT; i++) {
         sk_buf_t b = {0};
         sk_buf_printf(&b, "#!lua%s\n", SCRIPTS[i].readonly ? " flags=no-writes" : "");
+        sk_buf_append(&b, codes.p, codes.len);
         sk_buf_append(&b, sk_lua_common, strlen(sk_lua_common));
         sk_buf_append(&b, "\n", 1);
         sk_buf_append(&b, SCRIPTS[i].body, strlen(SCRIPTS[i].body));
         if (sk_redis_script_init(&r->scripts[i], SCRIPTS[i].name, b.p, b.len) != 0) {
             snprintf(err, errlen, "cannot compute the SHA1 of script %s", SCRIPTS[i].name);
+            sk_buf_dispose(&codes);
             return -1;
         }
     }
+    sk_buf_dispose(&codes);
     return 0;
 }
 

@@ -27,13 +27,10 @@
 #define MAX_SALES 4
 #define MAX_ORDERS 12
 
-/* the store's schema (store_embed.c's SCHEMA), and one made by hand: no types, no keys */
-static const char SCHEMA_STORE[] =
-    "CREATE TABLE sales(sale TEXT PRIMARY KEY, stock INTEGER NOT NULL, per_user_limit INTEGER NOT NULL,"
-    " hold_seconds INTEGER NOT NULL, starts_at INTEGER, ends_at INTEGER) WITHOUT ROWID;"
-    "CREATE TABLE orders(sale TEXT NOT NULL, id INTEGER NOT NULL, user TEXT, qty INTEGER NOT NULL,"
-    " status TEXT NOT NULL, request_id TEXT, created_at INTEGER NOT NULL, expires_at INTEGER,"
-    " PRIMARY KEY(sale, id)) WITHOUT ROWID;";
+/* the store's schema (src/sql/schema.sql, as the store runs it), and one made by hand: no types,
+ * no keys */
+extern const char sk_sql_schema[];
+#define SCHEMA_STORE sk_sql_schema
 static const char SCHEMA_HAND[] =
     "CREATE TABLE sales(sale, stock, per_user_limit, hold_seconds, starts_at, ends_at);"
     "CREATE TABLE orders(sale, id, user, qty, status, request_id, created_at, expires_at);";

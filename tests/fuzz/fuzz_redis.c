@@ -32,7 +32,7 @@
 #define MAX_REQS 6
 #define MAX_REPS 4
 
-/* the scripts' result codes (common.lua) */
+/* the scripts' result codes, written again here as the reference (store_redis.c: SK_REDIS_RESULTS) */
 enum {
     OK,
     REPLAY,
