@@ -462,8 +462,9 @@ static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t
     sk_buf_t b = {0};
     sk_metrics_render(&b);
     sk_server_render_metrics(srv, &b);
-    sk_buf_printf(&b, "# HELP seckill_store_up 1 when the store can answer.\n# TYPE seckill_store_up gauge\n"
-                      "seckill_store_up{store=\"%s\"} %d\n",
+    sk_buf_printf(&b,
+                  "# HELP seckill_store_up 1 when the store can answer.\n# TYPE seckill_store_up gauge\n"
+                  "seckill_store_up{store=\"%s\"} %d\n",
                   sk_store_name(srv->store), sk_store_healthy(srv->store));
     for (int k = 0; k < 3 && s->err == 0; k++) {
         sk_buf_printf(&b, "# TYPE seckill_sale_%s gauge\n", g[k]);

@@ -130,7 +130,8 @@ static msg_t *snapshot(dashboard_t *d)
     sk_buf_t b = {0};
     char sale[SK_RENDER_MAX];
     sk_buf_printf(&b, "data: {\"time_ms\":%lld,\"interval_ms\":%d,\"store\":{\"name\":\"%s\",\"up\":%s},",
-                  (long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, sk_store_name(st), sk_store_healthy(st) ? "true" : "false");
+                  (long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, sk_store_name(st),
+                  sk_store_healthy(st) ? "true" : "false");
     put_takes(&b);
     if (s->err == 0) {
         sk_buf_append(&b, ",\"sales\":[", 10);

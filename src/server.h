@@ -61,7 +61,7 @@ struct sk_server_s {
     _Atomic long nconns[SK_LISTENER_COUNT];             /* open connections, by listener */
     long max_conns[SK_LISTENER_COUNT];                  /* accepting stops at this many */
     _Atomic uint64_t accept_errors[SK_LISTENER_COUNT];  /* accepts failed for lack of descriptors or memory */
-    h2o_barrier_t ready;             /* every worker has its loop, receivers and store handle */
+    h2o_barrier_t ready;                                /* every worker has its loop, receivers and store handle */
 };
 
 /* Descriptors kept out of the connection budget: standard streams, logs, each worker's event

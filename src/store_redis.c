@@ -47,8 +47,8 @@
 #define SOLDOUT_TTL_MS 250     /* how long a learned sold-out is trusted while connected */
 #define BG_TICK_MS 100         /* worker 0's background timer */
 #define REAP_EVERY_MS 300      /* worker 0 sweeps expired holds this often */
-#define REAP_MAX 1000          /* holds per reap call (~5 ms of Redis); a sale with more due
-                                  gets the next call at once */
+/* holds per reap call (~5 ms of Redis); a sale with more due gets the next call at once */
+#define REAP_MAX 1000
 
 /* the scripts, generated from the .lua files of src/lua by cmake/embed.cmake */
 extern const char sk_lua_common[], sk_lua_take[], sk_lua_put[], sk_lua_view[], sk_lua_order[],
@@ -151,7 +151,7 @@ typedef struct worker_s {
     h2o_timeout_entry_t e_zero, e_bg;
     /* worker 0 only */
     int64_t next_reap;
-    size_t reaping;              /* reap commands outstanding */
+    size_t reaping; /* reap commands outstanding */
 } worker_t;
 
 typedef enum cmd_type_e {
@@ -257,8 +257,8 @@ static int parse_order(const redisReply *r, size_t k, const char *sale, uint64_t
     memset(o, 0, sizeof(*o));
     if (el_str(r, k + OR_USER, &user, &ulen) != 0 || el_int(r, k + OR_QTY, &qty) != 0 ||
         el_str(r, k + OR_STATUS, &status, &slen) != 0 || el_str(r, k + OR_REQUEST_ID, &rid, &rlen) != 0 ||
-        el_int(r, k + OR_CREATED, &created) != 0 || el_int(r, k + OR_EXPIRES, &expires) != 0 ||
-        slen >= sizeof(st) || memchr(status, '\0', slen) != NULL)
+        el_int(r, k + OR_CREATED, &created) != 0 || el_int(r, k + OR_EXPIRES, &expires) != 0 || slen >= sizeof(st) ||
+        memchr(status, '\0', slen) != NULL)
         return -1;
     /* only what take.lua can have stored, as the embedded store's rebuild checks its rows */
     if (qty < 1 || qty > SK_MAX_UNITS || created < 0 || (ulen > 0 && !sk_valid_ident(user, ulen)) ||

@@ -139,8 +139,8 @@ static int run1(fx_t *f, sk_store_req_t *r)
 
 static sk_sale_conf_t conf_of(int64_t stock, int64_t limit, int64_t hold)
 {
-    sk_sale_conf_t c = {.stock = stock, .per_user_limit = limit, .hold_seconds = hold, .starts_at = SK_NO_TIME,
-                        .ends_at = SK_NO_TIME};
+    sk_sale_conf_t c = {
+        .stock = stock, .per_user_limit = limit, .hold_seconds = hold, .starts_at = SK_NO_TIME, .ends_at = SK_NO_TIME};
     return c;
 }
 
@@ -270,8 +270,8 @@ static int group_redis(void **state)
         int null = open("/dev/null", O_WRONLY);
         dup2(null, 1);
         dup2(null, 2);
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--enable-debug-command", "yes", "--loglevel", "warning", (char *)NULL);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
+               "no", "--enable-debug-command", "yes", "--loglevel", "warning", (char *)NULL);
         _exit(127);
     }
     int64_t until = sk_mono_ms() + WAIT_MS;
@@ -746,9 +746,8 @@ static int f_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p)
 }
 
 static const sqlite3_io_methods shim_methods = {
-    3,        f_close,  f_read,       f_write,   f_truncate, f_sync,     f_size,    f_lock, f_unlock,
-    f_check,  f_fctl,   f_sector,     f_dev,     f_shmmap,   f_shmlock,  f_shmbarrier, f_shmunmap,
-    f_fetch,  f_unfetch,
+    3,      f_close,  f_read, f_write,  f_truncate, f_sync,       f_size,     f_lock,  f_unlock,  f_check,
+    f_fctl, f_sector, f_dev,  f_shmmap, f_shmlock,  f_shmbarrier, f_shmunmap, f_fetch, f_unfetch,
 };
 
 static int shim_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out)
