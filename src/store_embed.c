@@ -9,6 +9,7 @@
  * transitions are serialised without further locking; it keeps a heap of hold deadlines.
  *
  * Lock order: a stripe lock is never held while taking another lock. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -294,6 +295,7 @@ static void rid_finish(esale_t *s, const char *key, size_t klen, int err, const 
     stripe_t *st = stripe_of(s, h);
     pthread_mutex_lock(&st->lock);
     rid_t *r = (rid_t *)sk_map_find(&st->rids, h, key, klen);
+    assert(r != NULL && !r->done); /* a take with a request id made it pending, and only it ends it */
     sk_store_req_t *w = r->waiters;
     r->waiters = NULL;
     if (err == 0) {

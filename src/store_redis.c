@@ -462,7 +462,7 @@ static int fast_answer(worker_t *w, wsale_t *ws, sk_store_req_t *req)
     /* the window is Redis's wall clock: keep a second of margin against skew */
     if (ws->ends_at != SK_NO_TIME && req->now_ms / 1000 >= ws->ends_at - 1)
         return 0;
-    req->err = ws->limit > 0 && req->user == NULL ? SK_EBAD_REQUEST : SK_ESOLD_OUT;
+    req->err = sk_sale_soldout_answer(ws->limit, req->user != NULL, req->qty);
     return 1;
 }
 
