@@ -572,11 +572,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     case SK_A_ORDER_GET:
     case SK_A_ORDER_CONFIRM:
     case SK_A_ORDER_CANCEL:
-        c = call_new(m.action,
-                     m.action == SK_A_ORDER_GET       ? SK_STORE_ORDER_GET
-                     : m.action == SK_A_ORDER_CONFIRM ? SK_STORE_ORDER_CONFIRM
-                                                      : SK_STORE_ORDER_CANCEL,
-                     &m);
+        c = call_new(m.action, m.action == SK_A_ORDER_GET ? SK_STORE_ORDER_GET : SK_STORE_ORDER_CHANGE, &m);
+        c->sreq.change = m.action == SK_A_ORDER_CONFIRM ? SK_OP_CONFIRM_ORDER : SK_OP_CANCEL_ORDER;
         if ((c->sreq.order_id = sk_parse_order_id(m.order.p, m.order.len)) == 0) {
             reply_error(req, m.action, SK_ENO_SUCH_ORDER, NULL);
             call_free(c);

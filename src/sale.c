@@ -145,6 +145,19 @@ int sk_order_transition(sk_order_status_t st, int64_t expires_at, int64_t now, s
     return SK_EINTERNAL;
 }
 
+const char *sk_order_op_name(sk_order_op_t op)
+{
+    switch (op) {
+    case SK_OP_CONFIRM_ORDER:
+        return "confirm";
+    case SK_OP_CANCEL_ORDER:
+        return "cancel";
+    case SK_OP_EXPIRE_ORDER:
+        return "expire";
+    }
+    return "?";
+}
+
 const char *sk_order_status_name(sk_order_status_t st)
 {
     switch (st) {

@@ -94,6 +94,8 @@ int sk_order_transition(sk_order_status_t st, int64_t expires_at, int64_t now, s
                         sk_order_status_t *next, int *returns_units);
 
 const char *sk_order_status_name(sk_order_status_t st);
+/* "confirm", "cancel", "expire" (the Redis change script's argument). */
+const char *sk_order_op_name(sk_order_op_t op);
 /* Parses a status name; returns 0 when unknown. */
 sk_order_status_t sk_order_status_parse(const char *name);
 

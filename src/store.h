@@ -48,8 +48,7 @@ typedef enum sk_store_op_e {
     SK_STORE_SALE_LIST,
     SK_STORE_ORDER_GET,
     SK_STORE_ORDER_LIST,
-    SK_STORE_ORDER_CONFIRM,
-    SK_STORE_ORDER_CANCEL,
+    SK_STORE_ORDER_CHANGE, /* req->change: SK_OP_CONFIRM_ORDER or SK_OP_CANCEL_ORDER */
 } sk_store_op_t;
 
 typedef struct sk_order_s {
@@ -75,7 +74,8 @@ struct sk_store_req_s {
     const char *request_id;               /* take: borrowed until answered; NULL if absent */
     size_t request_id_len;
     sk_sale_conf_t conf;                  /* sale put */
-    uint64_t order_id;                    /* order get / confirm / cancel; list: after */
+    uint64_t order_id;                    /* order get / change; list: after */
+    sk_order_op_t change;                 /* order change */
     unsigned limit;                       /* order list */
     int64_t now_ms;                       /* set by sk_store_submit */
     sk_store_worker_t *worker;            /* set by sk_store_submit */
@@ -83,7 +83,7 @@ struct sk_store_req_s {
     /* outputs, set by the store */
     int err;                  /* 0 or SK_E* */
     int created;              /* sale put: 1 if created; take: 1 if a new order, 0 if a replay */
-    sk_order_t order;         /* take, order get / confirm / cancel */
+    sk_order_t order;         /* take, order get / change */
     sk_sale_view_t view;      /* sale get / put */
     sk_sale_view_t *views;    /* sale list: owned array */
     size_t nviews;

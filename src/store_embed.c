@@ -982,8 +982,7 @@ static void change_order(embed_t *e, sk_store_req_t *req)
         rc = SK_EUNAVAILABLE;
         goto out;
     }
-    rc = transition(e, s, req->order_id, req->op == SK_STORE_ORDER_CONFIRM ? SK_OP_CONFIRM_ORDER : SK_OP_CANCEL_ORDER,
-                    req->now_ms / 1000, &req->order, &from);
+    rc = transition(e, s, req->order_id, req->change, req->now_ms / 1000, &req->order, &from);
     if (rc == 0 || rc == SK_EORDER_NOT_HELD) {
         /* committed also on ORDER_NOT_HELD: an expiry may have been recorded on the way */
         if (in_txn(e, 1) != 0)
@@ -1241,8 +1240,7 @@ static int embed_submit(sk_store_worker_t *super, sk_store_req_t *req)
         req->err = req->op == SK_STORE_ORDER_GET ? read_one(w, req) : read_orders(w, req);
         return SK_STORE_DONE;
     case SK_STORE_SALE_PUT:
-    case SK_STORE_ORDER_CONFIRM:
-    case SK_STORE_ORDER_CANCEL:
+    case SK_STORE_ORDER_CHANGE:
         enqueue(e, req);
         return 0;
     }

@@ -357,7 +357,7 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
     case C_CHANGE:
         args_keys(a, req->sale);
         sk_redis_arg_u(a, req->order_id);
-        sk_redis_arg_s(a, req->op == SK_STORE_ORDER_CONFIRM ? "confirm" : "cancel");
+        sk_redis_arg_s(a, sk_order_op_name(req->change));
         return;
     case C_REAP:
         args_keys(a, cmd->sale);
@@ -734,7 +734,7 @@ static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
             if (parse_order(rep, 1, req->sale, req->order_id, &req->order) != 0) {
                 sk_order_dispose(&req->order);
                 err = SK_EUNAVAILABLE;
-            } else if (req->op == SK_STORE_ORDER_CANCEL) {
+            } else if (req->op == SK_STORE_ORDER_CHANGE && req->change == SK_OP_CANCEL_ORDER) {
                 bump_gen(w->r);
             }
             break;
@@ -896,8 +896,7 @@ static int redis_submit(sk_store_worker_t *super, sk_store_req_t *req)
         return submit_script(w, req, C_ORDER, S_ORDER);
     case SK_STORE_ORDER_LIST:
         return submit_script(w, req, C_ORDERS, S_ORDERS);
-    case SK_STORE_ORDER_CONFIRM:
-    case SK_STORE_ORDER_CANCEL:
+    case SK_STORE_ORDER_CHANGE:
         return submit_script(w, req, C_CHANGE, S_CHANGE);
     default:
         return SK_EINTERNAL;

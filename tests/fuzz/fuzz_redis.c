@@ -424,7 +424,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t k = fz_u8(&f);
         snprintf(q->sale, sizeof(q->sale), "%s", sale);
         q->cb = answer_cb;
-        q->op = kind == SK_REDIS_R_CHANGE ? ((k & 1) ? SK_STORE_ORDER_CANCEL : SK_STORE_ORDER_CONFIRM) : SK_STORE_TAKE;
+        q->op = kind == SK_REDIS_R_CHANGE ? SK_STORE_ORDER_CHANGE : SK_STORE_TAKE;
+        q->change = (k & 1) ? SK_OP_CANCEL_ORDER : SK_OP_CONFIRM_ORDER;
         q->user = USERS[(k >> 1) & 3];
         q->user_len = q->user ? strlen(q->user) : 0;
         q->request_id = RIDS[(k >> 3) % 3];

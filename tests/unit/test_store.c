@@ -137,6 +137,8 @@ static int run1(fx_t *f, sk_store_req_t *r)
 
 /* ---- operations ---- */
 
+#define GET (-1) /* change(): an order get */
+
 static sk_sale_conf_t conf_of(int64_t stock, int64_t limit, int64_t hold)
 {
     sk_sale_conf_t c = {
@@ -203,9 +205,11 @@ static int take(fx_t *f, const char *sale, const char *user, int64_t qty, const 
     return err;
 }
 
-static int change(fx_t *f, const char *sale, uint64_t id, sk_store_op_t op, sk_order_t *o)
+/* An order get (op -1) or change (a sk_order_op_t). */
+static int change(fx_t *f, const char *sale, uint64_t id, int op, sk_order_t *o)
 {
-    sk_store_req_t r = {.op = op, .order_id = id};
+    sk_store_req_t r = {.op = op < 0 ? SK_STORE_ORDER_GET : SK_STORE_ORDER_CHANGE, .order_id = id};
+    r.change = op < 0 ? SK_OP_CONFIRM_ORDER : (sk_order_op_t)op;
     snprintf(r.sale, sizeof(r.sale), "%s", sale);
     int err = run1(f, &r);
     if (o != NULL) {
@@ -390,7 +394,7 @@ static void unknown_sale(void **state)
 {
     fx_t *f = *state;
     assert_int_equal(take(f, "nope", "u", 1, NULL, NULL, NULL), SK_ENO_SUCH_SALE);
-    assert_int_equal(change(f, "nope", 1, SK_STORE_ORDER_GET, NULL), SK_ENO_SUCH_SALE);
+    assert_int_equal(change(f, "nope", 1, GET, NULL), SK_ENO_SUCH_SALE);
 }
 
 /* 200 takes at once for 50 units: exactly 50 orders, ids 1..50 each once, the rest sold out. */
@@ -543,29 +547,29 @@ static void holds(void **state)
     assert_int_equal(v.sold, 0);
     assert_int_equal(take(f, s, "carol", 1, NULL, NULL, NULL), SK_ESOLD_OUT);
 
-    assert_int_equal(change(f, s, a.id, SK_STORE_ORDER_CONFIRM, &o), 0);
+    assert_int_equal(change(f, s, a.id, SK_OP_CONFIRM_ORDER, &o), 0);
     assert_int_equal(o.status, SK_ORDER_CONFIRMED);
     sk_order_dispose(&o);
-    assert_int_equal(change(f, s, a.id, SK_STORE_ORDER_CONFIRM, &o), 0); /* again: no change */
+    assert_int_equal(change(f, s, a.id, SK_OP_CONFIRM_ORDER, &o), 0); /* again: no change */
     assert_int_equal(o.status, SK_ORDER_CONFIRMED);
     sk_order_dispose(&o);
-    assert_int_equal(change(f, s, b.id, SK_STORE_ORDER_CANCEL, &o), 0);
+    assert_int_equal(change(f, s, b.id, SK_OP_CANCEL_ORDER, &o), 0);
     assert_int_equal(o.status, SK_ORDER_CANCELLED);
     sk_order_dispose(&o);
-    assert_int_equal(change(f, s, b.id, SK_STORE_ORDER_CANCEL, NULL), 0); /* again: no change */
-    assert_int_equal(change(f, s, b.id, SK_STORE_ORDER_CONFIRM, NULL), SK_EORDER_NOT_HELD);
-    assert_int_equal(change(f, s, 999, SK_STORE_ORDER_CONFIRM, NULL), SK_ENO_SUCH_ORDER);
+    assert_int_equal(change(f, s, b.id, SK_OP_CANCEL_ORDER, NULL), 0); /* again: no change */
+    assert_int_equal(change(f, s, b.id, SK_OP_CONFIRM_ORDER, NULL), SK_EORDER_NOT_HELD);
+    assert_int_equal(change(f, s, 999, SK_OP_CONFIRM_ORDER, NULL), SK_ENO_SUCH_ORDER);
     assert_int_equal(view(f, s, &v), 0);
     assert_int_equal(v.sold, 1);
     assert_int_equal(v.held, 0);
     /* bob's unit and allowance came back */
     assert_int_equal(take(f, s, "bob", 1, NULL, NULL, NULL), 0);
-    assert_int_equal(change(f, s, a.id, SK_STORE_ORDER_GET, &o), 0);
+    assert_int_equal(change(f, s, a.id, GET, &o), 0);
     assert_int_equal(o.status, SK_ORDER_CONFIRMED);
     assert_string_equal(o.user, "alice");
     sk_order_dispose(&o);
     /* a confirmed order may be cancelled too (a refund): its unit comes back */
-    assert_int_equal(change(f, s, a.id, SK_STORE_ORDER_CANCEL, &o), 0);
+    assert_int_equal(change(f, s, a.id, SK_OP_CANCEL_ORDER, &o), 0);
     assert_int_equal(o.status, SK_ORDER_CANCELLED);
     sk_order_dispose(&o);
     assert_int_equal(view(f, s, &v), 0);
@@ -593,10 +597,10 @@ static void hold_expiry(void **state)
         assert_int_equal(view(f, s, &v), 0);
     } while (v.held != 0);
     assert_int_equal(v.sold, 0);
-    assert_int_equal(change(f, s, a.id, SK_STORE_ORDER_GET, &o), 0);
+    assert_int_equal(change(f, s, a.id, GET, &o), 0);
     assert_int_equal(sk_order_effective(o.status, o.expires_at, now_s()), SK_ORDER_EXPIRED);
     sk_order_dispose(&o);
-    assert_int_equal(change(f, s, a.id, SK_STORE_ORDER_CONFIRM, NULL), SK_EORDER_NOT_HELD);
+    assert_int_equal(change(f, s, a.id, SK_OP_CONFIRM_ORDER, NULL), SK_EORDER_NOT_HELD);
     assert_int_equal(take(f, s, "bob", 1, NULL, NULL, NULL), 0);
     sk_order_dispose(&a);
 }
@@ -640,7 +644,7 @@ static void reopen(void **state)
     put_ok(f, s, conf_of(3, 1, 600));
     assert_int_equal(take(f, s, "alice", 1, "r-a", NULL, NULL), 0);
     assert_int_equal(take(f, s, "bob", 1, NULL, NULL, NULL), 0);
-    assert_int_equal(change(f, s, 2, SK_STORE_ORDER_CONFIRM, NULL), 0);
+    assert_int_equal(change(f, s, 2, SK_OP_CONFIRM_ORDER, NULL), 0);
     close_store(f);
     open_store(f);
     assert_int_equal(view(f, s, &v), 0);
