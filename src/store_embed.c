@@ -675,11 +675,12 @@ static const char *book_check(embed_t *e)
         why = "wal_lost";
     if (why == NULL)
         return NULL;
-    e->lost = why;
-    atomic_store(&e->healthy, 0);
+    e->lost = why; /* from here on the committer commits nothing */
     sk_log(SK_LOG_ERROR, "event=book_lost path=%s what=%s action=\"every take is refused until a restart\"", e->path,
            why);
+    /* rescued before /healthz turns: whoever sees the 503 finds the copy */
     book_rescue(e);
+    atomic_store(&e->healthy, 0);
     return why;
 }
 
