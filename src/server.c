@@ -32,7 +32,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "accesslog.h"
-#include "dashboard.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -421,7 +420,23 @@ static void on_ctl(h2o_multithread_receiver_t *receiver, h2o_linklist_t *message
         close_listener(&w->listeners[k]);
     h2o_context_request_shutdown(&w->ctx);
     w->stopping = 1;
-    sk_dashboard_worker_stop(w); /* event streams end now: they would never end by themselves */
+    for (int i = 0; i < w->server->nhooks; i++) /* event streams end now: they would never end by themselves */
+        w->server->hooks[i]->stop(w);
+}
+
+void sk_server_add_worker_hooks(sk_server_t *srv, const sk_worker_hooks_t *hooks)
+{
+    if (srv->nhooks == SK_WORKER_HOOKS_MAX)
+        abort(); /* a build with more modules than slots: a programming error */
+    srv->hooks[srv->nhooks++] = hooks;
+}
+
+static size_t hooks_open(sk_worker_t *w)
+{
+    size_t n = 0;
+    for (int i = 0; i < w->server->nhooks; i++)
+        n += w->server->hooks[i]->open(w);
+    return n;
 }
 
 /* The store's env.post: answers travel to the worker's loop as h2o messages, the link kept in
@@ -483,7 +498,7 @@ static void *worker_main(void *arg)
         int64_t now = sk_mono_ms();
         if (deadline == 0)
             deadline = now + srv->cfg->shutdown_timeout * 1000;
-        if (w->inflight == 0 && sk_dashboard_worker_open(w) == 0 && drained_at == 0)
+        if (w->inflight == 0 && hooks_open(w) == 0 && drained_at == 0)
             drained_at = now;
         /* a short grace after the last answer lets its bytes reach the socket */
         if ((drained_at != 0 && now - drained_at >= 100) || now >= deadline)
@@ -492,7 +507,8 @@ static void *worker_main(void *arg)
     sk_accesslog_flush(1);
     if (w->inflight != 0)
         sk_log(SK_LOG_WARN, "event=shutdown_timeout worker=%d inflight=%zu", w->index, w->inflight);
-    sk_dashboard_worker_dispose(w);
+    for (int i = 0; i < srv->nhooks; i++)
+        srv->hooks[i]->dispose(w);
     sk_store_worker_close(w->store);
     w->store = NULL;
     /* the context and loop are not disposed: h2o 2.2.5 asserts that no connection is left,

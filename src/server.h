@@ -46,8 +46,20 @@ struct sk_worker_s {
     pthread_t tid;
 };
 
+/* What a module that keeps per-worker state (the dashboard's event streams) gives the server:
+ * called on the worker's thread. */
+typedef struct sk_worker_hooks_s {
+    void (*stop)(sk_worker_t *w);    /* the worker is stopping: end what would never end by itself */
+    size_t (*open)(sk_worker_t *w);  /* what is still open: the worker waits for 0 before exiting */
+    void (*dispose)(sk_worker_t *w); /* the worker is exiting */
+} sk_worker_hooks_t;
+
+#define SK_WORKER_HOOKS_MAX 4
+
 struct sk_server_s {
     sk_config_t *cfg;
+    const sk_worker_hooks_t *hooks[SK_WORKER_HOOKS_MAX]; /* registered before the workers start */
+    int nhooks;
     sk_store_t *store;
     sk_ratelimit_t *ratelimit;       /* NULL when off */
     h2o_globalconf_t globalconf;
@@ -85,5 +97,8 @@ int sk_server_run(sk_config_t *cfg);
 
 /* Sets up the HTTP handlers on the server's host configurations (api.c). */
 void sk_api_register(sk_server_t *srv);
+
+/* Registers per-worker hooks (before the workers start; at most SK_WORKER_HOOKS_MAX). */
+void sk_server_add_worker_hooks(sk_server_t *srv, const sk_worker_hooks_t *hooks);
 
 #endif
