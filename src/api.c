@@ -343,6 +343,155 @@ static void run_events(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
     sk_dashboard_events(worker_of(req), req);
 }
 
+/* ---- the export: GET /v1/sales/{sale}/orders.csv ----
+ * Every order of a sale, however many, as CSV: the store is asked for a page of EXPORT_PAGE orders
+ * at a time, the next page only once h2o has written the previous one (its `proceed`), so memory
+ * stays one page whatever the book's size and a slow client slows only its own export. The first
+ * page decides the status (404 for an unknown sale, 503 ...); a store failure after the headers
+ * went out ends the response abruptly (H2O_SEND_STATE_ERROR: no final chunk), so a client never
+ * takes a cut export for a whole one. The export lives on the heap: a page may still be with the
+ * store when the client goes away (h2o frees the request); the last of the two to let go of it,
+ * the request's pool or the store's answer, frees it. */
+#define EXPORT_PAGE 1000
+
+typedef struct export_s {
+    h2o_generator_t gen; /* first: h2o hands &gen back */
+    sk_store_req_t sreq;
+    h2o_req_t *req; /* NULL once h2o has freed the request */
+    sk_worker_t *worker;
+    sk_buf_t out; /* the page being written */
+    int started;  /* the headers went out */
+    int pending;  /* a page is with the store */
+    int bom;      /* ?bom=1: UTF-8 byte order mark first */
+} export_t;
+
+static void export_next(export_t *x);
+
+static void export_free(export_t *x)
+{
+    sk_store_req_dispose(&x->sreq);
+    sk_buf_dispose(&x->out);
+    free(x);
+}
+
+/* The request's pool is being freed. */
+static void export_req_gone(void *p)
+{
+    export_t *x = *(export_t **)p;
+    x->req = NULL;
+    if (!x->pending)
+        export_free(x);
+}
+
+static void export_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)req;
+    export_next((export_t *)gen);
+}
+
+static void export_stop(h2o_generator_t *gen, h2o_req_t *req)
+{
+    (void)gen;
+    (void)req; /* the pool goes next: export_req_gone */
+}
+
+/* A page from the store. */
+static void export_page(export_t *x)
+{
+    sk_store_req_t *s = &x->sreq;
+    h2o_req_t *req = x->req;
+    if (req == NULL) {
+        export_free(x);
+        return;
+    }
+    if (s->err != 0) {
+        if (x->started)
+            h2o_send(req, NULL, 0, H2O_SEND_STATE_ERROR);
+        else
+            reply_error(req, SK_A_ORDER_EXPORT, s->err, NULL);
+        return;
+    }
+    int64_t now = s->now_ms / 1000;
+    x->out.len = 0;
+    if (!x->started) {
+        static const h2o_iovec_t bom = {H2O_STRLIT("\xef\xbb\xbf")};
+        char disp[SK_SALE_ID_MAX + 48];
+        snprintf(disp, sizeof(disp), "attachment; filename=\"%s-orders.csv\"", s->sale); /* ids need no escape */
+        req->res.status = 200;
+        req->res.reason = "OK";
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       H2O_STRLIT("text/csv; charset=utf-8"));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_DISPOSITION, NULL,
+                       h2o_strdup(&req->pool, disp, SIZE_MAX).base, strlen(disp));
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+        account(req, SK_A_ORDER_EXPORT, 200, NULL);
+        x->started = 1;
+        h2o_start_response(req, &x->gen);
+        if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+            h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+            return;
+        }
+        if (x->bom)
+            sk_buf_append(&x->out, bom.base, bom.len);
+        sk_render_orders_csv_head(&x->out);
+    }
+    sk_render_orders_csv_rows(&x->out, s->orders, s->norders, now);
+    int more = s->more;
+    if (s->norders > 0)
+        s->order_id = s->orders[s->norders - 1].id;
+    sk_store_req_dispose(s);
+    h2o_iovec_t buf = h2o_iovec_init(x->out.p, x->out.len);
+    h2o_send(req, &buf, 1, more ? H2O_SEND_STATE_IN_PROGRESS : H2O_SEND_STATE_FINAL); /* then `proceed` */
+}
+
+static void export_answer(sk_store_req_t *sreq)
+{
+    export_t *x = H2O_STRUCT_FROM_MEMBER(export_t, sreq, sreq);
+    x->pending = 0;
+    x->worker->inflight--;
+    export_page(x);
+}
+
+/* Asks the store for the page after s->order_id. */
+static void export_next(export_t *x)
+{
+    sk_store_req_t *s = &x->sreq;
+    s->op = SK_STORE_ORDER_LIST;
+    s->limit = EXPORT_PAGE;
+    s->more = 0;
+    s->cb = export_answer;
+    int rc = sk_store_submit(x->worker->store, s);
+    if (rc == 0) {
+        x->pending = 1;
+        x->worker->inflight++;
+        return;
+    }
+    if (rc < 0)
+        s->err = rc;
+    export_page(x);
+}
+
+static void run_export(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
+{
+    const char *why;
+    int bom, rc;
+    (void)srv;
+    if ((rc = sk_parse_export_query(m->query.p, m->query.len, &bom, &why)) != 0) {
+        reply_error(req, m->action, rc, why);
+        return;
+    }
+    export_t *x = sk_calloc(1, sizeof(*x));
+    x->gen.proceed = export_proceed;
+    x->gen.stop = export_stop;
+    x->req = req;
+    x->worker = worker_of(req);
+    x->bom = bom;
+    memcpy(x->sreq.sale, m->sale.p, m->sale.len); /* checked by on_req */
+    export_t **slot = h2o_mem_alloc_shared(&req->pool, sizeof(*slot), export_req_gone);
+    *slot = x;
+    export_next(x);
+}
+
 /* ---- the action table ----
  * What each route of router.c (which also says its method, listener and whether it needs the
  * admin token) does: either `run` without the store, or `parse` the request into a store request
@@ -378,6 +527,7 @@ static const action_t ACTIONS[SK_A_COUNT_] = {
                            .render = render_order},
     [SK_A_DASHBOARD] = {.run = run_dashboard},
     [SK_A_EVENTS] = {.run = run_events},
+    [SK_A_ORDER_EXPORT] = {.run = run_export},
 };
 
 /* Sends the answer of a finished store request. */

@@ -341,6 +341,19 @@ static int query_value(const char *q, size_t len, const char *name, const char *
     }
 }
 
+int sk_parse_export_query(const char *q, size_t len, int *bom, const char **why)
+{
+    const char *v;
+    size_t vlen;
+    *bom = 0;
+    if (query_value(q, len, "bom", &v, &vlen)) {
+        if (vlen != 1 || (v[0] != '0' && v[0] != '1'))
+            return fail(why, "bom must be 0 or 1");
+        *bom = v[0] == '1';
+    }
+    return 0;
+}
+
 int sk_parse_list_query(const char *q, size_t len, uint64_t *after, unsigned *limit, const char **why)
 {
     const char *v;

@@ -47,4 +47,8 @@ uint64_t sk_parse_order_id(const char *s, size_t len);
 /* Parses the query string of an order listing: after=ORDER&limit=N (both optional). */
 int sk_parse_list_query(const char *q, size_t len, uint64_t *after, unsigned *limit, const char **why);
 
+/* Parses the query string of an export: bom=0|1 (optional; other parameters are ignored, as in a
+ * listing). */
+int sk_parse_export_query(const char *q, size_t len, int *bom, const char **why);
+
 #endif

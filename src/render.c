@@ -155,15 +155,19 @@ void sk_render_order_list(sk_buf_t *b, const sk_order_t *orders, size_t n, const
         sk_buf_append(b, "],\"next\":null}", 14);
 }
 
+/* A text cell. One that a spreadsheet would run as a formula (its first character one of = + - @,
+ * tab or CR) is neutralised as OWASP recommends ("CSV Injection"): a single quote before it, and
+ * the cell quoted. A reader that wants the value back drops that quote. */
 static void csv_field(sk_buf_t *b, const char *s)
 {
     if (s == NULL)
         return;
-    if (strpbrk(s, ",\"\r\n") == NULL) {
+    int formula = strchr(SK_CSV_FORMULA_FIRST, s[0]) != NULL && s[0] != '\0';
+    if (!formula && strpbrk(s, ",\"\r\n") == NULL) {
         sk_buf_append(b, s, strlen(s));
         return;
     }
-    sk_buf_append(b, "\"", 1);
+    sk_buf_append(b, formula ? "\"'" : "\"", formula ? 2 : 1);
     for (const char *p = s; *p; p++) {
         if (*p == '"')
             sk_buf_append(b, "\"", 1);
@@ -174,10 +178,21 @@ static void csv_field(sk_buf_t *b, const char *s)
 
 void sk_render_orders_csv(sk_buf_t *b, const sk_order_t *orders, size_t n, int64_t now)
 {
-    sk_buf_printf(b, "sale,order,user,qty,status,request_id,created_at,expires_at\r\n");
+    sk_render_orders_csv_head(b);
+    sk_render_orders_csv_rows(b, orders, n, now);
+}
+
+void sk_render_orders_csv_head(sk_buf_t *b)
+{
+    sk_buf_append(b, SK_CSV_ORDERS_HEAD "\r\n", sizeof(SK_CSV_ORDERS_HEAD "\r\n") - 1);
+}
+
+void sk_render_orders_csv_rows(sk_buf_t *b, const sk_order_t *orders, size_t n, int64_t now)
+{
     for (size_t i = 0; i < n; i++) {
         const sk_order_t *o = &orders[i];
-        sk_buf_printf(b, "%s,%llu,", o->sale, (unsigned long long)o->id);
+        csv_field(b, o->sale);
+        sk_buf_printf(b, ",%llu,", (unsigned long long)o->id);
         csv_field(b, o->user);
         sk_buf_printf(b, ",%lld,%s,", (long long)o->qty,
                       sk_order_status_name(sk_order_effective(o->status, o->expires_at, now)));

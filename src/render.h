@@ -25,7 +25,14 @@ void sk_render_order_list(sk_buf_t *b, const sk_order_t *orders, size_t n, const
 
 /* Appends the orders as GET /v1/sales/{sale}/orders sends them with Accept: text/csv: a header
  * line, then one line per order (CRLF), fields quoted per RFC 4180 where they must be; `now`
- * decides the shown status of a held order. */
+ * decides the shown status of a held order. A text cell that starts with one of
+ * SK_CSV_FORMULA_FIRST is written as '"' then a single quote then the cell (OWASP's "CSV
+ * Injection" advice), so that no spreadsheet runs it as a formula. The export
+ * (GET /v1/sales/{sale}/orders.csv) writes the header once and the rows page by page. */
+#define SK_CSV_ORDERS_HEAD "sale,order,user,qty,status,request_id,created_at,expires_at"
+#define SK_CSV_FORMULA_FIRST "=+-@\t\r"
 void sk_render_orders_csv(sk_buf_t *b, const sk_order_t *orders, size_t n, int64_t now);
+void sk_render_orders_csv_head(sk_buf_t *b);
+void sk_render_orders_csv_rows(sk_buf_t *b, const sk_order_t *orders, size_t n, int64_t now);
 
 #endif

@@ -24,6 +24,7 @@ static const shape_t shapes[] = {
     {{"v1", "sales", NULL}, "GET", NULL, {{"GET", SK_A_SALE_LIST, 1}}},
     {{"v1", "sales", "*", NULL}, "GET, PUT", "GET", {{"GET", SK_A_SALE_GET, 0}, {"PUT", SK_A_SALE_PUT, 1}}},
     {{"v1", "sales", "*", "orders", NULL}, "GET, POST", "POST", {{"POST", SK_A_TAKE, 0}, {"GET", SK_A_ORDER_LIST, 1}}},
+    {{"v1", "sales", "*", "orders.csv", NULL}, "GET", NULL, {{"GET", SK_A_ORDER_EXPORT, 1}}},
     {{"v1", "sales", "*", "orders", "*", NULL}, "GET", NULL, {{"GET", SK_A_ORDER_GET, 1}}},
     {{"v1", "sales", "*", "orders", "*", "confirm"}, "POST", NULL, {{"POST", SK_A_ORDER_CONFIRM, 1}}},
     {{"v1", "sales", "*", "orders", "*", "cancel"}, "POST", NULL, {{"POST", SK_A_ORDER_CANCEL, 1}}},
@@ -32,9 +33,9 @@ static const shape_t shapes[] = {
     {{"v1", "events", NULL}, "GET", NULL, {{"GET", SK_A_EVENTS, 1}}},
 };
 
-static const char *const names[SK_A_COUNT_] = {"healthz",   "metrics",    "sale_list",  "sale_put",
-                                               "sale_get",  "take",       "order_list", "order_get",
-                                               "confirm",   "cancel",     "dashboard",  "events"};
+static const char *const names[SK_A_COUNT_] = {"healthz",   "metrics",    "sale_list",   "sale_put", "sale_get",
+                                               "take",      "order_list", "order_get",   "confirm",  "cancel",
+                                               "dashboard", "events",     "order_export"};
 
 #define MAX_SEGS 6
 

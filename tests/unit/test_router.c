@@ -307,7 +307,8 @@ static void action_names(void **state)
     assert_string_equal(sk_action_name(SK_A_EVENTS), "events");
     assert_string_equal(sk_action_name(SK_A_COUNT_), "unknown");
     assert_string_equal(sk_action_name((sk_action_t)-1), "unknown");
-    assert_int_equal(SK_A_COUNT_, 12);
+    assert_int_equal(SK_A_COUNT_, 13);
+    assert_string_equal(sk_action_name(SK_A_ORDER_EXPORT), "order_export");
 }
 
 int main(void)
