@@ -56,8 +56,9 @@ fresh:
 	bash scripts/fresh.sh
 
 # The libFuzzer targets (tests/fuzz/, one per input surface), built once, then each run for
-# FUZZ_SECONDS (or only FUZZ_TARGET: make fuzz FUZZ_TARGET=fuzz_url FUZZ_SECONDS=600). A crash, a
-# failed oracle, a leak or an input slower than 10 s fails. New inputs go to build-fuzz/corpus/;
+# FUZZ_SECONDS, FUZZ_JOBS at a time (default: one per core), by scripts/fuzz.sh (or only
+# FUZZ_TARGET: make fuzz FUZZ_TARGET=fuzz_url FUZZ_SECONDS=600). A crash, a failed oracle, a leak or
+# an input slower than 10 s fails. Logs: build-fuzz/logs/; new inputs: build-fuzz/corpus/;
 # tests/fuzz/corpus/<target> holds the chosen seeds (copy an input worth keeping there by hand).
 FUZZ_TARGETS = fuzz_body fuzz_head fuzz_url fuzz_config fuzz_redis fuzz_rebuild fuzz_writers
 FUZZ_TARGET ?= $(FUZZ_TARGETS)
@@ -66,14 +67,7 @@ FUZZ_ARGS ?=
 fuzz:
 	cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DSK_FUZZ=ON -DSK_SANITIZE=address,undefined
 	$(MAKE) -C build-fuzz -j$$(nproc) $(FUZZ_TARGET)
-	@set -e; for t in $(FUZZ_TARGET); do \
-	  mkdir -p build-fuzz/corpus/$$t; \
-	  dict=; if [ -f tests/fuzz/$$t.dict ]; then dict=-dict=tests/fuzz/$$t.dict; fi; \
-	  echo "== $$t: $(FUZZ_SECONDS) s"; \
-	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1 \
-	    ./build-fuzz/tests/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
-	    $$dict $(FUZZ_ARGS) build-fuzz/corpus/$$t tests/fuzz/corpus/$$t; \
-	done
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_ARGS="$(FUZZ_ARGS)" bash scripts/fuzz.sh $(FUZZ_TARGET)
 
 bench: deps all
 	bash bench/run.sh
