@@ -528,6 +528,7 @@ static const action_t ACTIONS[SK_A_COUNT_] = {
     [SK_A_DASHBOARD] = {.run = run_dashboard},
     [SK_A_EVENTS] = {.run = run_events},
     [SK_A_ORDER_EXPORT] = {.run = run_export},
+    [SK_A_SALE_DELETE] = {.op = SK_STORE_SALE_DELETE, .render = render_sale},
 };
 
 /* Sends the answer of a finished store request. */

@@ -22,7 +22,10 @@ static const shape_t shapes[] = {
     {{"healthz", NULL}, "GET", "GET", {{"GET", SK_A_HEALTHZ, 0}}},
     {{"metrics", NULL}, "GET", NULL, {{"GET", SK_A_METRICS, 1}}},
     {{"v1", "sales", NULL}, "GET", NULL, {{"GET", SK_A_SALE_LIST, 1}}},
-    {{"v1", "sales", "*", NULL}, "GET, PUT", "GET", {{"GET", SK_A_SALE_GET, 0}, {"PUT", SK_A_SALE_PUT, 1}}},
+    {{"v1", "sales", "*", NULL},
+     "GET, PUT, DELETE",
+     "GET",
+     {{"GET", SK_A_SALE_GET, 0}, {"PUT", SK_A_SALE_PUT, 1}, {"DELETE", SK_A_SALE_DELETE, 1}}},
     {{"v1", "sales", "*", "orders", NULL}, "GET, POST", "POST", {{"POST", SK_A_TAKE, 0}, {"GET", SK_A_ORDER_LIST, 1}}},
     {{"v1", "sales", "*", "orders.csv", NULL}, "GET", NULL, {{"GET", SK_A_ORDER_EXPORT, 1}}},
     {{"v1", "sales", "*", "orders", "*", NULL}, "GET", NULL, {{"GET", SK_A_ORDER_GET, 1}}},
@@ -33,9 +36,9 @@ static const shape_t shapes[] = {
     {{"v1", "events", NULL}, "GET", NULL, {{"GET", SK_A_EVENTS, 1}}},
 };
 
-static const char *const names[SK_A_COUNT_] = {"healthz",   "metrics",    "sale_list",   "sale_put", "sale_get",
-                                               "take",      "order_list", "order_get",   "confirm",  "cancel",
-                                               "dashboard", "events",     "order_export"};
+static const char *const names[SK_A_COUNT_] = {"healthz",   "metrics",    "sale_list",    "sale_put",   "sale_get",
+                                               "take",      "order_list", "order_get",    "confirm",    "cancel",
+                                               "dashboard", "events",     "order_export", "sale_delete"};
 
 #define MAX_SEGS 6
 

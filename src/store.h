@@ -49,6 +49,7 @@ typedef enum sk_store_op_e {
     SK_STORE_ORDER_GET,
     SK_STORE_ORDER_LIST,
     SK_STORE_ORDER_CHANGE, /* req->change: SK_OP_CONFIRM_ORDER or SK_OP_CANCEL_ORDER */
+    SK_STORE_SALE_DELETE,  /* an ended sale without held orders: req->view is the sale as it was */
 } sk_store_op_t;
 
 typedef struct sk_order_s {

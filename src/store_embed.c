@@ -80,6 +80,9 @@ typedef struct esale_s {
     _Atomic int64_t lowering; /* units taken out of avail by a stock decrease not yet durable */
     _Atomic int64_t held;
     uint64_t next_id;         /* the committer's: ids are drawn in commit order */
+    int deleted;              /* the committer's: deleted, waiting for the workers to let go */
+    uint64_t retire;          /* the epoch of its deletion (see reclaim) */
+    struct esale_s *limbo;    /* the committer's list of deleted sales not yet freed */
     stripe_t stripes[NSTRIPES];
 } esale_t;
 
@@ -92,6 +95,8 @@ typedef struct deadline_s {
 
 typedef struct worker_local_s {
     sk_store_worker_t super;
+    _Atomic uint64_t seen;       /* the store's epoch at the end of this worker's last loop turn */
+    struct worker_local_s *next; /* the store's list of workers (wlock) */
     sqlite3 *db; /* read-only connection for order reads */
     sqlite3_stmt *get, *list;
     int wake_committer; /* work was queued during this turn of the loop (embed_worker_flush) */
@@ -109,6 +114,12 @@ typedef struct embed_s {
     struct delayed_s *delayed, **delayed_tail; /* the committer's: takes held by the test hook */
     _Atomic(esale_t *) slots[SALE_SLOTS]; /* open addressing; written by the committer only */
     _Atomic int nsales;
+    /* deleted sales are freed once no worker can hold them (quiescent-state reclamation: a worker
+     * holds a sale only within one turn of its loop, and says so after each turn) */
+    _Atomic uint64_t epoch;
+    pthread_mutex_t wlock;
+    worker_local_t *workers;
+    esale_t *limbo;
     _Atomic int healthy;
 
     /* the committer */
@@ -123,7 +134,11 @@ typedef struct embed_s {
     size_t nheap, capheap;
 } embed_t;
 
-/* ---- sales table: lock-free lookups, inserts by the committer only ---- */
+/* ---- sales table: lock-free lookups, inserts and deletes by the committer only ---- */
+
+/* A deleted sale's slot: lookups go past it, inserts may reuse it. */
+static esale_t tomb_sale;
+#define TOMB (&tomb_sale)
 
 static esale_t *find_sale(embed_t *e, const char *id)
 {
@@ -133,10 +148,17 @@ static esale_t *find_sale(embed_t *e, const char *id)
         esale_t *s = atomic_load_explicit(&e->slots[(h + i) & (SALE_SLOTS - 1)], memory_order_acquire);
         if (s == NULL)
             return NULL;
-        if (strcmp(s->id, id) == 0)
+        if (s != TOMB && strcmp(s->id, id) == 0)
             return s;
     }
     return NULL;
+}
+
+/* A live sale of the table (NULL for an empty or deleted slot). */
+static esale_t *slot_sale(embed_t *e, size_t i)
+{
+    esale_t *s = atomic_load_explicit(&e->slots[i], memory_order_acquire);
+    return s == TOMB ? NULL : s;
 }
 
 static void publish_sale(embed_t *e, esale_t *s)
@@ -144,12 +166,31 @@ static void publish_sale(embed_t *e, esale_t *s)
     uint64_t h = sk_hash(s->id, strlen(s->id));
     for (size_t i = 0;; i++) {
         size_t slot = (h + i) & (SALE_SLOTS - 1);
-        if (atomic_load_explicit(&e->slots[slot], memory_order_relaxed) == NULL) {
+        esale_t *old = atomic_load_explicit(&e->slots[slot], memory_order_relaxed);
+        if (old == NULL || old == TOMB) {
             atomic_store_explicit(&e->slots[slot], s, memory_order_release);
             atomic_fetch_add(&e->nsales, 1);
             return;
         }
     }
+}
+
+/* Takes a sale out of the table; it is freed later (reclaim). */
+static void unpublish_sale(embed_t *e, esale_t *s)
+{
+    uint64_t h = sk_hash(s->id, strlen(s->id));
+    for (size_t i = 0; i < SALE_SLOTS; i++) {
+        size_t slot = (h + i) & (SALE_SLOTS - 1);
+        if (atomic_load_explicit(&e->slots[slot], memory_order_relaxed) == s) {
+            atomic_store_explicit(&e->slots[slot], TOMB, memory_order_release);
+            atomic_fetch_sub(&e->nsales, 1);
+            break;
+        }
+    }
+    s->deleted = 1;
+    s->retire = atomic_fetch_add(&e->epoch, 1) + 1; /* seq_cst: after the slot's store */
+    s->limbo = e->limbo;
+    e->limbo = s;
 }
 
 static esale_t *sale_new(const char *id, const sk_sale_conf_t *c)
@@ -425,6 +466,8 @@ static void embed_worker_flush(sk_store_worker_t *super)
 {
     worker_local_t *w = (worker_local_t *)super;
     embed_t *e = (embed_t *)super->store;
+    /* a quiescent point: this worker holds no sale from here until its next turn */
+    atomic_store_explicit(&w->seen, atomic_load(&e->epoch), memory_order_release);
     if (!w->wake_committer)
         return;
     w->wake_committer = 0;
@@ -558,6 +601,24 @@ static deadline_t heap_pop(embed_t *e)
     if (e->nheap > 0)
         e->heap[i] = last;
     return top;
+}
+
+/* Restores the heap below i (after an entry there was replaced). */
+static void heap_down(embed_t *e, size_t i)
+{
+    deadline_t x = e->heap[i];
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= e->nheap)
+            break;
+        if (c + 1 < e->nheap && e->heap[c + 1].at < e->heap[c].at)
+            c++;
+        if (e->heap[c].at >= x.at)
+            break;
+        e->heap[i] = e->heap[c];
+        i = c;
+    }
+    e->heap[i] = x;
 }
 
 static int exec(sqlite3 *db, const char *sql)
@@ -745,9 +806,11 @@ static void commit_takes(embed_t *e, sk_store_req_t *head, size_t n)
         next = r->next;
         r->next = NULL;
         esale_t *s = r->priv;
-        int rc = r->stamp == atomic_load_explicit(&s->gen, memory_order_relaxed) ? 0 : redecide(r);
+        int rc = s->deleted ? SK_EENDED /* decided before its end, deleted since */
+                 : r->stamp == atomic_load_explicit(&s->gen, memory_order_relaxed) ? 0
+                                                                                   : redecide(r);
         if (rc != 0) {
-            finish_take(e, r, rc, 0);
+            finish_take(e, r, rc, s->deleted && r->stamp != UNDECIDED);
             n--;
             continue;
         }
@@ -835,6 +898,108 @@ static int lowering_begin(esale_t *s, int64_t units)
     return rc;
 }
 
+/* The last order id of a deleted sale id (0 if none, or when it cannot be read: the order book's
+ * primary key then refuses a reused id, and the take fails rather than reuses it). */
+static uint64_t tombstone(embed_t *e, const char *sale)
+{
+    sqlite3_stmt *st = NULL;
+    uint64_t last = 0;
+    if (sqlite3_prepare_v2(e->db, "SELECT last_id FROM tombstones WHERE sale = ?1", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, sale, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int64(st, 0) > 0)
+            last = (uint64_t)sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    return last;
+}
+
+/* DELETE /v1/sales/{sale}: a sale that has ended and holds no held order moves, with its orders,
+ * to the archive tables in one transaction, leaves a tombstone with its last order id, and leaves
+ * the table; its memory is freed once no worker can hold it (reclaim). A take decided before the
+ * end and committed after the delete finds the sale deleted and is refused as ended. */
+static void delete_sale(embed_t *e, sk_store_req_t *req)
+{
+    static const char *const SQL[] = {
+        "INSERT INTO sales_archive(sale, deleted_at, stock, per_user_limit, hold_seconds, starts_at, ends_at)"
+        " SELECT sale, ?2, stock, per_user_limit, hold_seconds, starts_at, ends_at FROM sales WHERE sale = ?1",
+        "INSERT INTO orders_archive(sale, id, user, qty, status, request_id, created_at, expires_at, deleted_at)"
+        " SELECT sale, id, user, qty, status, request_id, created_at, expires_at, ?2 FROM orders WHERE sale = ?1",
+        "DELETE FROM orders WHERE sale = ?1",
+        "DELETE FROM sales WHERE sale = ?1",
+        "INSERT OR REPLACE INTO tombstones(sale, last_id) VALUES(?1, ?3)",
+    };
+    esale_t *s = find_sale(e, req->sale);
+    sk_sale_conf_t conf;
+    int64_t now = req->now_ms / 1000;
+    if (s == NULL) {
+        req->err = SK_ENO_SUCH_SALE;
+        goto out;
+    }
+    sale_conf(s, &conf);
+    if (conf.ends_at == SK_NO_TIME || now < conf.ends_at || atomic_load(&s->held) > 0) {
+        req->err = SK_ESALE_ACTIVE;
+        goto out;
+    }
+    int ok = !e->lost && exec(e->db, "BEGIN") == 0;
+    for (size_t i = 0; ok && i < sizeof(SQL) / sizeof(SQL[0]); i++) {
+        sqlite3_stmt *st = NULL;
+        ok = sqlite3_prepare_v2(e->db, SQL[i], -1, &st, NULL) == SQLITE_OK;
+        if (ok) {
+            sqlite3_bind_text(st, 1, s->id, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, now);
+            sqlite3_bind_int64(st, 3, (sqlite3_int64)(s->next_id - 1));
+            ok = sqlite3_step(st) == SQLITE_DONE;
+        }
+        sqlite3_finalize(st);
+    }
+    if (in_txn(e, ok) != 0) {
+        req->err = SK_EUNAVAILABLE;
+        goto out;
+    }
+    sale_view(s, &req->view);
+    /* deadlines of its orders (confirmed or cancelled since) point at it: drop them */
+    for (size_t i = 0; i < e->nheap;)
+        if (e->heap[i].sale == s)
+            e->heap[i] = e->heap[--e->nheap];
+        else
+            i++;
+    for (size_t i = e->nheap / 2; i-- > 0;)
+        heap_down(e, i);
+    unpublish_sale(e, s);
+out:
+    sk_store_complete(req);
+}
+
+/* Frees the deleted sales that no worker can hold any more: those deleted before every worker's
+ * last quiescent point seen before this turn of the committer took its jobs (`seen`, read then),
+ * once those jobs, which hold every take that could still point at them, are done. */
+static void reclaim(embed_t *e, uint64_t seen)
+{
+    for (esale_t **p = &e->limbo; *p != NULL;) {
+        esale_t *s = *p;
+        if (s->retire <= seen) {
+            *p = s->limbo;
+            sale_free(s);
+        } else {
+            p = &s->limbo;
+        }
+    }
+}
+
+/* The oldest quiescent point of the workers (the current epoch when there is none). */
+static uint64_t workers_seen(embed_t *e)
+{
+    uint64_t min = atomic_load(&e->epoch);
+    pthread_mutex_lock(&e->wlock);
+    for (worker_local_t *w = e->workers; w != NULL; w = w->next) {
+        uint64_t v = atomic_load_explicit(&w->seen, memory_order_acquire);
+        if (v < min)
+            min = v;
+    }
+    pthread_mutex_unlock(&e->wlock);
+    return min;
+}
+
 /* Durable before usable: a new sale is published, and a sale's new settings and added units
  * become visible, only once the change is committed; units taken away by a decrease are set
  * aside before it is written (takes that would need them wait behind it, see stock_answer) and
@@ -856,6 +1021,7 @@ static void put_sale(embed_t *e, sk_store_req_t *req)
             goto out;
         }
         s = sale_new(req->sale, c);
+        s->next_id = tombstone(e, req->sale) + 1; /* a sale id deleted before goes on after its ids */
         publish_sale(e, s);
         req->created = 1;
     } else {
@@ -1112,6 +1278,9 @@ static void *committer_main(void *arg)
             }
             pthread_cond_timedwait(&e->qcond, &e->qlock, &ts);
         }
+        pthread_mutex_unlock(&e->qlock);
+        uint64_t seen = workers_seen(e); /* before the jobs are taken: see reclaim */
+        pthread_mutex_lock(&e->qlock);
         sk_store_req_t *jobs = e->qhead;
         int stop = e->stopping && jobs == NULL && e->delayed == NULL;
         int stopping = e->stopping;
@@ -1147,9 +1316,12 @@ static void *committer_main(void *arg)
             jobs = jobs->next;
             if (job->op == SK_STORE_SALE_PUT)
                 put_sale(e, job);
+            else if (job->op == SK_STORE_SALE_DELETE)
+                delete_sale(e, job);
             else
                 change_order(e, job);
         }
+        reclaim(e, seen);
         expire_due(e, sk_now_ms() / 1000);
         watch(e);
         if (stop)
@@ -1227,7 +1399,7 @@ static int embed_submit(sk_store_worker_t *super, sk_store_req_t *req)
         size_t cap = (size_t)atomic_load(&e->nsales) + 1;
         req->views = sk_malloc(cap * sizeof(*req->views));
         for (size_t i = 0; i < SALE_SLOTS && req->nviews < cap; i++)
-            if ((s = atomic_load_explicit(&e->slots[i], memory_order_acquire)) != NULL)
+            if ((s = slot_sale(e, i)) != NULL)
                 sale_view(s, &req->views[req->nviews++]);
         qsort(req->views, req->nviews, sizeof(*req->views), cmp_view);
         return SK_STORE_DONE;
@@ -1241,6 +1413,7 @@ static int embed_submit(sk_store_worker_t *super, sk_store_req_t *req)
         req->err = req->op == SK_STORE_ORDER_GET ? read_one(w, req) : read_orders(w, req);
         return SK_STORE_DONE;
     case SK_STORE_SALE_PUT:
+    case SK_STORE_SALE_DELETE:
     case SK_STORE_ORDER_CHANGE:
         enqueue(e, req);
         return 0;
@@ -1265,6 +1438,14 @@ static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
 static void embed_worker_close(sk_store_worker_t *super)
 {
     worker_local_t *w = (worker_local_t *)super;
+    embed_t *e = (embed_t *)super->store;
+    pthread_mutex_lock(&e->wlock);
+    for (worker_local_t **p = &e->workers; *p != NULL; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    pthread_mutex_unlock(&e->wlock);
     sqlite3_finalize(w->get);
     sqlite3_finalize(w->list);
     sqlite3_close(w->db);
@@ -1293,6 +1474,11 @@ static int embed_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store
              ORDER_COLS);
     if (prepare(w->db, sql, &w->list) != 0)
         goto prep_fail;
+    atomic_init(&w->seen, atomic_load(&e->epoch));
+    pthread_mutex_lock(&e->wlock);
+    w->next = e->workers;
+    e->workers = w;
+    pthread_mutex_unlock(&e->wlock);
     *out = &w->super;
     return 0;
 prep_fail:
@@ -1311,10 +1497,16 @@ static void embed_free(embed_t *e)
     sqlite3_finalize(e->upd_status);
     sqlite3_close(e->db);
     for (size_t i = 0; i < SALE_SLOTS; i++) {
-        esale_t *s = atomic_load(&e->slots[i]);
+        esale_t *s = slot_sale(e, i);
         if (s != NULL)
             sale_free(s);
     }
+    while (e->limbo != NULL) {
+        esale_t *s = e->limbo;
+        e->limbo = s->limbo;
+        sale_free(s);
+    }
+    pthread_mutex_destroy(&e->wlock);
     /* closed after SQLite's connections: closing a descriptor of the book drops every POSIX lock
      * the process holds on it, SQLite's included */
     if (e->fd >= 0)
@@ -1497,6 +1689,23 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
     sqlite3_finalize(st);
     if (rc != 0)
         return rc;
+
+    /* a sale made again after a delete goes on after the ids of its earlier life */
+    if (prepare(e->db, "SELECT sale, last_id FROM tombstones", &st) != 0)
+        return REFUSE("cannot read the tombstones table: %s", sqlite3_errmsg(e->db));
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(st, 0);
+        esale_t *ts;
+        if (!valid_int(st, 1, 0) || sqlite3_column_int64(st, 1) < 0)
+            rc = REFUSE("tombstone of sale %s: last_id is not a non-negative integer", id ? id : "?");
+        else if (id != NULL && (ts = find_sale(e, id)) != NULL && (uint64_t)sqlite3_column_int64(st, 1) >= ts->next_id)
+            ts->next_id = (uint64_t)sqlite3_column_int64(st, 1) + 1;
+    }
+    if (rc == 0 && step != SQLITE_DONE)
+        rc = REFUSE("cannot read the tombstones table: %s", sqlite3_errmsg(e->db));
+    sqlite3_finalize(st);
+    if (rc != 0)
+        return rc;
     sk_log(SK_LOG_INFO, "event=rebuilt sales=%d orders=%zu ms=%lld", atomic_load(&e->nsales), norders,
            (long long)(sk_mono_ms() - t0));
     return 0;
@@ -1557,6 +1766,8 @@ sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t
     snprintf(e->wal_path, strlen(path) + 5, "%s-wal", path);
     atomic_init(&e->healthy, 1);
     pthread_mutex_init(&e->qlock, NULL);
+    pthread_mutex_init(&e->wlock, NULL);
+    atomic_init(&e->epoch, 0);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&e->qcond, &ca);

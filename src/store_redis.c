@@ -51,19 +51,18 @@
 #define REAP_MAX 1000
 
 /* the scripts, generated from the .lua files of src/lua by cmake/embed.cmake */
-extern const char sk_lua_common[], sk_lua_take[], sk_lua_put[], sk_lua_view[], sk_lua_order[],
-    sk_lua_orders[], sk_lua_change[], sk_lua_reap[];
+extern const char sk_lua_common[], sk_lua_take[], sk_lua_put[], sk_lua_view[], sk_lua_order[], sk_lua_orders[],
+    sk_lua_change[], sk_lua_reap[], sk_lua_delete[];
 
-enum script_e { S_TAKE, S_PUT, S_VIEW, S_ORDER, S_ORDERS, S_CHANGE, S_REAP, S_COUNT };
+enum script_e { S_TAKE, S_PUT, S_VIEW, S_ORDER, S_ORDERS, S_CHANGE, S_REAP, S_DELETE, S_COUNT };
 
 static const struct {
     const char *name;
     const char *body;
     int readonly; /* sent with flags=no-writes */
 } SCRIPTS[S_COUNT] = {
-    {"take", sk_lua_take, 0},     {"put", sk_lua_put, 0},       {"view", sk_lua_view, 1},
-    {"order", sk_lua_order, 1},   {"orders", sk_lua_orders, 1}, {"change", sk_lua_change, 0},
-    {"reap", sk_lua_reap, 0},
+    {"take", sk_lua_take, 0},     {"put", sk_lua_put, 0},       {"view", sk_lua_view, 1}, {"order", sk_lua_order, 1},
+    {"orders", sk_lua_orders, 1}, {"change", sk_lua_change, 0}, {"reap", sk_lua_reap, 0}, {"delete", sk_lua_delete, 0},
 };
 
 /* The scripts' result codes and what each answers: one list for C and Lua. load_scripts() writes
@@ -82,7 +81,8 @@ static const struct {
     XX(REUSED, SK_EREQUEST_ID_REUSED)                                                                                  \
     XX(BELOW_TAKEN, SK_ESTOCK_BELOW_TAKEN)                                                                             \
     XX(NOT_HELD, SK_EORDER_NOT_HELD)                                                                                   \
-    XX(CREATED, 0)
+    XX(CREATED, 0)                                                                                                     \
+    XX(ACTIVE, SK_ESALE_ACTIVE)
 
 enum rcode_e {
 #define XX(name, err) RC_##name,
@@ -111,6 +111,7 @@ static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":ri
 #define NKEYS (sizeof(KEY_SUFFIX) / sizeof(KEY_SUFFIX[0]))
 static const char SALES_KEY[] = "sk:sales";     /* set of every sale id */
 static const char HOLDING_KEY[] = "sk:holding"; /* set of sales that ever had hold_seconds > 0 */
+static const char TOMBSTONES_KEY[] = "sk:tombstones"; /* hash: deleted sale id -> its last order id */
 
 typedef struct redis_s {
     sk_store_t super;
@@ -164,6 +165,7 @@ typedef enum cmd_type_e {
     C_ORDER,
     C_ORDERS,
     C_CHANGE,       /* confirm / cancel */
+    C_DELETE,       /* sale delete */
     C_REAP_MEMBERS, /* reaper: SMEMBERS sk:holding, then ... */
     C_REAP,         /* ... one reap per sale */
 } cmd_type_t;
@@ -301,11 +303,19 @@ static int cmd_send_script(cmd_t *cmd)
     return sk_redis_send_script(&cmd->w->conn, &cmd->super);
 }
 
-static void args_keys(sk_redis_argv_t *a, const char *sale)
+/* The sale's keys, then `extra` global ones (declared as KEYS too, so that Redis knows them). */
+static void args_keys_and(sk_redis_argv_t *a, const char *sale, const char *const *extra, size_t nextra)
 {
-    sk_redis_arg_u(a, NKEYS);
+    sk_redis_arg_u(a, NKEYS + nextra);
     for (size_t i = 0; i < NKEYS; i++)
         sk_redis_arg_printf(a, "sk:{%s}%s", sale, KEY_SUFFIX[i]);
+    for (size_t i = 0; i < nextra; i++)
+        sk_redis_arg_s(a, extra[i]);
+}
+
+static void args_keys(sk_redis_argv_t *a, const char *sale)
+{
+    args_keys_and(a, sale, NULL, 0);
 }
 
 static void args_time(sk_redis_argv_t *a, int64_t t)
@@ -337,14 +347,23 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
     case C_LIST_VIEW:
         args_keys(a, cmd->sale);
         return;
-    case C_PUT:
-        args_keys(a, req->sale);
+    case C_PUT: {
+        static const char *const extra[] = {TOMBSTONES_KEY};
+        args_keys_and(a, req->sale, extra, 1);
         sk_redis_arg_i(a, req->conf.stock);
         sk_redis_arg_i(a, req->conf.per_user_limit);
         sk_redis_arg_i(a, req->conf.hold_seconds);
         args_time(a, req->conf.starts_at);
         args_time(a, req->conf.ends_at);
+        sk_redis_arg_s(a, req->sale);
         return;
+    }
+    case C_DELETE: {
+        static const char *const extra[] = {SALES_KEY, HOLDING_KEY, TOMBSTONES_KEY};
+        args_keys_and(a, req->sale, extra, 3);
+        sk_redis_arg_s(a, req->sale);
+        return;
+    }
     case C_ORDER:
         args_keys(a, req->sale);
         sk_redis_arg_u(a, req->order_id);
@@ -719,6 +738,11 @@ static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
             if (parse_view(rep, req->sale, &req->view) != 0)
                 err = SK_EUNAVAILABLE;
             break;
+        case C_DELETE: /* the sale as it was; every worker's cache of it goes */
+            if (parse_view(rep, req->sale, &req->view) != 0)
+                err = SK_EUNAVAILABLE;
+            bump_gen(w->r);
+            break;
         case C_PUT:
             if (req->err != 0) { /* adding it to the sets of sales failed: the outcome is unknown */
                 err = req->err;
@@ -898,6 +922,8 @@ static int redis_submit(sk_store_worker_t *super, sk_store_req_t *req)
         return submit_script(w, req, C_ORDERS, S_ORDERS);
     case SK_STORE_ORDER_CHANGE:
         return submit_script(w, req, C_CHANGE, S_CHANGE);
+    case SK_STORE_SALE_DELETE:
+        return submit_script(w, req, C_DELETE, S_DELETE);
     default:
         return SK_EINTERNAL;
     }

@@ -22,3 +22,28 @@ CREATE TABLE IF NOT EXISTS orders(
   PRIMARY KEY(sale, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+-- Deleted sales (DELETE /v1/sales/{sale}) and their orders, moved here in the deleting
+-- transaction, for the shop's records; the server never reads them back.
+CREATE TABLE IF NOT EXISTS sales_archive(
+  sale TEXT NOT NULL,
+  deleted_at INTEGER NOT NULL,
+  stock INTEGER NOT NULL,
+  per_user_limit INTEGER NOT NULL,
+  hold_seconds INTEGER NOT NULL,
+  starts_at INTEGER,
+  ends_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS orders_archive(
+  sale TEXT NOT NULL,
+  id INTEGER NOT NULL,
+  user TEXT,
+  qty INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  request_id TEXT,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER,
+  deleted_at INTEGER NOT NULL,
+  PRIMARY KEY(sale, id)             -- ids are never reused, a sale id's next life included
+) WITHOUT ROWID;
+-- The last order id of each deleted sale id: a sale made again under that id goes on after it.
+CREATE TABLE IF NOT EXISTS tombstones(sale TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;

@@ -47,6 +47,7 @@ enum {
     BELOW_TAKEN,
     NOT_HELD,
     CREATED,
+    ACTIVE,
     NCODES
 };
 
@@ -244,7 +245,8 @@ static int code_err(long long c)
                                      SK_EREQUEST_ID_REUSED,
                                      SK_ESTOCK_BELOW_TAKEN,
                                      SK_EORDER_NOT_HELD,
-                                     0};
+                                     0,
+                                     SK_ESALE_ACTIVE};
     return c >= 0 && c < NCODES ? errs[c] : SK_EUNAVAILABLE;
 }
 

@@ -31,6 +31,7 @@ static const expect_t expected[] = {
     {SK_EREQUEST_ID_REUSED, 409, "request_id_reused"},
     {SK_ESTOCK_BELOW_TAKEN, 409, "stock_below_taken"},
     {SK_EORDER_NOT_HELD, 409, "order_not_held"},
+    {SK_ESALE_ACTIVE, 409, "sale_active"},
     {SK_EBODY_TOO_LARGE, 413, "body_too_large"},
     {SK_EHEAD_TOO_LARGE, 431, "head_too_large"},
     {SK_ERATE_LIMITED, 429, "rate_limited"},
@@ -58,7 +59,7 @@ static void table_size(void **state)
 {
     (void)state;
     assert_int_equal(SK_ERR_COUNT, NEXPECTED);
-    assert_int_equal(SK_ERR_COUNT, 19);
+    assert_int_equal(SK_ERR_COUNT, 20);
 }
 
 static void codes_are_distinct(void **state)

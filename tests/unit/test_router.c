@@ -69,9 +69,9 @@ static const route_t routes[] = {
     NA(ADM, "POST", "/metrics", "GET", NULL, NULL),
     NA(ADM, "POST", "/v1/sales", "GET", NULL, NULL),
     NA(ADM, "PUT", "/v1/sales", "GET", NULL, NULL),
-    NA(ADM, "POST", "/v1/sales/s1", "GET, PUT", "s1", NULL),
-    NA(ADM, "DELETE", "/v1/sales/s1", "GET, PUT", "s1", NULL),
-    NA(ADM, "PATCH", "/v1/sales/s1", "GET, PUT", "s1", NULL),
+    NA(ADM, "POST", "/v1/sales/s1", "GET, PUT, DELETE", "s1", NULL),
+    OK(ADM, "DELETE", "/v1/sales/s1", SK_A_SALE_DELETE, "s1", NULL, NULL),
+    NA(ADM, "PATCH", "/v1/sales/s1", "GET, PUT, DELETE", "s1", NULL),
     NA(ADM, "PUT", "/v1/sales/s1/orders", "GET, POST", "s1", NULL),
     NA(ADM, "DELETE", "/v1/sales/s1/orders", "GET, POST", "s1", NULL),
     NA(ADM, "POST", "/v1/sales/s1/orders/17", "GET", "s1", "17"),
@@ -85,7 +85,7 @@ static const route_t routes[] = {
     NA(ADM, "GETS", "/healthz", "GET", NULL, NULL),
     NA(ADM, "GE", "/healthz", "GET", NULL, NULL),
     NA(ADM, "", "/healthz", "GET", NULL, NULL),
-    NA(ADM, "OPTIONS", "/v1/sales/s1", "GET, PUT", "s1", NULL),
+    NA(ADM, "OPTIONS", "/v1/sales/s1", "GET, PUT, DELETE", "s1", NULL),
     NA(ADM, "POST", "/", "GET", NULL, NULL),
     NA(ADM, "PUT", "/?x", "GET", NULL, NULL),
     NA(ADM, "POST", "/v1/events", "GET", NULL, NULL),
@@ -115,7 +115,8 @@ static const route_t routes[] = {
     /* public listener: an admin route (method + path) does not exist there (404, API.md); a
      * public path with an unknown method is 405, and Allow names only the public methods */
     NF(PUB, "PUT", "/v1/sales/s1"),
-    NA(PUB, "DELETE", "/v1/sales/s1", "GET", "s1", NULL),
+    NF(PUB, "DELETE", "/v1/sales/s1"),
+    NA(PUB, "PATCH", "/v1/sales/s1", "GET", "s1", NULL),
     NF(PUB, "GET", "/v1/sales/s1/orders"),
     NA(PUB, "HEAD", "/v1/sales/s1/orders", "POST", "s1", NULL),
     NA(PUB, "PUT", "/v1/sales/s1/orders", "POST", "s1", NULL),
@@ -288,6 +289,8 @@ static void action_admin_flags(void **state)
     assert_int_equal(sk_action_is_admin(SK_A_ORDER_CANCEL), 1);
     assert_int_equal(sk_action_is_admin(SK_A_DASHBOARD), 0); /* the page holds no data */
     assert_int_equal(sk_action_is_admin(SK_A_EVENTS), 1);
+    assert_int_equal(sk_action_is_admin(SK_A_ORDER_EXPORT), 1);
+    assert_int_equal(sk_action_is_admin(SK_A_SALE_DELETE), 1);
 }
 
 static void action_names(void **state)
@@ -307,7 +310,8 @@ static void action_names(void **state)
     assert_string_equal(sk_action_name(SK_A_EVENTS), "events");
     assert_string_equal(sk_action_name(SK_A_COUNT_), "unknown");
     assert_string_equal(sk_action_name((sk_action_t)-1), "unknown");
-    assert_int_equal(SK_A_COUNT_, 13);
+    assert_int_equal(SK_A_COUNT_, 14);
+    assert_string_equal(sk_action_name(SK_A_SALE_DELETE), "sale_delete");
     assert_string_equal(sk_action_name(SK_A_ORDER_EXPORT), "order_export");
 }
 

@@ -181,7 +181,7 @@ static void take_init(sk_store_req_t *r, const char *sale, const char *user, int
 {
     memset(r, 0, sizeof(*r));
     r->op = SK_STORE_TAKE;
-    snprintf(r->sale, sizeof(r->sale), "%s", sale);
+    snprintf(r->sale, sizeof(r->sale), "%.*s", SK_SALE_ID_MAX, sale);
     r->user = user;
     r->user_len = user ? strlen(user) : 0;
     r->qty = qty;
@@ -662,6 +662,165 @@ static void reopen(void **state)
     sk_order_dispose(&o);
 }
 
+static int del(fx_t *f, const char *sale, sk_sale_view_t *v)
+{
+    sk_store_req_t r = {.op = SK_STORE_SALE_DELETE};
+    snprintf(r.sale, sizeof(r.sale), "%s", sale);
+    int err = run1(f, &r);
+    if (v != NULL)
+        *v = r.view;
+    sk_store_req_dispose(&r);
+    return err;
+}
+
+/* Keys of a sale left in Redis (SCAN sk:{SALE}*), or rows of it in the order book's live tables. */
+static long leftovers(fx_t *f, const char *sale)
+{
+    long n = 0;
+    if (backend->redis) {
+        redisContext *c = redisConnect("127.0.0.1", redis_port);
+        assert_true(c != NULL && c->err == 0);
+        char cursor[32] = "0";
+        do {
+            redisReply *rep = redisCommand(c, "SCAN %s MATCH sk:{%s}* COUNT 1000", cursor, sale);
+            assert_true(rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2);
+            snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+            n += (long)rep->element[1]->elements;
+            freeReplyObject(rep);
+        } while (strcmp(cursor, "0") != 0);
+        redisReply *rep = redisCommand(c, "SISMEMBER sk:sales %s", sale);
+        n += rep->integer;
+        freeReplyObject(rep);
+        redisFree(c);
+        return n;
+    }
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT (SELECT count(*) FROM sales WHERE sale = ?1) +"
+                                        " (SELECT count(*) FROM orders WHERE sale = ?1)",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(st, 1, sale, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* A sale is deleted once it has ended and holds no held order: every trace of it goes from the
+ * live data, and a sale made again under its id goes on after its order ids, also after a
+ * restart. */
+static void delete_sale(void **state)
+{
+    fx_t *f = *state;
+    char s[SK_SALE_ID_MAX + 1];
+    sk_sale_view_t v;
+    sk_order_t a, o;
+    sk_sale_conf_t c = conf_of(5, 0, 600);
+    new_sale(f, s);
+    assert_int_equal(del(f, s, NULL), SK_ENO_SUCH_SALE);
+    put_ok(f, s, c);
+    assert_int_equal(take(f, s, "alice", 2, "r-a", &a, NULL), 0);
+    assert_int_equal(take(f, s, "bob", 1, NULL, &o, NULL), 0);
+    assert_int_equal(change(f, s, o.id, SK_OP_CONFIRM_ORDER, NULL), 0);
+    sk_order_dispose(&o);
+    assert_int_equal(del(f, s, NULL), SK_ESALE_ACTIVE); /* no end */
+    c.ends_at = now_s() + 3600;
+    put_ok(f, s, c);
+    assert_int_equal(del(f, s, NULL), SK_ESALE_ACTIVE); /* not ended yet */
+    c.ends_at = now_s();
+    put_ok(f, s, c);
+    assert_int_equal(del(f, s, NULL), SK_ESALE_ACTIVE); /* alice's order is held */
+    assert_int_equal(change(f, s, a.id, SK_OP_CANCEL_ORDER, NULL), 0);
+    sk_order_dispose(&a);
+    assert_int_equal(del(f, s, &v), 0);
+    assert_string_equal(v.id, s);
+    assert_int_equal(v.sold, 1);
+    assert_int_equal(v.held, 0);
+    assert_int_equal(view(f, s, &v), SK_ENO_SUCH_SALE);
+    assert_int_equal(take(f, s, "carol", 1, NULL, NULL, NULL), SK_ENO_SUCH_SALE);
+    assert_int_equal(change(f, s, 1, GET, NULL), SK_ENO_SUCH_SALE);
+    assert_int_equal(del(f, s, NULL), SK_ENO_SUCH_SALE);
+    sk_store_req_t l = {.op = SK_STORE_SALE_LIST};
+    assert_int_equal(run1(f, &l), 0);
+    assert_int_equal(l.nviews, 0);
+    sk_store_req_dispose(&l);
+    assert_int_equal(leftovers(f, s), 0);
+
+    /* the id again: a new sale, whose order ids go on after the deleted one's (2) */
+    int created = 0;
+    assert_int_equal(put(f, s, conf_of(3, 0, 0), &created), 0);
+    assert_int_equal(created, 1);
+    assert_int_equal(take(f, s, "alice", 1, "r-a", &o, &created), 0);
+    assert_int_equal(created, 1); /* the request id died with its sale */
+    assert_int_equal(o.id, 3);
+    sk_order_dispose(&o);
+    close_store(f);
+    open_store(f);
+    assert_int_equal(take(f, s, "dave", 1, NULL, &o, NULL), 0);
+    assert_int_equal(o.id, 4);
+    sk_order_dispose(&o);
+    /* deleted again after a restart, then made again: still no id given twice */
+    c = conf_of(3, 0, 0);
+    c.ends_at = now_s();
+    put_ok(f, s, c);
+    assert_int_equal(del(f, s, NULL), 0);
+    close_store(f);
+    open_store(f);
+    put_ok(f, s, conf_of(3, 0, 0));
+    assert_int_equal(take(f, s, "erin", 1, NULL, &o, NULL), 0);
+    assert_int_equal(o.id, 5);
+    sk_order_dispose(&o);
+}
+
+/* Deleting many sales under takes of others: the table, its memory and the survivors stay
+ * whole (the embedded store frees a deleted sale once no worker can hold it). */
+static void delete_many(void **state)
+{
+    enum { N = 300 };
+    fx_t *f = *state;
+    char keep[SK_SALE_ID_MAX + 1], ids[N][SK_SALE_ID_MAX + 1];
+    new_sale(f, keep);
+    put_ok(f, keep, conf_of(N, 0, 0));
+    for (int i = 0; i < N; i++) {
+        sk_sale_conf_t c = conf_of(1, 0, 0);
+        c.ends_at = now_s() + 3600;
+        new_sale(f, ids[i]);
+        put_ok(f, ids[i], c);
+        assert_int_equal(take(f, ids[i], "u", 1, NULL, NULL, NULL), 0);
+        c.ends_at = now_s();
+        put_ok(f, ids[i], c);
+    }
+    sk_store_req_t *r = calloc(2 * N, sizeof(*r)), *p[2 * N];
+    char users[N][16];
+    for (int i = 0; i < N; i++) {
+        r[2 * i].op = SK_STORE_SALE_DELETE;
+        snprintf(r[2 * i].sale, sizeof(r[2 * i].sale), "%.*s", SK_SALE_ID_MAX, ids[i]);
+        snprintf(users[i], sizeof(users[i]), "k%d", i);
+        take_init(&r[2 * i + 1], keep, users[i], 1, NULL);
+        p[2 * i] = &r[2 * i];
+        p[2 * i + 1] = &r[2 * i + 1];
+    }
+    run_n(f, p, 2 * N);
+    for (int i = 0; i < 2 * N; i++) {
+        assert_int_equal(r[i].err, 0);
+        sk_store_req_dispose(&r[i]);
+    }
+    free(r);
+    sk_sale_view_t v;
+    assert_int_equal(view(f, keep, &v), 0);
+    assert_int_equal(v.sold, N);
+    sk_store_req_t l = {.op = SK_STORE_SALE_LIST};
+    assert_int_equal(run1(f, &l), 0);
+    assert_int_equal(l.nviews, 1);
+    sk_store_req_dispose(&l);
+    for (int i = 0; i < N; i += 37)
+        assert_int_equal(view(f, ids[i], &v), SK_ENO_SUCH_SALE);
+}
+
 /* ---- the embedded store's faults ---- */
 
 /* An SQLite VFS over the default one whose xSync fails while fail_sync is set. */
@@ -948,7 +1107,9 @@ static void redis_deadline(void **state)
         cmocka_unit_test_setup_teardown(holds, setup, teardown),                                                       \
         cmocka_unit_test_setup_teardown(hold_expiry, setup, teardown),                                                 \
         cmocka_unit_test_setup_teardown(order_list, setup, teardown),                                                  \
-        cmocka_unit_test_setup_teardown(reopen, setup, teardown)
+        cmocka_unit_test_setup_teardown(reopen, setup, teardown),                                                      \
+        cmocka_unit_test_setup_teardown(delete_sale, setup, teardown),                                                 \
+        cmocka_unit_test_setup_teardown(delete_many, setup, teardown)
 
 int main(void)
 {
