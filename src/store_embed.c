@@ -975,15 +975,19 @@ out:
  * once those jobs, which hold every take that could still point at them, are done. */
 static void reclaim(embed_t *e, uint64_t seen)
 {
+    size_t n = 0;
     for (esale_t **p = &e->limbo; *p != NULL;) {
         esale_t *s = *p;
         if (s->retire <= seen) {
             *p = s->limbo;
             sale_free(s);
+            n++;
         } else {
             p = &s->limbo;
         }
     }
+    if (n > 0)
+        sk_log(SK_LOG_DEBUG, "event=sales_freed count=%zu", n);
 }
 
 /* The oldest quiescent point of the workers (the current epoch when there is none). */
