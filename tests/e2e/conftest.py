@@ -357,7 +357,8 @@ def request(port, method, path, body=None, headers=None, timeout=DEFAULT_TIMEOUT
     """One request. A fresh connection unless `conn` (an http.client.HTTPConnection) is given."""
     data = _encode(body)
     h = {}
-    if data is not None and json_ct:
+    if json_ct and (data is not None or method not in ("GET", "HEAD")):
+        # the admin listener takes a mutating request only as JSON (docs/API.md)
         h["Content-Type"] = "application/json"
     h.update(headers or {})
     own = conn is None
