@@ -317,16 +317,46 @@ static int numeric_date(json_t *v, int64_t *out)
     return -1;
 }
 
-static int sig_ok(const key_t_ *key, const unsigned char *msg, size_t mlen, const unsigned char *sig, size_t slen)
+/* Each thread's own copies of the ring's keyed HMAC contexts: duplicating one per token cost
+ * more than the HMAC itself; a copy is reset (EVP_MAC_init without a key keeps the key) instead. */
+static __thread struct {
+    uint64_t gen;                  /* the ring the copies are of */
+    EVP_MAC_CTX *mac[MAX_KEYS];
+} tl_macs;
+
+static void macs_dispose(void)
+{
+    for (size_t i = 0; i < MAX_KEYS; i++) {
+        EVP_MAC_CTX_free(tl_macs.mac[i]);
+        tl_macs.mac[i] = NULL;
+    }
+    tl_macs.gen = 0;
+}
+
+static EVP_MAC_CTX *thread_mac(const sk_jwt_keys_t *k, const key_t_ *key)
+{
+    size_t i = (size_t)(key - k->keys);
+    if (tl_macs.gen != k->gen) {
+        macs_dispose();
+        tl_macs.gen = k->gen;
+    }
+    if (tl_macs.mac[i] == NULL)
+        tl_macs.mac[i] = EVP_MAC_CTX_dup(key->mac);
+    if (tl_macs.mac[i] == NULL || !EVP_MAC_init(tl_macs.mac[i], NULL, 0, NULL))
+        return NULL;
+    return tl_macs.mac[i];
+}
+
+static int sig_ok(const sk_jwt_keys_t *k, const key_t_ *key, const unsigned char *msg, size_t mlen,
+                  const unsigned char *sig, size_t slen)
 {
     int ok = 0;
     if (key->alg == ALG_HS256) {
         unsigned char mac[EVP_MAX_MD_SIZE];
         size_t maclen = 0;
-        EVP_MAC_CTX *c = EVP_MAC_CTX_dup(key->mac);
+        EVP_MAC_CTX *c = thread_mac(k, key);
         if (c != NULL && EVP_MAC_update(c, msg, mlen) && EVP_MAC_final(c, mac, &maclen, sizeof(mac)))
             ok = maclen == 32 && slen == 32 && CRYPTO_memcmp(mac, sig, 32) == 0;
-        EVP_MAC_CTX_free(c);
         return ok;
     }
     if (slen != 64) /* ES256: R || S, 32 bytes each (RFC 7518 3.4); Ed25519: 64 bytes */
@@ -399,11 +429,224 @@ static int aud_ok(json_t *aud, const char *audience)
     return found;
 }
 
+/* ---- the claims ---- */
+
+static int claims_from_json(json_t *claims, const char *audience, sk_jwt_claims_t *out, const char **why)
+{
+    json_t *v;
+    if ((v = json_object_get(claims, "exp")) == NULL || numeric_date(v, &out->exp) != 0)
+        return fail(why, "the token needs a numeric exp");
+    if (((v = json_object_get(claims, "nbf")) != NULL && numeric_date(v, &out->nbf) != 0) ||
+        ((v = json_object_get(claims, "iat")) != NULL && numeric_date(v, &out->iat) != 0))
+        return fail(why, "the token's nbf and iat must be numeric");
+    if (!aud_ok(json_object_get(claims, "aud"), audience))
+        return fail(why, "the token is not for this audience");
+    v = json_object_get(claims, "sub");
+    if (!json_is_string(v) || !sk_valid_ident(json_string_value(v), json_string_length(v)))
+        return fail(why, "the token's sub must be a user id (1-128 bytes of UTF-8, no control characters)");
+    out->sub_len = json_string_length(v);
+    memcpy(out->sub, json_string_value(v), out->sub_len);
+    out->sub[out->sub_len] = '\0';
+    if ((v = json_object_get(claims, "sale")) != NULL) {
+        if (!json_is_string(v) || !sk_valid_sale_id(json_string_value(v), json_string_length(v)))
+            return fail(why, "the token's sale must be a sale id");
+        memcpy(out->sale, json_string_value(v), json_string_length(v) + 1);
+    }
+    return 0;
+}
+
+int sk_jwt_claims_parse_json(const char *buf, size_t len, const char *audience, sk_jwt_claims_t *out,
+                             const char **why)
+{
+    memset(out, 0, sizeof(*out));
+    out->nbf = out->iat = INT64_MIN;
+    json_t *claims = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
+    if (claims == NULL || !json_is_object(claims)) {
+        json_decref(claims);
+        return fail(why, "the token's claims are not a JSON object");
+    }
+    int rc = claims_from_json(claims, audience, out, why);
+    json_decref(claims);
+    return rc;
+}
+
+static int json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* A string without escapes, control characters or bytes past ASCII, from s[*i] (the opening
+ * quote); *i ends past the closing one. 0, or -1 for anything else. */
+static int plain_string(const char *s, size_t n, size_t *i, const char **p, size_t *len)
+{
+    size_t j = *i + 1;
+    while (j < n && s[j] != '"') {
+        unsigned char c = (unsigned char)s[j];
+        if (c < 0x20 || c >= 0x7f || c == '\\')
+            return -1;
+        j++;
+    }
+    if (j == n)
+        return -1;
+    *p = s + *i + 1;
+    *len = j - *i - 1;
+    *i = j + 1;
+    return 0;
+}
+
+/* The claims a shop issues ({"sub":"...","exp":N,...}: strings without escapes, integers) read
+ * directly: jansson's parse cost more than the rest of a token's check (HMAC included). Returns 1
+ * when it read them (rc in *rc), 0 to leave them to jansson, which stays the authority: whatever
+ * this reads, sk_jwt_claims_parse_json reads the same (fuzz_jwt checks it). */
+static int scan_claims(const char *s, size_t n, const char *audience, sk_jwt_claims_t *out, const char **why, int *rc)
+{
+    enum { SUB, SALE, EXP, NBF, IAT, AUD, NKEYS };
+    static const char *const names[NKEYS] = {"sub", "sale", "exp", "nbf", "iat", "aud"};
+    struct {
+        const char *p;
+        size_t len;
+        int is_int;
+        int64_t v;
+    } val[NKEYS];
+    const char *other[8]; /* keys read and ignored, for duplicates */
+    size_t other_len[8], nother = 0, i = 0;
+    int seen[NKEYS] = {0};
+    while (i < n && json_ws(s[i]))
+        i++;
+    if (i == n || s[i++] != '{')
+        return 0;
+    while (i < n && json_ws(s[i]))
+        i++;
+    if (i < n && s[i] == '}') {
+        i++;
+    } else {
+        for (;;) {
+            const char *kp, *vp = NULL;
+            size_t klen, vlen = 0;
+            int is_int = 0;
+            int64_t v = 0;
+            if (i == n || s[i] != '"' || plain_string(s, n, &i, &kp, &klen) != 0)
+                return 0;
+            while (i < n && json_ws(s[i]))
+                i++;
+            if (i == n || s[i++] != ':')
+                return 0;
+            while (i < n && json_ws(s[i]))
+                i++;
+            if (i < n && s[i] == '"') {
+                if (plain_string(s, n, &i, &vp, &vlen) != 0)
+                    return 0;
+            } else {
+                int neg = i < n && s[i] == '-';
+                size_t d = i + (size_t)neg, e = d;
+                while (e < n && s[e] >= '0' && s[e] <= '9')
+                    e++;
+                /* an integer, no leading zero, 18 digits at most; fractions, exponents, literals,
+                 * arrays and objects are jansson's */
+                if (e == d || e - d > 18 || (s[d] == '0' && e - d > 1) ||
+                    (e < n && (s[e] == '.' || s[e] == 'e' || s[e] == 'E')))
+                    return 0;
+                for (size_t k = d; k < e; k++)
+                    v = v * 10 + (s[k] - '0');
+                v = neg ? -v : v;
+                is_int = 1;
+                i = e;
+            }
+            int k = 0;
+            while (k < NKEYS && !(strlen(names[k]) == klen && memcmp(names[k], kp, klen) == 0))
+                k++;
+            if (k < NKEYS) {
+                if (seen[k]++)
+                    return 0; /* a duplicate: jansson refuses it */
+                val[k].p = vp, val[k].len = vlen, val[k].is_int = is_int, val[k].v = v;
+            } else {
+                if (nother == sizeof(other) / sizeof(other[0]))
+                    return 0;
+                for (size_t o = 0; o < nother; o++)
+                    if (other_len[o] == klen && memcmp(other[o], kp, klen) == 0)
+                        return 0;
+                other[nother] = kp;
+                other_len[nother++] = klen;
+            }
+            while (i < n && json_ws(s[i]))
+                i++;
+            if (i < n && s[i] == ',') {
+                i++;
+                while (i < n && json_ws(s[i]))
+                    i++;
+                continue;
+            }
+            if (i < n && s[i] == '}') {
+                i++;
+                break;
+            }
+            return 0;
+        }
+    }
+    while (i < n && json_ws(s[i]))
+        i++;
+    if (i != n)
+        return 0;
+    /* the rules of claims_from_json, on what was read */
+    *rc = -1;
+    if (!seen[EXP] || !val[EXP].is_int) {
+        *why = "the token needs a numeric exp";
+        return 1;
+    }
+    out->exp = val[EXP].v;
+    if ((seen[NBF] && !val[NBF].is_int) || (seen[IAT] && !val[IAT].is_int)) {
+        *why = "the token's nbf and iat must be numeric";
+        return 1;
+    }
+    if (seen[NBF])
+        out->nbf = val[NBF].v;
+    if (seen[IAT])
+        out->iat = val[IAT].v;
+    if (seen[AUD] ? (val[AUD].is_int || audience == NULL || strlen(audience) != val[AUD].len ||
+                     memcmp(audience, val[AUD].p, val[AUD].len) != 0)
+                  : audience != NULL) {
+        *why = "the token is not for this audience";
+        return 1;
+    }
+    if (!seen[SUB] || val[SUB].is_int || !sk_valid_ident(val[SUB].p, val[SUB].len)) {
+        *why = "the token's sub must be a user id (1-128 bytes of UTF-8, no control characters)";
+        return 1;
+    }
+    memcpy(out->sub, val[SUB].p, val[SUB].len);
+    out->sub[val[SUB].len] = '\0';
+    out->sub_len = val[SUB].len;
+    if (seen[SALE]) {
+        if (val[SALE].is_int || !sk_valid_sale_id(val[SALE].p, val[SALE].len)) {
+            *why = "the token's sale must be a sale id";
+            return 1;
+        }
+        memcpy(out->sale, val[SALE].p, val[SALE].len);
+        out->sale[val[SALE].len] = '\0';
+    }
+    *rc = 0;
+    return 1;
+}
+
+int sk_jwt_claims_parse(const char *buf, size_t len, const char *audience, sk_jwt_claims_t *out, const char **why)
+{
+    int rc;
+    memset(out, 0, sizeof(*out));
+    out->nbf = out->iat = INT64_MIN;
+    if (scan_claims(buf, len, audience, out, why, &rc))
+        return rc;
+    return sk_jwt_claims_parse_json(buf, len, audience, out, why);
+}
+
+/* The last header this thread resolved to a key: a shop's tokens share one header, and its JSON
+ * need not be read again for every token. */
+static __thread struct {
+    uint64_t gen;  /* the ring; 0: none */
+    size_t len, key;
+    char seg[128]; /* the header's base64url bytes */
+} tl_header;
+
 int sk_jwt_verify(const sk_jwt_keys_t *k, const char *tok, size_t len, int64_t now, int64_t leeway,
                   const char *audience, sk_jwt_claims_t *out, const char **why)
 {
     const char *d1, *d2;
-    json_t *hdr = NULL, *claims = NULL, *v;
+    json_t *hdr = NULL;
     const key_t_ *key = NULL;
     unsigned char sig[SK_JWT_MAX];
     long slen;
@@ -414,87 +657,77 @@ int sk_jwt_verify(const sk_jwt_keys_t *k, const char *tok, size_t len, int64_t n
     if ((d1 = memchr(tok, '.', len)) == NULL || (d2 = memchr(d1 + 1, '.', len - (size_t)(d1 + 1 - tok))) == NULL ||
         memchr(d2 + 1, '.', len - (size_t)(d2 + 1 - tok)) != NULL)
         return fail(why, "a token is three base64url parts joined by dots");
-    if ((hdr = decode_json(tok, (size_t)(d1 - tok))) == NULL) {
-        *why = "the token's header is not base64url JSON";
-        goto out;
-    }
-    /* the key first, by kid, then the token's alg must be that key's */
-    json_t *alg = json_object_get(hdr, "alg"), *kid = json_object_get(hdr, "kid");
-    if (!json_is_string(alg) || (kid != NULL && !json_is_string(kid)) || json_object_get(hdr, "crit") != NULL) {
-        *why = "the token's header needs alg, a string kid if any, and no crit";
-        goto out;
-    }
-    const char *kidv = kid ? json_string_value(kid) : "";
-    for (size_t i = 0; i < k->n && key == NULL; i++)
-        if (strcmp(k->keys[i].kid, kidv) == 0 && strcmp(alg_names[k->keys[i].alg], json_string_value(alg)) == 0)
-            key = &k->keys[i];
-    if (key == NULL) {
-        *why = "no key for the token's kid and alg";
-        goto out;
+    size_t hlen = (size_t)(d1 - tok);
+    if (tl_header.gen == k->gen && tl_header.len == hlen && memcmp(tl_header.seg, tok, hlen) == 0) {
+        key = &k->keys[tl_header.key]; /* the same header bytes as the last token's: the same key */
+    } else {
+        if ((hdr = decode_json(tok, hlen)) == NULL) {
+            *why = "the token's header is not base64url JSON";
+            goto out;
+        }
+        /* the key first, by kid, then the token's alg must be that key's */
+        json_t *alg = json_object_get(hdr, "alg"), *kid = json_object_get(hdr, "kid");
+        if (!json_is_string(alg) || (kid != NULL && !json_is_string(kid)) || json_object_get(hdr, "crit") != NULL) {
+            *why = "the token's header needs alg, a string kid if any, and no crit";
+            goto out;
+        }
+        const char *kidv = kid ? json_string_value(kid) : "";
+        for (size_t i = 0; i < k->n && key == NULL; i++)
+            if (strcmp(k->keys[i].kid, kidv) == 0 && strcmp(alg_names[k->keys[i].alg], json_string_value(alg)) == 0)
+                key = &k->keys[i];
+        if (key == NULL) {
+            *why = "no key for the token's kid and alg";
+            goto out;
+        }
+        if (hlen <= sizeof(tl_header.seg)) {
+            memcpy(tl_header.seg, tok, hlen);
+            tl_header.len = hlen;
+            tl_header.gen = k->gen;
+            tl_header.key = (size_t)(key - k->keys);
+        }
     }
     if ((slen = sk_base64url_decode(d2 + 1, len - (size_t)(d2 + 1 - tok), sig)) < 0 ||
-        !sig_ok(key, (const unsigned char *)tok, (size_t)(d2 - tok), sig, (size_t)slen)) {
+        !sig_ok(k, key, (const unsigned char *)tok, (size_t)(d2 - tok), sig, (size_t)slen)) {
         *why = "the token's signature is not valid";
         goto out;
     }
     /* signed by us: now its claims */
-    if ((claims = decode_json(d1 + 1, (size_t)(d2 - d1 - 1))) == NULL) {
-        *why = "the token's claims are not base64url JSON";
-        goto out;
-    }
-    memset(out, 0, sizeof(*out));
-    out->nbf = out->iat = INT64_MIN;
-    if ((v = json_object_get(claims, "exp")) == NULL || numeric_date(v, &out->exp) != 0) {
-        *why = "the token needs a numeric exp";
-        goto out;
-    }
-    if (((v = json_object_get(claims, "nbf")) != NULL && numeric_date(v, &out->nbf) != 0) ||
-        ((v = json_object_get(claims, "iat")) != NULL && numeric_date(v, &out->iat) != 0)) {
-        *why = "the token's nbf and iat must be numeric";
-        goto out;
-    }
-    if (!aud_ok(json_object_get(claims, "aud"), audience)) {
-        *why = "the token is not for this audience";
-        goto out;
-    }
-    v = json_object_get(claims, "sub");
-    if (!json_is_string(v) || !sk_valid_ident(json_string_value(v), json_string_length(v))) {
-        *why = "the token's sub must be a user id (1-128 bytes of UTF-8, no control characters)";
-        goto out;
-    }
-    out->sub_len = json_string_length(v);
-    memcpy(out->sub, json_string_value(v), out->sub_len);
-    out->sub[out->sub_len] = '\0';
-    if ((v = json_object_get(claims, "sale")) != NULL) {
-        if (!json_is_string(v) || !sk_valid_sale_id(json_string_value(v), json_string_length(v))) {
-            *why = "the token's sale must be a sale id";
+    {
+        unsigned char buf[SK_JWT_MAX];
+        size_t clen = (size_t)(d2 - d1 - 1);
+        long n = clen > 0 ? sk_base64url_decode(d1 + 1, clen, buf) : -1;
+        if (n <= 0) {
+            *why = "the token's claims are not base64url JSON";
             goto out;
         }
-        memcpy(out->sale, json_string_value(v), json_string_length(v) + 1);
+        if (sk_jwt_claims_parse((const char *)buf, (size_t)n, audience, out, why) != 0)
+            goto out;
     }
     if (times_ok(out, now, leeway, why) != 0)
         goto out;
     rc = 0;
 out:
     json_decref(hdr);
-    json_decref(claims);
     return rc;
 }
 
 /* ---- the cache of verified tokens, one per thread ---- */
 
-#define CACHE_SETS 2048 /* entries: a power of two; a new token replaces what its slot held */
+#define CACHE_SETS 2048 /* sets of CACHE_WAYS entries: 8,192 tokens per thread */
+#define CACHE_WAYS 4
 #define CACHE_TOKEN_MAX 1024
 
 typedef struct centry_s {
     uint64_t hash;     /* 0: empty */
     uint64_t gen;      /* the ring it passed */
-    size_t len;
-    char *tok;         /* CACHE_TOKEN_MAX bytes, allocated once */
+    uint64_t used;     /* the thread's use count when last hit: the least recent is replaced */
+    size_t len, cap;
+    char *tok;         /* the token's bytes (cap allocated) */
     sk_jwt_claims_t claims;
 } centry_t;
 
 static __thread centry_t *tl_cache;
+static __thread uint64_t tl_uses;
 
 int sk_jwt_verify_cached(const sk_jwt_keys_t *k, const char *tok, size_t len, int64_t now, int64_t leeway,
                          const char *audience, sk_jwt_claims_t *out, const char **why)
@@ -503,29 +736,42 @@ int sk_jwt_verify_cached(const sk_jwt_keys_t *k, const char *tok, size_t len, in
         return sk_jwt_verify(k, tok, len, now, leeway, audience, out, why);
     uint64_t h = sk_hash(tok, len) | 1;
     if (tl_cache == NULL)
-        tl_cache = sk_calloc(CACHE_SETS, sizeof(*tl_cache));
-    centry_t *e = &tl_cache[h & (CACHE_SETS - 1)];
-    if (e->hash == h && e->gen == k->gen && e->len == len && memcmp(e->tok, tok, len) == 0) {
-        *out = e->claims;
-        return times_ok(out, now, leeway, why);
+        tl_cache = sk_calloc(CACHE_SETS * CACHE_WAYS, sizeof(*tl_cache));
+    centry_t *set = &tl_cache[(h >> 8) % CACHE_SETS * CACHE_WAYS], *old = set;
+    tl_uses++;
+    for (int i = 0; i < CACHE_WAYS; i++) {
+        centry_t *e = &set[i];
+        if (e->hash == h && e->gen == k->gen && e->len == len && memcmp(e->tok, tok, len) == 0) {
+            e->used = tl_uses;
+            *out = e->claims;
+            return times_ok(out, now, leeway, why);
+        }
+        if (e->used < old->used)
+            old = e;
     }
     if (sk_jwt_verify(k, tok, len, now, leeway, audience, out, why) != 0)
         return -1;
-    if (e->tok == NULL)
-        e->tok = sk_malloc(CACHE_TOKEN_MAX);
-    e->hash = h;
-    e->gen = k->gen;
-    e->len = len;
-    memcpy(e->tok, tok, len);
-    e->claims = *out;
+    if (old->cap < len) {
+        free(old->tok);
+        old->cap = len < 256 ? 256 : len;
+        old->tok = sk_malloc(old->cap);
+    }
+    old->hash = h;
+    old->gen = k->gen;
+    old->used = tl_uses;
+    old->len = len;
+    memcpy(old->tok, tok, len);
+    old->claims = *out;
     return 0;
 }
 
 void sk_jwt_cache_dispose(void)
 {
+    macs_dispose();
+    tl_header.gen = 0;
     if (tl_cache == NULL)
         return;
-    for (size_t i = 0; i < CACHE_SETS; i++)
+    for (size_t i = 0; i < CACHE_SETS * CACHE_WAYS; i++)
         free(tl_cache[i].tok);
     free(tl_cache);
     tl_cache = NULL;

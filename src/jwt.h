@@ -59,6 +59,14 @@ int sk_jwt_verify(const sk_jwt_keys_t *k, const char *tok, size_t len, int64_t n
 int sk_jwt_verify_cached(const sk_jwt_keys_t *k, const char *tok, size_t len, int64_t now, int64_t leeway,
                          const char *audience, sk_jwt_claims_t *out, const char **why);
 
+/* Reads a token's claims (JSON, decoded from base64url) and checks all but the times: exp
+ * (required) and nbf, iat numeric, aud, sub, sale, as sk_jwt_verify says. The usual shapes
+ * (strings without escapes, integers) are read directly; all else by jansson, the reference
+ * (sk_jwt_claims_parse_json). Returns 0 with *out filled, or -1 with *why. */
+int sk_jwt_claims_parse(const char *buf, size_t len, const char *audience, sk_jwt_claims_t *out, const char **why);
+int sk_jwt_claims_parse_json(const char *buf, size_t len, const char *audience, sk_jwt_claims_t *out,
+                             const char **why);
+
 /* Frees this thread's cache (a worker thread, as it ends). */
 void sk_jwt_cache_dispose(void);
 

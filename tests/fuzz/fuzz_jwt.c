@@ -9,7 +9,9 @@
  * (EVP_Q_mac, a fresh public key, OpenSSL's own base64 decoder), finds valid over its first two
  * parts for one of the ring's keys, a sub that is a valid user id and an exp not past now plus
  * the leeway: a token whose signature is not valid is never accepted. The cached path gives the
- * same answer twice. A token built with the defaults and left intact is accepted. */
+ * same answer twice. A token built with the defaults and left intact is accepted. The claims'
+ * direct scan (sk_jwt_claims_parse) reads what jansson reads (sk_jwt_claims_parse_json), for the
+ * claims built and for the raw input as claims. */
 #include <openssl/core_names.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
@@ -197,6 +199,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(tok, f.p, len);
     } else {
         size_t hl = fz_str(&f, hdr, sizeof(hdr)), cl = fz_str(&f, cls, sizeof(cls));
+        hdr[hl] = cls[cl] = '\0';
         intact = hl == 0 && cl == 0 && !(mode & (4 | 8 | 16));
         if (hl == 0)
             hl = (size_t)snprintf(hdr, sizeof(hdr), kids[which] ? "{\"alg\":\"%s\",\"kid\":\"%s\"}" : "{\"alg\":\"%s\"%s}",
@@ -217,6 +220,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (mode & 8) /* bytes after it */
             for (size_t n = fz_u8(&f) % 8 + 1; n > 0; n--)
                 tok[len++] = (char)fz_u8(&f);
+    }
+
+    /* the claims' direct scan against jansson: the claims built above, or the raw input */
+    const char *cj = which ? cls : tok;
+    size_t cjn = which ? strlen(cls) : len;
+    for (int a = 0; a < 2; a++) {
+        sk_jwt_claims_t x, y;
+        const char *wx = NULL, *wy = NULL;
+        int rx = sk_jwt_claims_parse(cj, cjn, a ? "aud1" : NULL, &x, &wx);
+        int ry = sk_jwt_claims_parse_json(cj, cjn, a ? "aud1" : NULL, &y, &wy);
+        CHECK(rx == ry);
+        if (rx == 0)
+            CHECK(strcmp(x.sub, y.sub) == 0 && x.sub_len == y.sub_len && strcmp(x.sale, y.sale) == 0 &&
+                  x.exp == y.exp && x.nbf == y.nbf && x.iat == y.iat);
+        else
+            CHECK(wx != NULL && wy != NULL);
     }
 
     sk_jwt_claims_t c, c2;
