@@ -540,6 +540,12 @@ static int check_rate(sk_server_t *srv, handler_t *h, h2o_req_t *req, int action
 
 /* ---- the admin listener: Host, Content-Type, Origin ---- */
 
+/* Case-insensitive equality of two byte strings (h2o_lcstris lowercases one side only). */
+static int ci_eq(const char *a, size_t an, const char *b, size_t bn)
+{
+    return an == bn && strncasecmp(a, b, an) == 0 && memchr(a, '\0', an) == NULL && memchr(b, '\0', bn) == NULL;
+}
+
 int sk_api_host_allowed(const char *authority, size_t len, char *const *hosts, size_t nhosts)
 {
     size_t n = len;
@@ -548,7 +554,7 @@ int sk_api_host_allowed(const char *authority, size_t len, char *const *hosts, s
         if (rb == NULL)
             return 0;
         n = (size_t)(rb - authority) + 1;
-        if (n != len && (authority[n] != ':' || n + 1 == len))
+        if (n != len && authority[n] != ':')
             return 0;
     } else {
         const char *colon = memchr(authority, ':', len);
@@ -559,7 +565,7 @@ int sk_api_host_allowed(const char *authority, size_t len, char *const *hosts, s
         if (authority[i] < '0' || authority[i] > '9')
             return 0;
     for (size_t i = 0; i < nhosts; i++)
-        if (strcmp(hosts[i], "*") == 0 || h2o_lcstris(authority, n, hosts[i], strlen(hosts[i])))
+        if (strcmp(hosts[i], "*") == 0 || ci_eq(authority, n, hosts[i], strlen(hosts[i])))
             return 1;
     return 0;
 }
@@ -587,8 +593,8 @@ int sk_api_origin_ok(const h2o_req_t *req)
     h2o_iovec_t v = req->headers.entries[i].value, a = req->input.authority;
     for (int s = 0; s < 2; s++) {
         size_t pl = s == 0 ? 7 : 8;
-        if (v.len == pl + a.len && h2o_lcstris(v.base, pl, s == 0 ? "http://" : "https://", pl) &&
-            h2o_lcstris(v.base + pl, a.len, a.base, a.len))
+        if (v.len == pl + a.len && ci_eq(v.base, pl, s == 0 ? "http://" : "https://", pl) &&
+            ci_eq(v.base + pl, a.len, a.base, a.len))
             return 1;
     }
     return 0;

@@ -6,7 +6,8 @@
  * (--max-head-bytes), the admin token (Authorization), the dashboard's ?token= (percent-decoded),
  * Accept (CSV or JSON), the rate limit's client key (X-Forwarded-For, right to left past
  * --trust-proxy or --trusted-proxies), the access log's redaction of the query, and the wire
- * check (sk_api_wire_check: differing Content-Length, CL with TE, TE but chunked, obs-fold).
+ * check (sk_api_wire_check: differing Content-Length, CL with TE, TE but chunked, obs-fold), and
+ * the admin listener's Host, Content-Type and Origin readers.
  *
  * Oracles: each reader against a reference written here from the raw header list (not h2o's),
  * another way; the headers the API does not read (Host, Origin, Content-Type, Referer,
@@ -310,6 +311,92 @@ static int ref_wire_refused(const head_t *hd, int minor)
     return ncl > 0 || minor == 0 || nte > 1 || chunked != 1;
 }
 
+/* ---- the admin listener's readers ---- */
+
+static const char *const ADMIN_HOSTS[] = {"localhost", "127.0.0.1", "[::1]", "Admin.Example"};
+
+static int ref_ci_eq(const char *a, size_t an, const char *b, size_t bn)
+{
+    if (an != bn)
+        return 0;
+    for (size_t i = 0; i < an; i++)
+        if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i]))
+            return 0;
+    return 1;
+}
+
+/* name[:port] (a port is digits, maybe none), or [v6][:port]; the name one of ADMIN_HOSTS. */
+static int ref_host_allowed(const char *v, size_t n)
+{
+    size_t hl;
+    if (n > 0 && v[0] == '[') {
+        const char *rb = memchr(v, ']', n);
+        if (rb == NULL)
+            return 0;
+        hl = (size_t)(rb - v) + 1;
+    } else {
+        hl = 0;
+        while (hl < n && v[hl] != ':')
+            hl++;
+    }
+    if (hl < n) {
+        if (v[hl] != ':')
+            return 0;
+        for (size_t i = hl + 1; i < n; i++)
+            if (!isdigit((unsigned char)v[i]))
+                return 0;
+    }
+    for (size_t i = 0; i < sizeof(ADMIN_HOSTS) / sizeof(ADMIN_HOSTS[0]); i++)
+        if (ref_ci_eq(v, hl, ADMIN_HOSTS[i], strlen(ADMIN_HOSTS[i])))
+            return 1;
+    return 0;
+}
+
+/* One Content-Type, its type/subtype (before any ';', blanks around) application/json. */
+static int ref_json_ctype(const head_t *hd)
+{
+    const struct phr_header *ct = NULL;
+    for (size_t i = 0; i < hd->nh; i++)
+        if (name_is(&hd->h[i], "content-type")) {
+            if (ct != NULL)
+                return 0;
+            ct = &hd->h[i];
+        }
+    if (ct == NULL)
+        return 0;
+    size_t a = 0, z = 0;
+    while (z < ct->value_len && ct->value[z] != ';')
+        z++;
+    while (a < z && (ct->value[a] == ' ' || ct->value[a] == '\t'))
+        a++;
+    while (z > a && (ct->value[z - 1] == ' ' || ct->value[z - 1] == '\t'))
+        z--;
+    return ref_ci_eq(ct->value + a, z - a, "application/json", 16);
+}
+
+/* No Origin, or one that is http:// or https:// and the Host. */
+static int ref_origin_ok(const head_t *hd, const char *host, size_t hlen)
+{
+    const struct phr_header *o = NULL;
+    char want[1200];
+    for (size_t i = 0; i < hd->nh; i++)
+        if (name_is(&hd->h[i], "origin")) {
+            if (o != NULL)
+                return 0;
+            o = &hd->h[i];
+        }
+    if (o == NULL)
+        return 1;
+    if (host == NULL || hlen > 1000)
+        return 0;
+    for (int s = 0; s < 2; s++) {
+        int n = snprintf(want, sizeof(want), "%s://%.*s", s ? "https" : "http", (int)hlen, host);
+        if (ref_ci_eq(o->value, o->value_len, want, (size_t)n))
+            return 1;
+    }
+    return 0;
+}
+
 /* ---- the request as h2o makes it ---- */
 
 /* h2o 2.2.5's init_headers and fixup_request: 0, or -1 where h2o answers 400 itself. `skip`
@@ -396,6 +483,15 @@ static void check_head(const head_t *hd, int admin, int trust, const char *user,
     CHECK(n == ref_rate_key(hd, trust, user, ulen, rkey) && memcmp(key, rkey, n) == 0);
     CHECK(sk_api_rate_key(&bare, tl, trust == 1, user, ulen, bkey) == n && memcmp(bkey, key, n) == 0);
     sk_cidrs_dispose(&trusted);
+
+    /* the admin listener's readers */
+    char *hosts[sizeof(ADMIN_HOSTS) / sizeof(ADMIN_HOSTS[0])];
+    memcpy(hosts, ADMIN_HOSTS, sizeof(hosts));
+    if (req.input.authority.base != NULL)
+        CHECK(sk_api_host_allowed(req.input.authority.base, req.input.authority.len, hosts, 4) ==
+              ref_host_allowed(req.input.authority.base, req.input.authority.len));
+    CHECK(sk_api_json_content_type(&req) == ref_json_ctype(hd));
+    CHECK(sk_api_origin_ok(&req) == ref_origin_ok(hd, req.input.authority.base, req.input.authority.len));
 
     /* and the route, as on_req takes it next */
     sk_match_t m;
