@@ -1,6 +1,8 @@
 /* api.c: the HTTP API of API.md on h2o. One handler per listener (public, admin) checks the
- * limits, routes (router.c), checks the admin token and the rate limit, then runs a thin action:
- * parse (parse.c) -> store (store.h) -> reply. Every error reply comes from the error table
+ * wire (framing two parsers could read differently: 400 and close), the limits, on the admin
+ * listener its Host, Content-Type and Origin, routes (router.c), checks the admin token, the rate
+ * limit and on a take the buyer (a token, jwt.c, or a trusted gateway's header, proxy.c), then
+ * runs a thin action: parse (parse.c) -> store (store.h) -> reply. Every error reply comes from the error table
  * (error.h). A request waiting for the store survives its connection closing: a slot in the
  * request's pool is cleared when h2o frees the request, and the store's answer is then dropped. */
 #include <jansson.h>

@@ -1,9 +1,9 @@
 /* server.c: see server.h. The main thread raises the descriptor limit, binds every listening
  * socket (one per worker and listener, SO_REUSEPORT, so the kernel spreads connections and
  * workers share nothing), starts the workers, prints the `listening ...` lines, then waits for
- * signals: SIGHUP reopens the log, SIGTERM/SIGINT stop accepting, let in-flight requests finish
- * (bounded by --shutdown-timeout), flush the store and return 0. Readiness and stopping are
- * reported to systemd when NOTIFY_SOCKET is set.
+ * signals: SIGHUP reopens the log and reloads the buyer-token keys, SIGTERM/SIGINT stop
+ * accepting, let in-flight requests finish (bounded by --shutdown-timeout), flush the store and
+ * return 0. Readiness and stopping are reported to systemd when NOTIFY_SOCKET is set.
  *
  * One owner per address: SO_REUSEPORT would let a second process join our listening sockets and
  * take half the buyers, so before binding, an address is probed with a socket without it, which
