@@ -30,6 +30,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include "accesslog.h"
@@ -551,6 +552,11 @@ static int identity_init(sk_server_t *srv, const sk_config_t *cfg, const struct 
         }
         atomic_store(&srv->jwt_keys, k);
         sk_log(SK_LOG_INFO, "event=buyer_token_keys keys=%zu", sk_jwt_keys_count(k));
+        struct stat st;
+        if (cfg->buyer_token_secret_file != NULL && stat(cfg->buyer_token_secret_file, &st) == 0 &&
+            (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
+            sk_log(SK_LOG_WARN, "event=buyer_token_secret_readable path=%s hint=\"chmod 600: group or others can "
+                                "read the secret that signs buyer tokens\"", cfg->buyer_token_secret_file);
     }
     admin_hosts_init(srv, cfg);
     if (!is_loopback(admin) && cfg->admin_token == NULL)

@@ -18,10 +18,10 @@ sqlite_only = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 SECRET = b"0123456789abcdef0123456789abcdef-buyers"
 
 
-def secret_file(tmp_path, secret=SECRET):
+def secret_file(tmp_path, secret=SECRET, mode=0o600):
     f = tmp_path / "buyer.secret"
     f.write_bytes(secret + b"\n")
-    f.chmod(0o600)
+    f.chmod(mode)
     return str(f)
 
 
@@ -44,6 +44,7 @@ def assert_401(r):
 
 def test_hs256_tokens(make_server, tmp_path, sale_id):
     srv = make_server(["--buyer-token-secret-file", secret_file(tmp_path)])
+    assert "buyer_token_secret_readable" not in srv.stderr_tail()
     s, other = sale_id(), sale_id()
     srv.put_sale(s, stock=100, per_user_limit=1)
     srv.put_sale(other, stock=100)
@@ -136,8 +137,9 @@ def test_hs256_tokens(make_server, tmp_path, sale_id):
 
 @sqlite_only
 def test_token_audience_and_leeway(make_server, tmp_path, sale_id):
-    srv = make_server(["--buyer-token-secret-file", secret_file(tmp_path), "--buyer-token-audience", "shop",
-                       "--buyer-token-leeway", "0"])
+    srv = make_server(["--buyer-token-secret-file", secret_file(tmp_path, mode=0o640), "--buyer-token-audience",
+                       "shop", "--buyer-token-leeway", "0"])
+    assert "event=buyer_token_secret_readable" in srv.stderr_tail(), srv.stderr_tail()
     s = sale_id()
     srv.put_sale(s, stock=100)
     now = int(time.time())
