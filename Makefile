@@ -60,7 +60,7 @@ fresh:
 # FUZZ_TARGET: make fuzz FUZZ_TARGET=fuzz_url FUZZ_SECONDS=600). A crash, a failed oracle, a leak or
 # an input slower than 10 s fails. Logs: build-fuzz/logs/; new inputs: build-fuzz/corpus/;
 # tests/fuzz/corpus/<target> holds the chosen seeds (copy an input worth keeping there by hand).
-FUZZ_TARGETS = fuzz_body fuzz_head fuzz_url fuzz_config fuzz_redis fuzz_rebuild fuzz_writers
+FUZZ_TARGETS = fuzz_body fuzz_head fuzz_url fuzz_config fuzz_redis fuzz_rebuild fuzz_writers fuzz_jwt
 FUZZ_TARGET ?= $(FUZZ_TARGETS)
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS ?=

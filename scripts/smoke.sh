@@ -54,7 +54,7 @@ has() {
 }
 
 # README, "A sale, with curl" (its localhost:8080/8081 are $pub/$adm here)
-call put 201 -X PUT "localhost:$adm/v1/sales/phone" -d '{"stock": 5, "per_user_limit": 1}'
+call put 201 -X PUT "localhost:$adm/v1/sales/phone" -H 'Content-Type: application/json' -d '{"stock": 5, "per_user_limit": 1}'
 has put '"sale":"phone"' '"stock":5' '"per_user_limit":1' '"state":"open"'
 call buy 201 -X POST "localhost:$pub/v1/sales/phone/orders" -d '{"user": "alice", "request_id": "a-1"}'
 has buy '"sale":"phone","order":"1","user":"alice","qty":1,"status":"confirmed","request_id":"a-1",'
@@ -75,7 +75,7 @@ has metrics 'seckill_takes_total{outcome="won"} 1' 'seckill_takes_total{outcome=
   'seckill_takes_total{outcome="user_limit"} 1'
 
 # README, "The original check: ab -c 100 -n 200, 5 units"
-call ab_put 201 -X PUT "localhost:$adm/v1/sales/ab" -d '{"stock": 5}'
+call ab_put 201 -X PUT "localhost:$adm/v1/sales/ab" -H 'Content-Type: application/json' -d '{"stock": 5}'
 echo '{}' >"$work/body.json"
 ab -q -c 100 -n 200 -p "$work/body.json" -T application/json "http://127.0.0.1:$pub/v1/sales/ab/orders" \
   >"$work/ab" 2>&1 || fail "ab failed: $(cat "$work/ab")"

@@ -1,6 +1,8 @@
 /* api.c: the HTTP API of API.md on h2o. One handler per listener (public, admin) checks the
- * limits, routes (router.c), checks the admin token and the rate limit, then runs a thin action:
- * parse (parse.c) -> store (store.h) -> reply. Every error reply comes from the error table
+ * wire (framing two parsers could read differently: 400 and close), the limits, on the admin
+ * listener its Host, Content-Type and Origin, routes (router.c), checks the admin token, the rate
+ * limit and on a take the buyer (a token, jwt.c, or a trusted gateway's header, proxy.c), then
+ * runs a thin action: parse (parse.c) -> store (store.h) -> reply. Every error reply comes from the error table
  * (error.h). A request waiting for the store survives its connection closing: a slot in the
  * request's pool is cleared when h2o frees the request, and the store's answer is then dropped. */
 #include <jansson.h>
@@ -8,14 +10,17 @@
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 #include "accesslog.h"
 #include "api_internal.h"
 #include "dashboard.h"
 #include "error.h"
+#include "jwt.h"
 #include "log.h"
 #include "metrics.h"
 #include "parse.h"
+#include "proxy.h"
 #include "ratelimit.h"
 #include "render.h"
 #include "router.h"
@@ -101,11 +106,22 @@ size_t sk_api_log_path_len(const char *path, size_t len)
 static void reply(h2o_req_t *req, int action, int status, const char *outcome, const char *ctype, const char *body,
                   size_t len)
 {
-    static const char *const reasons[600] = {
-        [200] = "OK", [201] = "Created", [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
-        [404] = "Not Found", [405] = "Method Not Allowed", [409] = "Conflict", [413] = "Payload Too Large",
-        [429] = "Too Many Requests", [431] = "Request Header Fields Too Large", [500] = "Internal Server Error",
-        [503] = "Service Unavailable", [507] = "Insufficient Storage"};
+    static const char *const reasons[600] = {[200] = "OK",
+                                             [201] = "Created",
+                                             [400] = "Bad Request",
+                                             [401] = "Unauthorized",
+                                             [403] = "Forbidden",
+                                             [404] = "Not Found",
+                                             [405] = "Method Not Allowed",
+                                             [409] = "Conflict",
+                                             [413] = "Payload Too Large",
+                                             [415] = "Unsupported Media Type",
+                                             [421] = "Misdirected Request",
+                                             [429] = "Too Many Requests",
+                                             [431] = "Request Header Fields Too Large",
+                                             [500] = "Internal Server Error",
+                                             [503] = "Service Unavailable",
+                                             [507] = "Insufficient Storage"};
     req->res.status = status;
     req->res.reason = status < 600 && reasons[status] ? reasons[status] : "Unknown";
     req->res.content_length = len;
@@ -281,16 +297,9 @@ static int parse_take(h2o_req_t *req, const sk_match_t *m, call_t *c, const char
 {
     (void)m;
     int rc = sk_parse_take(req->entity.base, req->entity.len, &c->body, why);
-    if (rc != 0) {
+    if (rc != 0)
         sk_metrics_take(rc, 0);
-        return rc;
-    }
-    c->sreq.user = c->body.user;
-    c->sreq.user_len = c->body.user_len;
-    c->sreq.qty = c->body.qty;
-    c->sreq.request_id = c->body.request_id;
-    c->sreq.request_id_len = c->body.request_id_len;
-    return 0;
+    return rc; /* the store request is filled once the buyer is known: take_buyer */
 }
 
 static int parse_order_list(h2o_req_t *req, const sk_match_t *m, call_t *c, const char **why)
@@ -627,44 +636,122 @@ int sk_api_token_ok(const h2o_req_t *req, const char *token)
     return CRYPTO_memcmp(v.base + 7, token, tlen) == 0;
 }
 
-size_t sk_api_rate_key(h2o_req_t *req, int trust_proxy, const char *user, size_t ulen, char *key)
+/* h2o's own request parser (picohttpparser, in libh2o): the head is read again exactly as h2o
+ * read it */
+struct phr_header {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+};
+int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len, const char **path,
+                      size_t *path_len, int *minor_version, struct phr_header *headers, size_t *num_headers,
+                      size_t last_len);
+
+static int name_is(const struct phr_header *h, const char *lit, size_t n)
+{
+    return h->name_len == n && strncasecmp(h->name, lit, n) == 0;
+}
+
+const char *sk_api_wire_check(const char *buf, size_t len)
+{
+    struct phr_header h[H2O_MAX_HEADERS];
+    size_t nh = H2O_MAX_HEADERS, mlen, plen, ncl = 0, nte = 0;
+    const char *m, *p, *cl = NULL;
+    size_t cl_len = 0;
+    int minor, chunked_only = 1;
+    if (len > H2O_MAX_REQLEN)
+        len = H2O_MAX_REQLEN;
+    if (phr_parse_request(buf, len, &m, &mlen, &p, &plen, &minor, h, &nh, 0) <= 0)
+        return "the request head cannot be read";
+    for (size_t i = 0; i < nh; i++) {
+        if (h[i].name == NULL || h[i].name_len == 0)
+            return "a header line is folded (obs-fold)";
+        if (name_is(&h[i], H2O_STRLIT("content-length"))) {
+            /* the same value twice is one length (RFC 9112 6.3); two lengths are two framings */
+            if (ncl++ > 0 && (h[i].value_len != cl_len || memcmp(h[i].value, cl, cl_len) != 0))
+                return "differing Content-Length headers";
+            cl = h[i].value;
+            cl_len = h[i].value_len;
+        } else if (name_is(&h[i], H2O_STRLIT("transfer-encoding"))) {
+            size_t a = 0, b = h[i].value_len;
+            ows_trim(h[i].value, &a, &b);
+            nte++;
+            chunked_only &= h2o_lcstris(h[i].value + a, b - a, H2O_STRLIT("chunked"));
+        }
+    }
+    if (nte > 0 && ncl > 0)
+        return "Content-Length with Transfer-Encoding";
+    if (nte > 0 && minor == 0)
+        return "Transfer-Encoding in HTTP/1.0";
+    if (nte > 1 || !chunked_only)
+        return "a Transfer-Encoding other than chunked";
+    return NULL;
+}
+
+/* The raw head of an HTTP/1 request (h2o keeps it at the start of the socket's input until the
+ * answer is sent), checked: 400 and close for what two parsers could frame differently (a proxy
+ * before us and h2o), so that nothing after it runs as a request. Returns 1 when answered. */
+static int wire_refused(h2o_req_t *req)
+{
+    h2o_socket_t *sock;
+    const char *why;
+    if (req->version >= 0x200 || req->conn->callbacks->get_socket == NULL ||
+        (sock = req->conn->callbacks->get_socket(req->conn)) == NULL || sock->input == NULL)
+        return 0;
+    if ((why = sk_api_wire_check(sock->input->bytes, sock->input->size)) == NULL)
+        return 0;
+    req->http1_is_persistent = 0;
+    reply_error(req, SK_A_COUNT_, SK_EBAD_REQUEST, why);
+    return 1;
+}
+
+size_t sk_api_client_addr(h2o_req_t *req, const sk_cidrs_t *trusted, int trust_peer, char *out)
+{
+    char peer[NI_MAXHOST];
+    size_t n = 0;
+    ssize_t i = -1;
+    peer_host(req, peer, "unknown");
+    if (!trust_peer && (trusted == NULL || trusted->n == 0))
+        return sk_proxy_client(NULL, 0, peer, NULL, NULL, 0, out);
+    while ((i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, i)) >= 0)
+        n++;
+    const char **v = h2o_mem_alloc_pool(&req->pool, (n + 1) * sizeof(*v));
+    size_t *l = h2o_mem_alloc_pool(&req->pool, (n + 1) * sizeof(*l));
+    n = 0;
+    while ((i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, i)) >= 0) {
+        v[n] = req->headers.entries[i].value.base;
+        l[n++] = req->headers.entries[i].value.len;
+    }
+    return sk_proxy_client(trusted, trust_peer, peer, v, l, n, out);
+}
+
+size_t sk_api_rate_key(h2o_req_t *req, const sk_cidrs_t *trusted, int trust_peer, const char *user, size_t ulen,
+                       char *key)
 {
     size_t klen;
     if (user != NULL) {
         klen = (size_t)snprintf(key, SK_API_RATE_KEY_MAX, "u:%.*s", (int)ulen, user);
     } else {
-        ssize_t i;
-        if (trust_proxy && (i = h2o_find_header(&req->headers, H2O_TOKEN_X_FORWARDED_FOR, -1)) >= 0) {
-            h2o_iovec_t v = req->headers.entries[i].value;
-            const char *comma = memchr(v.base, ',', v.len);
-            size_t n = comma ? (size_t)(comma - v.base) : v.len;
-            while (n > 0 && v.base[n - 1] == ' ')
-                n--;
-            klen = (size_t)snprintf(key, SK_API_RATE_KEY_MAX, "a:%.*s", (int)(n > 100 ? 100 : n), v.base);
-        } else {
-            char host[NI_MAXHOST];
-            peer_host(req, host, "unknown");
-            klen = (size_t)snprintf(key, SK_API_RATE_KEY_MAX, "a:%s", host);
-        }
+        char host[NI_MAXHOST];
+        sk_api_client_addr(req, trusted, trust_peer, host);
+        klen = (size_t)snprintf(key, SK_API_RATE_KEY_MAX, "a:%s", host);
     }
     if (klen >= SK_API_RATE_KEY_MAX)
         klen = SK_API_RATE_KEY_MAX - 1;
     return klen;
 }
 
-/* The client a rate limit applies to: see sk_api_rate_key. */
-static int rate_limited(sk_server_t *srv, h2o_req_t *req, const char *user, size_t ulen, int *retry_after)
-{
-    char key[SK_API_RATE_KEY_MAX];
-    size_t klen = sk_api_rate_key(req, (int)srv->cfg->trust_proxy, user, ulen, key);
-    return sk_ratelimit_take(srv->ratelimit, key, klen, sk_mono_ms(), retry_after) != 0;
-}
-
+/* The rate limit (public listener): the client address, or with `user` (a verified buyer,
+ * never a claimed one) that buyer. Returns 1 after answering 429. */
 static int check_rate(sk_server_t *srv, handler_t *h, h2o_req_t *req, int action, const char *user, size_t ulen)
 {
     int retry;
-    char ra[16];
-    if (h->admin || srv->ratelimit == NULL || !rate_limited(srv, req, user, ulen, &retry))
+    char ra[16], key[SK_API_RATE_KEY_MAX];
+    if (h->admin || srv->ratelimit == NULL)
+        return 0;
+    size_t klen = sk_api_rate_key(req, &srv->trusted, (int)srv->cfg->trust_proxy, user, ulen, key);
+    if (sk_ratelimit_take(srv->ratelimit, key, klen, sk_mono_ms(), &retry) == 0)
         return 0;
     snprintf(ra, sizeof(ra), "%d", retry);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, h2o_strdup(&req->pool, ra, SIZE_MAX).base,
@@ -674,6 +761,175 @@ static int check_rate(sk_server_t *srv, handler_t *h, h2o_req_t *req, int action
     reply(req, action, 429, "rate_limited", "application/json", error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].base,
           error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].len);
     return 1;
+}
+
+/* ---- the admin listener: Host, Content-Type, Origin ---- */
+
+/* Case-insensitive equality of two byte strings (h2o_lcstris lowercases one side only). */
+static int ci_eq(const char *a, size_t an, const char *b, size_t bn)
+{
+    return an == bn && strncasecmp(a, b, an) == 0 && memchr(a, '\0', an) == NULL && memchr(b, '\0', bn) == NULL;
+}
+
+int sk_api_host_allowed(const char *authority, size_t len, char *const *hosts, size_t nhosts)
+{
+    size_t n = len;
+    if (len > 0 && authority[0] == '[') { /* [v6]:port */
+        const char *rb = memchr(authority, ']', len);
+        if (rb == NULL)
+            return 0;
+        n = (size_t)(rb - authority) + 1;
+        if (n != len && authority[n] != ':')
+            return 0;
+    } else {
+        const char *colon = memchr(authority, ':', len);
+        if (colon != NULL)
+            n = (size_t)(colon - authority);
+    }
+    for (size_t i = n == len ? len : n + 1; i < len; i++) /* a port is digits */
+        if (authority[i] < '0' || authority[i] > '9')
+            return 0;
+    for (size_t i = 0; i < nhosts; i++)
+        if (strcmp(hosts[i], "*") == 0 || ci_eq(authority, n, hosts[i], strlen(hosts[i])))
+            return 1;
+    return 0;
+}
+
+int sk_api_json_content_type(const h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (i < 0 || h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, i) >= 0)
+        return 0;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    size_t a = 0, b = 0;
+    while (b < v.len && v.base[b] != ';')
+        b++;
+    ows_trim(v.base, &a, &b);
+    return h2o_lcstris(v.base + a, b - a, H2O_STRLIT("application/json"));
+}
+
+int sk_api_origin_ok(const h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), -1);
+    if (i < 0)
+        return 1; /* not a browser's cross-origin request: browsers send Origin on every POST */
+    if (h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), i) >= 0 || req->input.authority.base == NULL)
+        return 0;
+    h2o_iovec_t v = req->headers.entries[i].value, a = req->input.authority;
+    for (int s = 0; s < 2; s++) {
+        size_t pl = s == 0 ? 7 : 8;
+        if (v.len == pl + a.len && ci_eq(v.base, pl, s == 0 ? "http://" : "https://", pl) &&
+            ci_eq(v.base + pl, a.len, a.base, a.len))
+            return 1;
+    }
+    return 0;
+}
+
+/* 1 after answering a request the admin listener must not take: a Host it does not answer to
+ * (421: DNS rebinding), and for a mutating request, a body that is not JSON (415: HTML forms
+ * cannot send JSON without CORS; a DELETE has no body) or an Origin of another site (403: CSRF). */
+static int admin_refused(sk_server_t *srv, h2o_req_t *req, int action, int *checked_host)
+{
+    if (!*checked_host) {
+        *checked_host = 1;
+        /* HTTP/1.0 may come without Host; a browser never does */
+        if ((req->input.authority.base == NULL && req->version >= 0x101) ||
+            (req->input.authority.base != NULL &&
+             !sk_api_host_allowed(req->input.authority.base, req->input.authority.len, srv->admin_hosts,
+                                  srv->nadmin_hosts))) {
+            reply_error(req, action, SK_EMISDIRECTED, NULL);
+            return 1;
+        }
+        return 0;
+    }
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
+        h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        return 0;
+    /* a DELETE carries no body (and is no request a form can send: a browser asks first) */
+    if (!h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE")) && !sk_api_json_content_type(req)) {
+        reply_error(req, action, SK_EUNSUPPORTED_MEDIA_TYPE, NULL);
+        return 1;
+    }
+    if (!sk_api_origin_ok(req)) {
+        reply_error(req, action, SK_EFORBIDDEN, "a request from another origin");
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- who buys ---- */
+
+static int refuse_buyer(h2o_req_t *req, int err, const char *why, int bearer)
+{
+    if (bearer)
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer error=\"invalid_token\""));
+    sk_metrics_take(err, 0);
+    reply_error(req, SK_A_TAKE, err, why);
+    return 1;
+}
+
+/* With buyer tokens or a trusted gateway, makes the take's user the verified buyer, or answers
+ * 401 (no verified buyer) or 403 (a ticket for another sale, a body naming someone else).
+ * Returns 1 when answered. */
+static int identify(sk_server_t *srv, h2o_req_t *req, call_t *c)
+{
+    const char *user, *why = NULL;
+    size_t ulen;
+    sk_jwt_keys_t *keys = atomic_load_explicit(&srv->jwt_keys, memory_order_acquire);
+    sk_jwt_claims_t cl;
+    if (keys != NULL) {
+        ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+        h2o_iovec_t v = i >= 0 ? req->headers.entries[i].value : h2o_iovec_init(NULL, 0);
+        if (i < 0 || h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, i) >= 0 || v.len < 8 ||
+            strncasecmp(v.base, "Bearer ", 7) != 0)
+            return refuse_buyer(req, SK_EUNAUTHORIZED, "a take needs Authorization: Bearer <buyer token>", 1);
+        if (sk_jwt_verify_cached(keys, v.base + 7, v.len - 7, sk_now_ms() / 1000, srv->cfg->buyer_token_leeway,
+                                 srv->cfg->buyer_token_audience, &cl, &why) != 0)
+            return refuse_buyer(req, SK_EUNAUTHORIZED, why, 1);
+        if (cl.sale[0] != '\0' && strcmp(cl.sale, c->sreq.sale) != 0)
+            return refuse_buyer(req, SK_EFORBIDDEN, "the buyer token is for another sale", 0);
+        user = cl.sub;
+        ulen = cl.sub_len;
+    } else if (srv->cfg->user_header != NULL) {
+        char peer[NI_MAXHOST];
+        int family;
+        uint8_t addr[16];
+        peer_host(req, peer, "unknown");
+        if (sk_ip_parse(peer, strlen(peer), &family, addr) != 0 || !sk_cidrs_match(&srv->trusted, family, addr))
+            return refuse_buyer(req, SK_EUNAUTHORIZED, "takes come through the trusted gateway only", 0);
+        const char *name = srv->cfg->user_header;
+        ssize_t i = h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+        if (i < 0 || h2o_find_header_by_str(&req->headers, name, strlen(name), i) >= 0 ||
+            !sk_valid_ident(req->headers.entries[i].value.base, req->headers.entries[i].value.len))
+            return refuse_buyer(req, SK_EUNAUTHORIZED, "the gateway named no buyer (one valid user id)", 0);
+        user = req->headers.entries[i].value.base;
+        ulen = req->headers.entries[i].value.len;
+    } else {
+        return 0;
+    }
+    if (c->body.user != NULL && (c->body.user_len != ulen || memcmp(c->body.user, user, ulen) != 0))
+        return refuse_buyer(req, SK_EFORBIDDEN, "the body's user is not the verified buyer", 0);
+    memcpy(c->body.user_buf, user, ulen);
+    c->body.user_buf[ulen] = '\0';
+    c->body.user = c->body.user_buf;
+    c->body.user_len = ulen;
+    return 0;
+}
+
+/* A take's buyer, then its inputs: the verified buyer (identify), limited as that buyer when it is
+ * verified (a claimed body user is never a rate-limit key). Returns 1 when answered. */
+static int take_buyer(sk_server_t *srv, handler_t *h, h2o_req_t *req, call_t *c)
+{
+    if (identify(srv, req, c) || ((srv->jwt_keys != NULL || srv->cfg->user_header != NULL) &&
+                                  check_rate(srv, h, req, SK_A_TAKE, c->body.user, c->body.user_len)))
+        return 1;
+    c->sreq.user = c->body.user;
+    c->sreq.user_len = c->body.user_len;
+    c->sreq.qty = c->body.qty;
+    c->sreq.request_id = c->body.request_id;
+    c->sreq.request_id_len = c->body.request_id_len;
+    return 0;
 }
 
 /* Prometheus text: the counters, the store's health and, from the sale list, per-sale gauges. */
@@ -705,8 +961,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     sk_server_t *srv = h->srv;
     sk_match_t m;
     const char *why = NULL;
-    int rc;
+    int rc, host_checked = 0;
 
+    if (wire_refused(req))
+        return 0;
     if (sk_api_head_size(req) > (size_t)srv->cfg->max_head_bytes) {
         reply_error(req, SK_A_COUNT_, SK_EHEAD_TOO_LARGE, NULL);
         return 0;
@@ -715,12 +973,16 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_error(req, SK_A_COUNT_, SK_EBODY_TOO_LARGE, NULL);
         return 0;
     }
+    if (h->admin && admin_refused(srv, req, SK_A_COUNT_, &host_checked))
+        return 0;
     if ((rc = sk_route(req->method.base, req->method.len, req->path.base, req->path.len, h->admin, &m)) != 0) {
         if (rc == SK_EMETHOD_NOT_ALLOWED)
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, m.allow, strlen(m.allow));
         reply_error(req, SK_A_COUNT_, rc, NULL);
         return 0;
     }
+    if (h->admin && admin_refused(srv, req, m.action, &host_checked))
+        return 0;
     if (sk_action_is_admin(m.action) && srv->cfg->admin_token != NULL && !sk_api_token_ok(req, srv->cfg->admin_token) &&
         !(m.action == SK_A_EVENTS && sk_dashboard_query_token_ok(m.query.p, m.query.len, srv->cfg->admin_token))) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
@@ -745,7 +1007,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         call_free(c);
         return 0;
     }
-    if (a->rate && check_rate(srv, h, req, m.action, c->sreq.user, c->sreq.user_len)) {
+    /* the client's address first: a flood of forged tokens is limited before it is verified */
+    if ((a->rate && check_rate(srv, h, req, m.action, NULL, 0)) ||
+        (m.action == SK_A_TAKE && take_buyer(srv, h, req, c))) {
         call_free(c);
         return 0;
     }

@@ -8,6 +8,7 @@
 #include <h2o.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "proxy.h"
 #include "store.h"
 #include "util.h"
 
@@ -27,12 +28,31 @@ int sk_api_token_ok(const h2o_req_t *req, const char *token);
 /* 1 when an Accept header lists text/csv (in any case) without q=0; else 0 (JSON). */
 int sk_api_wants_csv(const h2o_req_t *req);
 
-/* The rate limit's key for a request into key[SK_API_RATE_KEY_MAX]: "u:USER" when the request
- * names a user (ulen bytes), else "a:" and the first X-Forwarded-For address (trailing spaces
- * cut, at most 100 bytes) when trust_proxy is set and the header is there, else "a:" and the
- * peer's numeric address. Returns the key's length (NUL-terminated, at most
- * SK_API_RATE_KEY_MAX - 1 bytes). */
-size_t sk_api_rate_key(h2o_req_t *req, int trust_proxy, const char *user, size_t ulen, char *key);
+/* The client's address (proxy.h) into out (NI_MAXHOST bytes): the peer, or with trust_peer
+ * (--trust-proxy) or a peer in `trusted` (--trusted-proxies), the right-most X-Forwarded-For
+ * entry that is not a trusted proxy. Returns its length. */
+size_t sk_api_client_addr(h2o_req_t *req, const sk_cidrs_t *trusted, int trust_peer, char *out);
+
+/* The rate limit's key for a request into key[SK_API_RATE_KEY_MAX]: "u:USER" for a verified
+ * buyer (ulen bytes), else "a:" and the client's address (sk_api_client_addr). Returns the key's
+ * length (NUL-terminated, at most SK_API_RATE_KEY_MAX - 1 bytes). */
+size_t sk_api_rate_key(h2o_req_t *req, const sk_cidrs_t *trusted, int trust_peer, const char *user, size_t ulen,
+                       char *key);
+
+/* Why the raw HTTP/1 head buf[0..len) must be refused (400 and close), or NULL: differing
+ * Content-Length values, Content-Length with Transfer-Encoding, a Transfer-Encoding other than
+ * one `chunked`, Transfer-Encoding in HTTP/1.0, a folded header line (obs-fold). The head is read
+ * with h2o's own parser; one it cannot read is refused. */
+const char *sk_api_wire_check(const char *buf, size_t len);
+
+/* 1 when the authority (Host: name[:port]) names one of hosts (case-insensitive; "*": any). */
+int sk_api_host_allowed(const char *authority, size_t len, char *const *hosts, size_t nhosts);
+
+/* 1 when the request has one Content-Type and it is application/json (parameters allowed). */
+int sk_api_json_content_type(const h2o_req_t *req);
+
+/* 1 when the request has no Origin, or one naming the request's own Host (http or https). */
+int sk_api_origin_ok(const h2o_req_t *req);
 
 /* How much of a request target the access log may show: all of it, or the path alone when the
  * query carries a token (the dashboard's ?token=). */

@@ -23,23 +23,55 @@ typedef struct {
 #define O(f) offsetof(sk_config_t, f)
 
 static const opt_t opts[] = {
-    {"listen", "SECKILL_LISTEN", T_STR, O(listen), "0.0.0.0:8080", 0, 0, "HOST:PORT", "public listener (port 0: any free port)"},
-    {"admin-listen", "SECKILL_ADMIN_LISTEN", T_STR, O(admin_listen), "127.0.0.1:8081", 0, 0, "HOST:PORT", "admin listener"},
-    {"store", "SECKILL_STORE", T_STR, O(store), "sqlite:./seckill.db", 0, 0, "URL", "sqlite:PATH (embedded) or redis://[:PASSWORD@]HOST:PORT[/DB]"},
+    {"listen", "SECKILL_LISTEN", T_STR, O(listen), "0.0.0.0:8080", 0, 0, "HOST:PORT",
+     "public listener (port 0: any free port)"},
+    {"admin-listen", "SECKILL_ADMIN_LISTEN", T_STR, O(admin_listen), "127.0.0.1:8081", 0, 0, "HOST:PORT",
+     "admin listener"},
+    {"store", "SECKILL_STORE", T_STR, O(store), "sqlite:./seckill.db", 0, 0, "URL",
+     "sqlite:PATH (embedded) or redis://[:PASSWORD@]HOST:PORT[/DB]"},
     {"threads", "SECKILL_THREADS", T_INT, O(threads), "0", 0, 256, "N", "worker threads (0: one per core)"},
-    {"admin-token-file", "SECKILL_ADMIN_TOKEN_FILE", T_STR, O(admin_token_file), NULL, 0, 0, "FILE", "file holding the admin bearer token (or env SECKILL_ADMIN_TOKEN)"},
-    {"log-file", "SECKILL_LOG_FILE", T_STR, O(log_file), NULL, 0, 0, "PATH", "log destination (default stderr); SIGHUP reopens it"},
+    {"admin-token-file", "SECKILL_ADMIN_TOKEN_FILE", T_STR, O(admin_token_file), NULL, 0, 0, "FILE",
+     "file holding the admin bearer token (or env SECKILL_ADMIN_TOKEN)"},
+    {"log-file", "SECKILL_LOG_FILE", T_STR, O(log_file), NULL, 0, 0, "PATH",
+     "log destination (default stderr); SIGHUP reopens it"},
     {"log-level", "SECKILL_LOG_LEVEL", T_STR, O(log_level), "info", 0, 0, "LEVEL", "debug, info, warn or error"},
-    {"access-log", "SECKILL_ACCESS_LOG", T_STR, O(access_log), NULL, 0, 0, "PATH", "write one line per request to PATH (buffered; off by default)"},
-    {"rate-limit", "SECKILL_RATE_LIMIT", T_INT, O(rate_limit), "0", 0, 100000000, "N", "requests per second per client on the public listener (0: off)"},
-    {"rate-burst", "SECKILL_RATE_BURST", T_INT, O(rate_burst), "0", 0, 100000000, "N", "burst allowed by the rate limit (0: same as --rate-limit)"},
-    {"trust-proxy", "SECKILL_TRUST_PROXY", T_BOOL, O(trust_proxy), "0", 0, 1, NULL, "identify clients by the first X-Forwarded-For address"},
-    {"max-connections", "SECKILL_MAX_CONNECTIONS", T_INT, O(max_connections), "0", 0, 100000000, "N", "most open public connections; more wait in the kernel (0: from the descriptor limit)"},
-    {"max-body-bytes", "SECKILL_MAX_BODY_BYTES", T_INT, O(max_body_bytes), "4096", 64, 1048576, "N", "largest request body (413 past it)"},
-    {"max-head-bytes", "SECKILL_MAX_HEAD_BYTES", T_INT, O(max_head_bytes), "8192", 256, 65536, "N", "largest request head (431 past it)"},
-    {"idle-timeout", "SECKILL_IDLE_TIMEOUT", T_INT, O(idle_timeout), "10", 1, 3600, "SECONDS", "close connections idle or slow to send a request this long"},
-    {"shutdown-timeout", "SECKILL_SHUTDOWN_TIMEOUT", T_INT, O(shutdown_timeout), "10", 0, 3600, "SECONDS", "on SIGTERM, wait this long for in-flight requests"},
-    {"config", "SECKILL_CONFIG", T_STR, O(config_file), NULL, 0, 0, "FILE", "read `key = value` lines (keys are the long option names)"},
+    {"access-log", "SECKILL_ACCESS_LOG", T_STR, O(access_log), NULL, 0, 0, "PATH",
+     "write one line per request to PATH (buffered; off by default)"},
+    {"rate-limit", "SECKILL_RATE_LIMIT", T_INT, O(rate_limit), "0", 0, 100000000, "N",
+     "requests per second per client on the public listener (0: off)"},
+    {"rate-burst", "SECKILL_RATE_BURST", T_INT, O(rate_burst), "0", 0, 100000000, "N",
+     "burst allowed by the rate limit (0: same as --rate-limit)"},
+    {"trust-proxy", "SECKILL_TRUST_PROXY", T_BOOL, O(trust_proxy), "0", 0, 1, NULL,
+     "the peer is a proxy: clients are the last X-Forwarded-For address"},
+    {"max-connections", "SECKILL_MAX_CONNECTIONS", T_INT, O(max_connections), "0", 0, 100000000, "N",
+     "most open public connections; more wait in the kernel (0: from the descriptor limit)"},
+    {"max-body-bytes", "SECKILL_MAX_BODY_BYTES", T_INT, O(max_body_bytes), "4096", 64, 1048576, "N",
+     "largest request body (413 past it)"},
+    {"max-head-bytes", "SECKILL_MAX_HEAD_BYTES", T_INT, O(max_head_bytes), "8192", 256, 65536, "N",
+     "largest request head (431 past it)"},
+    {"idle-timeout", "SECKILL_IDLE_TIMEOUT", T_INT, O(idle_timeout), "10", 1, 3600, "SECONDS",
+     "close connections idle or slow to send a request this long"},
+    {"shutdown-timeout", "SECKILL_SHUTDOWN_TIMEOUT", T_INT, O(shutdown_timeout), "10", 0, 3600, "SECONDS",
+     "on SIGTERM, wait this long for in-flight requests"},
+    /* who is buying, who is administering, what the wire may carry (docs/API.md, "Identity") */
+    {"http2", "SECKILL_HTTP2", T_BOOL, O(http2), "0", 0, 1, NULL,
+     "serve HTTP/2 (h2c upgrade, prior knowledge) besides HTTP/1.1"},
+    {"admin-hosts", "SECKILL_ADMIN_HOSTS", T_STR, O(admin_hosts), NULL, 0, 0, "HOST,...",
+     "Host names the admin listener answers (default: its address, localhost, 127.0.0.1, [::1]; * for any)"},
+    {"buyer-token-secret-file", "SECKILL_BUYER_TOKEN_SECRET_FILE", T_STR, O(buyer_token_secret_file), NULL, 0, 0,
+     "FILE", "HS256 secret of buyer tokens (a take then needs a Bearer JWT); SIGHUP reloads"},
+    {"buyer-token-public-key", "SECKILL_BUYER_TOKEN_PUBLIC_KEY", T_STR, O(buyer_token_public_key), NULL, 0, 0, "FILE",
+     "PEM public keys of buyer tokens (ES256, EdDSA; `kid: NAME` before each); SIGHUP reloads"},
+    {"buyer-token-leeway", "SECKILL_BUYER_TOKEN_LEEWAY", T_INT, O(buyer_token_leeway), "30", 0, 3600, "SECONDS",
+     "clock skew allowed on a token's exp, nbf and iat"},
+    {"buyer-token-audience", "SECKILL_BUYER_TOKEN_AUDIENCE", T_STR, O(buyer_token_audience), NULL, 0, 0, "AUD",
+     "the aud a buyer token must name"},
+    {"user-header", "SECKILL_USER_HEADER", T_STR, O(user_header), NULL, 0, 0, "NAME",
+     "the buyer is this header's value, from --trusted-proxies peers only"},
+    {"trusted-proxies", "SECKILL_TRUSTED_PROXIES", T_STR, O(trusted_proxies), NULL, 0, 0, "CIDR,...",
+     "peers whose X-Forwarded-For and --user-header are believed"},
+    {"config", "SECKILL_CONFIG", T_STR, O(config_file), NULL, 0, 0, "FILE",
+     "read `key = value` lines (keys are the long option names)"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
@@ -167,21 +199,15 @@ static int read_token(sk_config_t *cfg, FILE *err)
     free(cfg->admin_token);
     cfg->admin_token = NULL;
     if (cfg->admin_token_file != NULL) {
-        FILE *f = fopen(cfg->admin_token_file, "r");
-        char buf[512];
-        if (f == NULL) {
-            fprintf(err, "seckilld: cannot open admin token file %s: %s\n", cfg->admin_token_file, strerror(errno));
+        /* the whole file (at most 4 KiB, one line, a final newline trimmed): never cut */
+        char buf[SK_SECRET_FILE_MAX + 1], why[512];
+        size_t n;
+        if (sk_secret_file_read(cfg->admin_token_file, buf, &n, &cfg->admin_token_group_readable, why, sizeof(why)) !=
+            0) {
+            fprintf(err, "seckilld: admin token file: %s\n", why);
             return -1;
         }
-        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        char *t = trim(buf);
-        if (*t == '\0') {
-            fprintf(err, "seckilld: admin token file %s is empty\n", cfg->admin_token_file);
-            return -1;
-        }
-        cfg->admin_token = sk_strndup(t, strlen(t));
+        cfg->admin_token = sk_strndup(buf, n);
     } else if (env != NULL && *env != '\0') {
         cfg->admin_token = sk_strndup(env, strlen(env));
     }

@@ -26,6 +26,16 @@ typedef struct sk_config_s {
     int64_t idle_timeout;   /* seconds */
     int64_t shutdown_timeout; /* seconds to finish in-flight requests on SIGTERM */
     char *config_file;
+    /* who is buying, who is administering, what the wire may carry (issue 15; api.c, auth.c) */
+    int64_t http2;                  /* 1: h2c upgrades and HTTP/2 prior knowledge are served */
+    char *admin_hosts;              /* Host names the admin listener answers (comma list); NULL: default */
+    char *buyer_token_secret_file;  /* HS256 secret */
+    char *buyer_token_public_key;   /* PEM public keys (ES256, EdDSA), each after an optional `kid:` line */
+    int64_t buyer_token_leeway;     /* seconds of clock skew allowed on exp, nbf, iat */
+    char *buyer_token_audience;     /* required `aud` when set */
+    char *user_header;              /* the buyer, from a trusted gateway */
+    char *trusted_proxies;          /* CIDR list: X-Forwarded-For and --user-header are believed from these */
+    int admin_token_group_readable; /* the admin token file may be read by group or others */
 } sk_config_t;
 
 enum { SK_CONFIG_RUN = 0, SK_CONFIG_EXIT_OK = 1, SK_CONFIG_EXIT_USAGE = 2 };

@@ -7,6 +7,7 @@
 #define SK_ERROR_MAP(XX)                                                                                               \
     XX(BAD_REQUEST, 400, "bad_request", "the request is malformed")                                                    \
     XX(UNAUTHORIZED, 401, "unauthorized", "a valid admin token is required")                                           \
+    XX(FORBIDDEN, 403, "forbidden", "this credential does not allow this request")                                     \
     XX(NOT_STARTED, 403, "not_started", "the sale has not started yet")                                                \
     XX(ENDED, 403, "ended", "the sale has ended")                                                                      \
     XX(NOT_FOUND, 404, "not_found", "no such route")                                                                   \
@@ -19,6 +20,9 @@
     XX(STOCK_BELOW_TAKEN, 409, "stock_below_taken", "stock cannot go below sold + held")                               \
     XX(ORDER_NOT_HELD, 409, "order_not_held", "the order is no longer held")                                           \
     XX(SALE_ACTIVE, 409, "sale_active", "a sale can be deleted once it has ended and holds no held order")             \
+    XX(UNSUPPORTED_MEDIA_TYPE, 415, "unsupported_media_type",                                                          \
+       "a mutating admin request needs Content-Type: application/json")                                                \
+    XX(MISDIRECTED, 421, "misdirected_request", "this listener does not answer to that Host")                          \
     XX(BODY_TOO_LARGE, 413, "body_too_large", "the request body is too large")                                         \
     XX(HEAD_TOO_LARGE, 431, "head_too_large", "the request head is too large")                                         \
     XX(RATE_LIMITED, 429, "rate_limited", "too many requests from this client")                                        \

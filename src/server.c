@@ -1,9 +1,9 @@
 /* server.c: see server.h. The main thread raises the descriptor limit, binds every listening
  * socket (one per worker and listener, SO_REUSEPORT, so the kernel spreads connections and
  * workers share nothing), starts the workers, prints the `listening ...` lines, then waits for
- * signals: SIGHUP reopens the log, SIGTERM/SIGINT stop accepting, let in-flight requests finish
- * (bounded by --shutdown-timeout), flush the store and return 0. Readiness and stopping are
- * reported to systemd when NOTIFY_SOCKET is set.
+ * signals: SIGHUP reopens the log and reloads the buyer-token keys, SIGTERM/SIGINT stop
+ * accepting, let in-flight requests finish (bounded by --shutdown-timeout), flush the store and
+ * return 0. Readiness and stopping are reported to systemd when NOTIFY_SOCKET is set.
  *
  * One owner per address: SO_REUSEPORT would let a second process join our listening sockets and
  * take half the buyers, so before binding, an address is probed with a socket without it, which
@@ -19,6 +19,7 @@
  * An accept that fails for lack of descriptors or memory pauses that listener for
  * ACCEPT_PAUSE_MS instead of spinning on a listener that stays readable. */
 #include "server.h"
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
@@ -29,9 +30,11 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include "accesslog.h"
+#include "jwt.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -509,6 +512,7 @@ static void *worker_main(void *arg)
         sk_log(SK_LOG_WARN, "event=shutdown_timeout worker=%d inflight=%zu", w->index, w->inflight);
     for (int i = 0; i < srv->nhooks; i++)
         srv->hooks[i]->dispose(w);
+    sk_jwt_cache_dispose();
     sk_store_worker_close(w->store);
     w->store = NULL;
     /* the context and loop are not disposed: h2o 2.2.5 asserts that no connection is left,
@@ -551,6 +555,112 @@ static void print_listening(const char *name, const char *hostport, int port)
     printf("listening %s=%.*s:%d\n", name, (int)(colon - hostport), hostport, port);
 }
 
+/* ---- who buys, who administers: options checked at start, keys reloaded on SIGHUP ---- */
+
+static int is_loopback(const struct sockaddr_storage *x)
+{
+    struct sockaddr_storage a = unmapped(x);
+    if (a.ss_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)&a)->sin6_addr);
+    return (ntohl(((const struct sockaddr_in *)&a)->sin_addr.s_addr) >> 24) == 127;
+}
+
+/* The admin listener's Host names: --admin-hosts, or its own address and the loopback names. */
+static void admin_hosts_init(sk_server_t *srv, const sk_config_t *cfg)
+{
+    char buf[1024];
+    if (cfg->admin_hosts != NULL) {
+        snprintf(buf, sizeof(buf), "%s", cfg->admin_hosts);
+    } else {
+        const char *colon = strrchr(cfg->admin_listen, ':');
+        int hl = colon ? (int)(colon - cfg->admin_listen) : (int)strlen(cfg->admin_listen);
+        snprintf(buf, sizeof(buf), "%.*s,localhost,127.0.0.1,[::1]", hl, cfg->admin_listen);
+    }
+    for (char *save = NULL, *t = strtok_r(buf, ", ", &save); t != NULL; t = strtok_r(NULL, ", ", &save)) {
+        srv->admin_hosts = sk_realloc(srv->admin_hosts, (srv->nadmin_hosts + 1) * sizeof(char *));
+        srv->admin_hosts[srv->nadmin_hosts++] = sk_strndup(t, strlen(t));
+    }
+}
+
+/* Checks the identity options and loads the buyer-token keys. Returns 0, or 2 after saying why. */
+static int identity_init(sk_server_t *srv, const sk_config_t *cfg, const struct sockaddr_storage *admin)
+{
+    char err[512];
+    int tokens = cfg->buyer_token_secret_file != NULL || cfg->buyer_token_public_key != NULL;
+    if (cfg->trusted_proxies != NULL && sk_cidrs_parse(cfg->trusted_proxies, &srv->trusted, err, sizeof(err)) != 0) {
+        fprintf(stderr, "seckilld: --trusted-proxies: %s\n", err);
+        return 2;
+    }
+    if (cfg->user_header != NULL && (srv->trusted.n == 0 || tokens || cfg->user_header[0] == '\0')) {
+        fprintf(stderr, "seckilld: --user-header needs --trusted-proxies (the gateways it is believed from), and "
+                        "no buyer tokens (one way to name the buyer)\n");
+        return 2;
+    }
+    if (cfg->user_header != NULL)
+        for (char *p = cfg->user_header; *p; p++) /* h2o keeps header names in lower case */
+            *p = (char)tolower((unsigned char)*p);
+    if (tokens) {
+        sk_jwt_keys_t *k =
+            sk_jwt_keys_load(cfg->buyer_token_secret_file, cfg->buyer_token_public_key, err, sizeof(err));
+        if (k == NULL) {
+            fprintf(stderr, "seckilld: %s\n", err);
+            return 2;
+        }
+        atomic_store(&srv->jwt_keys, k);
+        sk_log(SK_LOG_INFO, "event=buyer_token_keys keys=%zu", sk_jwt_keys_count(k));
+        struct stat st;
+        if (cfg->buyer_token_secret_file != NULL && stat(cfg->buyer_token_secret_file, &st) == 0 &&
+            (st.st_mode & (S_IRGRP | S_IROTH)) != 0)
+            sk_log(SK_LOG_WARN,
+                   "event=buyer_token_secret_readable path=%s hint=\"chmod 600: group or others can "
+                   "read the secret that signs buyer tokens\"",
+                   cfg->buyer_token_secret_file);
+    }
+    admin_hosts_init(srv, cfg);
+    if (!is_loopback(admin) && cfg->admin_token == NULL)
+        sk_log(SK_LOG_WARN,
+               "event=admin_exposed address=%s hint=\"the admin listener is not on loopback and has no "
+               "token: set --admin-token-file\"",
+               cfg->admin_listen);
+    if (cfg->admin_token_group_readable)
+        sk_log(SK_LOG_WARN,
+               "event=admin_token_file_readable path=%s hint=\"chmod 600: group or others can read "
+               "the admin token\"",
+               cfg->admin_token_file);
+    return 0;
+}
+
+/* SIGHUP: the buyer-token keys again, from the same files. A file that fails keeps the keys in
+ * force. The replaced ring is kept until exit: a worker may still be verifying with it, and a
+ * reload is rare (a few kilobytes each). */
+static void identity_reload(sk_server_t *srv)
+{
+    const sk_config_t *cfg = srv->cfg;
+    char err[512];
+    if (cfg->buyer_token_secret_file == NULL && cfg->buyer_token_public_key == NULL)
+        return;
+    sk_jwt_keys_t *k = sk_jwt_keys_load(cfg->buyer_token_secret_file, cfg->buyer_token_public_key, err, sizeof(err));
+    if (k == NULL) {
+        sk_log(SK_LOG_ERROR, "event=buyer_token_keys_reload_failed error=\"%s\" hint=\"the keys in force stay\"", err);
+        return;
+    }
+    srv->jwt_retired = sk_realloc(srv->jwt_retired, (srv->njwt_retired + 1) * sizeof(*srv->jwt_retired));
+    srv->jwt_retired[srv->njwt_retired++] = atomic_exchange(&srv->jwt_keys, k);
+    sk_log(SK_LOG_INFO, "event=buyer_token_keys_reloaded keys=%zu", sk_jwt_keys_count(k));
+}
+
+static void identity_dispose(sk_server_t *srv)
+{
+    sk_jwt_keys_free(atomic_exchange(&srv->jwt_keys, NULL));
+    for (size_t i = 0; i < srv->njwt_retired; i++)
+        sk_jwt_keys_free(srv->jwt_retired[i]);
+    free(srv->jwt_retired);
+    for (size_t i = 0; i < srv->nadmin_hosts; i++)
+        free(srv->admin_hosts[i]);
+    free(srv->admin_hosts);
+    sk_cidrs_dispose(&srv->trusted);
+}
+
 int sk_server_run(sk_config_t *cfg)
 {
     sk_server_t srv;
@@ -590,6 +700,10 @@ int sk_server_run(sk_config_t *cfg)
         goto out;
     }
 
+    if ((rc = identity_init(&srv, cfg, &ss[SK_LISTENER_ADMIN])) != 0)
+        goto out;
+    rc = 1;
+
     uint64_t nofile = raise_nofile();
     int lim = sk_server_conn_limits(nofile, srv.nworkers, cfg->max_connections, srv.max_conns);
     if (lim > 0)
@@ -619,6 +733,9 @@ int sk_server_run(sk_config_t *cfg)
     srv.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("seckilld"));
     srv.globalconf.max_request_entity_size = (size_t)cfg->max_body_bytes;
     srv.globalconf.http1.req_timeout = (uint64_t)cfg->idle_timeout * 1000;
+    /* h2o upgrades h2c and takes the HTTP/2 preface by default: a way past proxy rules that
+     * only speak HTTP/1.1, so only with --http2 */
+    srv.globalconf.http1.upgrade_to_http2 = cfg->http2 != 0;
     srv.host_public = h2o_config_register_host(&srv.globalconf, h2o_iovec_init(H2O_STRLIT("public")), 65535);
     srv.host_admin = h2o_config_register_host(&srv.globalconf, h2o_iovec_init(H2O_STRLIT("admin")), 65535);
     srv.hosts_public[0] = srv.host_public;
@@ -662,6 +779,7 @@ int sk_server_run(sk_config_t *cfg)
             if (sk_accesslog_reopen() != 0)
                 sk_log(SK_LOG_ERROR, "event=access_log_reopen error=\"%s\"", strerror(errno));
             sk_log(SK_LOG_INFO, "event=log_reopened");
+            identity_reload(&srv);
             continue;
         }
         sk_log(SK_LOG_INFO, "event=stopping signal=%d", sig);
@@ -677,6 +795,7 @@ out:
     if (srv.store != NULL)
         sk_store_close(srv.store);
     sk_ratelimit_free(srv.ratelimit);
+    identity_dispose(&srv);
     free(srv.workers);
     for (int k = 0; k < SK_LISTENER_COUNT; k++)
         free(srv.fds[k]);

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include "config.h"
+#include "proxy.h"
 #include "store.h"
 #include "util.h"
 
@@ -74,6 +75,13 @@ struct sk_server_s {
     long max_conns[SK_LISTENER_COUNT];                  /* accepting stops at this many */
     _Atomic uint64_t accept_errors[SK_LISTENER_COUNT];  /* accepts failed for lack of descriptors or memory */
     h2o_barrier_t ready;                                /* every worker has its loop, receivers and store handle */
+    /* who buys, who administers (api.c; loaded and reloaded by server.c) */
+    sk_cidrs_t trusted; /* --trusted-proxies */
+    char **admin_hosts; /* the Host names the admin listener answers */
+    size_t nadmin_hosts;
+    struct sk_jwt_keys_s *_Atomic jwt_keys; /* buyer-token keys; NULL: no tokens */
+    struct sk_jwt_keys_s **jwt_retired;     /* rings replaced by SIGHUP, freed at exit */
+    size_t njwt_retired;
 };
 
 /* Descriptors kept out of the connection budget: standard streams, logs, each worker's event

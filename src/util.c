@@ -1,10 +1,14 @@
 /* util.c: see util.h. */
 #include "util.h"
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 static void oom(size_t n)
 {
@@ -98,4 +102,58 @@ void sk_buf_dispose(sk_buf_t *b)
     free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
+}
+
+int sk_secret_file_read(const char *path, char *buf, size_t *len, int *group_readable, char *err, size_t errlen)
+{
+    struct stat st;
+    size_t n = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s is not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    *group_readable = (st.st_mode & (S_IRGRP | S_IROTH)) != 0;
+    /* one byte more than allowed: a longer file is refused, never cut */
+    for (;;) {
+        ssize_t r = read(fd, buf + n, SK_SECRET_FILE_MAX + 1 - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        if (r == 0 || (n += (size_t)r) > SK_SECRET_FILE_MAX)
+            break;
+    }
+    close(fd);
+    if (n > SK_SECRET_FILE_MAX) {
+        snprintf(err, errlen, "%s is larger than %d bytes", path, SK_SECRET_FILE_MAX);
+        return -1;
+    }
+    buf[n] = '\0';
+    if (n > 0 && buf[n - 1] == '\n')
+        buf[--n] = '\0';
+    if (n > 0 && buf[n - 1] == '\r')
+        buf[--n] = '\0';
+    if (memchr(buf, '\0', n) != NULL) {
+        snprintf(err, errlen, "%s holds a NUL byte", path);
+        return -1;
+    }
+    if (memchr(buf, '\n', n) != NULL || memchr(buf, '\r', n) != NULL) {
+        snprintf(err, errlen, "%s holds a newline before its end (one secret, one line)", path);
+        return -1;
+    }
+    if (n == 0) {
+        snprintf(err, errlen, "%s is empty", path);
+        return -1;
+    }
+    *len = n;
+    return 0;
 }

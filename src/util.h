@@ -16,7 +16,14 @@ char *sk_strndup(const char *s, size_t n); /* NULL in, NULL out */
 int64_t sk_now_ms(void); /* wall clock, milliseconds since the epoch */
 int64_t sk_mono_ms(void);
 
+/* The most bytes a secret file (admin token, buyer-token secret) may hold. */
+#define SK_SECRET_FILE_MAX 4096
 
+/* Reads a secret file whole into buf (SK_SECRET_FILE_MAX + 1 bytes), NUL-terminated, *len its
+ * length: one final newline ("\n" or "\r\n") is trimmed; a file over SK_SECRET_FILE_MAX bytes,
+ * holding a NUL or a newline anywhere but at its end, or empty is refused (never cut). Sets
+ * *group_readable when group or others may read it. Returns 0, or -1 with a message in err. */
+int sk_secret_file_read(const char *path, char *buf, size_t *len, int *group_readable, char *err, size_t errlen);
 
 /* A growable byte buffer for building replies. */
 typedef struct sk_buf_s {

@@ -357,7 +357,8 @@ def request(port, method, path, body=None, headers=None, timeout=DEFAULT_TIMEOUT
     """One request. A fresh connection unless `conn` (an http.client.HTTPConnection) is given."""
     data = _encode(body)
     h = {}
-    if data is not None and json_ct:
+    if json_ct and (data is not None or method not in ("GET", "HEAD")):
+        # the admin listener takes a mutating request only as JSON (docs/API.md)
         h["Content-Type"] = "application/json"
     h.update(headers or {})
     own = conn is None
@@ -459,7 +460,7 @@ def parse_raw_responses(buf):
 
 
 def storm(port, reqs, threads=64, timeout=DEFAULT_TIMEOUT, stop=None, results=None):
-    """Send `reqs` [(method, path, body_dict)] from `threads` threads, each on its own keep-alive
+    """Send `reqs` [(method, path, body_dict[, headers])] from `threads` threads, each on its own keep-alive
     connection. Returns [(status, body) | ("error", repr(exc))] in the order of `reqs`.
     A request that fails at the socket level is never retried (its outcome is unknown).
     `results`, if given, is a list of len(reqs) Nones filled in as answers arrive (for watchers)."""
@@ -478,11 +479,12 @@ def storm(port, reqs, threads=64, timeout=DEFAULT_TIMEOUT, stop=None, results=No
             if stop is not None and stop.is_set():
                 results[i] = ("error", "not sent")
                 continue
-            method, path, body = reqs[i]
+            method, path, body = reqs[i][:3]
+            headers = reqs[i][3] if len(reqs[i]) > 3 else None
             if conn is None:
                 conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
             try:
-                r = request(port, method, path, body, conn=conn)
+                r = request(port, method, path, body, headers=headers, conn=conn)
                 results[i] = (r.status, r.body)
                 if r.headers.get("connection", "").lower() == "close":
                     conn.close()

@@ -376,7 +376,7 @@ def test_sigterm_with_a_client_that_does_not_read(make_server):
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect((HOST, srv.admin_port))
-    s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     good = Stream(srv.admin_port)
     try:
         # once the good stream has had more than the kernel can buffer for the other one, the

@@ -91,7 +91,7 @@ def test_export_client_gone_mid_stream(server, sale_id):
     assert [st for st, _ in res].count(201) == n
     for _ in range(5):
         c = socket.create_connection((HOST, server.admin_port), timeout=10)
-        c.sendall(f"GET /v1/sales/{s}/orders.csv HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        c.sendall(f"GET /v1/sales/{s}/orders.csv HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
         assert c.recv(100).startswith(b"HTTP/1.1 200")
         c.close()
     status, _, raw = get_export(server, f"/v1/sales/{s}/orders.csv")

@@ -399,7 +399,7 @@ def test_many_idle_connections(victim):
             c = socket.create_connection((HOST, srv.public_port if i % 3 else srv.admin_port),
                                          timeout=5)
             if i % 2:
-                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
             socks.append(c)
         t0 = time.monotonic()
         for i in range(20):
@@ -416,7 +416,7 @@ def test_many_idle_connections(victim):
             if i % 2:  # finish the request it started
                 c.sendall(b"Connection: close\r\n\r\n")
             else:
-                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         for c in socks[:40]:
             buf = b""
             c.settimeout(5)

@@ -4,8 +4,10 @@
  * (names lowercased, tokens looked up, Host, Content-Length, Transfer-Encoding, Expect and
  * Upgrade kept out of the header list), then every reader of api.c runs on it: the head size
  * (--max-head-bytes), the admin token (Authorization), the dashboard's ?token= (percent-decoded),
- * Accept (CSV or JSON), the rate limit's client key (X-Forwarded-For behind --trust-proxy) and the
- * access log's redaction of the query.
+ * Accept (CSV or JSON), the rate limit's client key (X-Forwarded-For, right to left past
+ * --trust-proxy or --trusted-proxies), the access log's redaction of the query, and the wire
+ * check (sk_api_wire_check: differing Content-Length, CL with TE, TE but chunked, obs-fold), and
+ * the admin listener's Host, Content-Type and Origin readers.
  *
  * Oracles: each reader against a reference written here from the raw header list (not h2o's),
  * another way; the headers the API does not read (Host, Origin, Content-Type, Referer,
@@ -49,6 +51,7 @@ typedef struct {
     size_t mlen, plen;
     struct phr_header h[MAX_HEADERS];
     size_t nh;
+    int minor;
 } head_t;
 
 /* ---- peers: one fixed address ---- */
@@ -210,30 +213,188 @@ static int ref_wants_csv(const head_t *hd)
     return 0;
 }
 
-static size_t ref_rate_key(const head_t *hd, int trust, const char *user, size_t ulen, char *key)
+/* The reference of the client address: every X-Forwarded-For element, in order, then a walk
+ * from the right. mode 1: --trust-proxy (the peer is a proxy, no element is); mode 2: trusted
+ * proxies 10.0.0.0/8 and 192.0.2.7 (the peer). */
+static int ref_trusted(const char *e, size_t n, int mode, char *canon)
 {
-    const struct phr_header *x = trust ? first(hd, "x-forwarded-for") : NULL;
+    char buf[64];
+    unsigned char a[16];
+    if (n >= 2 && e[0] == '[' && e[n - 1] == ']')
+        e++, n -= 2;
+    if (n == 0 || n >= sizeof(buf))
+        return -1;
+    memcpy(buf, e, n);
+    buf[n] = '\0';
+    if (inet_pton(AF_INET, buf, a) == 1) {
+        inet_ntop(AF_INET, a, canon, 64);
+        return mode == 2 && (a[0] == 10 || (a[0] == 192 && a[1] == 0 && a[2] == 2 && a[3] == 7));
+    }
+    if (inet_pton(AF_INET6, buf, a) != 1)
+        return -1;
+    if (memcmp(a, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12) == 0) {
+        inet_ntop(AF_INET, a + 12, canon, 64);
+        return mode == 2 && (a[12] == 10 || (a[12] == 192 && a[13] == 0 && a[14] == 2 && a[15] == 7));
+    }
+    inet_ntop(AF_INET6, a, canon, 64);
+    return 0;
+}
+
+static size_t ref_rate_key(const head_t *hd, int mode, const char *user, size_t ulen, char *key)
+{
+    const char *el[4 * MAX_HEADERS + 8];
+    size_t ell[4 * MAX_HEADERS + 8], n = 0;
+    char client[64] = "192.0.2.7", canon[64];
     if (user != NULL) {
         memcpy(key, "u:", 2);
         memcpy(key + 2, user, ulen);
         key[2 + ulen] = '\0';
         return 2 + ulen;
     }
-    if (x != NULL) {
-        size_t n = 0;
-        while (n < x->value_len && x->value[n] != ',')
-            n++;
-        while (n > 0 && x->value[n - 1] == ' ')
-            n--;
-        if (n > 100)
-            n = 100;
-        memcpy(key, "a:", 2);
-        memcpy(key + 2, x->value, n);
-        key[2 + n] = '\0';
-        return 2 + n;
+    for (size_t i = 0; mode != 0 && i < hd->nh; i++) {
+        if (!name_is(&hd->h[i], "x-forwarded-for"))
+            continue;
+        const char *v = hd->h[i].value;
+        size_t len = hd->h[i].value_len, a = 0;
+        for (size_t j = 0; j <= len; j++)
+            if (j == len || v[j] == ',') {
+                size_t x = a, z = j;
+                while (x < z && (v[x] == ' ' || v[x] == '\t'))
+                    x++;
+                while (z > x && (v[z - 1] == ' ' || v[z - 1] == '\t'))
+                    z--;
+                if (z > x && n < sizeof(el) / sizeof(el[0])) {
+                    el[n] = v + x;
+                    ell[n++] = z - x;
+                }
+                a = j + 1;
+            }
     }
-    strcpy(key, "a:192.0.2.7");
-    return strlen(key);
+    while (n-- > 0) {
+        int t = ref_trusted(el[n], ell[n], mode, canon);
+        if (t < 0)
+            break;
+        strcpy(client, canon);
+        if (t == 0)
+            break;
+    }
+    return (size_t)sprintf(key, "a:%s", client);
+}
+
+/* The reference of the wire check: from the header list, counted another way. */
+static int ref_wire_refused(const head_t *hd, int minor)
+{
+    size_t ncl = 0, nte = 0, chunked = 0;
+    const struct phr_header *cl = NULL;
+    for (size_t i = 0; i < hd->nh; i++) {
+        if (hd->h[i].name_len == 0)
+            return 1;
+        if (name_is(&hd->h[i], "content-length")) {
+            if (cl != NULL && (cl->value_len != hd->h[i].value_len || memcmp(cl->value, hd->h[i].value, cl->value_len)))
+                return 1;
+            cl = &hd->h[i];
+            ncl++;
+        }
+        if (name_is(&hd->h[i], "transfer-encoding")) {
+            const char *v = hd->h[i].value;
+            size_t a = 0, z = hd->h[i].value_len;
+            nte++;
+            while (a < z && (v[a] == ' ' || v[a] == '\t'))
+                a++;
+            while (z > a && (v[z - 1] == ' ' || v[z - 1] == '\t'))
+                z--;
+            chunked += z - a == 7 && strncasecmp(v + a, "chunked", 7) == 0;
+        }
+    }
+    if (nte == 0)
+        return 0;
+    return ncl > 0 || minor == 0 || nte > 1 || chunked != 1;
+}
+
+/* ---- the admin listener's readers ---- */
+
+static const char *const ADMIN_HOSTS[] = {"localhost", "127.0.0.1", "[::1]", "Admin.Example"};
+
+static int ref_ci_eq(const char *a, size_t an, const char *b, size_t bn)
+{
+    if (an != bn)
+        return 0;
+    for (size_t i = 0; i < an; i++)
+        if (tolower((unsigned char)a[i]) != tolower((unsigned char)b[i]))
+            return 0;
+    return 1;
+}
+
+/* name[:port] (a port is digits, maybe none), or [v6][:port]; the name one of ADMIN_HOSTS. */
+static int ref_host_allowed(const char *v, size_t n)
+{
+    size_t hl;
+    if (n > 0 && v[0] == '[') {
+        const char *rb = memchr(v, ']', n);
+        if (rb == NULL)
+            return 0;
+        hl = (size_t)(rb - v) + 1;
+    } else {
+        hl = 0;
+        while (hl < n && v[hl] != ':')
+            hl++;
+    }
+    if (hl < n) {
+        if (v[hl] != ':')
+            return 0;
+        for (size_t i = hl + 1; i < n; i++)
+            if (!isdigit((unsigned char)v[i]))
+                return 0;
+    }
+    for (size_t i = 0; i < sizeof(ADMIN_HOSTS) / sizeof(ADMIN_HOSTS[0]); i++)
+        if (ref_ci_eq(v, hl, ADMIN_HOSTS[i], strlen(ADMIN_HOSTS[i])))
+            return 1;
+    return 0;
+}
+
+/* One Content-Type, its type/subtype (before any ';', blanks around) application/json. */
+static int ref_json_ctype(const head_t *hd)
+{
+    const struct phr_header *ct = NULL;
+    for (size_t i = 0; i < hd->nh; i++)
+        if (name_is(&hd->h[i], "content-type")) {
+            if (ct != NULL)
+                return 0;
+            ct = &hd->h[i];
+        }
+    if (ct == NULL)
+        return 0;
+    size_t a = 0, z = 0;
+    while (z < ct->value_len && ct->value[z] != ';')
+        z++;
+    while (a < z && (ct->value[a] == ' ' || ct->value[a] == '\t'))
+        a++;
+    while (z > a && (ct->value[z - 1] == ' ' || ct->value[z - 1] == '\t'))
+        z--;
+    return ref_ci_eq(ct->value + a, z - a, "application/json", 16);
+}
+
+/* No Origin, or one that is http:// or https:// and the Host. */
+static int ref_origin_ok(const head_t *hd, const char *host, size_t hlen)
+{
+    const struct phr_header *o = NULL;
+    char want[1200];
+    for (size_t i = 0; i < hd->nh; i++)
+        if (name_is(&hd->h[i], "origin")) {
+            if (o != NULL)
+                return 0;
+            o = &hd->h[i];
+        }
+    if (o == NULL)
+        return 1;
+    if (host == NULL || hlen > 1000)
+        return 0;
+    for (int s = 0; s < 2; s++) {
+        int n = snprintf(want, sizeof(want), "%s://%.*s", s ? "https" : "http", (int)hlen, host);
+        if (ref_ci_eq(o->value, o->value_len, want, (size_t)n))
+            return 1;
+    }
+    return 0;
 }
 
 /* ---- the request as h2o makes it ---- */
@@ -279,9 +440,9 @@ static int make_req(h2o_req_t *req, const head_t *hd, int skip)
 
 static int parse(const char *buf, size_t len, head_t *hd)
 {
-    int minor;
     hd->nh = MAX_HEADERS;
-    return phr_parse_request(buf, len, &hd->m, &hd->mlen, &hd->p, &hd->plen, &minor, hd->h, &hd->nh, 0) > 0 ? 0 : -1;
+    return phr_parse_request(buf, len, &hd->m, &hd->mlen, &hd->p, &hd->plen, &hd->minor, hd->h, &hd->nh, 0) > 0 ? 0
+                                                                                                                : -1;
 }
 
 /* ---- the checks ---- */
@@ -313,10 +474,24 @@ static void check_head(const head_t *hd, int admin, int trust, const char *user,
     size_t lp = sk_api_log_path_len(hd->p, hd->plen);
     CHECK(lp == hd->plen || (q != NULL && lp == (size_t)(q - hd->p)));
 
-    size_t n = sk_api_rate_key(&req, trust, user, ulen, key);
+    sk_cidrs_t trusted = {0};
+    char err[128];
+    CHECK(sk_cidrs_parse("10.0.0.0/8, 192.0.2.7", &trusted, err, sizeof(err)) == 0);
+    const sk_cidrs_t *tl = trust == 2 ? &trusted : NULL;
+    size_t n = sk_api_rate_key(&req, tl, trust == 1, user, ulen, key);
     CHECK(n == strlen(key) && n < SK_API_RATE_KEY_MAX);
     CHECK(n == ref_rate_key(hd, trust, user, ulen, rkey) && memcmp(key, rkey, n) == 0);
-    CHECK(sk_api_rate_key(&bare, trust, user, ulen, bkey) == n && memcmp(bkey, key, n) == 0);
+    CHECK(sk_api_rate_key(&bare, tl, trust == 1, user, ulen, bkey) == n && memcmp(bkey, key, n) == 0);
+    sk_cidrs_dispose(&trusted);
+
+    /* the admin listener's readers */
+    char *hosts[sizeof(ADMIN_HOSTS) / sizeof(ADMIN_HOSTS[0])];
+    memcpy(hosts, ADMIN_HOSTS, sizeof(hosts));
+    if (req.input.authority.base != NULL)
+        CHECK(sk_api_host_allowed(req.input.authority.base, req.input.authority.len, hosts, 4) ==
+              ref_host_allowed(req.input.authority.base, req.input.authority.len));
+    CHECK(sk_api_json_content_type(&req) == ref_json_ctype(hd));
+    CHECK(sk_api_origin_ok(&req) == ref_origin_ok(hd, req.input.authority.base, req.input.authority.len));
 
     /* and the route, as on_req takes it next */
     sk_match_t m;
@@ -392,7 +567,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         len += 4;
     }
     if (parse(buf, len, &hd) == 0)
-        check_head(&hd, flags & 2, flags & 1, (flags & 4) ? user : NULL, ulen);
+        check_head(&hd, flags & 2, (flags & 1) ? 1 : (flags & 8) ? 2 : 0, (flags & 4) ? user : NULL, ulen);
+    if (parse(buf, len, &hd) == 0) /* parse again: make_req lowercased the names in place, as h2o does */
+        CHECK((sk_api_wire_check(buf, len) != NULL) == ref_wire_refused(&hd, hd.minor));
     free(buf);
 
     fz_t g = {data, size};

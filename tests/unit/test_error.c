@@ -20,6 +20,7 @@ typedef struct {
 static const expect_t expected[] = {
     {SK_EBAD_REQUEST, 400, "bad_request"},
     {SK_EUNAUTHORIZED, 401, "unauthorized"},
+    {SK_EFORBIDDEN, 403, "forbidden"},
     {SK_ENOT_STARTED, 403, "not_started"},
     {SK_EENDED, 403, "ended"},
     {SK_ENOT_FOUND, 404, "not_found"},
@@ -32,6 +33,8 @@ static const expect_t expected[] = {
     {SK_ESTOCK_BELOW_TAKEN, 409, "stock_below_taken"},
     {SK_EORDER_NOT_HELD, 409, "order_not_held"},
     {SK_ESALE_ACTIVE, 409, "sale_active"},
+    {SK_EUNSUPPORTED_MEDIA_TYPE, 415, "unsupported_media_type"},
+    {SK_EMISDIRECTED, 421, "misdirected_request"},
     {SK_EBODY_TOO_LARGE, 413, "body_too_large"},
     {SK_EHEAD_TOO_LARGE, 431, "head_too_large"},
     {SK_ERATE_LIMITED, 429, "rate_limited"},
@@ -59,7 +62,7 @@ static void table_size(void **state)
 {
     (void)state;
     assert_int_equal(SK_ERR_COUNT, NEXPECTED);
-    assert_int_equal(SK_ERR_COUNT, 20);
+    assert_int_equal(SK_ERR_COUNT, 23);
 }
 
 static void codes_are_distinct(void **state)
