@@ -432,18 +432,20 @@ size_t sk_api_rate_key(h2o_req_t *req, int trust_proxy, const char *user, size_t
 }
 
 /* The client a rate limit applies to: see sk_api_rate_key. */
-static int rate_limited(sk_server_t *srv, h2o_req_t *req, const char *user, size_t ulen, int *retry_after)
+static int rate_limited(sk_server_t *srv, sk_ratelimit_t *rl, h2o_req_t *req, const char *user, size_t ulen,
+                        int *retry_after)
 {
     char key[SK_API_RATE_KEY_MAX];
     size_t klen = sk_api_rate_key(req, (int)srv->cfg->trust_proxy, user, ulen, key);
-    return sk_ratelimit_take(srv->ratelimit, key, klen, sk_mono_ms(), retry_after) != 0;
+    return sk_ratelimit_take(rl, key, klen, sk_mono_ms(), retry_after) != 0;
 }
 
 static int check_rate(sk_server_t *srv, handler_t *h, h2o_req_t *req, int action, const char *user, size_t ulen)
 {
     int retry;
     char ra[16];
-    if (h->admin || srv->ratelimit == NULL || !rate_limited(srv, req, user, ulen, &retry))
+    sk_ratelimit_t *rl = srv->ratelimit; /* read once: a reload may replace it (server.c) */
+    if (h->admin || rl == NULL || !rate_limited(srv, rl, req, user, ulen, &retry))
         return 0;
     snprintf(ra, sizeof(ra), "%d", retry);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, h2o_strdup(&req->pool, ra, SIZE_MAX).base,
@@ -500,8 +502,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         reply_error(req, SK_A_COUNT_, rc, NULL);
         return 0;
     }
-    if (sk_action_is_admin(m.action) && srv->cfg->admin_token != NULL && !sk_api_token_ok(req, srv->cfg->admin_token) &&
-        !(m.action == SK_A_EVENTS && sk_dashboard_query_token_ok(m.query.p, m.query.len, srv->cfg->admin_token))) {
+    const char *token = srv->cfg->admin_token; /* read once: a reload may replace the config (server.c) */
+    if (sk_action_is_admin(m.action) && token != NULL && !sk_api_token_ok(req, token) &&
+        !(m.action == SK_A_EVENTS && sk_dashboard_query_token_ok(m.query.p, m.query.len, token))) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
         reply_error(req, m.action, SK_EUNAUTHORIZED, NULL);
         return 0;

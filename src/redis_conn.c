@@ -130,7 +130,11 @@ int sk_redis_conf_parse(sk_redis_conf_t *conf, const char *url, char *err, size_
     }
     return 0;
 bad:
-    snprintf(err, errlen, "cannot parse '%s' (want redis://[:PASSWORD@]HOST:PORT[/DB])", url);
+    { /* never the password: the message is printed and logged */
+        char shown[512];
+        snprintf(err, errlen, "cannot parse '%s' (want redis://[:PASSWORD@]HOST:PORT[/DB])",
+                 sk_url_redact(url, shown, sizeof(shown)));
+    }
     return -1;
 }
 

@@ -47,7 +47,9 @@ static const struct {
     {"max-head-bytes", R_INT, NULL, 8192, 256, 65536},
     {"idle-timeout", R_INT, NULL, 10, 1, 3600},
     {"shutdown-timeout", R_INT, NULL, 10, 0, 3600},
+    {"redis-password-file", R_STR, NULL, 0, 0, 0},
 };
+#define K_PWFILE 15 /* its password goes into the store URL, when the file and the store allow */
 #define NREF (sizeof(REF) / sizeof(REF[0]))
 
 typedef struct {
@@ -60,7 +62,8 @@ typedef struct {
 static char *const *str_field(sk_config_t *c, size_t k)
 {
     char *const *f[] = {&c->listen,           &c->admin_listen, &c->store,     NULL,
-                        &c->admin_token_file, &c->log_file,     &c->log_level, &c->access_log};
+                        &c->admin_token_file, &c->log_file,     &c->log_level, &c->access_log,
+                        NULL, NULL, NULL, NULL, NULL, NULL, NULL, &c->redis_password_file};
     CHECK(k < sizeof(f) / sizeof(f[0]) && f[k] != NULL);
     return f[k];
 }
@@ -237,6 +240,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (r.slen[4] >= sizeof(tf) || stat(tf, &st) != 0 || !S_ISREG(st.st_mode))
             return 0;
     }
+    if (line == 0 && r.s[K_PWFILE] != NULL) { /* the same for the Redis password file */
+        char pf[1100];
+        struct stat st;
+        snprintf(pf, sizeof(pf), "%.*s", (int)r.slen[K_PWFILE], r.s[K_PWFILE]);
+        if (r.slen[K_PWFILE] >= sizeof(pf) || stat(pf, &st) != 0 || !S_ISREG(st.st_mode))
+            return 0;
+    }
     CHECK((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
     CHECK(write(fd, data, size) == (ssize_t)size);
     close(fd);
@@ -259,16 +269,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fprintf(stderr, "want an error at %s, got: %s", where, errs);
             CHECK(0);
         }
-    } else if (r.s[4] != NULL && rc != SK_CONFIG_RUN) {
+    } else if (r.s[4] != NULL && rc != SK_CONFIG_RUN && strstr(errs, "admin token file") != NULL) {
         /* the token file: unreadable or blank */
-        CHECK(rc == SK_CONFIG_EXIT_USAGE && strstr(errs, "admin token file") != NULL);
+        CHECK(rc == SK_CONFIG_EXIT_USAGE);
+    } else if (r.s[K_PWFILE] != NULL && rc != SK_CONFIG_RUN) {
+        /* the password file: unreadable or blank, or the store not redis:// or holding one */
+        CHECK(rc == SK_CONFIG_EXIT_USAGE && strstr(errs, "--redis-password-file") != NULL);
     } else {
         if (rc != SK_CONFIG_RUN)
             fprintf(stderr, "want the file accepted, got: %s", errs);
         CHECK(rc == SK_CONFIG_RUN);
         CHECK(errlen == 0 && outlen == 0);
         for (size_t k = 0; k < NREF; k++) {
-            if (REF[k].type == R_STR) {
+            if (k == 2 && r.s[K_PWFILE] != NULL) {
+                continue; /* the store URL now holds the password */
+            } else if (REF[k].type == R_STR) {
                 const char *got = *str_field(&cfg, k);
                 if (r.s[k] == NULL)
                     CHECK(got == NULL);

@@ -1,0 +1,209 @@
+"""Operating seckilld as an nginx or redis-server operator would (docs/operations.md, issue 18):
+-v, the config test (-t), SIGHUP reloading the configuration, errors that name what they are
+about, secrets never printed, the Redis password from a file."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import HOST, REDIS_SERVER, Server, free_port, seckilld_binary
+
+sqlite_only = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+SHIPPED_CONF = os.path.join(ROOT, "packaging", "seckilld.conf")
+
+
+def run(*args, env=None, cwd=None):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("SECKILL_", "JOURNAL_STREAM"))}
+    e.update(env or {})
+    return subprocess.run([seckilld_binary(), *args], capture_output=True, text=True, timeout=10,
+                          stdin=subprocess.DEVNULL, env=e, cwd=cwd)
+
+
+@pytest.mark.parametrize("flag", ["-v", "-V", "--version"])
+def test_version_flags(flag):
+    p = run(flag)
+    assert p.returncode == 0 and re.fullmatch(r"seckilld \d+\.\d+\.\d+\n", p.stdout), p
+
+
+def test_check_config_of_the_shipped_file_is_ok(tmp_path):
+    """`seckilld -t --config /etc/seckill/seckilld.conf` (docs/operations.md): the shipped config
+    passes, and the test opens nothing (its log and book directories need not exist)."""
+    p = run("-t", "--config", SHIPPED_CONF, cwd=tmp_path)
+    assert p.returncode == 0, p
+    assert p.stderr == f"seckilld: the configuration {SHIPPED_CONF} is ok\n", p
+    assert p.stdout == "" and os.listdir(tmp_path) == []
+
+
+def test_check_config_lists_every_problem_and_opens_nothing(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    cfg = d / "bad.conf"
+    cfg.write_text(f"rate-limit = lots\nno-such-key = 1\nlog-level = loud\nlisten = nowhere\n"
+                   f"store = redis://:hunter2@localhost:0\nadmin-token-file = {d}/missing-token\n"
+                   f"log-file = {d}/seckilld.log\naccess-log = {d}/access.log\n")
+    p = run("--check-config", "--config", str(cfg), "--threads", "999", env={"SECKILL_MAX_BODY_BYTES": "1"},
+            cwd=d)
+    assert p.returncode == 1, p
+    want = [
+        f"seckilld: {cfg}:1: --rate-limit must be an integer from 0 to 100000000, not 'lots'",
+        f"seckilld: {cfg}:2: unknown key 'no-such-key'",
+        "seckilld: SECKILL_MAX_BODY_BYTES: --max-body-bytes must be an integer from 64 to 1048576, not '1'",
+        "seckilld: command line: --threads must be an integer from 0 to 256, not '999'",
+        f"seckilld: --admin-token-file: cannot open the admin token file {d}/missing-token: "
+        "No such file or directory",
+        "seckilld: --log-level must be debug, info, warn or error, not 'loud'",
+        "seckilld: --listen must be HOST:PORT, not 'nowhere'",
+        "seckilld: --store cannot parse 'redis://:***@localhost:0' (want redis://[:PASSWORD@]HOST:PORT[/DB])",
+        f"seckilld: the configuration {cfg} has problems (each on a line above)",
+    ]
+    assert p.stderr.splitlines() == want, p.stderr
+    assert "hunter2" not in p.stderr + p.stdout
+    assert sorted(os.listdir(d)) == ["bad.conf"]  # no log, no access log, no book
+
+
+def test_store_url_password_is_never_printed(tmp_path):
+    p = run("--listen", f"{HOST}:0", "--admin-listen", f"{HOST}:0", "--store", "redis://u:s3cr%65t@[::1:0",
+            cwd=tmp_path)
+    assert p.returncode == 2, p
+    assert "redis://u:***@[::1:0" in p.stderr and "s3cr" not in p.stderr, p
+
+
+def test_errors_name_the_file(tmp_path):
+    """The order book's directory, the log file: the message says which file and why."""
+    args = ["--listen", f"{HOST}:0", "--admin-listen", f"{HOST}:0"]
+    p = run(*args, "--store", f"sqlite:{tmp_path}/no/such/dir/book.db", cwd=tmp_path)
+    assert p.returncode == 1, p
+    assert f"the order book's directory {tmp_path}/no/such/dir: No such file or directory" in p.stderr, p
+    p = run(*args, "--store", f"sqlite:{tmp_path}/book.db", "--log-file", f"{tmp_path}/none/x.log")
+    assert p.returncode == 1, p
+    assert p.stderr == f"seckilld: --log-file: cannot open {tmp_path}/none/x.log: No such file or directory\n", p
+
+
+@sqlite_only
+def test_unknown_field_is_named(server, sale_id):
+    r = server.adm("PUT", f"/v1/sales/{sale_id()}", {"stock": 1, "colour": "red"})
+    assert r.status == 400 and r.body["message"] == "unknown field 'colour' in the body", r
+    r = server.pub("POST", "/v1/sales/x/orders", {"user": "a", "quantity": 2})
+    assert r.status == 400 and r.body["message"] == "unknown field 'quantity' in the body", r
+
+
+# --------------------------------------------------------------------------------------------
+# SIGHUP: the configuration reloaded
+
+
+def wait_log(path, pattern, after=0, timeout=5.0):
+    """The first line of the log file at `path` past byte `after` that matches `pattern`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text()[after:] if path.exists() else ""
+        m = re.search(pattern, text, re.M)
+        if m:
+            return m
+        assert time.monotonic() < deadline, f"no line matching {pattern!r} in {text[-3000:]!r}"
+        time.sleep(0.05)
+
+
+@sqlite_only
+def test_sighup_reloads_what_can_change_and_keeps_the_rest(store, tmp_path, sale_id):
+    """`systemctl reload seckilld` (ExecReload sends SIGHUP): the rate limit, the admin token,
+    the log level and file, the access log change at once; what needs a restart is logged and
+    keeps its value; a bad file changes nothing."""
+    log, log2, access = tmp_path / "seckilld.log", tmp_path / "seckilld2.log", tmp_path / "access.log"
+    tok_a, tok_b = tmp_path / "token-a", tmp_path / "token-b"
+    tok_a.write_text("token-a\n")
+    tok_b.write_text("token-b\n")
+    cfg = tmp_path / "seckilld.conf"
+    cfg.write_text(f"rate-limit = 2\nrate-burst = 2\nadmin-token-file = {tok_a}\nlog-file = {log}\n"
+                   "max-body-bytes = 4096\n")
+    srv = Server(store.url, str(tmp_path), extra_args=["--config", str(cfg)], token="token-a")
+    try:
+        srv.start()
+        s = sale_id()
+        srv.put_sale(s, stock=100)
+        assert [srv.pub("GET", f"/v1/sales/{s}").status for _ in range(3)] == [200, 200, 429]
+        wait_log(log, r"level=info event=started")
+        assert "level=debug" not in log.read_text()
+
+        cfg.write_text(f"rate-limit = 1000\nrate-burst = 1000\nadmin-token-file = {tok_b}\nlog-file = {log2}\n"
+                       f"log-level = debug\naccess-log = {access}\nmax-body-bytes = 100\nidle-timeout = 5\nthreads = 1\n")
+        srv.proc.send_signal(signal.SIGHUP)
+        m = wait_log(log2, r"level=info event=reloaded config=(\S+) applied=(\S+) needs_restart=(\S+)$")
+        assert m.group(1) == str(cfg)
+        assert m.group(2) == "admin-token-file,log-file,log-level,access-log,rate-limit,rate-burst,admin-token"
+        assert m.group(3) == "max-body-bytes,idle-timeout"  # threads: the command line wins
+        assert "event=reloaded" not in log.read_text()  # the old file saw the reopen, not the rest
+        assert srv.adm("GET", "/v1/sales", token="token-a").status == 401
+        assert srv.adm("GET", "/v1/sales", token="token-b").status == 200
+        assert all(srv.pub("GET", f"/v1/sales/{s}").status == 200 for _ in range(10))
+        # max-body-bytes needs a restart: still 4096
+        body = b'{"stock": 1' + b" " * 200 + b"}"
+        assert srv.adm("PUT", f"/v1/sales/{s}", body, token="token-b").status == 200
+        wait_log(access, rf"GET /v1/sales/{s} 200 ")
+
+        # a bad file: every problem logged, nothing changes
+        cfg.write_text(f"rate-limit = 1\nadmin-token-file = {tok_a}\nlog-level = loud\nbogus = 1\n")
+        at = log2.stat().st_size
+        srv.proc.send_signal(signal.SIGHUP)
+        wait_log(log2, r"level=error event=reload_failed config=\S+ changed=none$", after=at)
+        text = log2.read_text()[at:]
+        assert f'level=error event=reload_failed error="{cfg}:4: unknown key \'bogus\'"' in text, text
+        assert "level=error event=reload_failed error=\"--log-level must be debug, info, warn or error, " \
+               "not 'loud'\"" not in text  # the load failed first: the check of what it read is not run
+        assert srv.adm("GET", "/v1/sales", token="token-b").status == 200
+        assert all(srv.pub("GET", f"/v1/sales/{s}").status == 200 for _ in range(5))
+
+        # back to no rate limit and no access log: both off
+        cfg.write_text(f"admin-token-file = {tok_b}\nlog-file = {log2}\nmax-body-bytes = 4096\n")
+        at = log2.stat().st_size
+        srv.proc.send_signal(signal.SIGHUP)
+        m = wait_log(log2, r"event=reloaded config=\S+ applied=(\S+) needs_restart=(\S+)$", after=at)
+        assert m.groups() == ("log-level,access-log,rate-limit,rate-burst", "none"), m.group(0)
+        assert all(srv.pub("GET", f"/v1/sales/{s}").status == 200 for _ in range(20))
+    finally:
+        assert srv.stop() == 0
+
+
+# --------------------------------------------------------------------------------------------
+# the Redis password from a file
+
+
+def test_redis_password_file_keeps_the_secret_out_of_argv_env_and_logs(tmp_path):
+    if not os.access(REDIS_SERVER, os.X_OK):
+        pytest.fail(f"{REDIS_SERVER} missing: apt-get install redis-server", pytrace=False)
+    secret = "pw with spaces/and@signs%"
+    port = free_port()
+    (tmp_path / "redis").mkdir()
+    redis = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                              "--dir", str(tmp_path / "redis"), "--requirepass", secret],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pwfile = tmp_path / "redis-password"
+    pwfile.write_text(secret + "\n")
+    log = tmp_path / "seckilld.log"
+    srv = Server(f"redis://{HOST}:{port}", str(tmp_path),
+                 extra_args=["--redis-password-file", str(pwfile), "--log-file", str(log)])
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(port), "-a", secret, "--no-auth-warning", "ping"],
+                             capture_output=True, text=True).stdout.strip() != "PONG":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        srv.start()
+        assert srv.adm("PUT", "/v1/sales/pw", {"stock": 1}).status == 201
+        assert srv.pub("GET", "/healthz").status == 200
+        with open(f"/proc/{srv.proc.pid}/cmdline", "rb") as f:
+            assert secret.encode() not in f.read()
+        with open(f"/proc/{srv.proc.pid}/environ", "rb") as f:
+            assert secret.encode() not in f.read()
+        assert secret not in log.read_text() and "auth=yes" in log.read_text()
+        # and a password given twice is refused, naming both places
+        p = run("-t", "--store", f"redis://:x@{HOST}:{port}", "--redis-password-file", str(pwfile))
+        assert p.returncode == 1 and "--redis-password-file: --store already holds a password" in p.stderr, p
+    finally:
+        assert srv.stop() == 0
+        redis.terminate()
+        redis.wait(10)
