@@ -207,3 +207,62 @@ def test_redis_password_file_keeps_the_secret_out_of_argv_env_and_logs(tmp_path)
         assert srv.stop() == 0
         redis.terminate()
         redis.wait(10)
+
+
+# --------------------------------------------------------------------------------------------
+# monitoring: /metrics as Prometheus reads it
+
+PROMTOOL = "/usr/bin/promtool"
+ALERTS = os.path.join(ROOT, "packaging", "seckilld-alerts.yml")
+
+
+def promtool():
+    if not os.access(PROMTOOL, os.X_OK):
+        pytest.fail(f"{PROMTOOL} missing: apt-get install prometheus (scripts/deps.sh does)", pytrace=False)
+    return PROMTOOL
+
+
+def test_alert_rules_check():
+    """`promtool check rules packaging/seckilld-alerts.yml` (docs/operations.md)."""
+    p = subprocess.run([promtool(), "check", "rules", ALERTS], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "SUCCESS: 11 rules found" in p.stdout, p
+
+
+def test_metrics_pass_promtool_and_alerts_have_series_from_the_start(server, sale_id):
+    """`curl -s localhost:8081/metrics | promtool check metrics`: clean on a fresh server and after
+    traffic; every series the example alerts read exists before the first event, at 0."""
+    t0 = time.time()
+    fresh = server.adm("GET", "/metrics").body
+    p = subprocess.run([promtool(), "check", "metrics"], input=fresh, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout + p.stderr == "", p
+    samples = dict(re.findall(r"^(\S+) (\S+)$", fresh, re.M))
+    for outcome in ("unavailable", "rate_limited", "internal", "sold_out", "user_limit", "won"):
+        assert samples.get(f'seckill_takes_total{{outcome="{outcome}"}}') == "0", outcome
+    for status in ("201", "409", "429", "503"):
+        assert samples.get(f'seckill_requests_total{{route="take",status="{status}"}}') == "0", status
+    for name in ("seckill_commit_failures_total", 'seckill_accept_errors_total{listener="public"}',
+                 'seckill_connections_at_cap_total{listener="public"}',
+                 'seckill_connections_accepted_total{listener="admin"}'):
+        assert name in samples, name
+    assert samples["seckill_commit_failures_total"] == "0"
+    assert re.search(r'^seckill_build_info\{version="\d+\.\d+\.\d+"\} 1$', fresh, re.M)
+    assert int(samples['seckill_connections_accepted_total{listener="admin"}']) >= 1
+    assert int(samples["process_open_fds"]) > 5
+    assert int(samples["process_resident_memory_bytes"]) > 1 << 20
+    assert int(samples["process_max_fds"]) >= int(samples["process_open_fds"])
+    assert t0 - 30 <= float(samples["process_start_time_seconds"]) <= t0 + 1
+    assert float(samples["process_cpu_seconds_total"]) >= 0
+    # every metric an example alert reads is one seckilld exports
+    wanted = set(re.findall(r"\b((?:seckill|process)_[a-z_]+?)(?:_bucket)?\b", open(ALERTS).read()))
+    exported = set(re.findall(r"^# TYPE (\S+) ", fresh, re.M))
+    assert wanted <= exported | {"seckill_commit_fsync_seconds"}, wanted - exported
+
+    s = sale_id()
+    server.put_sale(s, stock=1)
+    assert server.take(s, user="a").status == 201
+    assert server.take(s, user="b").status == 409
+    after = server.adm("GET", "/metrics").body
+    p = subprocess.run([promtool(), "check", "metrics"], input=after, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout + p.stderr == "", p
+    assert f'seckill_sale_sold{{sale="{s}"}} 1' in after
+    assert "# HELP seckill_sale_remaining " in after
