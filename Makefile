@@ -99,6 +99,7 @@ install-files:
 	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
 	install -D -m 0644 docs/API.md $(DESTDIR)$(DOCDIR)/API.md
 	install -D -m 0644 docs/operations.md $(DESTDIR)$(DOCDIR)/operations.md
+	install -D -m 0644 docs/openapi.yaml $(DESTDIR)$(DOCDIR)/openapi.yaml
 	install -D -m 0644 packaging/seckilld-alerts.yml $(DESTDIR)$(DOCDIR)/examples/seckilld-alerts.yml
 
 # make deb: the Debian package (debian/, debhelper), built from a copy of the tree in

@@ -22,6 +22,10 @@
 #include "server.h"
 #include "util.h"
 
+/* docs/openapi.yaml, embedded at build time (CMakeLists.txt) */
+extern const char sk_doc_openapi_yaml[];
+extern const size_t sk_doc_openapi_yaml_len;
+
 typedef struct handler_s {
     h2o_handler_t super;
     sk_server_t *srv;
@@ -602,6 +606,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                                   "frame-ancestors 'none'"));
         reply(req, m.action, 200, "text/html; charset=utf-8", sk_web_dashboard_html,
               sk_web_dashboard_html_len);
+        return 0;
+    case SK_A_OPENAPI:
+        reply(req, m.action, 200, "application/yaml", sk_doc_openapi_yaml, sk_doc_openapi_yaml_len);
         return 0;
     case SK_A_EVENTS:
         if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {

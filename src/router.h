@@ -18,6 +18,7 @@ typedef enum sk_action_e {
     SK_A_ORDER_CANCEL,
     SK_A_DASHBOARD, /* GET /: the dashboard page (admin listener, no token: it holds no data) */
     SK_A_EVENTS,    /* GET /v1/events: the dashboard's event stream (admin listener) */
+    SK_A_OPENAPI,   /* GET /openapi.yaml: docs/openapi.yaml, embedded (admin listener) */
     SK_A_COUNT_
 } sk_action_t;
 
