@@ -472,8 +472,11 @@ static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t
     sk_buf_printf(&b, "# HELP seckill_store_up 1 when the store can answer.\n# TYPE seckill_store_up gauge\n"
                       "seckill_store_up{store=\"%s\"} %d\n",
                   srv->store->ops->name, srv->store->ops->healthy(srv->store));
-    static const char *const help[3] = {"Units sold (confirmed orders), by sale.", "Units held (orders awaiting "
-                                        "confirmation), by sale.", "Units left to take, by sale."};
+    static const char *const help[3] = {
+        "Units sold (confirmed orders), by sale.",
+        "Units held (orders awaiting confirmation), by sale.",
+        "Units left to take, by sale.",
+    };
     for (int k = 0; k < 3 && s->err == 0; k++) {
         sk_buf_printf(&b, "# HELP seckill_sale_%s %s\n# TYPE seckill_sale_%s gauge\n", g[k], help[k], g[k]);
         for (size_t i = 0; i < s->nviews; i++) {

@@ -18,7 +18,7 @@ _Atomic sk_log_level_t sk_log_level = SK_LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static const char *const syslog_prefixes[] = {"<7>", "<6>", "<4>", "<3>"}; /* LOG_DEBUG ... LOG_ERR */
 static int log_fd = 2;
-static int log_journal;  /* log_fd is stderr, and stderr is the journal: prefix `<N>` */
+static _Atomic int log_journal; /* log_fd is stderr, and stderr is the journal: prefix `<N>` */
 static char *log_path;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
