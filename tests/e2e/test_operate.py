@@ -266,3 +266,28 @@ def test_metrics_pass_promtool_and_alerts_have_series_from_the_start(server, sal
     assert p.returncode == 0 and p.stdout + p.stderr == "", p
     assert f'seckill_sale_sold{{sale="{s}"}} 1' in after
     assert "# HELP seckill_sale_remaining " in after
+
+
+@sqlite_only
+def test_journal_gets_syslog_priorities(store, tmp_path):
+    """Under systemd with stderr on the journal (JOURNAL_STREAM=DEV:INODE names it), every line
+    starts with its syslog priority, which journald keeps (`journalctl -u seckilld -p err`)."""
+    err = tmp_path / "stderr"
+    with open(err, "wb") as f:
+        st = os.fstat(f.fileno())
+        e = {k: v for k, v in os.environ.items() if not k.startswith("SECKILL_")}
+        e["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        p = subprocess.Popen([seckilld_binary(), "--listen", f"{HOST}:0", "--admin-listen", f"{HOST}:0", "--store",
+                              store.url, "--threads", "1", "--log-level", "debug"],
+                             stdout=subprocess.PIPE, stderr=f, stdin=subprocess.DEVNULL, env=e)
+    try:
+        assert p.stdout.readline().startswith(b"listening public=")
+        assert p.stdout.readline().startswith(b"listening admin=")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(15) == 0
+    lines = err.read_text().splitlines()
+    assert lines and all(re.match(r"<[3467]>\d{4}-\d\d-\d\dT[\d:.]+Z level=(debug|info|warn|error) ", l)
+                         for l in lines), lines
+    assert any(l.startswith("<6>") and " level=info event=started " in l for l in lines), lines
+    # without it (or with --log-file), no prefix: tests/unit/test_log.c and every other test's log

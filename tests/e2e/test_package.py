@@ -44,6 +44,8 @@ def test_man_page_names_every_option_and_has_no_warnings():
     missing = [o for o in help_options() if o not in text]
     assert not missing, f"seckilld(8) does not name {missing}"
     assert man_warnings(page) == ""
+    version = subprocess.run([seckilld_binary(), "-v"], capture_output=True, text=True, timeout=10).stdout.split()[1]
+    assert f'"seckill {version}"' in text.split("\n.SH")[0], "the man page's .TH names another version"
 
 
 def test_make_install_keeps_an_existing_config(tmp_path):
