@@ -399,6 +399,10 @@ class OpenAPI:
         assert not errors, f"{what}: the reply is not what docs/openapi.yaml says: " \
                            f"{errors[0].message} at {list(errors[0].path)}; body={json.dumps(body)[:300]}"
 
+    def check_schema(self, name, body, what):
+        """Asserts that `body` is a components/schemas/`name` (the dashboard's events)."""
+        self._validate(self.spec["components"]["schemas"][name], body, what)
+
     def check(self, method, path, status, body):
         """Asserts that a JSON reply `body` to METHOD PATH with `status` is as described."""
         p = path.split("?", 1)[0]
