@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 ARGS ?=
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps run test unit e2e bench fuzz asan warnings fresh clean install install-files deb
+.PHONY: all deps test-deps run test unit e2e bench fuzz asan tsan warnings fresh clean install install-files deb
 
 all: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) -j$$(nproc)
@@ -35,6 +35,12 @@ e2e: all
 asan:
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	  $(MAKE) BUILD=build-asan CMAKE_FLAGS="-DCMAKE_C_COMPILER=clang -DSK_SANITIZE=address,undefined" test
+
+# The whole suite under ThreadSanitizer (clang): the workers, the committer and the Redis
+# connections share sales, counters and queues; TSan sees a race the tests only happen to run into.
+tsan:
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$(CURDIR)/tests/tsan.supp" \
+	  $(MAKE) BUILD=build-tsan CMAKE_FLAGS="-DCMAKE_C_COMPILER=clang -DSK_SANITIZE=thread" test
 
 # Warnings are errors at every optimisation level and with both compilers: -O3 inlines more, and
 # gcc's flow analysis then sees paths it does not see at -O2 (a build, no tests).
@@ -113,4 +119,4 @@ deb:
 	ls $(BUILD)/deb/*.deb
 
 clean:
-	rm -rf build build-asan build-fuzz build-fresh
+	rm -rf build build-asan build-tsan build-fuzz build-fresh build-gcc-O3 build-clang-O3

@@ -8,13 +8,10 @@ n=${1:-10000000}
 bin=${SECKILLD:-build/seckilld}
 dir=$(mktemp -d /tmp/seckill-rebuild.XXXXXX)
 trap 'pkill -f "store sqlite:$dir/" 2>/dev/null || true; rm -rf "$dir"' EXIT
+# the store's own schema (src/sql/schema.sql), then the rows
 sqlite3 "$dir/big.db" <<SQL
 PRAGMA journal_mode=WAL;
-CREATE TABLE sales(sale TEXT PRIMARY KEY, stock INTEGER NOT NULL, per_user_limit INTEGER NOT NULL,
-  hold_seconds INTEGER NOT NULL, starts_at INTEGER, ends_at INTEGER) WITHOUT ROWID;
-CREATE TABLE orders(sale TEXT NOT NULL, id INTEGER NOT NULL, user TEXT, qty INTEGER NOT NULL,
-  status TEXT NOT NULL, request_id TEXT, created_at INTEGER NOT NULL, expires_at INTEGER,
-  PRIMARY KEY(sale, id)) WITHOUT ROWID;
+$(cat "$(dirname "$0")/../src/sql/schema.sql")
 INSERT INTO sales VALUES('big', $((n * 2)), 1, 0, NULL, NULL);
 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < $n)
 INSERT INTO orders SELECT 'big', x, 'user' || x, 1, 'confirmed', NULL, 1795767485, NULL FROM c;

@@ -78,11 +78,9 @@ static void peer_host(h2o_req_t *req, char *host, const char *otherwise)
         snprintf(host, NI_MAXHOST, "%s", otherwise);
 }
 
-/* The outcome of the request being answered, for the access log (set just before reply()). */
-static __thread const char *tl_outcome;
-
-/* Counts an answered request in the metrics and the access log. */
-static void account(h2o_req_t *req, int action, int status)
+/* Counts an answered request in the metrics and the access log; `outcome` (the error code, won,
+ * replayed, ...) is the access log's, NULL for none. */
+static void account(h2o_req_t *req, int action, int status, const char *outcome)
 {
     int64_t us = elapsed_us(req);
     sk_metrics_request(action, status, us);
@@ -90,10 +88,8 @@ static void account(h2o_req_t *req, int action, int status)
         char host[NI_MAXHOST];
         peer_host(req, host, "-");
         sk_accesslog_add(host, req->method.base, req->method.len, req->path.base,
-                         sk_api_log_path_len(req->path.base, req->path.len), status,
-                         tl_outcome ? tl_outcome : "-", us);
+                         sk_api_log_path_len(req->path.base, req->path.len), status, outcome ? outcome : "-", us);
     }
-    tl_outcome = NULL;
 }
 
 size_t sk_api_log_path_len(const char *path, size_t len)
@@ -106,7 +102,8 @@ size_t sk_api_log_path_len(const char *path, size_t len)
 }
 
 /* Sends a reply with Content-Length (never chunked). The body is copied. */
-static void reply(h2o_req_t *req, int action, int status, const char *ctype, const char *body, size_t len)
+static void reply(h2o_req_t *req, int action, int status, const char *outcome, const char *ctype, const char *body,
+                  size_t len)
 {
     static const char *const reasons[600] = {
         [200] = "OK", [201] = "Created", [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
@@ -117,21 +114,21 @@ static void reply(h2o_req_t *req, int action, int status, const char *ctype, con
     req->res.reason = status < 600 && reasons[status] ? reasons[status] : "Unknown";
     req->res.content_length = len;
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype, strlen(ctype));
-    account(req, action, status);
+    account(req, action, status, outcome);
     if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
         len = 0;
     h2o_send_inline(req, body, len);
 }
 
-static void reply_json(h2o_req_t *req, int action, int status, json_t *o)
+static void reply_json(h2o_req_t *req, int action, int status, const char *outcome, json_t *o)
 {
     char buf[1024];
     size_t n = json_dumpb(o, buf, sizeof(buf), JSON_PRESERVE_ORDER | JSON_COMPACT);
     if (n <= sizeof(buf)) {
-        reply(req, action, status, "application/json", buf, n);
+        reply(req, action, status, outcome, "application/json", buf, n);
     } else {
         char *s = json_dumps(o, JSON_PRESERVE_ORDER | JSON_COMPACT);
-        reply(req, action, status, "application/json", s, strlen(s));
+        reply(req, action, status, outcome, "application/json", s, strlen(s));
         free(s);
     }
     json_decref(o);
@@ -141,51 +138,17 @@ static void reply_json(h2o_req_t *req, int action, int status, json_t *o)
 static void reply_error(h2o_req_t *req, int action, int err, const char *message)
 {
     int status = sk_err_status(err);
-    tl_outcome = sk_err_code(err);
     if (status == 429 || status == 503)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
     if (message == NULL) {
         int i = err - SK_ERR_FIRST_;
         if (i < 1 || i > SK_ERR_COUNT)
             i = SK_EINTERNAL - SK_ERR_FIRST_;
-        reply(req, action, status, "application/json", error_bodies[i].base, error_bodies[i].len);
+        reply(req, action, status, sk_err_code(err), "application/json", error_bodies[i].base, error_bodies[i].len);
         return;
     }
-    reply_json(req, action, status, json_pack("{s:s, s:s}", "error", sk_err_code(err), "message", message));
-}
-
-static void csv_field(sk_buf_t *b, const char *s)
-{
-    if (s == NULL)
-        return;
-    if (strpbrk(s, ",\"\r\n") == NULL) {
-        sk_buf_append(b, s, strlen(s));
-        return;
-    }
-    sk_buf_append(b, "\"", 1);
-    for (const char *p = s; *p; p++) {
-        if (*p == '"')
-            sk_buf_append(b, "\"", 1);
-        sk_buf_append(b, p, 1);
-    }
-    sk_buf_append(b, "\"", 1);
-}
-
-void sk_api_orders_csv(sk_buf_t *b, const sk_order_t *orders, size_t n, int64_t now)
-{
-    sk_buf_printf(b, "sale,order,user,qty,status,request_id,created_at,expires_at\r\n");
-    for (size_t i = 0; i < n; i++) {
-        const sk_order_t *o = &orders[i];
-        sk_buf_printf(b, "%s,%llu,", o->sale, (unsigned long long)o->id);
-        csv_field(b, o->user);
-        sk_buf_printf(b, ",%lld,%s,", (long long)o->qty,
-                      sk_order_status_name(sk_order_effective(o->status, o->expires_at, now)));
-        csv_field(b, o->request_id);
-        sk_buf_printf(b, ",%lld,", (long long)o->created_at);
-        if (o->expires_at != SK_NO_TIME)
-            sk_buf_printf(b, "%lld", (long long)o->expires_at);
-        sk_buf_append(b, "\r\n", 2);
-    }
+    reply_json(req, action, status, sk_err_code(err),
+               json_pack("{s:s, s:s}", "error", sk_err_code(err), "message", message));
 }
 
 /* Optional white space (RFC 9110) around s[*a..*b). */
@@ -246,83 +209,198 @@ int sk_api_wants_csv(const h2o_req_t *req)
 
 static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t *s);
 
+/* ---- renderers: the answer of a store request that succeeded ---- */
+
+static void render_take(h2o_req_t *req, call_t *c, int64_t now)
+{
+    char buf[SK_RENDER_MAX];
+    const sk_store_req_t *s = &c->sreq;
+    reply(req, c->action, s->created ? 201 : 200, s->created ? "won" : "replayed", "application/json", buf,
+          sk_render_order(buf, &s->order, now));
+}
+
+static void render_sale_put(h2o_req_t *req, call_t *c, int64_t now)
+{
+    char buf[SK_RENDER_MAX];
+    reply(req, c->action, c->sreq.created ? 201 : 200, NULL, "application/json", buf,
+          sk_render_sale(buf, &c->sreq.view, now));
+}
+
+static void render_sale(h2o_req_t *req, call_t *c, int64_t now)
+{
+    char buf[SK_RENDER_MAX];
+    reply(req, c->action, 200, NULL, "application/json", buf, sk_render_sale(buf, &c->sreq.view, now));
+}
+
+static void render_sale_list(h2o_req_t *req, call_t *c, int64_t now)
+{
+    sk_buf_t b = {0};
+    sk_render_sale_list(&b, c->sreq.views, c->sreq.nviews, now);
+    reply(req, c->action, 200, NULL, "application/json", b.p, b.len);
+    sk_buf_dispose(&b);
+}
+
+static void render_order(h2o_req_t *req, call_t *c, int64_t now)
+{
+    char buf[SK_RENDER_MAX];
+    reply(req, c->action, 200, NULL, "application/json", buf, sk_render_order(buf, &c->sreq.order, now));
+}
+
+static void render_order_list(h2o_req_t *req, call_t *c, int64_t now)
+{
+    const sk_store_req_t *s = &c->sreq;
+    char next[24];
+    sk_buf_t b = {0};
+    if (s->more)
+        snprintf(next, sizeof(next), "%llu", (unsigned long long)s->orders[s->norders - 1].id);
+    if (sk_api_wants_csv(req)) {
+        sk_render_orders_csv(&b, s->orders, s->norders, now);
+        if (s->more)
+            h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-next"), 0, NULL,
+                                  h2o_strdup(&req->pool, next, SIZE_MAX).base, strlen(next));
+        reply(req, c->action, 200, NULL, "text/csv; charset=utf-8", b.p, b.len);
+    } else {
+        sk_render_order_list(&b, s->orders, s->norders, s->more ? next : NULL, now);
+        reply(req, c->action, 200, NULL, "application/json", b.p, b.len);
+    }
+    sk_buf_dispose(&b);
+}
+
+/* /metrics renders a failed sale listing too: without the per-sale gauges */
+static void render_metrics(h2o_req_t *req, call_t *c, int64_t now)
+{
+    (void)now;
+    reply_metrics(c->worker->server, req, &c->sreq);
+}
+
+/* ---- parsers: a request's inputs into its store request ---- */
+
+static int parse_sale_put(h2o_req_t *req, const sk_match_t *m, call_t *c, const char **why)
+{
+    (void)m;
+    return sk_parse_sale_conf(req->entity.base, req->entity.len, &c->sreq.conf, why);
+}
+
+static int parse_take(h2o_req_t *req, const sk_match_t *m, call_t *c, const char **why)
+{
+    (void)m;
+    int rc = sk_parse_take(req->entity.base, req->entity.len, &c->body, why);
+    if (rc != 0) {
+        sk_metrics_take(rc, 0);
+        return rc;
+    }
+    c->sreq.user = c->body.user;
+    c->sreq.user_len = c->body.user_len;
+    c->sreq.qty = c->body.qty;
+    c->sreq.request_id = c->body.request_id;
+    c->sreq.request_id_len = c->body.request_id_len;
+    return 0;
+}
+
+static int parse_order_list(h2o_req_t *req, const sk_match_t *m, call_t *c, const char **why)
+{
+    (void)req;
+    return sk_parse_list_query(m->query.p, m->query.len, &c->sreq.order_id, &c->sreq.limit, why);
+}
+
+static int parse_order_id(h2o_req_t *req, const sk_match_t *m, call_t *c, const char **why)
+{
+    (void)req;
+    *why = NULL;
+    return (c->sreq.order_id = sk_parse_order_id(m->order.p, m->order.len)) == 0 ? SK_ENO_SUCH_ORDER : 0;
+}
+
+/* ---- actions answered without the store ---- */
+
+static void run_healthz(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
+{
+    if (sk_store_healthy(srv->store))
+        reply(req, m->action, 200, NULL, "application/json", H2O_STRLIT("{\"status\":\"ok\"}"));
+    else
+        reply(req, m->action, 503, NULL, "application/json", H2O_STRLIT("{\"status\":\"unavailable\"}"));
+}
+
+/* the dashboard (dashboard.c): the page is static and carries no data; the stream does */
+static void run_dashboard(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
+{
+    (void)srv;
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0, NULL,
+                          H2O_STRLIT("nosniff"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("referrer-policy"), 0, NULL,
+                          H2O_STRLIT("no-referrer"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-security-policy"), 0, NULL,
+                          H2O_STRLIT("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                     "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+                                     "frame-ancestors 'none'"));
+    reply(req, m->action, 200, NULL, "text/html; charset=utf-8", sk_web_dashboard_html, sk_web_dashboard_html_len);
+}
+
+static void run_openapi(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
+{
+    (void)srv;
+    reply(req, m->action, 200, NULL, "application/yaml", sk_doc_openapi_yaml, sk_doc_openapi_yaml_len);
+}
+
+static void run_events(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
+{
+    (void)srv;
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
+        reply(req, m->action, 200, NULL, "text/event-stream", "", 0);
+        return;
+    }
+    account(req, m->action, 200, NULL);
+    sk_dashboard_events(worker_of(req), req);
+}
+
+/* ---- the action table ----
+ * What each route of router.c (which also says its method, listener and whether it needs the
+ * admin token) does: either `run` without the store, or `parse` the request into a store request
+ * of `op`, check the rate limit when `rate` is set (keyed on the take's user, else the client),
+ * submit it, and `render` the answer (errors come from the error table, but for `render_errors`
+ * actions, whose renderer takes them). */
+typedef struct action_s {
+    void (*run)(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m);
+    sk_store_op_t op;
+    sk_order_op_t change; /* SK_STORE_ORDER_CHANGE */
+    int (*parse)(h2o_req_t *req, const sk_match_t *m, call_t *c, const char **why);
+    void (*render)(h2o_req_t *req, call_t *c, int64_t now);
+    unsigned rate : 1;
+    unsigned render_errors : 1;
+} action_t;
+
+static const action_t ACTIONS[SK_A_COUNT_] = {
+    [SK_A_HEALTHZ] = {.run = run_healthz, .rate = 1},
+    [SK_A_METRICS] = {.op = SK_STORE_SALE_LIST, .render = render_metrics, .render_errors = 1},
+    [SK_A_SALE_LIST] = {.op = SK_STORE_SALE_LIST, .render = render_sale_list},
+    [SK_A_SALE_PUT] = {.op = SK_STORE_SALE_PUT, .parse = parse_sale_put, .render = render_sale_put},
+    [SK_A_SALE_GET] = {.op = SK_STORE_SALE_GET, .render = render_sale, .rate = 1},
+    [SK_A_TAKE] = {.op = SK_STORE_TAKE, .parse = parse_take, .render = render_take, .rate = 1},
+    [SK_A_ORDER_LIST] = {.op = SK_STORE_ORDER_LIST, .parse = parse_order_list, .render = render_order_list},
+    [SK_A_ORDER_GET] = {.op = SK_STORE_ORDER_GET, .parse = parse_order_id, .render = render_order},
+    [SK_A_ORDER_CONFIRM] = {.op = SK_STORE_ORDER_CHANGE,
+                            .change = SK_OP_CONFIRM_ORDER,
+                            .parse = parse_order_id,
+                            .render = render_order},
+    [SK_A_ORDER_CANCEL] = {.op = SK_STORE_ORDER_CHANGE,
+                           .change = SK_OP_CANCEL_ORDER,
+                           .parse = parse_order_id,
+                           .render = render_order},
+    [SK_A_DASHBOARD] = {.run = run_dashboard},
+    [SK_A_EVENTS] = {.run = run_events},
+    [SK_A_OPENAPI] = {.run = run_openapi},
+};
+
 /* Sends the answer of a finished store request. */
 static void answer(h2o_req_t *req, call_t *c)
 {
-    sk_store_req_t *s = &c->sreq;
-    int64_t now = s->now_ms / 1000;
-    char buf[SK_RENDER_MAX];
+    const action_t *a = &ACTIONS[c->action];
     if (c->action == SK_A_TAKE)
-        sk_metrics_take(s->err, !s->created);
-    if (c->action == SK_A_METRICS) {
-        reply_metrics(c->worker->server, req, s);
-        return;
-    }
-    if (s->err != 0) {
-        reply_error(req, c->action, s->err, NULL);
-        return;
-    }
-    switch (c->action) {
-    case SK_A_TAKE:
-        tl_outcome = s->created ? "won" : "replayed";
-        reply(req, c->action, s->created ? 201 : 200, "application/json", buf, sk_render_order(buf, &s->order, now));
-        return;
-    case SK_A_SALE_PUT:
-        reply(req, c->action, s->created ? 201 : 200, "application/json", buf, sk_render_sale(buf, &s->view, now));
-        return;
-    case SK_A_SALE_GET:
-        reply(req, c->action, 200, "application/json", buf, sk_render_sale(buf, &s->view, now));
-        return;
-    case SK_A_SALE_LIST: {
-        sk_buf_t b = {0};
-        sk_buf_append(&b, "{\"sales\":[", 10);
-        for (size_t i = 0; i < s->nviews; i++) {
-            if (i > 0)
-                sk_buf_append(&b, ",", 1);
-            sk_buf_append(&b, buf, sk_render_sale(buf, &s->views[i], now));
-        }
-        sk_buf_append(&b, "]}", 2);
-        reply(req, c->action, 200, "application/json", b.p, b.len);
-        sk_buf_dispose(&b);
-        return;
-    }
-    case SK_A_ORDER_GET:
-    case SK_A_ORDER_CONFIRM:
-    case SK_A_ORDER_CANCEL:
-        reply(req, c->action, 200, "application/json", buf, sk_render_order(buf, &s->order, now));
-        return;
-    case SK_A_ORDER_LIST: {
-        char next[24];
-        if (s->more)
-            snprintf(next, sizeof(next), "%llu", (unsigned long long)s->orders[s->norders - 1].id);
-        if (sk_api_wants_csv(req)) {
-            sk_buf_t b = {0};
-            sk_api_orders_csv(&b, s->orders, s->norders, now);
-            if (s->more)
-                h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-next"), 0, NULL,
-                                      h2o_strdup(&req->pool, next, SIZE_MAX).base, strlen(next));
-            reply(req, c->action, 200, "text/csv; charset=utf-8", b.p, b.len);
-            sk_buf_dispose(&b);
-            return;
-        }
-        sk_buf_t b = {0};
-        sk_buf_append(&b, "{\"orders\":[", 11);
-        for (size_t i = 0; i < s->norders; i++) {
-            if (i > 0)
-                sk_buf_append(&b, ",", 1);
-            sk_buf_append(&b, buf, sk_render_order(buf, &s->orders[i], now));
-        }
-        if (s->more)
-            sk_buf_printf(&b, "],\"next\":\"%s\"}", next);
-        else
-            sk_buf_append(&b, "],\"next\":null}", 14);
-        reply(req, c->action, 200, "application/json", b.p, b.len);
-        sk_buf_dispose(&b);
-        return;
-    }
-    default:
-        reply_error(req, c->action, SK_EINTERNAL, NULL);
-    }
+        sk_metrics_take(c->sreq.err, !c->sreq.created);
+    if (c->sreq.err != 0 && !a->render_errors)
+        reply_error(req, c->action, c->sreq.err, NULL);
+    else
+        a->render(req, c, c->sreq.now_ms / 1000);
 }
 
 static void call_free(call_t *c)
@@ -357,9 +435,8 @@ static void submit(h2o_req_t *req, call_t *c)
     sk_worker_t *w = worker_of(req);
     c->worker = w;
     c->req = req;
-    c->sreq.receiver = &w->store_receiver;
     c->sreq.cb = on_store_answer;
-    int rc = sk_store_submit(w->server->store, &c->sreq);
+    int rc = sk_store_submit(w->store, &c->sreq);
     if (rc == SK_STORE_DONE) {
         answer(req, c);
         call_free(c);
@@ -456,8 +533,7 @@ static int check_rate(sk_server_t *srv, handler_t *h, h2o_req_t *req, int action
                    strlen(ra));
     if (action == SK_A_TAKE)
         sk_metrics_take(SK_ERATE_LIMITED, 0);
-    tl_outcome = "rate_limited";
-    reply(req, action, 429, "application/json", error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].base,
+    reply(req, action, 429, "rate_limited", "application/json", error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].base,
           error_bodies[SK_ERATE_LIMITED - SK_ERR_FIRST_].len);
     return 1;
 }
@@ -469,9 +545,10 @@ static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t
     sk_buf_t b = {0};
     sk_metrics_render(&b);
     sk_server_render_metrics(srv, &b);
-    sk_buf_printf(&b, "# HELP seckill_store_up 1 when the store can answer.\n# TYPE seckill_store_up gauge\n"
-                      "seckill_store_up{store=\"%s\"} %d\n",
-                  srv->store->ops->name, srv->store->ops->healthy(srv->store));
+    sk_buf_printf(&b,
+                  "# HELP seckill_store_up 1 when the store can answer.\n# TYPE seckill_store_up gauge\n"
+                  "seckill_store_up{store=\"%s\"} %d\n",
+                  sk_store_name(srv->store), sk_store_healthy(srv->store));
     static const char *const help[3] = {
         "Units sold (confirmed orders), by sale.",
         "Units held (orders awaiting confirmation), by sale.",
@@ -485,7 +562,7 @@ static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t
             sk_buf_printf(&b, "seckill_sale_%s{sale=\"%s\"} %lld\n", g[k], v->id, (long long)x);
         }
     }
-    reply(req, SK_A_METRICS, 200, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
+    reply(req, SK_A_METRICS, 200, NULL, "text/plain; version=0.0.4; charset=utf-8", b.p, b.len);
     sk_buf_dispose(&b);
 }
 
@@ -523,113 +600,31 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
 
-    call_t *c;
-    switch (m.action) {
-    case SK_A_HEALTHZ:
-        if (check_rate(srv, h, req, m.action, NULL, 0))
-            return 0;
-        if (srv->store->ops->healthy(srv->store))
-            reply(req, m.action, 200, "application/json", H2O_STRLIT("{\"status\":\"ok\"}"));
-        else
-            reply(req, m.action, 503, "application/json", H2O_STRLIT("{\"status\":\"unavailable\"}"));
-        return 0;
-    case SK_A_METRICS:
-        submit(req, call_new(m.action, SK_STORE_SALE_LIST, &m));
-        return 0;
-    case SK_A_SALE_LIST:
-        submit(req, call_new(m.action, SK_STORE_SALE_LIST, &m));
-        return 0;
-    case SK_A_SALE_GET:
-        if (check_rate(srv, h, req, m.action, NULL, 0))
-            return 0;
-        submit(req, call_new(m.action, SK_STORE_SALE_GET, &m));
-        return 0;
-    case SK_A_SALE_PUT:
-        c = call_new(m.action, SK_STORE_SALE_PUT, &m);
-        if ((rc = sk_parse_sale_conf(req->entity.base, req->entity.len, &c->sreq.conf, &why)) != 0) {
-            reply_error(req, m.action, rc, why);
-            call_free(c);
-            return 0;
-        }
-        submit(req, c);
-        return 0;
-    case SK_A_TAKE:
-        c = call_new(m.action, SK_STORE_TAKE, &m);
-        if ((rc = sk_parse_take(req->entity.base, req->entity.len, &c->body, &why)) != 0) {
-            sk_metrics_take(rc, 0);
-            reply_error(req, m.action, rc, why);
-            call_free(c);
-            return 0;
-        }
-        if (check_rate(srv, h, req, m.action, c->body.user, c->body.user_len)) {
-            call_free(c);
-            return 0;
-        }
-        c->sreq.user = c->body.user;
-        c->sreq.user_len = c->body.user_len;
-        c->sreq.qty = c->body.qty;
-        c->sreq.request_id = c->body.request_id;
-        c->sreq.request_id_len = c->body.request_id_len;
-        submit(req, c);
-        return 0;
-    case SK_A_ORDER_LIST:
-        c = call_new(m.action, SK_STORE_ORDER_LIST, &m);
-        if ((rc = sk_parse_list_query(m.query.p, m.query.len, &c->sreq.order_id, &c->sreq.limit, &why)) != 0) {
-            reply_error(req, m.action, rc, why);
-            call_free(c);
-            return 0;
-        }
-        submit(req, c);
-        return 0;
-    case SK_A_ORDER_GET:
-    case SK_A_ORDER_CONFIRM:
-    case SK_A_ORDER_CANCEL:
-        c = call_new(m.action,
-                     m.action == SK_A_ORDER_GET       ? SK_STORE_ORDER_GET
-                     : m.action == SK_A_ORDER_CONFIRM ? SK_STORE_ORDER_CONFIRM
-                                                      : SK_STORE_ORDER_CANCEL,
-                     &m);
-        if ((c->sreq.order_id = sk_parse_order_id(m.order.p, m.order.len)) == 0) {
-            reply_error(req, m.action, SK_ENO_SUCH_ORDER, NULL);
-            call_free(c);
-            return 0;
-        }
-        submit(req, c);
-        return 0;
-    /* the dashboard (dashboard.c): the page is static and carries no data; the stream does */
-    case SK_A_DASHBOARD:
-        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0, NULL,
-                              H2O_STRLIT("nosniff"));
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("referrer-policy"), 0, NULL,
-                              H2O_STRLIT("no-referrer"));
-        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-security-policy"), 0, NULL,
-                              H2O_STRLIT("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
-                                  "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
-                                  "frame-ancestors 'none'"));
-        reply(req, m.action, 200, "text/html; charset=utf-8", sk_web_dashboard_html,
-              sk_web_dashboard_html_len);
-        return 0;
-    case SK_A_OPENAPI:
-        reply(req, m.action, 200, "application/yaml", sk_doc_openapi_yaml, sk_doc_openapi_yaml_len);
-        return 0;
-    case SK_A_EVENTS:
-        if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"))) {
-            reply(req, m.action, 200, "text/event-stream", "", 0);
-            return 0;
-        }
-        account(req, m.action, 200);
-        sk_dashboard_events(worker_of(req), req);
-        return 0;
-    default:
-        reply_error(req, m.action, SK_ENOT_FOUND, NULL);
+    const action_t *a = &ACTIONS[m.action];
+    if (a->run != NULL) {
+        if (!a->rate || !check_rate(srv, h, req, m.action, NULL, 0))
+            a->run(srv, req, &m);
         return 0;
     }
+    call_t *c = call_new(m.action, a->op, &m);
+    c->sreq.change = a->change;
+    if (a->parse != NULL && (rc = a->parse(req, &m, c, &why)) != 0) {
+        reply_error(req, m.action, rc, why);
+        call_free(c);
+        return 0;
+    }
+    if (a->rate && check_rate(srv, h, req, m.action, c->sreq.user, c->sreq.user_len)) {
+        call_free(c);
+        return 0;
+    }
+    submit(req, c);
+    return 0;
 }
 
 void sk_api_register(sk_server_t *srv)
 {
     init_error_bodies();
+    sk_dashboard_register(srv);
     h2o_hostconf_t *hosts[2] = {srv->host_public, srv->host_admin};
     for (int i = 0; i < 2; i++) {
         h2o_pathconf_t *pc = h2o_config_register_path(hosts[i], "/", 0);

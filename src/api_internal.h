@@ -1,5 +1,5 @@
-/* api_internal.h: what api.c reads from a request's head and the CSV it writes, for the fuzz
- * targets (tests/fuzz/fuzz_head.c, tests/fuzz/fuzz_writers.c). Nothing else includes this:
+/* api_internal.h: what api.c reads from a request's head, for the fuzz target
+ * tests/fuzz/fuzz_head.c. Nothing else includes this:
  * handlers go through sk_api_register (server.h). */
 #ifndef SK_API_INTERNAL_H
 #define SK_API_INTERNAL_H
@@ -37,10 +37,5 @@ size_t sk_api_rate_key(h2o_req_t *req, int trust_proxy, const char *user, size_t
 /* How much of a request target the access log may show: all of it, or the path alone when the
  * query carries a token (the dashboard's ?token=). */
 size_t sk_api_log_path_len(const char *path, size_t len);
-
-/* Appends the orders as GET /v1/sales/{sale}/orders sends them with Accept: text/csv: a header
- * line, then one line per order (CRLF), fields quoted per RFC 4180 where they must be; `now`
- * decides the shown status of a held order. */
-void sk_api_orders_csv(sk_buf_t *b, const sk_order_t *orders, size_t n, int64_t now);
 
 #endif

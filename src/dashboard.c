@@ -13,7 +13,7 @@
  *     skipped one loses nothing;
  *   - the client going away shows as a failed write: h2o closes the connection and calls `stop`,
  *     then disposes the pool;
- *   - on shutdown server.c calls sk_dashboard_worker_stop: each stream is finished with
+ *   - on shutdown the server calls its stop hook (worker_stop): each stream is finished with
  *     H2O_SEND_STATE_FINAL (after its current write, if one is in flight) on a non-persistent
  *     connection, so h2o closes it and the worker's drain sees the count reach 0. A client that
  *     does not read would hold its write (and so the drain) for ever: after STOP_GRACE_MS its
@@ -59,7 +59,7 @@ struct sk_dashboard_s {
     sk_store_req_t list;      /* the sale list for the next snapshot */
     int listing;              /* `list` is with the store */
     int stopping;
-    int64_t stop_at;          /* sk_mono_ms() of sk_dashboard_worker_stop */
+    int64_t stop_at;          /* sk_mono_ms() of worker_stop */
     msg_t *last;              /* the latest snapshot (a reference), NULL before the first */
     int64_t last_at;          /* sk_mono_ms() when `last` was built */
 };
@@ -130,8 +130,8 @@ static msg_t *snapshot(dashboard_t *d)
     sk_buf_t b = {0};
     char sale[SK_RENDER_MAX];
     sk_buf_printf(&b, "data: {\"time_ms\":%lld,\"interval_ms\":%d,\"store\":{\"name\":\"%s\",\"up\":%s},",
-                  (long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, st->ops->name,
-                  st->ops->healthy(st) ? "true" : "false");
+                  (long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, sk_store_name(st),
+                  sk_store_healthy(st) ? "true" : "false");
     put_takes(&b);
     if (s->err == 0) {
         sk_buf_append(&b, ",\"sales\":[", 10);
@@ -242,10 +242,9 @@ static void refresh(dashboard_t *d)
         return;
     memset(&d->list, 0, sizeof(d->list));
     d->list.op = SK_STORE_SALE_LIST;
-    d->list.receiver = &d->w->store_receiver;
     d->list.cb = on_list;
     d->list.data = d;
-    int rc = sk_store_submit(d->w->server->store, &d->list);
+    int rc = sk_store_submit(d->w->store, &d->list);
     if (rc == SK_STORE_DONE) {
         publish(d);
     } else if (rc < 0) {
@@ -372,7 +371,7 @@ int sk_dashboard_query_token_ok(const char *query, size_t len, const char *token
 
 /* -- server.c's hooks */
 
-void sk_dashboard_worker_stop(sk_worker_t *w)
+static void worker_stop(sk_worker_t *w)
 {
     dashboard_t *d = w->dashboard;
     if (d == NULL || d->stopping)
@@ -388,12 +387,12 @@ void sk_dashboard_worker_stop(sk_worker_t *w)
         h2o_timeout_link(w->ctx.loop, &d->tick, &d->tick_entry);
 }
 
-size_t sk_dashboard_worker_open(sk_worker_t *w)
+static size_t worker_open(sk_worker_t *w)
 {
     return w->dashboard != NULL ? w->dashboard->nstreams : 0;
 }
 
-void sk_dashboard_worker_dispose(sk_worker_t *w)
+static void worker_dispose(sk_worker_t *w)
 {
     dashboard_t *d = w->dashboard;
     if (d == NULL)
@@ -410,4 +409,10 @@ void sk_dashboard_worker_dispose(sk_worker_t *w)
     msg_release(&d->last);
     free(d);
     w->dashboard = NULL;
+}
+
+void sk_dashboard_register(sk_server_t *srv)
+{
+    static const sk_worker_hooks_t hooks = {.stop = worker_stop, .open = worker_open, .dispose = worker_dispose};
+    sk_server_add_worker_hooks(srv, &hooks);
 }

@@ -26,12 +26,10 @@ int sk_dashboard_query_token_ok(const char *query, size_t len, const char *token
  * The caller has accounted the request; it must not reply to it. */
 void sk_dashboard_events(sk_worker_t *w, h2o_req_t *req);
 
-/* server.c's hooks, on the worker's thread. _stop ends every open stream (a final empty chunk,
- * then h2o closes the connection) and ends new ones at once; _open counts the streams not yet
- * released by h2o (the worker waits for 0 before exiting); _dispose frees the worker's state
- * (kept if anything is still open, since h2o or the store may still point into it). */
-void sk_dashboard_worker_stop(sk_worker_t *w);
-size_t sk_dashboard_worker_open(sk_worker_t *w);
-void sk_dashboard_worker_dispose(sk_worker_t *w);
+/* The dashboard's per-worker hooks (server.h), registered by sk_dashboard_register: stop ends
+ * every open stream (a final empty chunk, then h2o closes the connection) and ends new ones at
+ * once; open counts the streams not yet released by h2o; dispose frees the worker's state (kept
+ * if anything is still open, since h2o or the store may still point into it). */
+void sk_dashboard_register(sk_server_t *srv);
 
 #endif

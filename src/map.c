@@ -1,5 +1,6 @@
 /* map.c: see map.h. */
 #include "map.h"
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -115,8 +116,10 @@ void sk_map_insert(sk_map_t *m, sk_map_node_t *node, uint64_t hash)
 void sk_map_remove(sk_map_t *m, sk_map_node_t *node, uint64_t hash)
 {
     size_t i = (tag_of(hash) >> 1) & m->mask;
-    while (m->slots[i] != node || m->tags[i] == 0)
+    while (m->slots[i] != node || m->tags[i] == 0) {
+        assert(m->tags[i] != 0); /* the node is in the map: its probe run reaches it before a hole */
         i = (i + 1) & m->mask;
+    }
     /* backward-shift deletion: pull later entries of the probe run into the hole */
     for (size_t j = (i + 1) & m->mask; m->tags[j] != 0; j = (j + 1) & m->mask) {
         size_t home = (m->tags[j] >> 1) & m->mask;

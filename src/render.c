@@ -1,5 +1,6 @@
 /* render.c: see render.h. */
 #include "render.h"
+#include <stdio.h>
 #include <string.h>
 
 typedef struct {
@@ -125,4 +126,65 @@ size_t sk_render_sale(char *buf, const sk_sale_view_t *v, int64_t now)
     put_str(&o, sk_sale_state_name(sk_sale_state(v, now)));
     PUT_LIT(&o, "}");
     return o.len;
+}
+
+void sk_render_sale_list(sk_buf_t *b, const sk_sale_view_t *views, size_t n, int64_t now)
+{
+    char buf[SK_RENDER_MAX];
+    sk_buf_append(b, "{\"sales\":[", 10);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            sk_buf_append(b, ",", 1);
+        sk_buf_append(b, buf, sk_render_sale(buf, &views[i], now));
+    }
+    sk_buf_append(b, "]}", 2);
+}
+
+void sk_render_order_list(sk_buf_t *b, const sk_order_t *orders, size_t n, const char *next, int64_t now)
+{
+    char buf[SK_RENDER_MAX];
+    sk_buf_append(b, "{\"orders\":[", 11);
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            sk_buf_append(b, ",", 1);
+        sk_buf_append(b, buf, sk_render_order(buf, &orders[i], now));
+    }
+    if (next != NULL)
+        sk_buf_printf(b, "],\"next\":\"%s\"}", next);
+    else
+        sk_buf_append(b, "],\"next\":null}", 14);
+}
+
+static void csv_field(sk_buf_t *b, const char *s)
+{
+    if (s == NULL)
+        return;
+    if (strpbrk(s, ",\"\r\n") == NULL) {
+        sk_buf_append(b, s, strlen(s));
+        return;
+    }
+    sk_buf_append(b, "\"", 1);
+    for (const char *p = s; *p; p++) {
+        if (*p == '"')
+            sk_buf_append(b, "\"", 1);
+        sk_buf_append(b, p, 1);
+    }
+    sk_buf_append(b, "\"", 1);
+}
+
+void sk_render_orders_csv(sk_buf_t *b, const sk_order_t *orders, size_t n, int64_t now)
+{
+    sk_buf_printf(b, "sale,order,user,qty,status,request_id,created_at,expires_at\r\n");
+    for (size_t i = 0; i < n; i++) {
+        const sk_order_t *o = &orders[i];
+        sk_buf_printf(b, "%s,%llu,", o->sale, (unsigned long long)o->id);
+        csv_field(b, o->user);
+        sk_buf_printf(b, ",%lld,%s,", (long long)o->qty,
+                      sk_order_status_name(sk_order_effective(o->status, o->expires_at, now)));
+        csv_field(b, o->request_id);
+        sk_buf_printf(b, ",%lld,", (long long)o->created_at);
+        if (o->expires_at != SK_NO_TIME)
+            sk_buf_printf(b, "%lld", (long long)o->expires_at);
+        sk_buf_append(b, "\r\n", 2);
+    }
 }

@@ -50,6 +50,14 @@ int sk_sale_check_take(const sk_sale_conf_t *c, int has_user, int64_t qty, const
     return 0;
 }
 
+int sk_sale_soldout_answer(int64_t per_user_limit, int has_user, int64_t qty)
+{
+    sk_sale_conf_t c = {.per_user_limit = per_user_limit, .starts_at = SK_NO_TIME, .ends_at = SK_NO_TIME};
+    const char *why;
+    int rc = sk_sale_check_take(&c, has_user, qty, &why);
+    return rc != 0 ? rc : SK_ESOLD_OUT;
+}
+
 int sk_sale_check_user(int64_t limit, int64_t taken, int64_t qty)
 {
     if (limit > 0 && (qty > limit || taken > limit - qty))
@@ -135,6 +143,19 @@ int sk_order_transition(sk_order_status_t st, int64_t expires_at, int64_t now, s
         return SK_EORDER_NOT_HELD;
     }
     return SK_EINTERNAL;
+}
+
+const char *sk_order_op_name(sk_order_op_t op)
+{
+    switch (op) {
+    case SK_OP_CONFIRM_ORDER:
+        return "confirm";
+    case SK_OP_CANCEL_ORDER:
+        return "cancel";
+    case SK_OP_EXPIRE_ORDER:
+        return "expire";
+    }
+    return "?";
 }
 
 const char *sk_order_status_name(sk_order_status_t st)

@@ -59,6 +59,12 @@ int sk_sale_window(const sk_sale_conf_t *conf, int64_t now);
 /* Request-level rules that need the sale: a user is required when a limit is set. */
 int sk_sale_check_take(const sk_sale_conf_t *conf, int has_user, int64_t qty, const char **why);
 
+/* What a take gets from a sale known to be sold out (the Redis store's cache of that answer, with
+ * the sale's per-user limit as it learnt it): the request-level rules that come before stock in
+ * docs/API.md, then sold_out. The caller has checked the window and that there is no request id
+ * (a replay is answered even when sold out). */
+int sk_sale_soldout_answer(int64_t per_user_limit, int has_user, int64_t qty);
+
 /* 0 if a user who already holds or bought `taken` units may take `qty` more, else SK_EUSER_LIMIT. */
 int sk_sale_check_user(int64_t per_user_limit, int64_t taken, int64_t qty);
 
@@ -88,6 +94,8 @@ int sk_order_transition(sk_order_status_t st, int64_t expires_at, int64_t now, s
                         sk_order_status_t *next, int *returns_units);
 
 const char *sk_order_status_name(sk_order_status_t st);
+/* "confirm", "cancel", "expire" (the Redis change script's argument). */
+const char *sk_order_op_name(sk_order_op_t op);
 /* Parses a status name; returns 0 when unknown. */
 sk_order_status_t sk_order_status_parse(const char *name);
 

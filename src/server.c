@@ -32,7 +32,6 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include "accesslog.h"
-#include "dashboard.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -434,7 +433,48 @@ static void on_ctl(h2o_multithread_receiver_t *receiver, h2o_linklist_t *message
         close_listener(&w->listeners[k]);
     h2o_context_request_shutdown(&w->ctx);
     w->stopping = 1;
-    sk_dashboard_worker_stop(w); /* event streams end now: they would never end by themselves */
+    for (int i = 0; i < w->server->nhooks; i++) /* event streams end now: they would never end by themselves */
+        w->server->hooks[i]->stop(w);
+}
+
+void sk_server_add_worker_hooks(sk_server_t *srv, const sk_worker_hooks_t *hooks)
+{
+    if (srv->nhooks == SK_WORKER_HOOKS_MAX)
+        abort(); /* a build with more modules than slots: a programming error */
+    srv->hooks[srv->nhooks++] = hooks;
+}
+
+static size_t hooks_open(sk_worker_t *w)
+{
+    size_t n = 0;
+    for (int i = 0; i < w->server->nhooks; i++)
+        n += w->server->hooks[i]->open(w);
+    return n;
+}
+
+/* The store's env.post: answers travel to the worker's loop as h2o messages, the link kept in
+ * the request's post_link. */
+_Static_assert(sizeof(h2o_multithread_message_t) <= sizeof(((sk_store_req_t *)0)->post_link) &&
+                   _Alignof(h2o_multithread_message_t) <= _Alignof(void *),
+               "a message fits in post_link");
+
+static void post_store_answer(void *ctx, sk_store_req_t *req)
+{
+    sk_worker_t *w = ctx;
+    h2o_multithread_message_t *m = (h2o_multithread_message_t *)(void *)req->post_link;
+    memset(m, 0, sizeof(*m));
+    h2o_multithread_send_message(&w->store_receiver, m);
+}
+
+static void on_store_answers(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&m->link);
+        sk_store_req_t *req = (sk_store_req_t *)(void *)((char *)m - offsetof(sk_store_req_t, post_link));
+        req->cb(req);
+    }
 }
 
 static void *worker_main(void *arg)
@@ -444,10 +484,15 @@ static void *worker_main(void *arg)
     /* everything of h2o's is made on the thread that runs it: h2o keeps per-thread state (its
      * buffer recycling), and a context made on another thread would share that thread's */
     h2o_context_init(&w->ctx, h2o_evloop_create(), &srv->globalconf);
-    h2o_multithread_register_receiver(w->ctx.queue, &w->store_receiver, sk_store_receive_cb);
+    h2o_multithread_register_receiver(w->ctx.queue, &w->store_receiver, on_store_answers);
     h2o_multithread_register_receiver(w->ctx.queue, &w->ctl_receiver, on_ctl);
     sk_metrics_thread_init();
-    w->store_local = srv->store->ops->worker_init(srv->store, w->ctx.loop, w->index);
+    sk_store_env_t env = {.loop = w->ctx.loop, .index = w->index, .post = post_store_answer, .post_ctx = w};
+    if (sk_store_worker_open(srv->store, &env, &w->store, w->store_err, sizeof(w->store_err)) != 0) {
+        w->store = NULL;
+        h2o_barrier_wait(&srv->ready); /* the main thread sees store_err and stops */
+        return NULL;
+    }
     attach(w, SK_LISTENER_PUBLIC, srv->fds[SK_LISTENER_PUBLIC][w->index], srv->hosts_public);
     attach(w, SK_LISTENER_ADMIN, srv->fds[SK_LISTENER_ADMIN][w->index], srv->hosts_admin);
     w->loop_now_max = h2o_now(w->ctx.loop);
@@ -459,15 +504,14 @@ static void *worker_main(void *arg)
         loop_clock_guard(w);
         if (!w->stopping)
             listeners_update(w);
-        if (srv->store->ops->worker_flush != NULL)
-            srv->store->ops->worker_flush(srv->store, w->store_local);
+        sk_store_worker_flush(w->store);
         sk_accesslog_flush(0);
         if (!w->stopping)
             continue;
         int64_t now = sk_mono_ms();
         if (deadline == 0)
             deadline = now + srv->cfg->shutdown_timeout * 1000;
-        if (w->inflight == 0 && sk_dashboard_worker_open(w) == 0 && drained_at == 0)
+        if (w->inflight == 0 && hooks_open(w) == 0 && drained_at == 0)
             drained_at = now;
         /* a short grace after the last answer lets its bytes reach the socket */
         if ((drained_at != 0 && now - drained_at >= 100) || now >= deadline)
@@ -476,11 +520,22 @@ static void *worker_main(void *arg)
     sk_accesslog_flush(1);
     if (w->inflight != 0)
         sk_log(SK_LOG_WARN, "event=shutdown_timeout worker=%d inflight=%zu", w->index, w->inflight);
-    sk_dashboard_worker_dispose(w);
-    srv->store->ops->worker_dispose(srv->store, w->store_local);
+    for (int i = 0; i < srv->nhooks; i++)
+        srv->hooks[i]->dispose(w);
+    sk_store_worker_close(w->store);
+    w->store = NULL;
     /* the context and loop are not disposed: h2o 2.2.5 asserts that no connection is left,
      * and keep-alive clients may still hold some; the process exits right after */
     return NULL;
+}
+
+/* Asks every worker to stop and waits for them; a worker that could not start has returned. */
+static void stop_workers(sk_server_t *srv)
+{
+    for (int i = 0; i < srv->nworkers; i++)
+        h2o_multithread_send_message(&srv->workers[i].ctl_receiver, &srv->workers[i].ctl_msg);
+    for (int i = 0; i < srv->nworkers; i++)
+        pthread_join(srv->workers[i].tid, NULL);
 }
 
 /* sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET. */
@@ -707,13 +762,22 @@ int sk_server_run(sk_config_t *cfg)
         h2o_multithread_create_thread(&srv.workers[i].tid, NULL, worker_main, &srv.workers[i]);
     }
     h2o_barrier_wait(&srv.ready);
+    for (int i = 0; i < srv.nworkers; i++) {
+        if (srv.workers[i].store != NULL)
+            continue;
+        fprintf(stderr, "seckilld: store %s: %s\n", cfg->store, srv.workers[i].store_err);
+        sk_log(SK_LOG_ERROR, "event=store_open_failed store=%s worker=%d error=\"%s\"", cfg->store, i,
+               srv.workers[i].store_err);
+        stop_workers(&srv);
+        goto out;
+    }
     print_listening("public", cfg->listen, port_public);
     print_listening("admin", cfg->admin_listen, port_admin);
     fflush(stdout);
     sk_log(SK_LOG_INFO,
            "event=started version=%s store=%s threads=%d public_port=%d admin_port=%d nofile=%llu "
            "max_connections=%ld admin_max_connections=%ld",
-           SK_VERSION, srv.store->ops->name, srv.nworkers, port_public, port_admin, (unsigned long long)nofile,
+           SK_VERSION, sk_store_name(srv.store), srv.nworkers, port_public, port_admin, (unsigned long long)nofile,
            srv.max_conns[SK_LISTENER_PUBLIC], srv.max_conns[SK_LISTENER_ADMIN]);
     notify("READY=1");
 
@@ -736,18 +800,14 @@ int sk_server_run(sk_config_t *cfg)
         break;
     }
     notify("STOPPING=1");
-    atomic_store(&srv.stopping, 1);
-    for (int i = 0; i < srv.nworkers; i++)
-        h2o_multithread_send_message(&srv.workers[i].ctl_receiver, &srv.workers[i].ctl_msg);
-    for (int i = 0; i < srv.nworkers; i++)
-        pthread_join(srv.workers[i].tid, NULL);
-    srv.store->ops->close(srv.store);
+    stop_workers(&srv);
+    sk_store_close(srv.store);
     srv.store = NULL;
     sk_log(SK_LOG_INFO, "event=stopped");
     rc = 0;
 out:
     if (srv.store != NULL)
-        srv.store->ops->close(srv.store);
+        sk_store_close(srv.store);
     sk_ratelimit_free(srv.ratelimit);
     for (size_t i = 0; i < retired.n; i++) {
         if (retired.v[i].cfg != NULL) {

@@ -34,10 +34,11 @@ struct sk_worker_s {
     sk_server_t *server;
     h2o_context_t ctx;
     sk_listener_t listeners[SK_LISTENER_COUNT];
-    h2o_multithread_receiver_t store_receiver; /* answers from the store */
+    h2o_multithread_receiver_t store_receiver; /* answers from the store (its env.post) */
     h2o_multithread_receiver_t ctl_receiver;   /* shutdown requests from the main thread */
     h2o_multithread_message_t ctl_msg;
-    void *store_local;
+    sk_store_worker_t *store;                  /* this worker's store handle; NULL if it failed */
+    char store_err[256];                       /* why it failed */
     size_t inflight;                           /* requests waiting for the store */
     int stopping;
     struct sk_dashboard_s *dashboard;          /* dashboard.c: this worker's event streams */
@@ -45,8 +46,20 @@ struct sk_worker_s {
     pthread_t tid;
 };
 
+/* What a module that keeps per-worker state (the dashboard's event streams) gives the server:
+ * called on the worker's thread. */
+typedef struct sk_worker_hooks_s {
+    void (*stop)(sk_worker_t *w);    /* the worker is stopping: end what would never end by itself */
+    size_t (*open)(sk_worker_t *w);  /* what is still open: the worker waits for 0 before exiting */
+    void (*dispose)(sk_worker_t *w); /* the worker is exiting */
+} sk_worker_hooks_t;
+
+#define SK_WORKER_HOOKS_MAX 4
+
 struct sk_server_s {
     sk_config_t *_Atomic cfg;        /* SIGHUP publishes a new one (sk_config_reload); read it once per use */
+    const sk_worker_hooks_t *hooks[SK_WORKER_HOOKS_MAX]; /* registered before the workers start */
+    int nhooks;
     sk_store_t *store;
     sk_ratelimit_t *_Atomic ratelimit; /* NULL when off; replaced on reload, read it once per request */
     h2o_globalconf_t globalconf;
@@ -62,8 +75,7 @@ struct sk_server_s {
     _Atomic uint64_t accept_errors[SK_LISTENER_COUNT];  /* accepts failed for lack of descriptors or memory */
     _Atomic uint64_t accepted[SK_LISTENER_COUNT];       /* connections accepted */
     _Atomic uint64_t at_cap[SK_LISTENER_COUNT];         /* times a worker stopped accepting at the cap */
-    h2o_barrier_t ready;             /* every worker has its loop and receivers */
-    _Atomic int stopping;
+    h2o_barrier_t ready;                                /* every worker has its loop, receivers and store handle */
 };
 
 /* Descriptors kept out of the connection budget: standard streams, logs, each worker's event
@@ -89,5 +101,8 @@ int sk_server_run(sk_config_t *cfg);
 
 /* Sets up the HTTP handlers on the server's host configurations (api.c). */
 void sk_api_register(sk_server_t *srv);
+
+/* Registers per-worker hooks (before the workers start; at most SK_WORKER_HOOKS_MAX). */
+void sk_server_add_worker_hooks(sk_server_t *srv, const sk_worker_hooks_t *hooks);
 
 #endif

@@ -48,26 +48,17 @@ sk_store_t *sk_store_open(const char *url, int threads, char *err, size_t errlen
     return NULL;
 }
 
-int sk_store_submit(sk_store_t *st, sk_store_req_t *req)
+int sk_store_submit(sk_store_worker_t *w, sk_store_req_t *req)
 {
     req->now_ms = sk_now_ms();
     req->err = 0;
-    return st->ops->submit(st, req);
+    req->worker = w;
+    return w->store->ops->submit(w, req);
 }
 
 void sk_store_complete(sk_store_req_t *req)
 {
-    h2o_multithread_send_message(req->receiver, &req->msg);
-}
-
-void sk_store_receive_cb(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
-{
-    while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
-        h2o_linklist_unlink(&m->link);
-        sk_store_req_t *req = H2O_STRUCT_FROM_MEMBER(sk_store_req_t, msg, m);
-        req->cb(req);
-    }
+    req->worker->env.post(req->worker->env.post_ctx, req);
 }
 
 void sk_order_dispose(sk_order_t *o)

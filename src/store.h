@@ -1,27 +1,45 @@
 /* store.h: the storage interface, the only storage header that handlers see. A store decides
  * takes and keeps sales and orders; two implement it: store_embed.c (in memory + SQLite) and
- * store_redis.c. Every operation is one sk_store_req_t: the caller fills the inputs and calls
- * sk_store_submit; the store fills the outputs.
+ * store_redis.c. It knows no HTTP and no event loop: the server hands each worker's store an
+ * environment (sk_store_env_t) and gets back that worker's handle (sk_store_worker_t), through
+ * which every operation goes. docs/design.md, "The store contract", draws it.
  *
- * Async rule: sk_store_submit returns
- *   SK_STORE_DONE (1): answered at once; the outputs are set and `cb` will NOT be called;
- *   0: pending; `cb` is called exactly once, later, on the caller's event loop (`receiver`);
- *   < 0: an SK_E* error, the request was not taken; `cb` is never called.
- * In both answered cases req->err holds the outcome (0 or an SK_E* code). */
+ * Threads: sk_store_open and sk_store_close on the main thread; sk_store_worker_open, _flush,
+ * _close and sk_store_submit on the worker's own thread (each worker its own handle);
+ * sk_store_healthy and sk_store_name anywhere.
+ *
+ * Completion rule (libuv's, with one fast path): sk_store_submit returns
+ *   < 0: an SK_E* error; the request was not taken and `cb` never runs;
+ *   SK_STORE_DONE (1): answered at once; the outputs and req->err are set and `cb` never runs;
+ *   0: pending; `cb` runs exactly once, later (never inside sk_store_submit), on the worker's
+ *      thread: from the store's own I/O on the worker's loop, or through env.post.
+ * In both answered cases req->err holds the outcome (0 or an SK_E* code). A request's memory
+ * stays the caller's and must live until it is answered. */
 #ifndef SK_STORE_H
 #define SK_STORE_H
 
 #include <stddef.h>
 #include <stdint.h>
-#define H2O_USE_LIBUV 0
-#include <h2o/multithread.h>
 #include "sale.h"
 
 #define SK_STORE_DONE 1
 
 typedef struct sk_store_s sk_store_t;
+typedef struct sk_store_worker_s sk_store_worker_t;
 typedef struct sk_store_req_s sk_store_req_t;
 typedef void (*sk_store_cb)(sk_store_req_t *req);
+
+/* What a worker gives its store. */
+typedef struct sk_store_env_s {
+    /* The worker's event loop, for the store's own I/O (an h2o_loop_t in this build: only the
+     * Redis adapter, redis_adapter.c, knows that); used on the worker's thread only. */
+    void *loop;
+    int index; /* the worker's, 0 .. threads - 1 */
+    /* Hands an answered request back to the worker, which then calls req->cb on its own thread.
+     * Thread-safe; a store calls it through sk_store_complete. It may use req->post_link. */
+    void (*post)(void *ctx, sk_store_req_t *req);
+    void *post_ctx;
+} sk_store_env_t;
 
 typedef enum sk_store_op_e {
     SK_STORE_TAKE,
@@ -30,8 +48,7 @@ typedef enum sk_store_op_e {
     SK_STORE_SALE_LIST,
     SK_STORE_ORDER_GET,
     SK_STORE_ORDER_LIST,
-    SK_STORE_ORDER_CONFIRM,
-    SK_STORE_ORDER_CANCEL,
+    SK_STORE_ORDER_CHANGE, /* req->change: SK_OP_CONFIRM_ORDER or SK_OP_CANCEL_ORDER */
 } sk_store_op_t;
 
 typedef struct sk_order_s {
@@ -48,7 +65,6 @@ typedef struct sk_order_s {
 struct sk_store_req_s {
     /* inputs, set by the caller */
     sk_store_op_t op;
-    h2o_multithread_receiver_t *receiver; /* the caller's loop, for async answers */
     sk_store_cb cb;
     void *data;                           /* the caller's */
     char sale[SK_SALE_ID_MAX + 1];
@@ -58,14 +74,16 @@ struct sk_store_req_s {
     const char *request_id;               /* take: borrowed until answered; NULL if absent */
     size_t request_id_len;
     sk_sale_conf_t conf;                  /* sale put */
-    uint64_t order_id;                    /* order get / confirm / cancel; list: after */
+    uint64_t order_id;                    /* order get / change; list: after */
+    sk_order_op_t change;                 /* order change */
     unsigned limit;                       /* order list */
     int64_t now_ms;                       /* set by sk_store_submit */
+    sk_store_worker_t *worker;            /* set by sk_store_submit */
 
     /* outputs, set by the store */
     int err;                  /* 0 or SK_E* */
     int created;              /* sale put: 1 if created; take: 1 if a new order, 0 if a replay */
-    sk_order_t order;         /* take, order get / confirm / cancel */
+    sk_order_t order;         /* take, order get / change */
     sk_sale_view_t view;      /* sale get / put */
     sk_sale_view_t *views;    /* sale list: owned array */
     size_t nviews;
@@ -73,30 +91,37 @@ struct sk_store_req_s {
     size_t norders;
     int more;                 /* order list: there are orders after the last one */
 
+    /* private to the environment's post function (e.g. a message link) */
+    void *post_link[2];
+
     /* private to the store */
-    h2o_multithread_message_t msg;
     sk_store_req_t *next;     /* queues and waiter lists */
     void *priv;
     uint64_t stamp;           /* e.g. the settings generation a take was decided under */
 };
 
+/* A store's functions; callers use the sk_store_* wrappers below, never these. */
 typedef struct sk_store_ops_s {
     const char *name;
-    int (*submit)(sk_store_t *st, sk_store_req_t *req);
-    /* 1 when the store can answer (for /healthz) */
+    /* opens the calling worker's handle into *out; -1 with a reason in err */
+    int (*worker_open)(sk_store_t *st, const sk_store_env_t *env, sk_store_worker_t **out, char *err, size_t errlen);
+    /* may be NULL */
+    void (*worker_flush)(sk_store_worker_t *w);
+    /* answers what is pending (cb runs), frees the handle */
+    void (*worker_close)(sk_store_worker_t *w);
+    int (*submit)(sk_store_worker_t *w, sk_store_req_t *req);
     int (*healthy)(sk_store_t *st);
-    /* per worker thread set-up on that thread's loop; returns a worker-local pointer */
-    void *(*worker_init)(sk_store_t *st, h2o_loop_t *loop, int index);
-    void (*worker_dispose)(sk_store_t *st, void *local);
-    /* called by each worker after every turn of its loop, before it may block waiting for events:
-     * passes on work held back during the turn (may be NULL) */
-    void (*worker_flush)(sk_store_t *st, void *local);
-    /* stops background work, makes everything acknowledged durable, frees the store */
     void (*close)(sk_store_t *st);
 } sk_store_ops_t;
 
 struct sk_store_s {
     const sk_store_ops_t *ops;
+};
+
+/* The head of every store's per-worker handle. */
+struct sk_store_worker_s {
+    sk_store_t *store;
+    sk_store_env_t env;
 };
 
 /* 0 if url names a store that can be opened ("sqlite:PATH" with PATH a file, or "redis://..."),
@@ -107,13 +132,52 @@ int sk_store_url_check(const char *url, char *err, size_t errlen);
  * writes a reason into err. */
 sk_store_t *sk_store_open(const char *url, int threads, char *err, size_t errlen);
 
-/* Fills req->now_ms and submits; see the async rule above. */
-int sk_store_submit(sk_store_t *st, sk_store_req_t *req);
+/* Stops background work, makes everything acknowledged durable, frees the store. Every worker
+ * handle must be closed first. */
+static inline void sk_store_close(sk_store_t *st)
+{
+    st->ops->close(st);
+}
 
-/* For stores: answer a pending request on its caller's loop. Thread-safe. */
+static inline const char *sk_store_name(const sk_store_t *st)
+{
+    return st->ops->name;
+}
+
+/* 1 when the store can answer (for /healthz). */
+static inline int sk_store_healthy(sk_store_t *st)
+{
+    return st->ops->healthy(st);
+}
+
+/* On the worker's thread, before its first request: its handle into *out, or -1 with a reason
+ * in err (the worker cannot serve). env is copied. */
+static inline int sk_store_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store_worker_t **out, char *err,
+                                       size_t errlen)
+{
+    return st->ops->worker_open(st, env, out, err, errlen);
+}
+
+/* Called by the worker after every turn of its loop, before it may block waiting for events:
+ * passes on work held back during the turn. */
+static inline void sk_store_worker_flush(sk_store_worker_t *w)
+{
+    if (w->store->ops->worker_flush != NULL)
+        w->store->ops->worker_flush(w);
+}
+
+/* Answers what the handle has pending (their callbacks run), then frees it. NULL is allowed. */
+static inline void sk_store_worker_close(sk_store_worker_t *w)
+{
+    if (w != NULL)
+        w->store->ops->worker_close(w);
+}
+
+/* Fills req->now_ms, req->worker and req->err (0) and submits; see the completion rule above. */
+int sk_store_submit(sk_store_worker_t *w, sk_store_req_t *req);
+
+/* For stores: answer a pending request through its worker's env.post. Thread-safe. */
 void sk_store_complete(sk_store_req_t *req);
-/* For workers: the receiver callback that runs the answers sent by sk_store_complete. */
-void sk_store_receive_cb(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages);
 
 /* Frees what the store put into req's outputs (not req itself). */
 void sk_store_req_dispose(sk_store_req_t *req);

@@ -9,6 +9,7 @@
  * transitions are serialised without further locking; it keeps a heap of hold deadlines.
  *
  * Lock order: a stripe lock is never held while taking another lock. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -90,12 +91,11 @@ typedef struct deadline_s {
 } deadline_t;
 
 typedef struct worker_local_s {
+    sk_store_worker_t super;
     sqlite3 *db; /* read-only connection for order reads */
     sqlite3_stmt *get, *list;
     int wake_committer; /* work was queued during this turn of the loop (embed_worker_flush) */
 } worker_local_t;
-
-static __thread worker_local_t *tls_local; /* the calling worker's, NULL on other threads */
 
 typedef struct embed_s {
     sk_store_t super;
@@ -295,6 +295,7 @@ static void rid_finish(esale_t *s, const char *key, size_t klen, int err, const 
     stripe_t *st = stripe_of(s, h);
     pthread_mutex_lock(&st->lock);
     rid_t *r = (rid_t *)sk_map_find(&st->rids, h, key, klen);
+    assert(r != NULL && !r->done); /* a take with a request id made it pending, and only it ends it */
     sk_store_req_t *w = r->waiters;
     r->waiters = NULL;
     if (err == 0) {
@@ -411,22 +412,20 @@ static void fill_order(esale_t *s, sk_store_req_t *req, const sk_sale_conf_t *co
  * the rest of the turn's takes would wait for the next fsync. */
 static void enqueue(embed_t *e, sk_store_req_t *req)
 {
+    worker_local_t *w = (worker_local_t *)req->worker;
     req->next = NULL;
     pthread_mutex_lock(&e->qlock);
     *e->qtail = req;
     e->qtail = &req->next;
-    if (tls_local != NULL)
-        tls_local->wake_committer = 1;
-    else
-        pthread_cond_signal(&e->qcond);
     pthread_mutex_unlock(&e->qlock);
+    w->wake_committer = 1;
 }
 
-static void embed_worker_flush(sk_store_t *st, void *local)
+static void embed_worker_flush(sk_store_worker_t *super)
 {
-    embed_t *e = (embed_t *)st;
-    worker_local_t *w = local;
-    if (w == NULL || !w->wake_committer)
+    worker_local_t *w = (worker_local_t *)super;
+    embed_t *e = (embed_t *)super->store;
+    if (!w->wake_committer)
         return;
     w->wake_committer = 0;
     pthread_mutex_lock(&e->qlock);
@@ -676,11 +675,12 @@ static const char *book_check(embed_t *e)
         why = "wal_lost";
     if (why == NULL)
         return NULL;
-    e->lost = why;
-    atomic_store(&e->healthy, 0);
+    e->lost = why; /* from here on the committer commits nothing */
     sk_log(SK_LOG_ERROR, "event=book_lost path=%s what=%s action=\"every take is refused until a restart\"", e->path,
            why);
+    /* rescued before /healthz turns: whoever sees the 503 finds the copy */
     book_rescue(e);
+    atomic_store(&e->healthy, 0);
     return why;
 }
 
@@ -983,8 +983,7 @@ static void change_order(embed_t *e, sk_store_req_t *req)
         rc = SK_EUNAVAILABLE;
         goto out;
     }
-    rc = transition(e, s, req->order_id, req->op == SK_STORE_ORDER_CONFIRM ? SK_OP_CONFIRM_ORDER : SK_OP_CANCEL_ORDER,
-                    req->now_ms / 1000, &req->order, &from);
+    rc = transition(e, s, req->order_id, req->change, req->now_ms / 1000, &req->order, &from);
     if (rc == 0 || rc == SK_EORDER_NOT_HELD) {
         /* committed also on ORDER_NOT_HELD: an expiry may have been recorded on the way */
         if (in_txn(e, 1) != 0)
@@ -1210,9 +1209,10 @@ static int cmp_view(const void *a, const void *b)
     return strcmp(((const sk_sale_view_t *)a)->id, ((const sk_sale_view_t *)b)->id);
 }
 
-static int embed_submit(sk_store_t *st, sk_store_req_t *req)
+static int embed_submit(sk_store_worker_t *super, sk_store_req_t *req)
 {
-    embed_t *e = (embed_t *)st;
+    worker_local_t *w = (worker_local_t *)super;
+    embed_t *e = (embed_t *)super->store;
     esale_t *s;
     switch (req->op) {
     case SK_STORE_TAKE:
@@ -1238,13 +1238,10 @@ static int embed_submit(sk_store_t *st, sk_store_req_t *req)
             req->err = SK_ENO_SUCH_SALE;
             return SK_STORE_DONE;
         }
-        if (tls_local == NULL)
-            return SK_EINTERNAL;
-        req->err = req->op == SK_STORE_ORDER_GET ? read_one(tls_local, req) : read_orders(tls_local, req);
+        req->err = req->op == SK_STORE_ORDER_GET ? read_one(w, req) : read_orders(w, req);
         return SK_STORE_DONE;
     case SK_STORE_SALE_PUT:
-    case SK_STORE_ORDER_CONFIRM:
-    case SK_STORE_ORDER_CANCEL:
+    case SK_STORE_ORDER_CHANGE:
         enqueue(e, req);
         return 0;
     }
@@ -1265,40 +1262,44 @@ static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
     return 0;
 }
 
-static void *embed_worker_init(sk_store_t *st, h2o_loop_t *loop, int index)
+static void embed_worker_close(sk_store_worker_t *super)
 {
-    embed_t *e = (embed_t *)st;
-    worker_local_t *w = sk_calloc(1, sizeof(*w));
-    char sql[256];
-    (void)index;
-    (void)loop;
-    if (sqlite3_open_v2(e->path, &w->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-        sk_log(SK_LOG_ERROR, "event=sqlite_open path=%s error=\"%s\"", e->path, sqlite3_errmsg(w->db));
-        abort();
-    }
-    sqlite3_busy_timeout(w->db, 5000);
-    snprintf(sql, sizeof(sql), "SELECT %s, id FROM orders WHERE sale = ?1 AND id = ?2", ORDER_COLS);
-    if (prepare(w->db, sql, &w->get) != 0)
-        abort();
-    snprintf(sql, sizeof(sql), "SELECT %s, id FROM orders WHERE sale = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-             ORDER_COLS);
-    if (prepare(w->db, sql, &w->list) != 0)
-        abort();
-    tls_local = w;
-    return w;
-}
-
-static void embed_worker_dispose(sk_store_t *st, void *local)
-{
-    worker_local_t *w = local;
-    (void)st;
-    if (w == NULL)
-        return;
+    worker_local_t *w = (worker_local_t *)super;
     sqlite3_finalize(w->get);
     sqlite3_finalize(w->list);
     sqlite3_close(w->db);
     free(w);
-    tls_local = NULL;
+}
+
+/* A worker's handle: its read-only connection for order reads. Takes and changes go to the
+ * committer, whose answers come back through the worker's env.post. */
+static int embed_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store_worker_t **out, char *err,
+                             size_t errlen)
+{
+    embed_t *e = (embed_t *)st;
+    worker_local_t *w = sk_calloc(1, sizeof(*w));
+    char sql[256];
+    w->super.store = st;
+    w->super.env = *env;
+    if (sqlite3_open_v2(e->path, &w->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open the order book %s for reading: %s", e->path, sqlite3_errmsg(w->db));
+        goto fail;
+    }
+    sqlite3_busy_timeout(w->db, 5000);
+    snprintf(sql, sizeof(sql), "SELECT %s, id FROM orders WHERE sale = ?1 AND id = ?2", ORDER_COLS);
+    if (prepare(w->db, sql, &w->get) != 0)
+        goto prep_fail;
+    snprintf(sql, sizeof(sql), "SELECT %s, id FROM orders WHERE sale = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+             ORDER_COLS);
+    if (prepare(w->db, sql, &w->list) != 0)
+        goto prep_fail;
+    *out = &w->super;
+    return 0;
+prep_fail:
+    snprintf(err, errlen, "cannot read the order book %s: %s", e->path, sqlite3_errmsg(w->db));
+fail:
+    embed_worker_close(&w->super);
+    return -1;
 }
 
 static void embed_free(embed_t *e)
@@ -1337,17 +1338,17 @@ static void embed_close(sk_store_t *st)
 }
 
 static const sk_store_ops_t embed_ops = {
-    "sqlite", embed_submit, embed_healthy, embed_worker_init, embed_worker_dispose, embed_worker_flush, embed_close,
+    .name = "sqlite",
+    .worker_open = embed_worker_open,
+    .worker_flush = embed_worker_flush,
+    .worker_close = embed_worker_close,
+    .submit = embed_submit,
+    .healthy = embed_healthy,
+    .close = embed_close,
 };
 
-static const char SCHEMA[] =
-    "CREATE TABLE IF NOT EXISTS sales(sale TEXT PRIMARY KEY, stock INTEGER NOT NULL,"
-    " per_user_limit INTEGER NOT NULL, hold_seconds INTEGER NOT NULL, starts_at INTEGER, ends_at INTEGER)"
-    " WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS orders(sale TEXT NOT NULL, id INTEGER NOT NULL, user TEXT,"
-    " qty INTEGER NOT NULL, status TEXT NOT NULL, request_id TEXT, created_at INTEGER NOT NULL,"
-    " expires_at INTEGER, PRIMARY KEY(sale, id)) WITHOUT ROWID;"
-    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;";
+/* the order book's tables: src/sql/schema.sql, embedded at build time */
+extern const char sk_sql_schema[];
 
 /* Rebuild refuses a book that breaks a rule: this says which, of what, into err. */
 #define TIME_MAX INT64_C(253402300799) /* 9999-12-31T23:59:59Z, the API's largest time (parse.c) */
@@ -1574,7 +1575,7 @@ sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t
     /* WAL with synchronous=FULL: every COMMIT is fsynced, so a committed batch survives a crash
      * or power loss; readers on the worker threads never block the writer. The probe write
      * proves the book writable now and makes its WAL exist, to be watched. */
-    if (exec(e->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") != 0 || exec(e->db, SCHEMA) != 0 ||
+    if (exec(e->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;") != 0 || exec(e->db, sk_sql_schema) != 0 ||
         exec(e->db, PROBE) != 0) {
         snprintf(err, errlen, "cannot initialise or write %s: %s", path, sqlite3_errmsg(e->db));
         goto fail;

@@ -1,8 +1,8 @@
 /* store_redis.c: the Redis store (store.h) for `--store redis://[:PASSWORD@]HOST:PORT[/DB]`.
  *
- * Every worker thread has one Redis connection (redis_conn.c) on its own h2o evloop, found
- * through a thread-local pointer, so a request and its answer never leave the worker that
- * received it: the reply callback runs on the caller's loop and calls req->cb directly. Each
+ * Every worker thread has one Redis connection (redis_conn.c) on its own h2o evloop, in its
+ * store handle, so a request and its answer never leave the worker that received it: the reply
+ * callback runs on the caller's loop and calls req->cb directly. Each
  * decision is one Lua script (src/lua/, embedded at build time; common.lua is prepended to each)
  * that checks and records in one atomic step; docs/redis.md has the key layout and the stream.
  *
@@ -21,9 +21,7 @@
  * connection is down, requests are answered so at once, except those the sold-out cache can
  * answer. Health is redis_conn.c's: no worker knows Redis to be unreachable.
  *
- * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS) and keeps the
- * snapshot of the sales that /metrics reads synchronously. */
-#include <pthread.h>
+ * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS). */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,9 +47,8 @@
 #define SOLDOUT_TTL_MS 250     /* how long a learned sold-out is trusted while connected */
 #define BG_TICK_MS 100         /* worker 0's background timer */
 #define REAP_EVERY_MS 300      /* worker 0 sweeps expired holds this often */
-#define REAP_MAX 1000          /* holds per reap call (~5 ms of Redis); a sale with more due
-                                  gets the next call at once */
-#define SNAPSHOT_EVERY_MS 1000 /* worker 0 refreshes the sales snapshot for /metrics */
+/* holds per reap call (~5 ms of Redis); a sale with more due gets the next call at once */
+#define REAP_MAX 1000
 
 /* the scripts, generated from the .lua files of src/lua by cmake/embed.cmake */
 extern const char sk_lua_common[], sk_lua_take[], sk_lua_put[], sk_lua_view[], sk_lua_order[],
@@ -69,22 +66,45 @@ static const struct {
     {"reap", sk_lua_reap, 0},
 };
 
-/* The scripts' result codes (R_* in src/lua/common.lua). */
+/* The scripts' result codes and what each answers: one list for C and Lua. load_scripts() writes
+ * it into every script as `local R_OK, R_REPLAY, ... = 0, 1, ...`, ahead of common.lua, so that
+ * no script can use a code C does not know. */
+#define SK_REDIS_RESULTS(XX)                                                                                           \
+    XX(OK, 0)                                                                                                          \
+    XX(REPLAY, 0)                                                                                                      \
+    XX(NO_SALE, SK_ENO_SUCH_SALE)                                                                                      \
+    XX(NO_ORDER, SK_ENO_SUCH_ORDER)                                                                                    \
+    XX(BAD_REQUEST, SK_EBAD_REQUEST)                                                                                   \
+    XX(NOT_STARTED, SK_ENOT_STARTED)                                                                                   \
+    XX(ENDED, SK_EENDED)                                                                                               \
+    XX(USER_LIMIT, SK_EUSER_LIMIT)                                                                                     \
+    XX(SOLD_OUT, SK_ESOLD_OUT)                                                                                         \
+    XX(REUSED, SK_EREQUEST_ID_REUSED)                                                                                  \
+    XX(BELOW_TAKEN, SK_ESTOCK_BELOW_TAKEN)                                                                             \
+    XX(NOT_HELD, SK_EORDER_NOT_HELD)                                                                                   \
+    XX(CREATED, 0)
+
 enum rcode_e {
-    RC_OK,
-    RC_REPLAY,
-    RC_NO_SALE,
-    RC_NO_ORDER,
-    RC_BAD_REQUEST,
-    RC_NOT_STARTED,
-    RC_ENDED,
-    RC_USER_LIMIT,
-    RC_SOLD_OUT,
-    RC_REUSED,
-    RC_BELOW_TAKEN,
-    RC_NOT_HELD,
-    RC_CREATED,
+#define XX(name, err) RC_##name,
+    SK_REDIS_RESULTS(XX)
+#undef XX
+        RC_COUNT_
 };
+
+static const int RC_ERR[RC_COUNT_] = {
+#define XX(name, err) err,
+    SK_REDIS_RESULTS(XX)
+#undef XX
+};
+
+/* The shapes of the scripts' replies (common.lua's sale_reply and order_reply, take.lua, orders.lua),
+ * by element. */
+enum sale_reply_e { SR_CODE, SR_STOCK, SR_LIMIT, SR_HOLD, SR_STARTS, SR_ENDS, SR_SOLD, SR_HELD, SR_LEN };
+enum order_reply_e { OR_USER, OR_QTY, OR_STATUS, OR_REQUEST_ID, OR_CREATED, OR_EXPIRES, OR_LEN }; /* after a code */
+enum take_head_e { TH_CODE, TH_REMAINING, TH_LIMIT, TH_ENDS, TH_DEADLINE, TH_OPEN, TH_LEN };
+enum take_each_e { TE_CODE, TE_ID, TE_CREATED, TE_EXPIRES, TE_LEN }; /* per take, after the head */
+enum orders_reply_e { OL_CODE, OL_MORE, OL_LEN };                    /* then per order: */
+enum orders_each_e { OE_ID, OE_ORDER, OE_LEN = OE_ORDER + OR_LEN };  /* id, an order_reply's fields */
 
 /* Every script gets these keys of its sale, in this order (common.lua's K). */
 static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":rids", ":seq", ":orders"};
@@ -100,10 +120,6 @@ typedef struct redis_s {
     _Atomic int nbad;     /* connections that know Redis to be unreachable */
     _Atomic uint64_t gen; /* bumped when this instance may have given units back */
     sk_redis_script_t scripts[S_COUNT];
-    pthread_mutex_t snap_lock;
-    sk_sale_view_t *snap; /* the sales as worker 0 last listed them (for /metrics) */
-    size_t nsnap;
-    int has_snap;
 } redis_t;
 
 /* One sale as one worker sees it: the coalescing queue and the sold-out cache. */
@@ -123,6 +139,7 @@ typedef struct wsale_s {
 } wsale_t;
 
 typedef struct worker_s {
+    sk_store_worker_t super;
     sk_redis_conn_t conn;
     redis_t *r;
     int index;
@@ -133,10 +150,8 @@ typedef struct worker_s {
     h2o_timeout_t t_zero, t_bg;
     h2o_timeout_entry_t e_zero, e_bg;
     /* worker 0 only */
-    int64_t next_reap, next_snap;
-    size_t reaping;              /* reap commands outstanding */
-    int snapping;
-    sk_store_req_t snap_req;
+    int64_t next_reap;
+    size_t reaping; /* reap commands outstanding */
 } worker_t;
 
 typedef enum cmd_type_e {
@@ -173,39 +188,11 @@ typedef struct cmd_s {
     char sale[SK_SALE_ID_MAX + 1]; /* C_LIST_VIEW, C_REAP */
 } cmd_t;
 
-static __thread worker_t *tls_worker;
-
 /* ---- replies ---- */
 
 static int rcode_err(long long rc)
 {
-    switch (rc) {
-    case RC_OK:
-    case RC_REPLAY:
-    case RC_CREATED:
-        return 0;
-    case RC_NO_SALE:
-        return SK_ENO_SUCH_SALE;
-    case RC_NO_ORDER:
-        return SK_ENO_SUCH_ORDER;
-    case RC_BAD_REQUEST:
-        return SK_EBAD_REQUEST;
-    case RC_NOT_STARTED:
-        return SK_ENOT_STARTED;
-    case RC_ENDED:
-        return SK_EENDED;
-    case RC_USER_LIMIT:
-        return SK_EUSER_LIMIT;
-    case RC_SOLD_OUT:
-        return SK_ESOLD_OUT;
-    case RC_REUSED:
-        return SK_EREQUEST_ID_REUSED;
-    case RC_BELOW_TAKEN:
-        return SK_ESTOCK_BELOW_TAKEN;
-    case RC_NOT_HELD:
-        return SK_EORDER_NOT_HELD;
-    }
-    return SK_EUNAVAILABLE;
+    return rc >= 0 && rc < RC_COUNT_ ? RC_ERR[rc] : SK_EUNAVAILABLE;
 }
 
 static int el_int(const redisReply *r, size_t i, long long *v)
@@ -239,19 +226,19 @@ static int64_t time_of(long long v)
 /* A sale_reply (common.lua) into a view. */
 static int parse_view(const redisReply *r, const char *sale, sk_sale_view_t *v)
 {
-    long long x[8];
-    for (size_t i = 0; i < 8; i++)
+    long long x[SR_LEN];
+    for (size_t i = 0; i < SR_LEN; i++)
         if (el_int(r, i, &x[i]) != 0)
             return -1;
     memset(v, 0, sizeof(*v));
     snprintf(v->id, sizeof(v->id), "%s", sale);
-    v->conf.stock = x[1];
-    v->conf.per_user_limit = x[2];
-    v->conf.hold_seconds = x[3];
-    v->conf.starts_at = time_of(x[4]);
-    v->conf.ends_at = time_of(x[5]);
-    v->sold = x[6];
-    v->held = x[7] > 0 ? x[7] : 0;
+    v->conf.stock = x[SR_STOCK];
+    v->conf.per_user_limit = x[SR_LIMIT];
+    v->conf.hold_seconds = x[SR_HOLD];
+    v->conf.starts_at = time_of(x[SR_STARTS]);
+    v->conf.ends_at = time_of(x[SR_ENDS]);
+    v->sold = x[SR_SOLD];
+    v->held = x[SR_HELD] > 0 ? x[SR_HELD] : 0;
     /* only what put.lua can have stored: other numbers are not our data (and would overflow the
      * sums that render a sale) */
     const char *why;
@@ -268,9 +255,10 @@ static int parse_order(const redisReply *r, size_t k, const char *sale, uint64_t
     long long qty, created, expires;
     char st[16];
     memset(o, 0, sizeof(*o));
-    if (el_str(r, k, &user, &ulen) != 0 || el_int(r, k + 1, &qty) != 0 || el_str(r, k + 2, &status, &slen) != 0 ||
-        el_str(r, k + 3, &rid, &rlen) != 0 || el_int(r, k + 4, &created) != 0 || el_int(r, k + 5, &expires) != 0 ||
-        slen >= sizeof(st) || memchr(status, '\0', slen) != NULL)
+    if (el_str(r, k + OR_USER, &user, &ulen) != 0 || el_int(r, k + OR_QTY, &qty) != 0 ||
+        el_str(r, k + OR_STATUS, &status, &slen) != 0 || el_str(r, k + OR_REQUEST_ID, &rid, &rlen) != 0 ||
+        el_int(r, k + OR_CREATED, &created) != 0 || el_int(r, k + OR_EXPIRES, &expires) != 0 || slen >= sizeof(st) ||
+        memchr(status, '\0', slen) != NULL)
         return -1;
     /* only what take.lua can have stored, as the embedded store's rebuild checks its rows */
     if (qty < 1 || qty > SK_MAX_UNITS || created < 0 || (ulen > 0 && !sk_valid_ident(user, ulen)) ||
@@ -369,7 +357,7 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
     case C_CHANGE:
         args_keys(a, req->sale);
         sk_redis_arg_u(a, req->order_id);
-        sk_redis_arg_s(a, req->op == SK_STORE_ORDER_CONFIRM ? "confirm" : "cancel");
+        sk_redis_arg_s(a, sk_order_op_name(req->change));
         return;
     case C_REAP:
         args_keys(a, cmd->sale);
@@ -474,7 +462,7 @@ static int fast_answer(worker_t *w, wsale_t *ws, sk_store_req_t *req)
     /* the window is Redis's wall clock: keep a second of margin against skew */
     if (ws->ends_at != SK_NO_TIME && req->now_ms / 1000 >= ws->ends_at - 1)
         return 0;
-    req->err = ws->limit > 0 && req->user == NULL ? SK_EBAD_REQUEST : SK_ESOLD_OUT;
+    req->err = sk_sale_soldout_answer(ws->limit, req->user != NULL, req->qty);
     return 1;
 }
 
@@ -513,41 +501,42 @@ static void ws_flush(worker_t *w, wsale_t *ws)
     free(cmd);
 }
 
-/* h: the take reply's header (take.lua): code, remaining, limit, ends_at, next deadline, open */
+/* h: the take reply's head (take.lua, TH_*) */
 static void learn_soldout(wsale_t *ws, const cmd_t *cmd, const long long *h)
 {
     ws->soldout = 1;
     ws->gen = cmd->gen;
     int64_t mono = sk_mono_ms();
     ws->fresh_until = mono + SOLDOUT_TTL_MS;
-    /* h[4] is a second of Redis's wall clock (TIME): kept as a monotonic deadline, at the distance
-     * from our wall clock it has now, so that a later step of our clock does not move it */
-    ws->deadline = h[4] >= 0 && h[4] < INT64_MAX / 1000 ? mono + (h[4] * 1000 - sk_now_ms()) : INT64_MAX;
-    ws->limit = h[2];
-    ws->ends_at = time_of(h[3]);
+    /* the deadline is a second of Redis's wall clock (TIME): kept as a monotonic deadline, at the
+     * distance from our wall clock it has now, so that a later step of our clock does not move it */
+    long long d = h[TH_DEADLINE];
+    ws->deadline = d >= 0 && d < INT64_MAX / 1000 ? mono + (d * 1000 - sk_now_ms()) : INT64_MAX;
+    ws->limit = h[TH_LIMIT];
+    ws->ends_at = time_of(h[TH_ENDS]);
 }
 
 static void fill_take(sk_store_req_t *q, const long long *v)
 {
-    /* v: code, order id, created_at, expires_at */
-    if ((q->err = rcode_err(v[0])) != 0)
+    /* v: one take's answer (TE_*) */
+    if ((q->err = rcode_err(v[TE_CODE])) != 0)
         return;
-    if (v[1] < 1 || v[2] < 0) { /* not an order take.lua made */
+    if (v[TE_ID] < 1 || v[TE_CREATED] < 0) { /* not an order take.lua made */
         q->err = SK_EUNAVAILABLE;
         return;
     }
     sk_order_t *o = &q->order;
     memset(o, 0, sizeof(*o));
     snprintf(o->sale, sizeof(o->sale), "%s", q->sale);
-    o->id = (uint64_t)v[1];
+    o->id = (uint64_t)v[TE_ID];
     o->qty = q->qty;
-    o->created_at = v[2];
-    o->expires_at = time_of(v[3]);
+    o->created_at = v[TE_CREATED];
+    o->expires_at = time_of(v[TE_EXPIRES]);
     /* as taken: a replay shows the order as it was created, like the embedded store */
     o->status = o->expires_at != SK_NO_TIME ? SK_ORDER_HELD : SK_ORDER_CONFIRMED;
     o->user = sk_strndup(q->user, q->user_len);
     o->request_id = sk_strndup(q->request_id, q->request_id_len);
-    q->created = v[0] == RC_OK;
+    q->created = v[TE_CODE] == RC_OK;
 }
 
 /* Whether the takes waiting for a sale go out now (see PIPELINE). */
@@ -559,18 +548,17 @@ static int may_send(worker_t *w, wsale_t *ws)
 
 static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
-    enum { NHEAD = 6 };
     wsale_t *ws = cmd->ws;
-    long long h[NHEAD] = {0}; /* zeroed: gcc -O3 cannot see that reply_code sets h[0] on success */
-    int ok = reply_code(rep, &h[0]) == 0;
+    long long h[TH_LEN] = {0}; /* zeroed: gcc -O3 cannot see that reply_code sets h[0] on success */
+    int ok = reply_code(rep, &h[TH_CODE]) == 0;
 
     ws->inflight--;
-    if (ok && h[0] == RC_OK) {
-        for (size_t i = 1; ok && i < NHEAD; i++)
+    if (ok && h[TH_CODE] == RC_OK) {
+        for (size_t i = 1; ok && i < TH_LEN; i++)
             ok = el_int(rep, i, &h[i]) == 0;
-        ok = ok && rep->elements == NHEAD + 4 * cmd->nreqs;
+        ok = ok && rep->elements == TH_LEN + TE_LEN * cmd->nreqs;
     }
-    if (ok && h[0] == RC_OK && h[5] == 1 && h[1] == 0) /* open and nothing left */
+    if (ok && h[TH_CODE] == RC_OK && h[TH_OPEN] == 1 && h[TH_REMAINING] == 0) /* open and nothing left */
         learn_soldout(ws, cmd, h);
     else
         ws_forget(ws);
@@ -581,16 +569,16 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 
     size_t i = 0;
     for (sk_store_req_t *q = cmd->req, *next; q != NULL; q = next, i++) {
-        long long v[4] = {0, 0, 0, 0};
+        long long v[TE_LEN] = {0};
         int vok = ok;
         next = q->next;
         q->next = NULL;
-        for (size_t k = 0; vok && h[0] == RC_OK && k < 4; k++)
-            vok = el_int(rep, NHEAD + 4 * i + k, &v[k]) == 0;
+        for (size_t k = 0; vok && h[TH_CODE] == RC_OK && k < TE_LEN; k++)
+            vok = el_int(rep, TH_LEN + TE_LEN * i + k, &v[k]) == 0;
         if (!vok)
             q->err = SK_EUNAVAILABLE;
-        else if (h[0] != RC_OK) /* the batch's own code: an error (a code of success is not one) */
-            q->err = rcode_err(h[0]) != 0 ? rcode_err(h[0]) : SK_EUNAVAILABLE;
+        else if (h[TH_CODE] != RC_OK) /* the batch's own code: an error (a code of success is not one) */
+            q->err = rcode_err(h[TH_CODE]) != 0 ? rcode_err(h[TH_CODE]) : SK_EUNAVAILABLE;
         else
             fill_take(q, v);
         q->cb(q);
@@ -701,13 +689,14 @@ static int submit_list(worker_t *w, sk_store_req_t *req)
 static int parse_orders(const redisReply *rep, sk_store_req_t *req)
 {
     long long more, id;
-    size_t n = rep->elements >= 2 ? (rep->elements - 2) / 7 : 0;
-    if (el_int(rep, 1, &more) != 0 || rep->elements != 2 + 7 * n)
+    size_t n = rep->elements >= OL_LEN ? (rep->elements - OL_LEN) / OE_LEN : 0;
+    if (el_int(rep, OL_MORE, &more) != 0 || rep->elements != OL_LEN + OE_LEN * n)
         return -1;
     req->orders = sk_calloc(n ? n : 1, sizeof(*req->orders));
     for (size_t i = 0; i < n; i++) {
-        if (el_int(rep, 2 + 7 * i, &id) != 0 || id < 1 ||
-            parse_order(rep, 3 + 7 * i, req->sale, (uint64_t)id, &req->orders[i]) != 0) {
+        size_t at = OL_LEN + OE_LEN * i;
+        if (el_int(rep, at + OE_ID, &id) != 0 || id < 1 ||
+            parse_order(rep, at + OE_ORDER, req->sale, (uint64_t)id, &req->orders[i]) != 0) {
             sk_order_dispose(&req->orders[i]);
             return -1; /* the caller disposes of what was parsed */
         }
@@ -745,7 +734,7 @@ static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
             if (parse_order(rep, 1, req->sale, req->order_id, &req->order) != 0) {
                 sk_order_dispose(&req->order);
                 err = SK_EUNAVAILABLE;
-            } else if (req->op == SK_STORE_ORDER_CANCEL) {
+            } else if (req->op == SK_STORE_ORDER_CHANGE && req->change == SK_OP_CANCEL_ORDER) {
                 bump_gen(w->r);
             }
             break;
@@ -800,7 +789,7 @@ fail:
     return SK_EUNAVAILABLE;
 }
 
-/* ---- worker 0: reaping holds, the snapshot for /metrics ---- */
+/* ---- worker 0: reaping holds ---- */
 
 static void reap_members_done(worker_t *w, redisReply *rep)
 {
@@ -840,24 +829,6 @@ static void reap_done(worker_t *w, cmd_t *done, redisReply *rep)
     }
 }
 
-static void snapshot_cb(sk_store_req_t *req)
-{
-    worker_t *w = req->data;
-    redis_t *r = w->r;
-    w->snapping = 0;
-    if (req->err == 0) {
-        pthread_mutex_lock(&r->snap_lock);
-        free(r->snap);
-        r->snap = req->views;
-        r->nsnap = req->nviews;
-        r->has_snap = 1;
-        pthread_mutex_unlock(&r->snap_lock);
-        req->views = NULL;
-        req->nviews = 0;
-    }
-    sk_store_req_dispose(req);
-}
-
 static void on_bg(h2o_timeout_entry_t *e)
 {
     worker_t *w = SK_CONTAINER_OF(e, worker_t, e_bg);
@@ -869,16 +840,6 @@ static void on_bg(h2o_timeout_entry_t *e)
             w->reaping++;
         else
             free(cmd);
-    }
-    if (w->conn.ready && !w->snapping && now >= w->next_snap) {
-        sk_store_req_t *req = &w->snap_req;
-        memset(req, 0, sizeof(*req));
-        req->op = SK_STORE_SALE_LIST;
-        req->cb = snapshot_cb;
-        req->data = w;
-        w->next_snap = now + SNAPSHOT_EVERY_MS;
-        if (submit_list(w, req) == 0)
-            w->snapping = 1;
     }
     h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
 }
@@ -917,31 +878,9 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
 
 /* ---- the store interface ---- */
 
-/* A synchronous caller (the /metrics page, which passes no callback) can only have the last
- * snapshot of the sales. */
-static int submit_sync(redis_t *r, sk_store_req_t *req)
+static int redis_submit(sk_store_worker_t *super, sk_store_req_t *req)
 {
-    if (req->op != SK_STORE_SALE_LIST)
-        return SK_EUNAVAILABLE;
-    pthread_mutex_lock(&r->snap_lock);
-    if (r->has_snap) {
-        req->views = sk_malloc((r->nsnap ? r->nsnap : 1) * sizeof(*req->views));
-        memcpy(req->views, r->snap, r->nsnap * sizeof(*req->views));
-        req->nviews = r->nsnap;
-    } else {
-        req->err = SK_EUNAVAILABLE;
-    }
-    pthread_mutex_unlock(&r->snap_lock);
-    return SK_STORE_DONE;
-}
-
-static int redis_submit(sk_store_t *st, sk_store_req_t *req)
-{
-    worker_t *w = tls_worker;
-    if (req->cb == NULL)
-        return submit_sync((redis_t *)st, req);
-    if (w == NULL)
-        return SK_EUNAVAILABLE;
+    worker_t *w = (worker_t *)super;
     if (req->op == SK_STORE_TAKE)
         return submit_take(w, req);
     if (!sk_redis_conn_up(&w->conn))
@@ -957,8 +896,7 @@ static int redis_submit(sk_store_t *st, sk_store_req_t *req)
         return submit_script(w, req, C_ORDER, S_ORDER);
     case SK_STORE_ORDER_LIST:
         return submit_script(w, req, C_ORDERS, S_ORDERS);
-    case SK_STORE_ORDER_CONFIRM:
-    case SK_STORE_ORDER_CANCEL:
+    case SK_STORE_ORDER_CHANGE:
         return submit_script(w, req, C_CHANGE, S_CHANGE);
     default:
         return SK_EINTERNAL;
@@ -970,32 +908,40 @@ static int redis_healthy(sk_store_t *st)
     return atomic_load(&((redis_t *)st)->nbad) == 0;
 }
 
-static void *redis_worker_init(sk_store_t *st, h2o_loop_t *loop, int index)
+static worker_t *worker_new(redis_t *r, const sk_store_env_t *env)
 {
-    redis_t *r = (redis_t *)st;
     worker_t *w = sk_calloc(1, sizeof(*w));
+    w->super.store = &r->super;
+    w->super.env = *env;
     w->r = r;
-    w->index = index;
-    w->loop = loop;
+    w->index = env->index;
+    w->loop = env->loop;
     w->failtail = &w->failq;
     sk_map_init(&w->sales);
-    h2o_timeout_init(loop, &w->t_zero, 0);
-    h2o_timeout_init(loop, &w->t_bg, BG_TICK_MS);
+    h2o_timeout_init(w->loop, &w->t_zero, 0);
+    h2o_timeout_init(w->loop, &w->t_bg, BG_TICK_MS);
     w->e_zero.cb = on_zero;
     w->e_bg.cb = on_bg;
-    if (index == 0)
-        h2o_timeout_link(loop, &w->t_bg, &w->e_bg);
-    sk_redis_conn_init(&w->conn, loop, index, &r->conf, r->scripts, S_COUNT, &r->nbad);
-    tls_worker = w;
     return w;
 }
 
-static void redis_worker_dispose(sk_store_t *st, void *local)
+static int redis_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store_worker_t **out, char *err,
+                             size_t errlen)
 {
-    worker_t *w = local;
-    (void)st;
-    if (w == NULL)
-        return;
+    redis_t *r = (redis_t *)st;
+    worker_t *w = worker_new(r, env);
+    (void)err;
+    (void)errlen;
+    if (w->index == 0)
+        h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
+    sk_redis_conn_init(&w->conn, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->nbad);
+    *out = &w->super;
+    return 0;
+}
+
+static void redis_worker_close(sk_store_worker_t *super)
+{
+    worker_t *w = (worker_t *)super;
     sk_redis_conn_dispose(&w->conn); /* every waiting request is answered */
     run_failq(w);
     sk_map_dispose(&w->sales, ws_free);
@@ -1005,8 +951,6 @@ static void redis_worker_dispose(sk_store_t *st, void *local)
         h2o_timeout_unlink(&w->e_zero);
     h2o_timeout_dispose(w->loop, &w->t_zero);
     h2o_timeout_dispose(w->loop, &w->t_bg);
-    if (tls_worker == w)
-        tls_worker = NULL;
     free(w);
 }
 
@@ -1016,29 +960,43 @@ static void redis_close(sk_store_t *st)
     for (int i = 0; i < S_COUNT; i++)
         sk_redis_script_dispose(&r->scripts[i]);
     sk_redis_conf_dispose(&r->conf);
-    free(r->snap);
-    pthread_mutex_destroy(&r->snap_lock);
     free(r);
 }
 
 static const sk_store_ops_t redis_ops = {
-    "redis", redis_submit, redis_healthy, redis_worker_init, redis_worker_dispose, NULL, redis_close,
+    .name = "redis",
+    .worker_open = redis_worker_open,
+    .worker_close = redis_worker_close,
+    .submit = redis_submit,
+    .healthy = redis_healthy,
+    .close = redis_close,
 };
 
-/* Each script as sent: the shebang with its flags, common.lua, the script. */
+/* Each script as sent: the shebang with its flags, the result codes, common.lua, the script. */
 static int load_scripts(redis_t *r, char *err, size_t errlen)
 {
+    static const char *const NAMES[RC_COUNT_] = {
+#define XX(name, e) "R_" #name,
+        SK_REDIS_RESULTS(XX)
+#undef XX
+    };
+    sk_buf_t codes = {0};
+    for (int i = 0; i < RC_COUNT_; i++) /* one line each: Lua allows 200 locals, not 200 values a line */
+        sk_buf_printf(&codes, "local %s = %d\n", NAMES[i], i);
     for (int i = 0; i < S_COUNT; i++) {
         sk_buf_t b = {0};
         sk_buf_printf(&b, "#!lua%s\n", SCRIPTS[i].readonly ? " flags=no-writes" : "");
+        sk_buf_append(&b, codes.p, codes.len);
         sk_buf_append(&b, sk_lua_common, strlen(sk_lua_common));
         sk_buf_append(&b, "\n", 1);
         sk_buf_append(&b, SCRIPTS[i].body, strlen(SCRIPTS[i].body));
         if (sk_redis_script_init(&r->scripts[i], SCRIPTS[i].name, b.p, b.len) != 0) {
             snprintf(err, errlen, "cannot compute the SHA1 of script %s", SCRIPTS[i].name);
+            sk_buf_dispose(&codes);
             return -1;
         }
     }
+    sk_buf_dispose(&codes);
     return 0;
 }
 
@@ -1050,7 +1008,6 @@ sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t 
     r->nworkers = threads > 0 ? threads : 1;
     atomic_init(&r->nbad, 0);
     atomic_init(&r->gen, 0);
-    pthread_mutex_init(&r->snap_lock, NULL);
     if (sk_redis_conf_parse(&r->conf, url, err, errlen) != 0 || load_scripts(r, err, errlen) != 0) {
         redis_close(&r->super);
         return NULL;
@@ -1072,41 +1029,33 @@ sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t 
 
 /* ---- offline: the reply handlers without Redis (store_redis_internal.h) ---- */
 
-sk_store_t *sk_store_redis_offline_open(h2o_loop_t *loop)
+sk_store_worker_t *sk_store_redis_offline_open(const sk_store_env_t *env)
 {
     char err[256];
     sk_store_t *st = sk_store_redis_open("redis://127.0.0.1:6379", 1, err, sizeof(err));
     if (st == NULL)
         return NULL;
-    /* redis_worker_init, but with a connection that stays down */
+    /* redis_worker_open, but with a connection that stays down */
     redis_t *r = (redis_t *)st;
-    worker_t *w = sk_calloc(1, sizeof(*w));
-    w->r = r;
-    w->loop = loop;
-    w->failtail = &w->failq;
-    sk_map_init(&w->sales);
-    h2o_timeout_init(loop, &w->t_zero, 0);
-    h2o_timeout_init(loop, &w->t_bg, BG_TICK_MS);
-    w->e_zero.cb = on_zero;
-    w->e_bg.cb = on_bg;
-    sk_redis_conn_init_down(&w->conn, loop, 0, &r->conf, r->scripts, S_COUNT, &r->nbad);
-    tls_worker = w;
-    return st;
+    worker_t *w = worker_new(r, env);
+    sk_redis_conn_init_down(&w->conn, w->loop, 0, &r->conf, r->scripts, S_COUNT, &r->nbad);
+    return &w->super;
 }
 
-void sk_store_redis_offline_close(sk_store_t *st)
+void sk_store_redis_offline_close(sk_store_worker_t *w)
 {
-    redis_worker_dispose(st, tls_worker);
+    sk_store_t *st = w->store;
+    redis_worker_close(w);
     redis_close(st);
 }
 
-void sk_store_redis_offline_reset(sk_store_t *st)
+void sk_store_redis_offline_reset(sk_store_worker_t *super)
 {
-    worker_t *w = tls_worker;
+    worker_t *w = (worker_t *)super;
     sk_map_dispose(&w->sales, ws_free);
     sk_map_init(&w->sales);
     w->reaping = 0;
-    atomic_store(&((redis_t *)st)->gen, 0);
+    atomic_store(&w->r->gen, 0);
 }
 
 static void offline_deliver(worker_t *w, cmd_t *cmd, redisReply *rep)
@@ -1114,7 +1063,7 @@ static void offline_deliver(worker_t *w, cmd_t *cmd, redisReply *rep)
     sk_redis_conn_deliver(&w->conn, &cmd->super, rep); /* on_cmd frees cmd */
 }
 
-void sk_store_redis_offline_reply(sk_store_t *st, sk_redis_reply_kind_t kind, sk_store_req_t *reqs, size_t n,
+void sk_store_redis_offline_reply(sk_store_worker_t *super, sk_redis_reply_kind_t kind, sk_store_req_t *reqs, size_t n,
                                   size_t queued, redisReply *const *reps, size_t nreps)
 {
     static const struct {
@@ -1132,9 +1081,8 @@ void sk_store_redis_offline_reply(sk_store_t *st, sk_redis_reply_kind_t kind, sk
         [SK_REDIS_R_REAP_MEMBERS] = {C_REAP_MEMBERS, -1},
         [SK_REDIS_R_REAP] = {C_REAP, S_REAP},
     };
-    worker_t *w = tls_worker;
+    worker_t *w = (worker_t *)super;
     cmd_t *cmd;
-    (void)st;
     if (nreps == 0)
         return;
     switch (kind) {

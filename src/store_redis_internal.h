@@ -25,21 +25,21 @@ typedef enum sk_redis_reply_kind_e {
     SK_REDIS_R_KINDS_,
 } sk_redis_reply_kind_t;
 
-/* An offline Redis store; its worker is the calling thread's (store requests submitted on this
- * thread go to it). NULL if it cannot be made. */
-sk_store_t *sk_store_redis_offline_open(h2o_loop_t *loop);
-void sk_store_redis_offline_close(sk_store_t *st);
+/* An offline Redis store's one worker handle, on env's loop; NULL if it cannot be made. Closing
+ * the handle closes the store. */
+sk_store_worker_t *sk_store_redis_offline_open(const sk_store_env_t *env);
+void sk_store_redis_offline_close(sk_store_worker_t *w);
 
 /* Forgets what the worker learned (coalescing queues, sold-out cache) and the store's
  * generation: each input starts from the same state. */
-void sk_store_redis_offline_reset(sk_store_t *st);
+void sk_store_redis_offline_reset(sk_store_worker_t *w);
 
 /* Answers one command of `kind` carrying reqs[0..n) (a take batch: n >= 1; any other: n = 1) with
  * the replies reps[0..nreps) (an element may be NULL: the connection was lost first). For a take,
  * reqs[n..n+queued) wait behind the batch for the next call. The requests' inputs and cb are the
  * caller's; every request of every kind but the reaper's is answered (cb called) exactly once
  * before this returns. The replies stay the caller's. */
-void sk_store_redis_offline_reply(sk_store_t *st, sk_redis_reply_kind_t kind, sk_store_req_t *reqs, size_t n,
+void sk_store_redis_offline_reply(sk_store_worker_t *w, sk_redis_reply_kind_t kind, sk_store_req_t *reqs, size_t n,
                                   size_t queued, redisReply *const *reps, size_t nreps);
 
 #endif

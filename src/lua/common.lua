@@ -1,7 +1,7 @@
 -- common.lua: helpers shared by every Redis script of the seckill Redis store.
 --
 -- store_redis.c never sends this file alone: each script is sent as
---   "#!lua" (+ " flags=no-writes" for read-only scripts) .. common.lua .. <script>.lua
+--   "#!lua" (+ " flags=no-writes" for read-only scripts) .. the result codes .. common.lua .. <script>.lua
 -- so the helpers below are in scope in every script, and one SHA1 names each composition.
 --
 -- Every script gets the same seven keys of one sale, all with the sale as hash tag, so that one
@@ -17,10 +17,8 @@ local K = {
   orders = KEYS[7], -- hash: order id -> the order, packed (pack_order)
 }
 
--- Result codes, mirrored by enum rcode_e in store_redis.c.
-local R_OK, R_REPLAY, R_NO_SALE, R_NO_ORDER, R_BAD_REQUEST = 0, 1, 2, 3, 4
-local R_NOT_STARTED, R_ENDED, R_USER_LIMIT, R_SOLD_OUT, R_REUSED = 5, 6, 7, 8, 9
-local R_BELOW_TAKEN, R_NOT_HELD, R_CREATED = 10, 11, 12
+-- The result codes (R_OK, R_SOLD_OUT, ...) are not defined here: store_redis.c writes them ahead of
+-- this file from its one list, SK_REDIS_RESULTS, which also says what each one answers.
 
 -- An integer as Redis wants it: tostring() would print 2^53 as 9.007199254741e+15. '%d' formats a
 -- C long (64 bits), exact for every integer up to 2^53, and costs less than '%.0f'.

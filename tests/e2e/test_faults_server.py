@@ -451,8 +451,8 @@ def _try_metrics(srv):
 
 # Every wall-clock read in the server's files, each a timestamp and not a deadline:
 WALL_CLOCK_READS = {
-    ("store_redis.c", "ws->deadline = h[4] >= 0 && h[4] < INT64_MAX / 1000 ? mono + (h[4] * 1000 - sk_now_ms()) : INT64_MAX;"),
-    ("dashboard.c", "(long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, st->ops->name,"),
+    ("store_redis.c", "ws->deadline = d >= 0 && d < INT64_MAX / 1000 ? mono + (d * 1000 - sk_now_ms()) : INT64_MAX;"),
+    ("dashboard.c", "(long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, sk_store_name(st),"),
     ("log.c", "clock_gettime(CLOCK_REALTIME, &ts); /* a timestamp, the one thing the wall clock is for */"),
     ("accesslog.c", "time_t now = time(NULL);"),
 }

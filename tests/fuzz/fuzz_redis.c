@@ -32,7 +32,7 @@
 #define MAX_REQS 6
 #define MAX_REPS 4
 
-/* the scripts' result codes (common.lua) */
+/* the scripts' result codes, written again here as the reference (store_redis.c: SK_REDIS_RESULTS) */
 enum {
     OK,
     REPLAY,
@@ -362,7 +362,7 @@ static void check_view(const sk_sale_view_t *got, const sk_sale_view_t *want)
 /* ---- the target ---- */
 
 static h2o_loop_t *loop;
-static sk_store_t *store;
+static sk_store_worker_t *store;
 
 static int answered[MAX_REQS];
 static sk_store_req_t reqs[MAX_REQS];
@@ -383,7 +383,9 @@ static void setup(void)
 {
     sk_log_level = (sk_log_level_t)(SK_LOG_ERROR + 1); /* quiet: every refused handshake would log */
     loop = h2o_evloop_create();
-    store = sk_store_redis_offline_open(loop);
+    /* the Redis store calls back on its loop, never through post */
+    sk_store_env_t env = {.loop = loop, .index = 0, .post = NULL, .post_ctx = NULL};
+    store = sk_store_redis_offline_open(&env);
     CHECK(store != NULL);
 }
 
@@ -422,7 +424,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t k = fz_u8(&f);
         snprintf(q->sale, sizeof(q->sale), "%s", sale);
         q->cb = answer_cb;
-        q->op = kind == SK_REDIS_R_CHANGE ? ((k & 1) ? SK_STORE_ORDER_CANCEL : SK_STORE_ORDER_CONFIRM) : SK_STORE_TAKE;
+        q->op = kind == SK_REDIS_R_CHANGE ? SK_STORE_ORDER_CHANGE : SK_STORE_TAKE;
+        q->change = (k & 1) ? SK_OP_CANCEL_ORDER : SK_OP_CONFIRM_ORDER;
         q->user = USERS[(k >> 1) & 3];
         q->user_len = q->user ? strlen(q->user) : 0;
         q->request_id = RIDS[(k >> 3) % 3];

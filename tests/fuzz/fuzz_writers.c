@@ -1,5 +1,5 @@
 /* fuzz_writers.c: libFuzzer target for what the API writes: the order and sale bodies (render.c)
- * and the CSV of an order listing (sk_api_orders_csv, api.c). Orders and sales are drawn from the
+ * and the CSV of an order listing (sk_render_orders_csv, render.c). Orders and sales are drawn from the
  * input, then written.
  *
  * Oracle: round trips. What render.c writes must parse with jansson to exactly the values it was
@@ -263,7 +263,7 @@ FZ_ORACLE static void check_csv(const sk_order_t *o, size_t n, int64_t now)
     record_t r;
     size_t pos = 0;
     char num[32];
-    sk_api_orders_csv(&b, o, n, now);
+    sk_render_orders_csv(&b, o, n, now);
     CHECK(csv_record(b.p, b.len, &pos, &r) == 0 && r.n == 8);
     static const char *const head[] = {"sale",   "order",      "user",       "qty",
                                        "status", "request_id", "created_at", "expires_at"};

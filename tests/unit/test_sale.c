@@ -196,6 +196,19 @@ static void take_user_required_with_limit(void **state)
     assert_string_equal(why, "qty must be an integer from 1 to 2^53");
 }
 
+/* The Redis store's sold-out cache answers as the full rules would: a missing user where a limit
+ * is set is still a 400, everything else sold_out. */
+static void soldout_answer(void **state)
+{
+    (void)state;
+    assert_int_equal(sk_sale_soldout_answer(0, 0, 1), SK_ESOLD_OUT);
+    assert_int_equal(sk_sale_soldout_answer(0, 1, 5), SK_ESOLD_OUT);
+    assert_int_equal(sk_sale_soldout_answer(1, 1, 1), SK_ESOLD_OUT);
+    assert_int_equal(sk_sale_soldout_answer(1, 1, 2), SK_ESOLD_OUT); /* sold out wins over user_limit */
+    assert_int_equal(sk_sale_soldout_answer(1, 0, 1), SK_EBAD_REQUEST);
+    assert_int_equal(sk_sale_soldout_answer(0, 0, 0), SK_EBAD_REQUEST);
+}
+
 /* ---- sk_sale_check_user ---- */
 
 static void user_limit_small(void **state)
@@ -520,6 +533,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(constants),
+        cmocka_unit_test(soldout_answer),
         cmocka_unit_test(conf_defaults_ok),
         cmocka_unit_test(conf_stock_range),
         cmocka_unit_test(conf_limit_range),

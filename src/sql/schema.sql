@@ -1,0 +1,24 @@
+-- schema.sql: the embedded store's order book (SQLite, WAL), the one place it is written.
+-- store_embed.c runs it at every start (embedded into the binary at build time); bench/rebuild.sh
+-- and tests/fuzz/fuzz_rebuild.c build books from it. docs/design.md describes the tables.
+-- Times are Unix seconds; a NULL starts_at / ends_at / expires_at is "none".
+CREATE TABLE IF NOT EXISTS sales(
+  sale TEXT PRIMARY KEY,
+  stock INTEGER NOT NULL,
+  per_user_limit INTEGER NOT NULL,  -- 0: no limit
+  hold_seconds INTEGER NOT NULL,    -- 0: orders are final when taken
+  starts_at INTEGER,
+  ends_at INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS orders(
+  sale TEXT NOT NULL,
+  id INTEGER NOT NULL,              -- 1, 2, ... per sale, in commit order
+  user TEXT,                        -- NULL: anonymous
+  qty INTEGER NOT NULL,
+  status TEXT NOT NULL,             -- held, confirmed, cancelled, expired
+  request_id TEXT,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER,               -- held orders only
+  PRIMARY KEY(sale, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
