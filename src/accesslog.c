@@ -15,8 +15,8 @@
 #define BUF_MAX 65536
 
 static _Atomic int fd = -1;
-static _Atomic int on;   /* lines are collected */
-static char *path_;      /* NULL when off; the main thread's */
+static _Atomic int on; /* lines are collected */
+static char *path_;    /* NULL when off; the main thread's */
 
 static __thread char *buf;
 static __thread size_t len;

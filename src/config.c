@@ -24,6 +24,9 @@ typedef struct {
 
 #define O(f) offsetof(sk_config_t, f)
 
+/* One row per option, as a table: clang-format would fold each row over two lines (every branch
+ * adding an option would then touch them all). */
+/* clang-format off */
 static const opt_t opts[] = {
     {"listen", "SECKILL_LISTEN", T_STR, O(listen), "0.0.0.0:8080", 0, 0, "HOST:PORT", "public listener (port 0: any free port)"},
     {"admin-listen", "SECKILL_ADMIN_LISTEN", T_STR, O(admin_listen), "127.0.0.1:8081", 0, 0, "HOST:PORT", "admin listener"},
@@ -44,12 +47,13 @@ static const opt_t opts[] = {
     {"redis-password-file", "SECKILL_REDIS_PASSWORD_FILE", T_STR, O(redis_password_file), NULL, 0, 0, "FILE", "file holding the Redis password (keeps it out of argv and env)"},
     {"config", "SECKILL_CONFIG", T_STR, O(config_file), NULL, 0, 0, "FILE", "read `key = value` lines (keys are the long option names)"},
 };
+/* clang-format on */
 
 /* What SIGHUP applies to a running server (server.c applies each): these options, and the
  * secrets read from the files they name. Everything else keeps its value until a restart. An
  * option added here needs its change applied in server.c's reload. */
-static const char *const live_opts[] = {"admin-token-file", "log-file", "log-level", "access-log",
-                                        "rate-limit", "rate-burst", "trust-proxy"};
+static const char *const live_opts[] = {"admin-token-file", "log-file",   "log-level",  "access-log",
+                                        "rate-limit",       "rate-burst", "trust-proxy"};
 static const struct {
     const char *name; /* as logged in applied=... */
     size_t off;       /* a char * of sk_config_t */
@@ -106,8 +110,8 @@ static void usage(FILE *out)
         fprintf(out, "\n  %-30s env %s\n", "", o->env);
     }
     fprintf(out, "  %-30s %s\n  %-30s %s\n  %-30s %s\n", "-t, --check-config",
-            "check the configuration (every option, file and secret), open nothing, exit 0 or 1",
-            "-h, --help", "print this help and exit", "-v, -V, --version", "print the version and exit");
+            "check the configuration (every option, file and secret), open nothing, exit 0 or 1", "-h, --help",
+            "print this help and exit", "-v, -V, --version", "print the version and exit");
     fprintf(out, "\nSIGHUP reopens the logs and reloads the configuration: ");
     for (size_t i = 0; i < sizeof(live_opts) / sizeof(live_opts[0]); i++)
         fprintf(out, "%s--%s", i ? ", " : "", live_opts[i]);
@@ -209,7 +213,8 @@ static int read_token(sk_config_t *cfg, FILE *err)
     free(cfg->admin_token);
     cfg->admin_token = NULL;
     if (cfg->admin_token_file != NULL) {
-        if ((cfg->admin_token = read_secret("admin-token-file", "admin token file", cfg->admin_token_file, err)) == NULL)
+        if ((cfg->admin_token = read_secret("admin-token-file", "admin token file", cfg->admin_token_file, err)) ==
+            NULL)
             return -1;
     } else if (env != NULL && *env != '\0') {
         cfg->admin_token = sk_strndup(env, strlen(env));
@@ -357,8 +362,8 @@ int sk_config_check(const sk_config_t *cfg, FILE *err)
             fprintf(err, "seckilld: --%s must be HOST:PORT, not '%s'\n", addr[k][0], addr[k][1]);
             bad++;
         }
-    const char *empty[][2] = {{"log-file", cfg->log_file}, {"access-log", cfg->access_log},
-                              {"admin-token-file", cfg->admin_token_file}};
+    const char *empty[][2] = {
+        {"log-file", cfg->log_file}, {"access-log", cfg->access_log}, {"admin-token-file", cfg->admin_token_file}};
     for (size_t k = 0; k < sizeof(empty) / sizeof(empty[0]); k++)
         if (empty[k][1] != NULL && empty[k][1][0] == '\0') {
             fprintf(err, "seckilld: --%s is empty (leave it out instead)\n", empty[k][0]);
@@ -400,8 +405,8 @@ static void add_name(char *list, size_t len, const char *name)
     snprintf(list + n, len - n, "%s%s", n ? "," : "", name);
 }
 
-int sk_config_reload(sk_config_t *next, const sk_config_t *cur, char *applied, size_t alen, char *restart,
-                     size_t rlen, FILE *err)
+int sk_config_reload(sk_config_t *next, const sk_config_t *cur, char *applied, size_t alen, char *restart, size_t rlen,
+                     FILE *err)
 {
     applied[0] = restart[0] = '\0';
     if (sk_config_load(next, cur->argc, cur->argv, err, err) != SK_CONFIG_RUN || sk_config_check(next, err) != 0) {
@@ -412,8 +417,8 @@ int sk_config_reload(sk_config_t *next, const sk_config_t *cur, char *applied, s
         const opt_t *o = &opts[i];
         char *pn = (char *)next + o->off;
         const char *pc = (const char *)cur + o->off;
-        int changed = o->type == T_STR ? !same_str(*(char **)pn, *(char *const *)pc)
-                                       : *(int64_t *)pn != *(const int64_t *)pc;
+        int changed =
+            o->type == T_STR ? !same_str(*(char **)pn, *(char *const *)pc) : *(int64_t *)pn != *(const int64_t *)pc;
         if (is_live(o->name)) {
             if (changed)
                 add_name(applied, alen, o->name);

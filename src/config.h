@@ -27,8 +27,8 @@ typedef struct sk_config_s {
     int64_t shutdown_timeout; /* seconds to finish in-flight requests on SIGTERM */
     char *redis_password_file; /* its password goes into `store` at load (config.c) */
     char *config_file;
-    int check_only;         /* -t / --check-config */
-    int argc;               /* the command line, borrowed: a reload reads it again */
+    int check_only; /* -t / --check-config */
+    int argc;       /* the command line, borrowed: a reload reads it again */
     char **argv;
 } sk_config_t;
 
@@ -54,8 +54,8 @@ int sk_config_live(const char *name);
  * live options and "admin-token") and what needs a restart; *next then holds the new live
  * values and the running values of everything else. Returns -1 after printing every problem
  * to err when the new configuration is invalid: nothing is to change, *next is disposed. */
-int sk_config_reload(sk_config_t *next, const sk_config_t *cur, char *applied, size_t alen, char *restart,
-                     size_t rlen, FILE *err);
+int sk_config_reload(sk_config_t *next, const sk_config_t *cur, char *applied, size_t alen, char *restart, size_t rlen,
+                     FILE *err);
 void sk_config_dispose(sk_config_t *cfg);
 
 #endif

@@ -217,8 +217,10 @@ static void render_process(sk_buf_t *o)
         /* after the command's closing parenthesis: state is field 3; utime 14, stime 15,
          * starttime 22, vsize 23, rss 24 */
         const char *p = strrchr(buf, ')');
-        if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
-                                       "%*d %llu %llu %lld", &utime, &stime, &start, &vsize, &rss) != 5)
+        if (p == NULL || sscanf(p + 2,
+                                "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
+                                "%*d %llu %llu %lld",
+                                &utime, &stime, &start, &vsize, &rss) != 5)
             utime = stime = start = vsize = 0, rss = 0;
     }
     if ((f = fopen("/proc/stat", "r")) != NULL) {
@@ -262,8 +264,10 @@ static void take_line(const char *outcome, uint64_t n, void *arg)
 
 void sk_metrics_render(sk_buf_t *o)
 {
-    sk_buf_printf(o, "# HELP seckill_build_info The running seckilld's version (always 1).\n"
-                     "# TYPE seckill_build_info gauge\nseckill_build_info{version=\"%s\"} 1\n", SK_VERSION);
+    sk_buf_printf(o,
+                  "# HELP seckill_build_info The running seckilld's version (always 1).\n"
+                  "# TYPE seckill_build_info gauge\nseckill_build_info{version=\"%s\"} 1\n",
+                  SK_VERSION);
     render_process(o);
     sk_buf_printf(o, "# HELP seckill_requests_total HTTP requests answered, by route and status.\n"
                      "# TYPE seckill_requests_total counter\n");
@@ -295,12 +299,13 @@ void sk_metrics_render(sk_buf_t *o)
         atomic_init(&tb[k], SUM(take_batches[k]));
     histogram(o, "seckill_redis_take_batch_size", "", batch_bounds, 8, 1, tb, SUM(take_batch_calls),
               (double)SUM(take_batch_sum));
-    sk_buf_printf(o, "# HELP seckill_commit_batches_total Committer transactions (embedded store).\n"
-                     "# TYPE seckill_commit_batches_total counter\nseckill_commit_batches_total %llu\n"
-                     "# HELP seckill_commit_failures_total Committer transactions that failed (disk full, I/O error).\n"
-                     "# TYPE seckill_commit_failures_total counter\nseckill_commit_failures_total %llu\n"
-                     "# HELP seckill_committed_orders_total Orders made durable by the committer (embedded store).\n"
-                     "# TYPE seckill_committed_orders_total counter\nseckill_committed_orders_total %llu\n",
+    sk_buf_printf(o,
+                  "# HELP seckill_commit_batches_total Committer transactions (embedded store).\n"
+                  "# TYPE seckill_commit_batches_total counter\nseckill_commit_batches_total %llu\n"
+                  "# HELP seckill_commit_failures_total Committer transactions that failed (disk full, I/O error).\n"
+                  "# TYPE seckill_commit_failures_total counter\nseckill_commit_failures_total %llu\n"
+                  "# HELP seckill_committed_orders_total Orders made durable by the committer (embedded store).\n"
+                  "# TYPE seckill_committed_orders_total counter\nseckill_committed_orders_total %llu\n",
                   (unsigned long long)rd(&commits.batches), (unsigned long long)rd(&commits.failures),
                   (unsigned long long)rd(&commits.orders));
     sk_buf_printf(o, "# HELP seckill_commit_batch_size Orders per committed batch.\n"

@@ -33,10 +33,9 @@ static const shape_t shapes[] = {
     {{"openapi.yaml", NULL}, "GET", NULL, {{"GET", SK_A_OPENAPI, 1}}},
 };
 
-static const char *const names[SK_A_COUNT_] = {"healthz",   "metrics",    "sale_list",  "sale_put",
-                                               "sale_get",  "take",       "order_list", "order_get",
-                                               "confirm",   "cancel",     "dashboard",  "events",
-                                               "openapi"};
+static const char *const names[SK_A_COUNT_] = {"healthz",   "metrics",    "sale_list", "sale_put", "sale_get",
+                                               "take",      "order_list", "order_get", "confirm",  "cancel",
+                                               "dashboard", "events",     "openapi"};
 
 #define MAX_SEGS 6
 

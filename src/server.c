@@ -580,18 +580,21 @@ static void book_hint(const char *url, char *out, size_t len)
     if (access(dir, F_OK) != 0)
         snprintf(out, len, " (the order book's directory %.300s: %.100s)", dir, strerror(errno));
     else if (access(dir, W_OK | X_OK) != 0)
-        snprintf(out, len, " (the order book's directory %.300s is not writable by this user: %.100s)", dir, strerror(errno));
+        snprintf(out, len, " (the order book's directory %.300s is not writable by this user: %.100s)", dir,
+                 strerror(errno));
     else if (access(path, F_OK) == 0 && access(path, R_OK | W_OK) != 0)
         snprintf(out, len, " (the order book %.300s: %.100s)", path, strerror(errno));
 }
 
 /* A reload's leftovers: workers may still read an old config or rate limiter, so they live until
  * exit (a few hundred bytes, and a rate limiter, per reload that changes them). */
+typedef struct retiree_s {
+    sk_config_t *cfg; /* NULL for the caller's own */
+    sk_ratelimit_t *rl;
+} retiree_t;
+
 typedef struct retired_s {
-    struct {
-        sk_config_t *cfg; /* NULL for the caller's own */
-        sk_ratelimit_t *rl;
-    } *v;
+    retiree_t *v;
     size_t n;
 } retired_t;
 
@@ -646,8 +649,8 @@ static void reload(sk_server_t *srv, retired_t *retired)
     int log_changed = strcmp(cur->log_file ? cur->log_file : "", next->log_file ? next->log_file : "") != 0;
     int access_changed = strcmp(cur->access_log ? cur->access_log : "", next->access_log ? next->access_log : "") != 0;
     if (log_changed && sk_log_open(next->log_file) != 0) {
-        sk_log(SK_LOG_ERROR, "event=reload_failed option=log-file path=%s error=\"%s\" changed=none",
-               next->log_file, strerror(errno));
+        sk_log(SK_LOG_ERROR, "event=reload_failed option=log-file path=%s error=\"%s\" changed=none", next->log_file,
+               strerror(errno));
         goto refuse;
     }
     if (access_changed && sk_accesslog_set(next->access_log) != 0) {

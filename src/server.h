@@ -57,7 +57,7 @@ typedef struct sk_worker_hooks_s {
 #define SK_WORKER_HOOKS_MAX 4
 
 struct sk_server_s {
-    sk_config_t *_Atomic cfg;        /* SIGHUP publishes a new one (sk_config_reload); read it once per use */
+    sk_config_t *_Atomic cfg; /* SIGHUP publishes a new one (sk_config_reload); read it once per use */
     const sk_worker_hooks_t *hooks[SK_WORKER_HOOKS_MAX]; /* registered before the workers start */
     int nhooks;
     sk_store_t *store;

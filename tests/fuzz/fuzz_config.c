@@ -61,9 +61,22 @@ typedef struct {
 /* The value of a config field for REF[k], from the real config. */
 static char *const *str_field(sk_config_t *c, size_t k)
 {
-    char *const *f[] = {&c->listen,           &c->admin_listen, &c->store,     NULL,
-                        &c->admin_token_file, &c->log_file,     &c->log_level, &c->access_log,
-                        NULL, NULL, NULL, NULL, NULL, NULL, NULL, &c->redis_password_file};
+    char *const *f[] = {&c->listen,
+                        &c->admin_listen,
+                        &c->store,
+                        NULL,
+                        &c->admin_token_file,
+                        &c->log_file,
+                        &c->log_level,
+                        &c->access_log,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        &c->redis_password_file};
     CHECK(k < sizeof(f) / sizeof(f[0]) && f[k] != NULL);
     return f[k];
 }

@@ -227,7 +227,8 @@ static void take_unknown_fields(void **state)
     take_bad(S("{\"user\": \"a\", \"price\": 1}"), "unknown field 'price' in the body");
     take_bad(S("{\"requestId\": \"a\"}"), "unknown field 'requestId' in the body");
     /* a long name is cut on a character boundary: the message goes into a JSON reply */
-    take_bad(S("{\"" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\u00e9\u00e9\": 1}"),
+    take_bad(S("{\""
+               "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\u00e9\u00e9\": 1}"),
              "unknown field 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa' in the body");
     take_bad(S("{\"user\\u0000\": \"a\"}"), NULL); /* NUL in a key */
 }

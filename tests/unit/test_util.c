@@ -21,7 +21,7 @@ static void passwords_are_starred(void **state)
     (void)state;
     redact("redis://:s3cret@localhost:6379/2", "redis://:***@localhost:6379/2");
     redact("redis://user:s3cret@localhost:6379", "redis://user:***@localhost:6379");
-    redact("redis://s3cret@localhost", "redis://***@localhost"); /* no colon: the Redis store's password */
+    redact("redis://s3cret@localhost", "redis://***@localhost");        /* no colon: the Redis store's password */
     redact("redis://:p@ss@w0rd@[::1]:6379", "redis://:***@[::1]:6379"); /* the last '@' ends it */
     redact("redis://:a:b@h", "redis://:***@h");
     redact("redis://:@h", "redis://:***@h");
