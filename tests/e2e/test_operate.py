@@ -6,11 +6,12 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
-from conftest import HOST, REDIS_SERVER, Server, free_port, seckilld_binary
+from conftest import HOST, REDIS_SERVER, Server, free_port, seckilld_binary, storm
 
 sqlite_only = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -291,3 +292,52 @@ def test_journal_gets_syslog_priorities(store, tmp_path):
                          for l in lines), lines
     assert any(l.startswith("<6>") and " level=info event=started " in l for l in lines), lines
     # without it (or with --log-file), no prefix: tests/unit/test_log.c and every other test's log
+
+
+@sqlite_only
+def test_sighup_during_a_storm_drops_nothing(store, tmp_path, sale_id):
+    """Reloads while buyers storm (the config, the rate limiter and the access log swapped under
+    running workers): every take is answered, exactly the stock is sold, the server lives on
+    (under `make tsan` this is also the race check of the reload)."""
+    log, access = tmp_path / "seckilld.log", tmp_path / "access.log"
+    tok_a, tok_b = tmp_path / "token-a", tmp_path / "token-b"
+    tok_a.write_text("token-a\n")
+    tok_b.write_text("token-b\n")
+    cfg = tmp_path / "seckilld.conf"
+    confs = [f"admin-token-file = {tok_a}\nlog-file = {log}\n",
+             f"admin-token-file = {tok_b}\nlog-file = {log}\nrate-limit = 100000\naccess-log = {access}\n"
+             "log-level = debug\ntrust-proxy = yes\n"]
+    cfg.write_text(confs[0])
+    srv = Server(store.url, str(tmp_path), extra_args=["--config", str(cfg)], token="token-a")
+    try:
+        srv.start()
+        s = sale_id()
+        srv.put_sale(s, stock=300)
+        done = threading.Event()
+
+        def reloader():
+            for i in range(20):
+                cfg.write_text(confs[(i + 1) % 2])
+                srv.proc.send_signal(signal.SIGHUP)
+                time.sleep(0.05)
+            done.set()
+
+        t = threading.Thread(target=reloader)
+        t.start()
+        results = storm(srv.public_port, [("POST", f"/v1/sales/{s}/orders", {"user": f"u{i}"}) for i in range(600)],
+                        threads=16)
+        t.join(30)
+        assert done.is_set()
+        codes = sorted(set(r[0] for r in results))
+        assert codes == [201, 409], codes
+        assert sum(1 for r in results if r[0] == 201) == 300
+        wait_log(log, r"event=reloaded .*\n(.*\n)*.*event=reloaded", timeout=10)
+        assert "reload_failed" not in log.read_text()
+        # the last reload (i = 19) wrote confs[0]: token A again
+        deadline = time.monotonic() + 5
+        while srv.adm("GET", "/v1/sales", token="token-a").status != 200:
+            assert time.monotonic() < deadline, "the last reload did not bring token A back"
+            time.sleep(0.05)
+        assert srv.sale(s)["sold"] == 300
+    finally:
+        assert srv.stop() == 0
