@@ -48,8 +48,10 @@ static const struct {
     {"idle-timeout", R_INT, NULL, 10, 1, 3600},
     {"shutdown-timeout", R_INT, NULL, 10, 0, 3600},
     {"redis-password-file", R_STR, NULL, 0, 0, 0},
+    {"max-connections", R_INT, NULL, 0, 0, 100000000},
 };
 #define K_PWFILE 15 /* its password goes into the store URL, when the file and the store allow */
+#define K_MAXCONN 16
 #define NREF (sizeof(REF) / sizeof(REF[0]))
 
 typedef struct {
@@ -61,22 +63,9 @@ typedef struct {
 /* The value of a config field for REF[k], from the real config. */
 static char *const *str_field(sk_config_t *c, size_t k)
 {
-    char *const *f[] = {&c->listen,
-                        &c->admin_listen,
-                        &c->store,
-                        NULL,
-                        &c->admin_token_file,
-                        &c->log_file,
-                        &c->log_level,
-                        &c->access_log,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        NULL,
-                        &c->redis_password_file};
+    char *const *f[] = {
+        [0] = &c->listen,   [1] = &c->admin_listen, [2] = &c->store,      [4] = &c->admin_token_file,
+        [5] = &c->log_file, [6] = &c->log_level,    [7] = &c->access_log, [K_PWFILE] = &c->redis_password_file};
     CHECK(k < sizeof(f) / sizeof(f[0]) && f[k] != NULL);
     return f[k];
 }
@@ -92,6 +81,8 @@ static int64_t int_field(const sk_config_t *c, size_t k)
         return c->rate_burst;
     case 10:
         return c->trust_proxy;
+    case K_MAXCONN:
+        return c->max_connections;
     case 11:
         return c->max_body_bytes;
     case 12:
