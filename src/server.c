@@ -511,7 +511,12 @@ static void *worker_main(void *arg)
         int64_t now = sk_mono_ms();
         if (deadline == 0)
             deadline = now + srv->cfg->shutdown_timeout * 1000;
-        if (w->inflight == 0 && hooks_open(w) == 0 && drained_at == 0)
+        /* drained: nothing in flight for a while. A request read from a keep-alive connection
+         * after the stop starts the wait again: the store must answer it before the worker closes
+         * its store handle (the committer would otherwise answer into a freed handle) */
+        if (w->inflight != 0 || hooks_open(w) != 0)
+            drained_at = 0;
+        else if (drained_at == 0)
             drained_at = now;
         /* a short grace after the last answer lets its bytes reach the socket */
         if ((drained_at != 0 && now - drained_at >= 100) || now >= deadline)
