@@ -1,10 +1,10 @@
-# Thin wrapper over CMake, like redis's: make | make run | make test | make bench | make install
+# Thin wrapper over CMake, like redis's: make | make run | make test | make bench | make install | make deb
 BUILD ?= build
 PREFIX ?= /usr/local
 ARGS ?=
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps run test unit e2e bench fuzz asan tsan warnings fresh clean install
+.PHONY: all deps test-deps run test unit e2e bench fuzz asan tsan warnings fresh clean install install-files deb
 
 all: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) -j$$(nproc)
@@ -72,13 +72,45 @@ fuzz:
 bench: deps all
 	bash bench/run.sh
 
-install: all
+# make install [PREFIX=/usr/local] [DESTDIR=]: the binary, the systemd unit (its paths made from
+# PREFIX), the man page, the docs and the example alert rules. The config and the logrotate file
+# are conffiles: one that exists is never overwritten; when it differs from the new one, the new
+# one goes beside it as FILE.new (as dpkg's conffile handling would), to be merged by hand.
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/seckill
+MANDIR ?= $(PREFIX)/share/man
+
+install: all install-files
+
+install-files:
 	install -D -m 0755 $(BUILD)/seckilld $(DESTDIR)$(PREFIX)/bin/seckilld
-	install -D -m 0644 packaging/seckilld.service $(DESTDIR)$(PREFIX)/lib/systemd/system/seckilld.service
-	install -D -m 0644 packaging/seckilld.conf $(DESTDIR)/etc/seckill/seckilld.conf
-	install -D -m 0644 packaging/seckilld.logrotate $(DESTDIR)/etc/logrotate.d/seckilld
-	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/seckill/README.md
-	install -D -m 0644 docs/API.md $(DESTDIR)$(PREFIX)/share/doc/seckill/API.md
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' -e 's|/usr/local/share/doc/seckill/|$(DOCDIR)/|g' \
+	  -e 's|/etc/seckill/|$(SYSCONFDIR)/seckill/|g' packaging/seckilld.service > $(DESTDIR)$(UNITDIR)/seckilld.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/seckilld.service
+	@set -e; for pair in packaging/seckilld.conf:seckill/seckilld.conf packaging/seckilld.logrotate:logrotate.d/seckilld; do \
+	  src=$${pair%%:*}; dst=$(DESTDIR)$(SYSCONFDIR)/$${pair#*:}; \
+	  if [ ! -e "$$dst" ]; then install -D -m 0644 "$$src" "$$dst"; \
+	  elif cmp -s "$$src" "$$dst"; then :; \
+	  else install -m 0644 "$$src" "$$dst.new"; echo "install: kept $$dst (yours); the new default is $$dst.new"; fi; \
+	done
+	install -D -m 0644 docs/seckilld.8 $(DESTDIR)$(MANDIR)/man8/seckilld.8
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -D -m 0644 docs/API.md $(DESTDIR)$(DOCDIR)/API.md
+	install -D -m 0644 docs/operations.md $(DESTDIR)$(DOCDIR)/operations.md
+	install -D -m 0644 docs/openapi.yaml $(DESTDIR)$(DOCDIR)/openapi.yaml
+	install -D -m 0644 packaging/seckilld-alerts.yml $(DESTDIR)$(DOCDIR)/examples/seckilld-alerts.yml
+
+# make deb: the Debian package (debian/, debhelper), built from a copy of the tree in
+# $(BUILD)/deb/src so that nothing lands beside the checkout; the .deb is left in $(BUILD)/deb/.
+deb:
+	rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb/src
+	tar -c --exclude='./build*' --exclude=./.git --exclude='*.db' --exclude='*.db-*' --exclude=__pycache__ \
+	  --exclude=.pytest_cache --exclude=./bench/out . | tar -x -C $(BUILD)/deb/src
+	cd $(BUILD)/deb/src && DEB_BUILD_OPTIONS="nocheck parallel=$$(nproc) $(DEB_BUILD_OPTIONS)" \
+	  dpkg-buildpackage -b -uc -us --no-sign
+	ls $(BUILD)/deb/*.deb
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz build-fresh build-gcc-O3 build-clang-O3

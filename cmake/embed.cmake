@@ -1,6 +1,7 @@
 # Writes every DIR/*.EXT into OUT as `const char PREFIX<name>SUFFIX[]` (NUL-terminated) and
 # `const size_t PREFIX<name>SUFFIX_len`, so that files ship inside the binary: the Redis scripts
-# (src/lua/*.lua), the dashboard page (src/web/*.html) and the order book's schema (src/sql/*.sql). Run by the build; see CMakeLists.txt.
+# (src/lua/*.lua), the dashboard page (src/web/*.html), the order book's schema (src/sql/*.sql) and
+# the API description (docs/openapi.yaml). Run by the build; see CMakeLists.txt.
 file(GLOB files ${DIR}/*.${EXT})
 list(SORT files)
 set(out "/* generated from ${DIR} by cmake/embed.cmake: do not edit */\n#include <stddef.h>\n")

@@ -11,9 +11,14 @@ pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
 # chromium-driver with python3-selenium (docs/dashboard.md), and the systemd unit is checked with
 # systemd-analyze (package systemd, absent from minimal roots and containers); the buyer-token
 # tests make ES256 and EdDSA keys and sign with the openssl command line (package openssl, which
-# minimal roots lack too). No test skips for want of them: a missing one fails.
+# minimal roots lack too); /metrics and the example alert rules are checked with promtool (package
+# prometheus); every JSON reply of the e2e suite is validated against docs/openapi.yaml
+# (python3-yaml, python3-jsonschema); the Debian package is built (debhelper, dpkg-dev, fakeroot),
+# checked (lintian) and its man page read (man-db). No test skips for want of them: a missing one
+# fails.
 if [ "${SK_DEPS_TEST:-1}" != 0 ]; then
-  pkgs+=(chromium chromium-driver python3-selenium systemd openssl)
+  pkgs+=(chromium chromium-driver python3-selenium systemd openssl prometheus python3-yaml python3-jsonschema
+         debhelper dpkg-dev fakeroot lintian man-db)
 fi
 # shellcheck disable=SC2206
 pkgs+=(${SK_DEPS_EXTRA:-})

@@ -1,7 +1,10 @@
-/* accesslog.c: see accesslog.h. The descriptor number never changes: a reopen opens the new
- * file and dup2()s it over the old number, which is atomic for concurrent writers. */
+/* accesslog.c: see accesslog.h. The descriptor number never changes once opened: a reopen (or a
+ * reload naming another file) opens the new file and dup2()s it over the old number, which is
+ * atomic for concurrent writers; turning the log off puts /dev/null there, so that a worker
+ * flushing at that moment never writes into a descriptor reused for something else. */
 #include "accesslog.h"
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +14,9 @@
 
 #define BUF_MAX 65536
 
-static int fd = -1;
-static char *path_;
+static _Atomic int fd = -1;
+static _Atomic int on; /* lines are collected */
+static char *path_;    /* NULL when off; the main thread's */
 
 static __thread char *buf;
 static __thread size_t len;
@@ -22,15 +26,47 @@ static __thread char stamp[32];
 
 int sk_accesslog_open(const char *path)
 {
-    if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640)) < 0)
+    return sk_accesslog_set(path);
+}
+
+/* Puts nfd's file at the log's descriptor number (or makes nfd that number the first time). */
+static int install(int nfd)
+{
+    if (fd < 0) {
+        fd = nfd;
+        return 0;
+    }
+    int rc = dup2(nfd, fd) < 0 ? -1 : 0;
+    close(nfd);
+    return rc;
+}
+
+int sk_accesslog_set(const char *path)
+{
+    int nfd;
+    if (path == NULL) {
+        if (!on)
+            return 0;
+        on = 0;
+        if ((nfd = open("/dev/null", O_WRONLY | O_CLOEXEC)) >= 0)
+            install(nfd);
+        free(path_);
+        path_ = NULL;
+        return 0;
+    }
+    if ((nfd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640)) < 0)
         return -1;
+    if (install(nfd) != 0)
+        return -1;
+    free(path_);
     path_ = sk_strndup(path, strlen(path));
+    on = 1;
     return 0;
 }
 
 int sk_accesslog_reopen(void)
 {
-    if (fd < 0)
+    if (path_ == NULL)
         return 0;
     int nfd = open(path_, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (nfd < 0)
@@ -42,7 +78,7 @@ int sk_accesslog_reopen(void)
 
 int sk_accesslog_enabled(void)
 {
-    return fd >= 0;
+    return on;
 }
 
 void sk_accesslog_flush(int force)
@@ -65,7 +101,7 @@ void sk_accesslog_flush(int force)
 void sk_accesslog_add(const char *client, const char *method, size_t mlen, const char *path, size_t plen,
                       int status, const char *outcome, int64_t latency_us)
 {
-    if (fd < 0)
+    if (!on)
         return;
     if (buf == NULL) {
         buf = sk_malloc(BUF_MAX);

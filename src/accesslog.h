@@ -11,6 +11,9 @@
 
 /* Opens the log (O_APPEND). Returns 0 or -1 with errno set. */
 int sk_accesslog_open(const char *path);
+/* Makes `path` the log (NULL: off), for a config reload; the lines already buffered go to the
+ * new destination. Returns 0, or -1 with errno set and nothing changed. Main thread only. */
+int sk_accesslog_set(const char *path);
 /* Reopens the file after a rename (SIGHUP); writers never see a closed descriptor. */
 int sk_accesslog_reopen(void);
 int sk_accesslog_enabled(void);

@@ -27,6 +27,10 @@
 #include "server.h"
 #include "util.h"
 
+/* docs/openapi.yaml, embedded at build time (CMakeLists.txt) */
+extern const char sk_doc_openapi_yaml[];
+extern const size_t sk_doc_openapi_yaml_len;
+
 typedef struct handler_s {
     h2o_handler_t super;
     sk_server_t *srv;
@@ -341,6 +345,12 @@ static void run_dashboard(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
     reply(req, m->action, 200, NULL, "text/html; charset=utf-8", sk_web_dashboard_html, sk_web_dashboard_html_len);
 }
 
+static void run_openapi(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
+{
+    (void)srv;
+    reply(req, m->action, 200, NULL, "application/yaml", sk_doc_openapi_yaml, sk_doc_openapi_yaml_len);
+}
+
 static void run_events(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
 {
     (void)srv;
@@ -538,6 +548,7 @@ static const action_t ACTIONS[SK_A_COUNT_] = {
     [SK_A_EVENTS] = {.run = run_events},
     [SK_A_ORDER_EXPORT] = {.run = run_export},
     [SK_A_SALE_DELETE] = {.op = SK_STORE_SALE_DELETE, .render = render_sale},
+    [SK_A_OPENAPI] = {.run = run_openapi},
 };
 
 /* Sends the answer of a finished store request. */
@@ -748,10 +759,11 @@ static int check_rate(sk_server_t *srv, handler_t *h, h2o_req_t *req, int action
 {
     int retry;
     char ra[16], key[SK_API_RATE_KEY_MAX];
-    if (h->admin || srv->ratelimit == NULL)
+    sk_ratelimit_t *rl = srv->ratelimit; /* read once: a reload may replace it (server.c) */
+    if (h->admin || rl == NULL)
         return 0;
     size_t klen = sk_api_rate_key(req, &srv->trusted, (int)srv->cfg->trust_proxy, user, ulen, key);
-    if (sk_ratelimit_take(srv->ratelimit, key, klen, sk_mono_ms(), &retry) == 0)
+    if (sk_ratelimit_take(rl, key, klen, sk_mono_ms(), &retry) == 0)
         return 0;
     snprintf(ra, sizeof(ra), "%d", retry);
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, h2o_strdup(&req->pool, ra, SIZE_MAX).base,
@@ -943,8 +955,13 @@ static void reply_metrics(sk_server_t *srv, h2o_req_t *req, const sk_store_req_t
                   "# HELP seckill_store_up 1 when the store can answer.\n# TYPE seckill_store_up gauge\n"
                   "seckill_store_up{store=\"%s\"} %d\n",
                   sk_store_name(srv->store), sk_store_healthy(srv->store));
+    static const char *const help[3] = {
+        "Units sold (confirmed orders), by sale.",
+        "Units held (orders awaiting confirmation), by sale.",
+        "Units left to take, by sale.",
+    };
     for (int k = 0; k < 3 && s->err == 0; k++) {
-        sk_buf_printf(&b, "# TYPE seckill_sale_%s gauge\n", g[k]);
+        sk_buf_printf(&b, "# HELP seckill_sale_%s %s\n# TYPE seckill_sale_%s gauge\n", g[k], help[k], g[k]);
         for (size_t i = 0; i < s->nviews; i++) {
             const sk_sale_view_t *v = &s->views[i];
             int64_t x = k == 0 ? v->sold : k == 1 ? v->held : sk_sale_remaining(v);
@@ -983,8 +1000,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     if (h->admin && admin_refused(srv, req, m.action, &host_checked))
         return 0;
-    if (sk_action_is_admin(m.action) && srv->cfg->admin_token != NULL && !sk_api_token_ok(req, srv->cfg->admin_token) &&
-        !(m.action == SK_A_EVENTS && sk_dashboard_query_token_ok(m.query.p, m.query.len, srv->cfg->admin_token))) {
+    const char *token = srv->cfg->admin_token; /* read once: a reload may replace the config (server.c) */
+    if (sk_action_is_admin(m.action) && token != NULL && !sk_api_token_ok(req, token) &&
+        !(m.action == SK_A_EVENTS && sk_dashboard_query_token_ok(m.query.p, m.query.len, token))) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
         reply_error(req, m.action, SK_EUNAUTHORIZED, NULL);
         return 0;

@@ -25,6 +25,7 @@ typedef struct sk_config_s {
     int64_t max_head_bytes;
     int64_t idle_timeout;   /* seconds */
     int64_t shutdown_timeout; /* seconds to finish in-flight requests on SIGTERM */
+    char *redis_password_file; /* its password goes into `store` at load (config.c) */
     char *config_file;
     /* who is buying, who is administering, what the wire may carry (issue 15; api.c, auth.c) */
     int64_t http2;                  /* 1: h2c upgrades and HTTP/2 prior knowledge are served */
@@ -36,14 +37,35 @@ typedef struct sk_config_s {
     char *user_header;              /* the buyer, from a trusted gateway */
     char *trusted_proxies;          /* CIDR list: X-Forwarded-For and --user-header are believed from these */
     int admin_token_group_readable; /* the admin token file may be read by group or others */
+    int check_only;                 /* -t / --check-config */
+    int argc;                       /* the command line, borrowed: a reload reads it again */
+    char **argv;
 } sk_config_t;
 
 enum { SK_CONFIG_RUN = 0, SK_CONFIG_EXIT_OK = 1, SK_CONFIG_EXIT_USAGE = 2 };
 
-/* Fills *cfg from defaults, the config file, the environment and argv. Returns SK_CONFIG_RUN, or
- * SK_CONFIG_EXIT_OK after printing --help / --version to out, or SK_CONFIG_EXIT_USAGE after
- * printing an error to err. */
+/* Fills *cfg from defaults, the config file, the environment and argv, and reads the secrets'
+ * files (admin token, Redis password). Returns SK_CONFIG_RUN, or SK_CONFIG_EXIT_OK after printing
+ * --help / --version to out, or SK_CONFIG_EXIT_USAGE after printing every problem found to err,
+ * one line each, naming the file and line, the option or the variable. argv is kept (borrowed)
+ * for sk_config_reload. */
 int sk_config_load(sk_config_t *cfg, int argc, char **argv, FILE *out, FILE *err);
+
+/* What the load cannot see alone: the log level, the addresses' form, the store URL (parsed, not
+ * opened). Opens nothing. Returns the number of problems, each printed to err. */
+int sk_config_check(const sk_config_t *cfg, FILE *err);
+
+/* 1 when a change of the option `name` applies on SIGHUP without a restart. */
+int sk_config_live(const char *name);
+
+/* SIGHUP: loads the configuration again into *next (the same command line and environment, the
+ * --config file and the secrets' files read anew). Returns 0 with `applied` and `restart` set
+ * to the comma-separated names of what changed ("" when nothing did): what applies live (the
+ * live options and "admin-token") and what needs a restart; *next then holds the new live
+ * values and the running values of everything else. Returns -1 after printing every problem
+ * to err when the new configuration is invalid: nothing is to change, *next is disposed. */
+int sk_config_reload(sk_config_t *next, const sk_config_t *cur, char *applied, size_t alen, char *restart, size_t rlen,
+                     FILE *err);
 void sk_config_dispose(sk_config_t *cfg);
 
 #endif

@@ -1,5 +1,7 @@
-/* log.h: one line per event, `time level key=value ...`, to stderr or --log-file. The level is
- * checked before anything is formatted. sk_log_reopen (on SIGHUP) reopens the file for logrotate.
+/* log.h: one line per event, `time level=LEVEL key=value ...`, to stderr or --log-file. The level
+ * is checked before anything is formatted. sk_log_reopen (on SIGHUP) reopens the file for
+ * logrotate. On stderr under systemd (JOURNAL_STREAM names stderr), each line starts with the
+ * syslog priority `<N>` (sd-daemon(3)), so that journald keeps the level (`journalctl -p err`).
  * sk_log_limited is sk_log for lines that a lasting fault repeats (a failing disk, a full
  * descriptor table): at most one line per SK_LOG_LIMIT_MS per call site, the next one carrying
  * `suppressed=N`. */
@@ -11,11 +13,16 @@
 
 typedef enum sk_log_level_e { SK_LOG_DEBUG, SK_LOG_INFO, SK_LOG_WARN, SK_LOG_ERROR } sk_log_level_t;
 
-extern sk_log_level_t sk_log_level;
+/* Atomic: SIGHUP may change it (config reload) while workers log. */
+extern _Atomic sk_log_level_t sk_log_level;
 
-/* Opens `path` for appending (NULL: stderr). Returns 0 or -1 with errno set. */
+/* Opens `path` for appending (NULL: stderr, with the `<N>` prefix when stderr is the journal).
+ * Returns 0, or -1 with errno set and the previous destination kept. */
 int sk_log_open(const char *path);
 int sk_log_reopen(void);
+/* The name of a level ("debug", ...), and whether stderr lines carry the `<N>` prefix. */
+const char *sk_log_level_name(sk_log_level_t level);
+int sk_log_syslog_prefix(void);
 int sk_log_parse_level(const char *name, sk_log_level_t *out);
 void sk_log_write(sk_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

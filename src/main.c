@@ -1,42 +1,52 @@
 /* main.c: options -> server -> run -> exit code, nothing else. */
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 #include "accesslog.h"
 #include "config.h"
 #include "log.h"
 #include "server.h"
 #include "store.h"
+#include "util.h"
 #ifdef SK_MIMALLOC
 #include <mimalloc.h>
 #endif
+
+/* -t: every problem of the configuration on stderr, nothing opened; 0 when there is none. */
+static int check_config(sk_config_t *cfg, int load_rc)
+{
+    int bad = (load_rc != SK_CONFIG_RUN) + sk_config_check(cfg, stderr);
+    const char *file = cfg->config_file ? cfg->config_file : "(no --config file)";
+    if (bad)
+        fprintf(stderr, "seckilld: the configuration %s has problems (each on a line above)\n", file);
+    else
+        fprintf(stderr, "seckilld: the configuration %s is ok\n", file);
+    return bad ? 1 : 0;
+}
 
 int main(int argc, char **argv)
 {
     sk_config_t cfg;
     sk_log_level_t level;
     int rc = sk_config_load(&cfg, argc, argv, stdout, stderr);
-    if (rc != SK_CONFIG_RUN) {
+    if (cfg.check_only && rc != SK_CONFIG_EXIT_OK) {
+        rc = check_config(&cfg, rc);
+        sk_config_dispose(&cfg);
+        return rc;
+    }
+    if (rc != SK_CONFIG_RUN || sk_config_check(&cfg, stderr) != 0) {
         sk_config_dispose(&cfg);
         return rc == SK_CONFIG_EXIT_OK ? 0 : 2;
     }
-    char err[512];
-    if (sk_store_url_check(cfg.store, err, sizeof(err)) != 0) {
-        fprintf(stderr, "seckilld: --store %s\n", err);
-        sk_config_dispose(&cfg);
-        return 2;
-    }
-    if (sk_log_parse_level(cfg.log_level, &level) != 0) {
-        fprintf(stderr, "seckilld: --log-level must be debug, info, warn or error\n");
-        sk_config_dispose(&cfg);
-        return 2;
-    }
+    sk_log_parse_level(cfg.log_level, &level); /* checked above */
     sk_log_level = level;
     if (sk_log_open(cfg.log_file) != 0) {
-        perror("seckilld: cannot open the log file");
+        fprintf(stderr, "seckilld: --log-file: cannot open %s: %s\n", cfg.log_file, strerror(errno));
         sk_config_dispose(&cfg);
         return 1;
     }
     if (cfg.access_log != NULL && sk_accesslog_open(cfg.access_log) != 0) {
-        perror("seckilld: cannot open the access log");
+        fprintf(stderr, "seckilld: --access-log: cannot open %s: %s\n", cfg.access_log, strerror(errno));
         sk_config_dispose(&cfg);
         return 1;
     }

@@ -1,9 +1,13 @@
 /* metrics.c: see metrics.h. */
 #include "metrics.h"
+#include <dirent.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include "error.h"
 
 #define MAX_THREADS 256
@@ -159,15 +163,98 @@ static void histogram(sk_buf_t *o, const char *name, const char *labels, const i
     sk_buf_printf(o, "%s_sum %g\n%s_count %llu\n", name, sum, name, (unsigned long long)count);
 }
 
+/* Whether a take can end with error `err`: those outcomes are shown from the start, at 0, so
+ * that an alert on one (unavailable, rate_limited, ...) has a series before it first happens. */
+static int take_outcome(int err)
+{
+    switch (err) {
+    case SK_EBAD_REQUEST:
+    case SK_ENOT_STARTED:
+    case SK_EENDED:
+    case SK_ENO_SUCH_SALE:
+    case SK_ESOLD_OUT:
+    case SK_EUSER_LIMIT:
+    case SK_EREQUEST_ID_REUSED:
+    case SK_ERATE_LIMITED:
+    case SK_EINTERNAL:
+    case SK_EUNAVAILABLE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 void sk_metrics_each_take(void (*cb)(const char *outcome, uint64_t n, void *arg), void *arg)
 {
     cb("won", SUM(takes[0]), arg);
     cb("replayed", SUM(takes[SK_ERR_COUNT + 1]), arg);
     for (int i = 1; i <= SK_ERR_COUNT; i++) {
         uint64_t v = SUM(takes[i]);
-        if (v != 0 || i == SK_ESOLD_OUT - SK_ERR_FIRST_ || i == SK_EUSER_LIMIT - SK_ERR_FIRST_)
+        if (v != 0 || take_outcome(SK_ERR_FIRST_ + i))
             cb(sk_err_code(SK_ERR_FIRST_ + i), v, arg);
     }
+}
+
+/* The statuses a take is answered with: shown from the start for the take route, at 0. */
+static int take_status(int status)
+{
+    return status == 200 || status == 201 || status == 400 || status == 403 || status == 404 || status == 409 ||
+           status == 429 || status == 500 || status == 503;
+}
+
+/* process_* as the Prometheus client libraries name them (from /proc/self). */
+static void render_process(sk_buf_t *o)
+{
+    char buf[1024];
+    long ticks = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    unsigned long long utime = 0, stime = 0, start = 0, vsize = 0, btime = 0;
+    long long rss = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f != NULL) {
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        /* after the command's closing parenthesis: state is field 3; utime 14, stime 15,
+         * starttime 22, vsize 23, rss 24 */
+        const char *p = strrchr(buf, ')');
+        if (p == NULL || sscanf(p + 2,
+                                "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
+                                "%*d %llu %llu %lld",
+                                &utime, &stime, &start, &vsize, &rss) != 5)
+            utime = stime = start = vsize = 0, rss = 0;
+    }
+    if ((f = fopen("/proc/stat", "r")) != NULL) {
+        while (fgets(buf, sizeof(buf), f) != NULL)
+            if (sscanf(buf, "btime %llu", &btime) == 1)
+                break;
+        fclose(f);
+    }
+    long fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    if (d != NULL) {
+        for (struct dirent *e; (e = readdir(d)) != NULL;)
+            fds += e->d_name[0] != '.';
+        fds--; /* the directory's own descriptor */
+        closedir(d);
+    }
+    struct rlimit rl = {0, 0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    sk_buf_printf(o,
+                  "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n"
+                  "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %g\n"
+                  "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                  "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %lld\n"
+                  "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+                  "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes %llu\n"
+                  "# HELP process_open_fds Number of open file descriptors.\n"
+                  "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n"
+                  "# HELP process_max_fds Maximum number of open file descriptors.\n"
+                  "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n"
+                  "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n"
+                  "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.2f\n",
+                  ticks > 0 ? (double)(utime + stime) / (double)ticks : 0.0, rss * page, vsize, fds,
+                  (unsigned long long)(rl.rlim_cur == RLIM_INFINITY ? 0 : rl.rlim_cur),
+                  ticks > 0 ? (double)btime + (double)start / (double)ticks : 0.0);
 }
 
 static void take_line(const char *outcome, uint64_t n, void *arg)
@@ -177,12 +264,17 @@ static void take_line(const char *outcome, uint64_t n, void *arg)
 
 void sk_metrics_render(sk_buf_t *o)
 {
+    sk_buf_printf(o,
+                  "# HELP seckill_build_info The running seckilld's version (always 1).\n"
+                  "# TYPE seckill_build_info gauge\nseckill_build_info{version=\"%s\"} 1\n",
+                  SK_VERSION);
+    render_process(o);
     sk_buf_printf(o, "# HELP seckill_requests_total HTTP requests answered, by route and status.\n"
                      "# TYPE seckill_requests_total counter\n");
     for (int a = 0; a <= SK_A_COUNT_; a++)
         for (int s = 0; s < NSTATUS; s++) {
             uint64_t v = SUM(requests[a][s]);
-            if (v != 0)
+            if (v != 0 || (a == SK_A_TAKE && take_status(statuses[s])))
                 sk_buf_printf(o, "seckill_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
                               a == SK_A_COUNT_ ? "none" : sk_action_name((sk_action_t)a), statuses[s],
                               (unsigned long long)v);
@@ -207,10 +299,13 @@ void sk_metrics_render(sk_buf_t *o)
         atomic_init(&tb[k], SUM(take_batches[k]));
     histogram(o, "seckill_redis_take_batch_size", "", batch_bounds, 8, 1, tb, SUM(take_batch_calls),
               (double)SUM(take_batch_sum));
-    sk_buf_printf(o, "# HELP seckill_commit_batches_total Committer transactions (embedded store).\n"
-                     "# TYPE seckill_commit_batches_total counter\nseckill_commit_batches_total %llu\n"
-                     "# TYPE seckill_commit_failures_total counter\nseckill_commit_failures_total %llu\n"
-                     "# TYPE seckill_committed_orders_total counter\nseckill_committed_orders_total %llu\n",
+    sk_buf_printf(o,
+                  "# HELP seckill_commit_batches_total Committer transactions (embedded store).\n"
+                  "# TYPE seckill_commit_batches_total counter\nseckill_commit_batches_total %llu\n"
+                  "# HELP seckill_commit_failures_total Committer transactions that failed (disk full, I/O error).\n"
+                  "# TYPE seckill_commit_failures_total counter\nseckill_commit_failures_total %llu\n"
+                  "# HELP seckill_committed_orders_total Orders made durable by the committer (embedded store).\n"
+                  "# TYPE seckill_committed_orders_total counter\nseckill_committed_orders_total %llu\n",
                   (unsigned long long)rd(&commits.batches), (unsigned long long)rd(&commits.failures),
                   (unsigned long long)rd(&commits.orders));
     sk_buf_printf(o, "# HELP seckill_commit_batch_size Orders per committed batch.\n"

@@ -3,6 +3,7 @@
  * take body, the request of a flash sale's storm: its usual shapes are scanned directly, and all
  * else is left to jansson (sk_parse_take). */
 #include "parse.h"
+#include <stdio.h>
 #include <string.h>
 #include "error.h"
 
@@ -12,6 +13,21 @@ static int fail(const char **why, const char *msg)
 {
     *why = msg;
     return SK_EBAD_REQUEST;
+}
+
+/* "unknown field 'KEY' in the body", KEY cut to 64 bytes on a UTF-8 boundary (jansson's keys are
+ * valid UTF-8, and the message goes into a JSON reply). Valid until the thread's next parse. */
+static int fail_unknown(const char **why, const char *key)
+{
+    static __thread char msg[128];
+    size_t n = strlen(key);
+    if (n > 64) {
+        n = 64;
+        while (n > 0 && ((unsigned char)key[n] & 0xC0) == 0x80)
+            n--;
+    }
+    snprintf(msg, sizeof(msg), "unknown field '%.*s' in the body", (int)n, key);
+    return fail(why, msg);
 }
 
 static json_t *load_object(const char *buf, size_t len, const char **why)
@@ -255,7 +271,7 @@ int sk_parse_take_json(const char *buf, size_t len, sk_take_body_t *out, const c
             take_set(out->request_id_buf, &out->request_id, &out->request_id_len, json_string_value(v),
                      json_string_length(v));
         } else {
-            rc = fail(why, "unknown field in the body");
+            rc = fail_unknown(why, key);
             break;
         }
     }
@@ -307,7 +323,7 @@ int sk_parse_sale_conf(const char *buf, size_t len, sk_sale_conf_t *out, const c
                 goto out;
             }
         } else {
-            fail(why, "unknown field in the body");
+            fail_unknown(why, key);
             goto out;
         }
     }

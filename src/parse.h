@@ -1,6 +1,7 @@
 /* parse.h: request-body and identifier parsing, on jansson. Everything that meets the network
  * goes through here and is fuzzed by tests/fuzz/fuzz_body.c. On error, functions return
- * SK_EBAD_REQUEST and set *why to a static human-readable message. */
+ * SK_EBAD_REQUEST and set *why to a human-readable message: static, or (an unknown field, named in
+ * it) the calling thread's, valid until its next parse. */
 #ifndef SK_PARSE_H
 #define SK_PARSE_H
 

@@ -77,6 +77,7 @@ static int parse_number(const char *p, const char *end, long max, long *out)
 int sk_redis_conf_parse(sk_redis_conf_t *conf, const char *url, char *err, size_t errlen)
 {
     const char *p, *end, *at = NULL, *slash, *hs, *he;
+    char shown[512];
     long v;
 
     memset(conf, 0, sizeof(*conf));
@@ -130,7 +131,9 @@ int sk_redis_conf_parse(sk_redis_conf_t *conf, const char *url, char *err, size_
     }
     return 0;
 bad:
-    snprintf(err, errlen, "cannot parse '%s' (want redis://[:PASSWORD@]HOST:PORT[/DB])", url);
+    /* never the password: the message is printed and logged */
+    snprintf(err, errlen, "cannot parse '%s' (want redis://[:PASSWORD@]HOST:PORT[/DB])",
+             sk_url_redact(url, shown, sizeof(shown)));
     return -1;
 }
 

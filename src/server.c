@@ -299,6 +299,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (atomic_fetch_add(&srv->nconns[l->kind], 1) >= srv->max_conns[l->kind]) {
         atomic_fetch_sub(&srv->nconns[l->kind], 1);
         listener_stop(l);
+        atomic_fetch_add_explicit(&srv->at_cap[l->kind], 1, memory_order_relaxed);
         if (SK_LOG_WARN >= sk_log_level)
             sk_log_limited_write(&cap_log[l->kind], SK_LOG_WARN,
                                  "event=connections_at_cap listener=%s max=%ld",
@@ -322,6 +323,7 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         }
         return; /* EAGAIN (another worker took it), ECONNABORTED: nothing to do */
     }
+    atomic_fetch_add_explicit(&srv->accepted[l->kind], 1, memory_order_relaxed);
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = l;
     h2o_accept(&l->accept, sock);
@@ -411,6 +413,17 @@ void sk_server_render_metrics(sk_server_t *srv, sk_buf_t *o)
     for (int k = 0; k < SK_LISTENER_COUNT; k++)
         sk_buf_printf(o, "seckill_accept_errors_total{listener=\"%s\"} %llu\n", listener_names[k],
                       (unsigned long long)atomic_load(&srv->accept_errors[k]));
+    sk_buf_printf(o, "# HELP seckill_connections_accepted_total Connections accepted, by listener.\n"
+                     "# TYPE seckill_connections_accepted_total counter\n");
+    for (int k = 0; k < SK_LISTENER_COUNT; k++)
+        sk_buf_printf(o, "seckill_connections_accepted_total{listener=\"%s\"} %llu\n", listener_names[k],
+                      (unsigned long long)atomic_load(&srv->accepted[k]));
+    sk_buf_printf(o, "# HELP seckill_connections_at_cap_total Times a worker stopped accepting at the cap (new "
+                     "connections then wait in the kernel's backlog; none is refused).\n"
+                     "# TYPE seckill_connections_at_cap_total counter\n");
+    for (int k = 0; k < SK_LISTENER_COUNT; k++)
+        sk_buf_printf(o, "seckill_connections_at_cap_total{listener=\"%s\"} %llu\n", listener_names[k],
+                      (unsigned long long)atomic_load(&srv->at_cap[k]));
 }
 
 /* A stop request from the main thread: stop accepting, close idle connections. */
@@ -501,7 +514,12 @@ static void *worker_main(void *arg)
         int64_t now = sk_mono_ms();
         if (deadline == 0)
             deadline = now + srv->cfg->shutdown_timeout * 1000;
-        if (w->inflight == 0 && hooks_open(w) == 0 && drained_at == 0)
+        /* drained: nothing in flight for a while. A request read from a keep-alive connection
+         * after the stop starts the wait again: the store must answer it before the worker closes
+         * its store handle (the committer would otherwise answer into a freed handle) */
+        if (w->inflight != 0 || hooks_open(w) != 0)
+            drained_at = 0;
+        else if (drained_at == 0)
             drained_at = now;
         /* a short grace after the last answer lets its bytes reach the socket */
         if ((drained_at != 0 && now - drained_at >= 100) || now >= deadline)
@@ -661,9 +679,125 @@ static void identity_dispose(sk_server_t *srv)
     sk_cidrs_dispose(&srv->trusted);
 }
 
+/* Why an embedded store's book would not open, in terms of its file (SQLite's own message, "unable
+ * to open database file", names neither the file nor the cause): " (...)" or "". */
+static void book_hint(const char *url, char *out, size_t len)
+{
+    char dir[4096];
+    out[0] = '\0';
+    if (strncmp(url, "sqlite:", 7) != 0)
+        return;
+    const char *path = url + 7, *slash = strrchr(path, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof(dir), ".");
+    else
+        snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (access(dir, F_OK) != 0)
+        snprintf(out, len, " (the order book's directory %.300s: %.100s)", dir, strerror(errno));
+    else if (access(dir, W_OK | X_OK) != 0)
+        snprintf(out, len, " (the order book's directory %.300s is not writable by this user: %.100s)", dir,
+                 strerror(errno));
+    else if (access(path, F_OK) == 0 && access(path, R_OK | W_OK) != 0)
+        snprintf(out, len, " (the order book %.300s: %.100s)", path, strerror(errno));
+}
+
+/* A reload's leftovers: workers may still read an old config or rate limiter, so they live until
+ * exit (a few hundred bytes, and a rate limiter, per reload that changes them). */
+typedef struct retiree_s {
+    sk_config_t *cfg; /* NULL for the caller's own */
+    sk_ratelimit_t *rl;
+} retiree_t;
+
+typedef struct retired_s {
+    retiree_t *v;
+    size_t n;
+} retired_t;
+
+static sk_config_t *first_cfg; /* the caller's: never freed here */
+
+static void retire(retired_t *r, sk_config_t *cfg, sk_ratelimit_t *rl)
+{
+    r->v = sk_realloc(r->v, (r->n + 1) * sizeof(*r->v));
+    r->v[r->n].cfg = cfg;
+    r->v[r->n].rl = rl;
+    r->n++;
+}
+
+/* Logs each line of `text` (sk_config_reload's problems) as one reload_failed line. */
+static void log_problems(char *text)
+{
+    for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "seckilld: ", 10) == 0)
+            line += 10;
+        for (char *q = line; *q; q++)
+            if (*q == '"')
+                *q = '\'';
+        sk_log(SK_LOG_ERROR, "event=reload_failed error=\"%s\"", line);
+    }
+}
+
+/* SIGHUP: reads the configuration again and applies what is live (config.c's live_opts): the log
+ * level and file, the access log, the rate limit, trust-proxy and the admin token (the last two
+ * by publishing the new config). Anything that cannot be applied leaves everything as it was. */
+static void reload(sk_server_t *srv, retired_t *retired)
+{
+    sk_config_t *cur = srv->cfg, *next = sk_calloc(1, sizeof(*next));
+    char applied[512], restart[512], *text = NULL;
+    size_t textlen = 0;
+    FILE *ef = open_memstream(&text, &textlen);
+    if (ef == NULL || sk_config_reload(next, cur, applied, sizeof(applied), restart, sizeof(restart), ef) != 0) {
+        if (ef != NULL)
+            fclose(ef);
+        if (text != NULL)
+            log_problems(text);
+        sk_log(SK_LOG_ERROR, "event=reload_failed config=%s changed=none",
+               cur->config_file ? cur->config_file : "(none)");
+        free(text);
+        free(next);
+        return;
+    }
+    fclose(ef);
+    free(text);
+    sk_log_level_t level;
+    sk_log_parse_level(next->log_level, &level); /* checked by the reload */
+    /* the files first: a log that cannot be opened is the one change that can still fail */
+    int log_changed = strcmp(cur->log_file ? cur->log_file : "", next->log_file ? next->log_file : "") != 0;
+    int access_changed = strcmp(cur->access_log ? cur->access_log : "", next->access_log ? next->access_log : "") != 0;
+    if (log_changed && sk_log_open(next->log_file) != 0) {
+        sk_log(SK_LOG_ERROR, "event=reload_failed option=log-file path=%s error=\"%s\" changed=none", next->log_file,
+               strerror(errno));
+        goto refuse;
+    }
+    if (access_changed && sk_accesslog_set(next->access_log) != 0) {
+        sk_log(SK_LOG_ERROR, "event=reload_failed option=access-log path=%s error=\"%s\" changed=none",
+               next->access_log, strerror(errno));
+        if (log_changed && sk_log_open(cur->log_file) != 0)
+            sk_log(SK_LOG_ERROR, "event=log_reopen_failed option=log-file path=%s error=\"%s\"", cur->log_file,
+                   strerror(errno));
+        goto refuse;
+    }
+    sk_log_level = level;
+    sk_ratelimit_t *rl = srv->ratelimit;
+    if (next->rate_limit != cur->rate_limit || next->rate_burst != cur->rate_burst) {
+        srv->ratelimit = next->rate_limit > 0 ? sk_ratelimit_new(next->rate_limit, next->rate_burst, 16384) : NULL;
+        retire(retired, NULL, rl);
+    }
+    srv->cfg = next;
+    retire(retired, cur == first_cfg ? NULL : cur, NULL);
+    sk_log(SK_LOG_INFO, "event=reloaded config=%s applied=%s needs_restart=%s",
+           next->config_file ? next->config_file : "(none)", applied[0] ? applied : "none",
+           restart[0] ? restart : "none");
+    return;
+refuse:
+    sk_config_dispose(next);
+    free(next);
+}
+
 int sk_server_run(sk_config_t *cfg)
 {
+    retired_t retired = {0};
     sk_server_t srv;
+    first_cfg = cfg;
     char err[512];
     int port_public = 0, port_admin = 0, rc = 1;
     sigset_t set;
@@ -722,8 +856,11 @@ int sk_server_run(sk_config_t *cfg)
                        srv.fds[SK_LISTENER_ADMIN], &port_admin) != 0)
         goto out;
     if ((srv.store = sk_store_open(cfg->store, srv.nworkers, err, sizeof(err))) == NULL) {
-        fprintf(stderr, "seckilld: store %s: %s\n", cfg->store, err);
-        sk_log(SK_LOG_ERROR, "event=store_open_failed store=%s error=\"%s\"", cfg->store, err);
+        char url[512], hint[600];
+        sk_url_redact(cfg->store, url, sizeof(url));
+        book_hint(cfg->store, hint, sizeof(hint));
+        fprintf(stderr, "seckilld: --store %s: %s%s\n", url, err, hint);
+        sk_log(SK_LOG_ERROR, "event=store_open_failed store=%s error=\"%s%s\"", url, err, hint);
         goto out;
     }
     if (cfg->rate_limit > 0)
@@ -774,11 +911,14 @@ int sk_server_run(sk_config_t *cfg)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
+            const sk_config_t *c = srv.cfg;
             if (sk_log_reopen() != 0)
-                fprintf(stderr, "seckilld: cannot reopen log file: %s\n", strerror(errno));
+                fprintf(stderr, "seckilld: --log-file: cannot reopen %s: %s\n", c->log_file, strerror(errno));
             if (sk_accesslog_reopen() != 0)
-                sk_log(SK_LOG_ERROR, "event=access_log_reopen error=\"%s\"", strerror(errno));
+                sk_log(SK_LOG_ERROR, "event=access_log_reopen_failed option=access-log path=%s error=\"%s\"",
+                       c->access_log, strerror(errno));
             sk_log(SK_LOG_INFO, "event=log_reopened");
+            reload(&srv, &retired);
             identity_reload(&srv);
             continue;
         }
@@ -796,6 +936,19 @@ out:
         sk_store_close(srv.store);
     sk_ratelimit_free(srv.ratelimit);
     identity_dispose(&srv);
+    for (size_t i = 0; i < retired.n; i++) {
+        if (retired.v[i].cfg != NULL) {
+            sk_config_dispose(retired.v[i].cfg);
+            free(retired.v[i].cfg);
+        }
+        sk_ratelimit_free(retired.v[i].rl);
+    }
+    free(retired.v);
+    if (srv.cfg != cfg) { /* the caller's own is among the retired ones; this one is ours */
+        sk_config_t *last = srv.cfg;
+        sk_config_dispose(last);
+        free(last);
+    }
     free(srv.workers);
     for (int k = 0; k < SK_LISTENER_COUNT; k++)
         free(srv.fds[k]);

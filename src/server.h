@@ -58,11 +58,11 @@ typedef struct sk_worker_hooks_s {
 #define SK_WORKER_HOOKS_MAX 4
 
 struct sk_server_s {
-    sk_config_t *cfg;
+    sk_config_t *_Atomic cfg; /* SIGHUP publishes a new one (sk_config_reload); read it once per use */
     const sk_worker_hooks_t *hooks[SK_WORKER_HOOKS_MAX]; /* registered before the workers start */
     int nhooks;
     sk_store_t *store;
-    sk_ratelimit_t *ratelimit;       /* NULL when off */
+    sk_ratelimit_t *_Atomic ratelimit; /* NULL when off; replaced on reload, read it once per request */
     h2o_globalconf_t globalconf;
     h2o_hostconf_t *host_public;
     h2o_hostconf_t *host_admin;
@@ -74,6 +74,8 @@ struct sk_server_s {
     _Atomic long nconns[SK_LISTENER_COUNT];             /* open connections, by listener */
     long max_conns[SK_LISTENER_COUNT];                  /* accepting stops at this many */
     _Atomic uint64_t accept_errors[SK_LISTENER_COUNT];  /* accepts failed for lack of descriptors or memory */
+    _Atomic uint64_t accepted[SK_LISTENER_COUNT];       /* connections accepted */
+    _Atomic uint64_t at_cap[SK_LISTENER_COUNT];         /* times a worker stopped accepting at the cap */
     h2o_barrier_t ready;                                /* every worker has its loop, receivers and store handle */
     /* who buys, who administers (api.c; loaded and reloaded by server.c) */
     sk_cidrs_t trusted; /* --trusted-proxies */
@@ -100,7 +102,9 @@ int sk_server_conn_limits(uint64_t nofile, int nworkers, int64_t requested, long
  * /metrics). */
 void sk_server_render_metrics(sk_server_t *srv, sk_buf_t *out);
 
-/* Runs the server until SIGTERM/SIGINT; returns the process exit code. */
+/* Runs the server until SIGTERM/SIGINT; SIGHUP reopens the logs and reloads the configuration
+ * (sk_config_reload: what is live applies, the rest is logged as needing a restart, an invalid
+ * file changes nothing). Returns the process exit code. */
 int sk_server_run(sk_config_t *cfg);
 
 /* Sets up the HTTP handlers on the server's host configurations (api.c). */

@@ -167,7 +167,10 @@ static inline void sk_store_worker_flush(sk_store_worker_t *w)
         w->store->ops->worker_flush(w);
 }
 
-/* Answers what the handle has pending (their callbacks run), then frees it. NULL is allowed. */
+/* Closes the handle; NULL is allowed. What the store answers on the worker's loop (Redis) is
+ * answered now, callbacks run; a request still with another thread (the embedded store's
+ * committer, at a shutdown deadline) may still be posted through env.post until sk_store_close
+ * returns, so env.post and its context must live until then (the handle does). */
 static inline void sk_store_worker_close(sk_store_worker_t *w)
 {
     if (w != NULL)

@@ -119,6 +119,7 @@ typedef struct embed_s {
     _Atomic uint64_t epoch;
     pthread_mutex_t wlock;
     worker_local_t *workers;
+    worker_local_t *closed; /* handles closed while the committer may still answer through them */
     esale_t *limbo;
     _Atomic int healthy;
 
@@ -1449,11 +1450,16 @@ static void embed_worker_close(sk_store_worker_t *super)
             *p = w->next;
             break;
         }
-    pthread_mutex_unlock(&e->wlock);
     sqlite3_finalize(w->get);
     sqlite3_finalize(w->list);
     sqlite3_close(w->db);
-    free(w);
+    w->db = NULL;
+    w->get = w->list = NULL;
+    /* a take or change still with the committer (a worker that stopped at its shutdown deadline)
+     * is answered through this handle: it is freed with the store, after the committer */
+    w->next = e->closed;
+    e->closed = w;
+    pthread_mutex_unlock(&e->wlock);
 }
 
 /* A worker's handle: its read-only connection for order reads. Takes and changes go to the
@@ -1509,6 +1515,11 @@ static void embed_free(embed_t *e)
         esale_t *s = e->limbo;
         e->limbo = s->limbo;
         sale_free(s);
+    }
+    while (e->closed != NULL) {
+        worker_local_t *w = e->closed;
+        e->closed = w->next;
+        free(w);
     }
     pthread_mutex_destroy(&e->wlock);
     /* closed after SQLite's connections: closing a descriptor of the book drops every POSIX lock

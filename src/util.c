@@ -157,3 +157,31 @@ int sk_secret_file_read(const char *path, char *buf, size_t *len, int *group_rea
     *len = n;
     return 0;
 }
+
+char *sk_url_redact(const char *url, char *out, size_t outlen)
+{
+    const char *scheme = url ? strstr(url, "://") : NULL;
+    if (outlen == 0)
+        return out;
+    if (url == NULL) {
+        snprintf(out, outlen, "(none)");
+        return out;
+    }
+    if (scheme == NULL) {
+        snprintf(out, outlen, "%s", url);
+        return out;
+    }
+    const char *auth = scheme + 3, *end = auth + strcspn(auth, "/?#"), *at = NULL;
+    for (const char *q = auth; q < end; q++) /* the last '@': a password may hold one */
+        if (*q == '@')
+            at = q;
+    if (at == NULL) {
+        snprintf(out, outlen, "%s", url);
+        return out;
+    }
+    const char *colon = memchr(auth, ':', (size_t)(at - auth));
+    /* redis://PASSWORD@host (no colon) is a password too, as the Redis store reads it */
+    size_t keep = colon ? (size_t)(colon - url) : (size_t)(auth - url);
+    snprintf(out, outlen, "%.*s%s***%s", (int)keep, url, colon ? ":" : "", at);
+    return out;
+}

@@ -12,6 +12,9 @@ void *sk_malloc(size_t n);
 void *sk_calloc(size_t n, size_t size);
 void *sk_realloc(void *p, size_t n);
 char *sk_strndup(const char *s, size_t n); /* NULL in, NULL out */
+/* url for messages and logs: a password in it (redis://[USER]:PASSWORD@...) becomes `***`; the
+ * result, cut to fit, is always NUL-terminated. Returns out. */
+char *sk_url_redact(const char *url, char *out, size_t outlen);
 
 int64_t sk_now_ms(void); /* wall clock, milliseconds since the epoch */
 int64_t sk_mono_ms(void);

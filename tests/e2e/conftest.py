@@ -322,8 +322,12 @@ def _encode(body):
 
 
 def check_framing(headers, raw, method="GET"):
-    """API.md: every response carries Content-Length, never chunked."""
+    """API.md: every response carries Content-Length, never chunked (the CSV export, an attachment,
+    aside: it is streamed)."""
     te = headers.get("transfer-encoding", "")
+    if "attachment" in headers.get("content-disposition", "") and headers.get("content-type", "").startswith("text/csv"):
+        assert te.lower() == "chunked", f"the export is streamed: {headers}"
+        return
     assert "chunked" not in te.lower(), f"chunked reply: {headers}"
     assert "content-length" in headers, f"reply without Content-Length: {headers}"
     if method != "HEAD":
@@ -352,9 +356,82 @@ def read_response(conn, method):
     return Resp(r.status, headers, body, raw, r.reason)
 
 
+class OpenAPI:
+    """docs/openapi.yaml, against which every JSON reply that request() receives is validated
+    (Debian's python3-yaml and python3-jsonschema), so that the description cannot drift from
+    the server: a reply it does not describe fails the test that got it."""
+
+    PATH = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "openapi.yaml")
+    _lock = threading.Lock()
+    _it = None
+
+    @classmethod
+    def get(cls):
+        with cls._lock:
+            if cls._it is None:
+                cls._it = cls()
+            return cls._it
+
+    def __init__(self):
+        try:
+            import jsonschema
+            import yaml
+        except ImportError as e:
+            pytest.fail(f"{e}: apt-get install python3-yaml python3-jsonschema (scripts/deps.sh does)",
+                        pytrace=False)
+        with open(self.PATH) as f:
+            self.spec = yaml.safe_load(f)
+        self._jsonschema = jsonschema
+        self._resolver = jsonschema.RefResolver.from_schema(self.spec)
+        self._validators = {}
+        self.routes = []
+        for tmpl, item in self.spec["paths"].items():
+            rx = "^" + re.sub(r"\\\{[a-z_]+\\\}", "[^/]+", re.escape(tmpl)) + "$"
+            self.routes.append((re.compile(rx), tmpl, item))
+
+    def _deref(self, obj):
+        while "$ref" in obj:
+            obj = self._resolver.resolve(obj["$ref"])[1]
+        return obj
+
+    def _validate(self, schema, body, what):
+        key = id(schema)
+        v = self._validators.get(key)
+        if v is None:
+            v = self._validators[key] = self._jsonschema.Draft202012Validator(schema, resolver=self._resolver)
+        errors = sorted(v.iter_errors(body), key=lambda e: list(e.path))
+        assert not errors, f"{what}: the reply is not what docs/openapi.yaml says: " \
+                           f"{errors[0].message} at {list(errors[0].path)}; body={json.dumps(body)[:300]}"
+
+    def check_schema(self, name, body, what):
+        """Asserts that `body` is a components/schemas/`name` (the dashboard's events)."""
+        self._validate(self.spec["components"]["schemas"][name], body, what)
+
+    def check(self, method, path, status, body):
+        """Asserts that a JSON reply `body` to METHOD PATH with `status` is as described."""
+        p = path.split("?", 1)[0]
+        what = f"{method} {p} -> {status}"
+        error = {"$ref": "#/components/schemas/Error"}
+        for rx, tmpl, item in self.routes:
+            if rx.match(p):
+                break
+        else:  # no such route: an error body
+            return self._validate(error, body, what)
+        op = item.get(method.lower())
+        if op is None:  # 405
+            return self._validate(error, body, what)
+        responses = op["responses"]
+        resp = responses.get(str(status), responses.get("default"))
+        assert resp is not None, f"docs/openapi.yaml does not describe {method} {tmpl} -> {status}"
+        content = self._deref(resp).get("content", {})
+        assert "application/json" in content, f"docs/openapi.yaml says {method} {tmpl} -> {status} is not JSON"
+        self._validate(content["application/json"]["schema"], body, f"{method} {tmpl} -> {status}")
+
+
 def request(port, method, path, body=None, headers=None, timeout=DEFAULT_TIMEOUT, conn=None,
             json_ct=True):
-    """One request. A fresh connection unless `conn` (an http.client.HTTPConnection) is given."""
+    """One request. A fresh connection unless `conn` (an http.client.HTTPConnection) is given.
+    A JSON reply is checked against docs/openapi.yaml (OpenAPI.check)."""
     data = _encode(body)
     h = {}
     if json_ct and (data is not None or method not in ("GET", "HEAD")):
@@ -366,10 +443,13 @@ def request(port, method, path, body=None, headers=None, timeout=DEFAULT_TIMEOUT
         conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.request(method, path, body=data, headers=h)
-        return read_response(conn, method)
+        r = read_response(conn, method)
     finally:
         if own:
             conn.close()
+    if method != "HEAD" and r.headers.get("content-type", "").startswith("application/json"):
+        OpenAPI.get().check(method, path, r.status, r.body)
+    return r
 
 
 def assert_error(r, status, code):

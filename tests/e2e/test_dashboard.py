@@ -28,7 +28,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import HOST, SALE_KEYS, assert_error, storm
+from conftest import HOST, SALE_KEYS, OpenAPI, assert_error, storm
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CHROMIUM = "/usr/bin/chromium"
@@ -124,7 +124,9 @@ class Stream:
                     else:
                         self.fields.append(ln)
                 if data:
-                    return json.loads("\n".join(data))
+                    m = json.loads("\n".join(data))
+                    OpenAPI.get().check_schema("EventSnapshot", m, "a GET /v1/events message")
+                    return m
                 continue
             if self.closed or self.final_chunk or time.monotonic() >= deadline:
                 return None

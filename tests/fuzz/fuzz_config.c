@@ -47,7 +47,11 @@ static const struct {
     {"max-head-bytes", R_INT, NULL, 8192, 256, 65536},
     {"idle-timeout", R_INT, NULL, 10, 1, 3600},
     {"shutdown-timeout", R_INT, NULL, 10, 0, 3600},
+    {"redis-password-file", R_STR, NULL, 0, 0, 0},
+    {"max-connections", R_INT, NULL, 0, 0, 100000000},
 };
+#define K_PWFILE 15 /* its password goes into the store URL, when the file and the store allow */
+#define K_MAXCONN 16
 #define NREF (sizeof(REF) / sizeof(REF[0]))
 
 typedef struct {
@@ -59,8 +63,9 @@ typedef struct {
 /* The value of a config field for REF[k], from the real config. */
 static char *const *str_field(sk_config_t *c, size_t k)
 {
-    char *const *f[] = {&c->listen,           &c->admin_listen, &c->store,     NULL,
-                        &c->admin_token_file, &c->log_file,     &c->log_level, &c->access_log};
+    char *const *f[] = {
+        [0] = &c->listen,   [1] = &c->admin_listen, [2] = &c->store,      [4] = &c->admin_token_file,
+        [5] = &c->log_file, [6] = &c->log_level,    [7] = &c->access_log, [K_PWFILE] = &c->redis_password_file};
     CHECK(k < sizeof(f) / sizeof(f[0]) && f[k] != NULL);
     return f[k];
 }
@@ -76,6 +81,8 @@ static int64_t int_field(const sk_config_t *c, size_t k)
         return c->rate_burst;
     case 10:
         return c->trust_proxy;
+    case K_MAXCONN:
+        return c->max_connections;
     case 11:
         return c->max_body_bytes;
     case 12:
@@ -237,6 +244,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (r.slen[4] >= sizeof(tf) || stat(tf, &st) != 0 || !S_ISREG(st.st_mode))
             return 0;
     }
+    if (line == 0 && r.s[K_PWFILE] != NULL) { /* the same for the Redis password file */
+        char pf[1100];
+        struct stat st;
+        snprintf(pf, sizeof(pf), "%.*s", (int)r.slen[K_PWFILE], r.s[K_PWFILE]);
+        if (r.slen[K_PWFILE] >= sizeof(pf) || stat(pf, &st) != 0 || !S_ISREG(st.st_mode))
+            return 0;
+    }
     CHECK((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) >= 0);
     CHECK(write(fd, data, size) == (ssize_t)size);
     close(fd);
@@ -259,16 +273,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fprintf(stderr, "want an error at %s, got: %s", where, errs);
             CHECK(0);
         }
-    } else if (r.s[4] != NULL && rc != SK_CONFIG_RUN) {
+    } else if (r.s[4] != NULL && rc != SK_CONFIG_RUN && strstr(errs, "admin token file") != NULL) {
         /* the token file: unreadable or blank */
-        CHECK(rc == SK_CONFIG_EXIT_USAGE && strstr(errs, "admin token file") != NULL);
+        CHECK(rc == SK_CONFIG_EXIT_USAGE);
+    } else if (r.s[K_PWFILE] != NULL && rc != SK_CONFIG_RUN) {
+        /* the password file: unreadable or blank, or the store not redis:// or holding one */
+        CHECK(rc == SK_CONFIG_EXIT_USAGE && strstr(errs, "--redis-password-file") != NULL);
     } else {
         if (rc != SK_CONFIG_RUN)
             fprintf(stderr, "want the file accepted, got: %s", errs);
         CHECK(rc == SK_CONFIG_RUN);
         CHECK(errlen == 0 && outlen == 0);
         for (size_t k = 0; k < NREF; k++) {
-            if (REF[k].type == R_STR) {
+            if (k == 2 && r.s[K_PWFILE] != NULL) {
+                continue; /* the store URL now holds the password */
+            } else if (REF[k].type == R_STR) {
                 const char *got = *str_field(&cfg, k);
                 if (r.s[k] == NULL)
                     CHECK(got == NULL);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -72,7 +73,7 @@ static void one_state_per_call_site(void **state)
     assert_int_equal(count_lines(text, "event=site_b"), 1);
     assert_int_equal(count_lines(text, "site_c"), 0);
     assert_int_equal(count_lines(text, "\n"), 2);
-    assert_non_null(strstr(text, " error event=site_a i=0\n"));
+    assert_non_null(strstr(text, " level=error event=site_a i=0\n"));
     free(text);
 
     /* a written line ends with suppressed=N */
@@ -83,10 +84,46 @@ static void one_state_per_call_site(void **state)
     atomic_store(&lim.next_ms, 1);                               /* the minute is over */
     sk_log_limited_write(&lim, SK_LOG_WARN, "event=site_d x=%d", 7);
     text = slurp(path);
-    assert_non_null(strstr(text, " warn event=site_d x=7 suppressed=41\n"));
+    assert_non_null(strstr(text, " level=warn event=site_d x=7 suppressed=41\n"));
     assert_int_equal(count_lines(text, "event=site_d"), 1);
     free(text);
     assert_int_equal(sk_log_open(NULL), 0);
+    unlink(path);
+}
+
+/* Under systemd with stderr on the journal (JOURNAL_STREAM=DEV:INODE of stderr), every line
+ * starts with its syslog priority; elsewhere it does not. */
+static void journal_lines_carry_the_syslog_priority(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sk_test_log_XXXXXX", js[64];
+    int fd = mkstemp(path), saved = dup(2);
+    struct stat st;
+    assert_true(fd >= 0 && saved >= 0);
+    assert_int_equal(dup2(fd, 2), 2);
+    assert_int_equal(fstat(2, &st), 0);
+    snprintf(js, sizeof(js), "%llu:%llu", (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+    setenv("JOURNAL_STREAM", js, 1);
+    assert_int_equal(sk_log_open(NULL), 0);
+    assert_int_equal(sk_log_syslog_prefix(), 1);
+    sk_log(SK_LOG_ERROR, "event=j1");
+    sk_log(SK_LOG_WARN, "event=j2");
+    sk_log(SK_LOG_INFO, "event=j3");
+    setenv("JOURNAL_STREAM", "1:2", 1); /* another stream: stderr was redirected */
+    assert_int_equal(sk_log_open(NULL), 0);
+    assert_int_equal(sk_log_syslog_prefix(), 0);
+    sk_log(SK_LOG_ERROR, "event=j4");
+    unsetenv("JOURNAL_STREAM");
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    char *text = slurp(path);
+    assert_int_equal(strncmp(text, "<3>", 3), 0);
+    assert_non_null(strstr(text, " level=error event=j1\n<4>"));
+    assert_non_null(strstr(text, " level=warn event=j2\n<6>"));
+    assert_non_null(strstr(text, " level=info event=j3\n2"));
+    assert_non_null(strstr(text, "Z level=error event=j4\n"));
+    free(text);
     unlink(path);
 }
 
@@ -95,6 +132,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(first_line_passes_then_one_per_interval),
         cmocka_unit_test(one_state_per_call_site),
+        cmocka_unit_test(journal_lines_carry_the_syslog_priority),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

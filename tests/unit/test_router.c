@@ -49,6 +49,7 @@ static const route_t routes[] = {
     OK(ADM, "GET", "/v1/events", SK_A_EVENTS, NULL, NULL, NULL),
     OK(ADM, "GET", "/v1/events?token=a%20b", SK_A_EVENTS, NULL, NULL, "token=a%20b"),
     OK(ADM, "HEAD", "/v1/events", SK_A_EVENTS, NULL, NULL, NULL),
+    OK(ADM, "GET", "/openapi.yaml", SK_A_OPENAPI, NULL, NULL, NULL),
     /* HEAD is answered as GET */
     OK(ADM, "HEAD", "/healthz", SK_A_HEALTHZ, NULL, NULL, NULL),
     OK(ADM, "HEAD", "/metrics", SK_A_METRICS, NULL, NULL, NULL),
@@ -89,6 +90,7 @@ static const route_t routes[] = {
     NA(ADM, "POST", "/", "GET", NULL, NULL),
     NA(ADM, "PUT", "/?x", "GET", NULL, NULL),
     NA(ADM, "POST", "/v1/events", "GET", NULL, NULL),
+    NA(ADM, "PUT", "/openapi.yaml", "GET", NULL, NULL),
 
     /* public listener: the three public routes */
     OK(PUB, "GET", "/healthz", SK_A_HEALTHZ, NULL, NULL, NULL),
@@ -110,6 +112,8 @@ static const route_t routes[] = {
     NF(PUB, "HEAD", "/"),
     NF(PUB, "POST", "/"),
     NF(PUB, "GET", "/v1/events"),
+    NF(PUB, "GET", "/openapi.yaml"),
+    NF(ADM, "GET", "/openapi.yml"),
     NF(PUB, "GET", "/v1/events?token=t"),
     NF(PUB, "POST", "/v1/events"),
     /* public listener: an admin route (method + path) does not exist there (404, API.md); a
@@ -308,9 +312,11 @@ static void action_names(void **state)
     assert_string_equal(sk_action_name(SK_A_ORDER_CANCEL), "cancel");
     assert_string_equal(sk_action_name(SK_A_DASHBOARD), "dashboard");
     assert_string_equal(sk_action_name(SK_A_EVENTS), "events");
+    assert_string_equal(sk_action_name(SK_A_OPENAPI), "openapi");
     assert_string_equal(sk_action_name(SK_A_COUNT_), "unknown");
     assert_string_equal(sk_action_name((sk_action_t)-1), "unknown");
-    assert_int_equal(SK_A_COUNT_, 14);
+    assert_int_equal(SK_A_COUNT_, 15);
+    assert_string_equal(sk_action_name(SK_A_OPENAPI), "openapi");
     assert_string_equal(sk_action_name(SK_A_SALE_DELETE), "sale_delete");
     assert_string_equal(sk_action_name(SK_A_ORDER_EXPORT), "order_export");
 }
