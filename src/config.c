@@ -22,10 +22,16 @@ typedef struct {
 
 #define O(f) offsetof(sk_config_t, f)
 
+/* One row per option, as a table: clang-format would fold each row over two lines (every branch
+ * adding an option would then touch them all). */
+/* clang-format off */
 static const opt_t opts[] = {
     {"listen", "SECKILL_LISTEN", T_STR, O(listen), "0.0.0.0:8080", 0, 0, "HOST:PORT", "public listener (port 0: any free port)"},
     {"admin-listen", "SECKILL_ADMIN_LISTEN", T_STR, O(admin_listen), "127.0.0.1:8081", 0, 0, "HOST:PORT", "admin listener"},
-    {"store", "SECKILL_STORE", T_STR, O(store), "sqlite:./seckill.db", 0, 0, "URL", "sqlite:PATH (embedded) or redis://[:PASSWORD@]HOST:PORT[/DB]"},
+    {"store", "SECKILL_STORE", T_STR, O(store), "sqlite:./seckill.db", 0, 0, "URL", "sqlite:PATH (embedded), redis://[:PASSWORD@]HOST:PORT[/DB], unix:///PATH or redis-sentinel://HOST[:PORT],...[/DB]#MASTER"},
+    /* the Redis store's high availability (docs/redis.md) */
+    {"redis-min-replicas", "SECKILL_REDIS_MIN_REPLICAS", T_INT, O(redis_min_replicas), "0", 0, 16, "N", "Redis store: answer a take only once WAIT says N replicas have it (0: no WAIT)"},
+    {"redis-wait-timeout", "SECKILL_REDIS_WAIT_TIMEOUT", T_INT, O(redis_wait_timeout), "100", 1, 1000, "MS", "Redis store: how long WAIT may take; past it the take is answered 503"},
     {"threads", "SECKILL_THREADS", T_INT, O(threads), "0", 0, 256, "N", "worker threads (0: one per core)"},
     {"admin-token-file", "SECKILL_ADMIN_TOKEN_FILE", T_STR, O(admin_token_file), NULL, 0, 0, "FILE", "file holding the admin bearer token (or env SECKILL_ADMIN_TOKEN)"},
     {"log-file", "SECKILL_LOG_FILE", T_STR, O(log_file), NULL, 0, 0, "PATH", "log destination (default stderr); SIGHUP reopens it"},
@@ -41,6 +47,7 @@ static const opt_t opts[] = {
     {"shutdown-timeout", "SECKILL_SHUTDOWN_TIMEOUT", T_INT, O(shutdown_timeout), "10", 0, 3600, "SECONDS", "on SIGTERM, wait this long for in-flight requests"},
     {"config", "SECKILL_CONFIG", T_STR, O(config_file), NULL, 0, 0, "FILE", "read `key = value` lines (keys are the long option names)"},
 };
+/* clang-format on */
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 

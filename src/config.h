@@ -26,6 +26,8 @@ typedef struct sk_config_s {
     int64_t idle_timeout;   /* seconds */
     int64_t shutdown_timeout; /* seconds to finish in-flight requests on SIGTERM */
     char *config_file;
+    int64_t redis_min_replicas; /* Redis store: WAIT for this many replicas before a 201 */
+    int64_t redis_wait_timeout; /* ms */
 } sk_config_t;
 
 enum { SK_CONFIG_RUN = 0, SK_CONFIG_EXIT_OK = 1, SK_CONFIG_EXIT_USAGE = 2 };

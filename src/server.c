@@ -591,9 +591,13 @@ int sk_server_run(sk_config_t *cfg)
     if (open_listeners(cfg->admin_listen, &ss[SK_LISTENER_ADMIN], sslen[SK_LISTENER_ADMIN], srv.nworkers,
                        srv.fds[SK_LISTENER_ADMIN], &port_admin) != 0)
         goto out;
-    if ((srv.store = sk_store_open(cfg->store, srv.nworkers, err, sizeof(err))) == NULL) {
-        fprintf(stderr, "seckilld: store %s: %s\n", cfg->store, err);
-        sk_log(SK_LOG_ERROR, "event=store_open_failed store=%s error=\"%s\"", cfg->store, err);
+    sk_store_opts_t sopts = {.redis_min_replicas = (int)cfg->redis_min_replicas,
+                             .redis_wait_timeout_ms = (int)cfg->redis_wait_timeout};
+    char shown[512];
+    sk_store_url_redact(cfg->store, shown, sizeof(shown));
+    if ((srv.store = sk_store_open(cfg->store, srv.nworkers, &sopts, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "seckilld: store %s: %s\n", shown, err);
+        sk_log(SK_LOG_ERROR, "event=store_open_failed store=%s error=\"%s\"", shown, err);
         goto out;
     }
     if (cfg->rate_limit > 0)
@@ -620,8 +624,8 @@ int sk_server_run(sk_config_t *cfg)
     for (int i = 0; i < srv.nworkers; i++) {
         if (srv.workers[i].store != NULL)
             continue;
-        fprintf(stderr, "seckilld: store %s: %s\n", cfg->store, srv.workers[i].store_err);
-        sk_log(SK_LOG_ERROR, "event=store_open_failed store=%s worker=%d error=\"%s\"", cfg->store, i,
+        fprintf(stderr, "seckilld: store %s: %s\n", shown, srv.workers[i].store_err);
+        sk_log(SK_LOG_ERROR, "event=store_open_failed store=%s worker=%d error=\"%s\"", shown, i,
                srv.workers[i].store_err);
         stop_workers(&srv);
         goto out;
