@@ -9,10 +9,11 @@ pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libjansson-dev libmimalloc-dev libcmocka-dev redis-server python3 python3-pytest curl apache2-utils wrk)
 # The tests only: the dashboard's browser test drives Debian's chromium through Debian's
 # chromium-driver with python3-selenium (docs/dashboard.md), and the systemd unit is checked with
-# systemd-analyze (package systemd, absent from minimal roots and containers). No test skips for
-# want of them: a missing one fails.
+# systemd-analyze (package systemd, absent from minimal roots and containers), and the failover
+# tests run three redis-sentinel (tests/e2e/test_ha.py). No test skips for want of them: a missing
+# one fails.
 if [ "${SK_DEPS_TEST:-1}" != 0 ]; then
-  pkgs+=(chromium chromium-driver python3-selenium systemd)
+  pkgs+=(chromium chromium-driver python3-selenium systemd redis-sentinel)
 fi
 # shellcheck disable=SC2206
 pkgs+=(${SK_DEPS_EXTRA:-})
