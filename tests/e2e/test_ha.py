@@ -223,7 +223,7 @@ def wait_for(cond, timeout, what):
 class Cluster:
     """master <- proxy <- replica, three sentinels watching the master."""
 
-    def __init__(self, workdir):
+    def __init__(self, workdir, sentinel_ports=None):
         for exe in (REDIS_SERVER, REDIS_SENTINEL, REDIS_CLI):
             if not os.access(exe, os.X_OK):
                 pytest.fail(f"{exe} missing: scripts/deps.sh installs redis-server and redis-sentinel",
@@ -235,6 +235,8 @@ class Cluster:
         wait_for(lambda: "master_link_status:up" in (cli(self.replica.port, "INFO", "replication") or ""), 10,
                  "the replica did not sync")
         self.sentinels = [Sentinel(workdir, i, self.master.port) for i in range(3)]
+        for x, port in zip(self.sentinels, sentinel_ports or ()):
+            x.port = port
         for x in self.sentinels:
             x.write_conf([o for o in self.sentinels if o is not x], self.replica.port)
         for x in self.sentinels:
@@ -629,3 +631,95 @@ def test_planned_failover_under_load(cluster, servers, sale_id, run):
     assert set(buyers.statuses) <= {200, 201, 503}, buyers.statuses
     assert 503 in buyers.statuses, buyers.statuses
     check_nothing_lost(cluster, buyers, s)
+
+
+# --------------------------------------------------------------------------------------------
+# at start: what will not heal fails fast (exit 1 with the reason), never printing a password
+
+
+def start_fails(tmp_path, url, env=None):
+    """Runs seckilld on url; returns (exit code, stderr) once it exits (within 15 s)."""
+    s = Server(url, str(tmp_path), env=env)
+    try:
+        s.start()
+    except AssertionError as e:
+        assert "exited at start-up" in str(e), e
+        return s.proc.returncode, s.stderr_tail(20000)
+    s.kill()
+    raise AssertionError(f"seckilld started on {url}")
+
+
+def test_fail_fast_on_what_will_not_heal(tmp_path):
+    node = Node(str(tmp_path), "alone").start()
+    try:
+        assert cli(node.port, "CONFIG", "SET", "requirepass", "s3cr3t-pw") == "OK"
+        for url, env, why in [
+            (f"redis://:wr0ng-pw@{HOST}:{node.port}", None, "refuses the credentials"),
+            (f"redis://{HOST}:{node.port}", {"SECKILL_REDIS_PASSWORD": "wr0ng-pw"}, "refuses the credentials"),
+            (f"redis://{HOST}:{node.port}", None, "wants a password"),
+            (f"redis://:s3cr3t-pw@{HOST}:{node.port}/99", None, "refuses database 99"),
+        ]:
+            rc, err = start_fails(tmp_path, url, env)
+            assert rc == 1, (url, rc, err)
+            assert why in err, (url, err)
+            assert "wr0ng" not in err and "s3cr3t" not in err, err
+    finally:
+        node.stop()
+
+
+def test_fail_fast_on_an_unknown_master_name(cluster, tmp_path):
+    url = cluster.url.replace(f"#{MASTER}", "#nosuchmaster")
+    rc, err = start_fails(tmp_path, url)
+    assert rc == 1 and "no sentinel knows a master named 'nosuchmaster'" in err, (rc, err)
+    # a malformed URL is a configuration error (exit 2), its password not shown
+    rc, err = start_fails(tmp_path, f"redis-sentinel://:t0psecret@{HOST}:1")
+    assert rc == 2 and "cannot parse" in err and "t0psecret" not in err, (rc, err)
+
+
+def test_sentinels_down_at_start_then_up(tmp_path, sale_id):
+    """Nothing reachable at start: seckilld starts unhealthy, and serves once the sentinels and
+    the master are up."""
+    ports = [free_port() for _ in range(3)]
+    url = f"redis-sentinel://{','.join(f'{HOST}:{p}' for p in ports)}#{MASTER}"
+    s = Server(url, str(tmp_path))
+    s.start()
+    try:
+        assert s.pub("GET", "/healthz").status == 503
+        cl = Cluster(str(tmp_path / "later"), sentinel_ports=ports)
+        try:
+            wait_for(lambda: healthy(s), 10, "not healthy once the sentinels are up")
+            sid = sale_id("ha")
+            put_sale(s, sid)
+            assert s.take(sid, user="u", request_id="r").status == 201
+        finally:
+            cl.stop()
+    finally:
+        assert s.stop() == 0
+
+
+def test_unix_socket_and_durability_warning(tmp_path, sale_id):
+    """unix:///PATH reaches Redis over its socket; a master without appendfsync always gets a
+    warning at start."""
+    d = tmp_path / "sock"
+    d.mkdir()
+    sock = str(d / "redis.sock")
+    p = subprocess.Popen([REDIS_SERVER, "--port", "0", "--unixsocket", sock, "--dir", str(d), "--save", "",
+                          "--appendonly", "yes", "--appendfsync", "everysec"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
+    _track(p)
+    try:
+        wait_for(lambda: os.path.exists(sock), 10, "no socket")
+        s = Server(f"unix://{sock}", str(tmp_path))
+        s.start()
+        try:
+            wait_for(lambda: healthy(s), 10, "not healthy on the socket")
+            sid = sale_id("ux")
+            put_sale(s, sid)
+            assert s.take(sid, user="u", request_id="r").status == 201
+            err = s.stderr_tail(20000)
+            assert "event=redis_durability" in err and "appendfsync=everysec" in err, err
+        finally:
+            assert s.stop() == 0
+    finally:
+        p.kill()
+        p.wait(10)
