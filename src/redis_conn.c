@@ -558,6 +558,21 @@ static void probe_done(sk_redis_cmd_t *cmd, redisReply *rep)
     free(cmd);
 }
 
+/* After a +switch-master: whether this connection is on the new master already (it found it
+ * before the message came). */
+static int already_there(sk_redis_conn_t *c)
+{
+    char here[300];
+    unsigned moves = atomic_load(&c->shared->moves);
+    snprintf(here, sizeof(here), "%s %d", c->host, c->port);
+    pthread_mutex_lock(&c->shared->mu);
+    int same = c->ac != NULL && strcmp(here, c->shared->moved_to) == 0;
+    pthread_mutex_unlock(&c->shared->mu);
+    if (same)
+        c->moves = moves;
+    return same;
+}
+
 static void on_tick(h2o_timeout_entry_t *e)
 {
     sk_redis_conn_t *c = SK_CONTAINER_OF(e, sk_redis_conn_t, e_tick);
@@ -565,7 +580,7 @@ static void on_tick(h2o_timeout_entry_t *e)
     if (c->watch != NULL)
         sk_redis_watch_tick(c->watch, now);
     /* the sentinels moved the master: leave this one and ask them again, now */
-    if (c->conf->master_name != NULL && atomic_load(&c->shared->moves) != c->moves) {
+    if (c->conf->master_name != NULL && atomic_load(&c->shared->moves) != c->moves && !already_there(c)) {
         c->moves = atomic_load(&c->shared->moves);
         if (c->disc != NULL) {
             char h[8], why[8];

@@ -10,6 +10,7 @@
 #define H2O_USE_LIBUV 0
 #include <h2o.h>
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,6 +50,8 @@ typedef struct sk_redis_shared_s {
     _Atomic int nbad;       /* connections in `bad` state */
     _Atomic int nrefusing;  /* connections whose writes Redis refuses (or WAIT does not confirm) */
     _Atomic unsigned moves; /* +switch-master messages seen: every connection finds the master again */
+    pthread_mutex_t mu;     /* guards moved_to */
+    char moved_to[300];     /* "HOST PORT" of the last +switch-master */
 } sk_redis_shared_t;
 
 /* Parses `url` (percent escapes allowed in USER and PASSWORD). Returns 0, or -1 with a reason in

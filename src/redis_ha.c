@@ -441,6 +441,13 @@ static void sub_on_message(redisAsyncContext *ac, void *reply, void *privdata)
     size_t n = strlen(name);
     if (strncmp(msg, name, n) != 0 || msg[n] != ' ')
         return;
+    /* "<master> <old ip> <old port> <new ip> <new port>": keep the new address */
+    const char *p = msg + n;
+    for (int k = 0; k < 3 && p != NULL; k++)
+        p = strchr(p + 1, ' ');
+    pthread_mutex_lock(&s->w->shared->mu);
+    snprintf(s->w->shared->moved_to, sizeof(s->w->shared->moved_to), "%s", p ? p + 1 : "");
+    pthread_mutex_unlock(&s->w->shared->mu);
     atomic_fetch_add(&s->w->shared->moves, 1);
     sk_log(SK_LOG_WARN, "event=redis_switch_master message=\"%.200s\"", msg);
 }

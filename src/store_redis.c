@@ -1008,6 +1008,7 @@ static void redis_close(sk_store_t *st)
     for (int i = 0; i < S_COUNT; i++)
         sk_redis_script_dispose(&r->scripts[i]);
     sk_redis_conf_dispose(&r->conf);
+    pthread_mutex_destroy(&r->shared.mu);
     free(r);
 }
 
@@ -1058,6 +1059,7 @@ static sk_store_t *redis_open(const char *url, int threads, const sk_store_opts_
     atomic_init(&r->shared.nbad, 0);
     atomic_init(&r->shared.nrefusing, 0);
     atomic_init(&r->shared.moves, 0);
+    pthread_mutex_init(&r->shared.mu, NULL);
     atomic_init(&r->gen, 0);
     if (sk_redis_conf_parse(&r->conf, url, err, errlen) != 0 || load_scripts(r, err, errlen) != 0) {
         redis_close(&r->super);
