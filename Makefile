@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 ARGS ?=
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps run test unit e2e ha bench fuzz asan tsan warnings fresh clean install
+.PHONY: all deps test-deps run test unit e2e ha bench bench-ha fuzz asan tsan warnings fresh clean install
 
 all: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) -j$$(nproc)
@@ -83,6 +83,10 @@ fuzz:
 
 bench: deps all
 	bash bench/run.sh
+
+# What --redis-min-replicas costs and how long a failover takes (bench/ha.sh; BENCHMARKS.md).
+bench-ha: test-deps all
+	bash bench/ha.sh
 
 install: all
 	install -D -m 0755 $(BUILD)/seckilld $(DESTDIR)$(PREFIX)/bin/seckilld
