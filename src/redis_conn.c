@@ -729,9 +729,6 @@ void sk_redis_conn_init(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const s
                         const sk_redis_script_t *scripts, size_t nscripts, sk_redis_shared_t *shared)
 {
     sk_redis_conn_init_down(c, loop, index, conf, scripts, nscripts, shared);
-    /* one watch per instance: worker 0's */
-    if (conf->master_name != NULL && index == 0)
-        c->watch = sk_redis_watch_start(loop, conf, shared);
     conn_connect(c);
     h2o_timeout_link(loop, &c->t_tick, &c->e_tick);
 }

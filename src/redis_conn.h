@@ -128,7 +128,7 @@ struct sk_redis_conn_s {
     unsigned moves;                 /* shared->moves when the master was last asked for */
     int refusing;                   /* counted in shared->nrefusing */
     int need_replicas;              /* replicas a ROLE must list to end `refusing` */
-    struct sk_redis_watch_s *watch; /* worker 0 under Sentinel: the +switch-master watch */
+    struct sk_redis_watch_s *watch; /* set by the owner: a +switch-master watch it ticks and stops */
     int64_t disc_deadline;          /* mono ms */
     sk_redis_ev_t ev;
     int ready;                         /* handshake done */

@@ -142,6 +142,11 @@ typedef struct wsale_s {
 typedef struct worker_s {
     sk_store_worker_t super;
     sk_redis_conn_t conn;
+    /* With --redis-min-replicas a take call's WAIT blocks its connection until the replicas
+     * confirm; take calls then alternate over two connections, so that one call runs on the
+     * master while the other waits for the replicas. */
+    sk_redis_conn_t conn2;
+    int two;
     redis_t *r;
     int index;
     h2o_loop_t *loop;
@@ -188,6 +193,7 @@ typedef struct cmd_s {
     uint64_t gen;                  /* take: r->gen when sent */
     list_t *list;                  /* C_LIST_* */
     struct cmd_s *wait;            /* a write's WAIT, which answers its requests */
+    sk_redis_conn_t *via;          /* the connection it goes out on (NULL: the worker's first) */
     char sale[SK_SALE_ID_MAX + 1]; /* C_LIST_VIEW, C_REAP */
 } cmd_t;
 
@@ -304,14 +310,15 @@ static cmd_t *cmd_new(worker_t *w, cmd_type_t type, int script)
 static int cmd_send_script(cmd_t *cmd)
 {
     worker_t *w = cmd->w;
-    if (sk_redis_send_script(&w->conn, &cmd->super) != 0)
+    sk_redis_conn_t *c = cmd->via ? cmd->via : &w->conn;
+    if (sk_redis_send_script(c, &cmd->super) != 0)
         return -1;
     if (w->r->conf.min_replicas > 0 && (cmd->type == C_TAKE || cmd->type == C_PUT || cmd->type == C_CHANGE)) {
         char n[16], ms[16];
         cmd_t *wait = cmd_new(w, C_WAIT, -1);
         snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
         snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
-        if (sk_redis_send(&w->conn, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0)
+        if (sk_redis_send(c, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0)
             cmd->wait = wait;
         else
             free(wait); /* the connection is going: the write's reply will be NULL */
@@ -332,7 +339,8 @@ static void answer(cmd_t *cmd, sk_store_req_t *req)
 
 static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
-    int ok = rep != NULL && sk_redis_conn_waited(&w->conn, rep);
+    int ok = rep != NULL && sk_redis_conn_waited(cmd->super.conn, rep);
+    (void)w;
     for (sk_store_req_t *q = cmd->req, *next; q != NULL; q = next) {
         next = q->next;
         q->next = NULL;
@@ -510,10 +518,19 @@ static int fast_answer(worker_t *w, wsale_t *ws, sk_store_req_t *req)
     return 1;
 }
 
+/* The connection for the next take call: the one with fewer commands in flight. */
+static sk_redis_conn_t *take_conn(worker_t *w)
+{
+    if (w->two && w->conn2.ready && w->conn2.pending < w->conn.pending)
+        return &w->conn2;
+    return &w->conn;
+}
+
 /* Sends up to batch_max queued takes as one script call. */
 static void ws_flush(worker_t *w, wsale_t *ws)
 {
     cmd_t *cmd = cmd_new(w, C_TAKE, S_TAKE);
+    cmd->via = take_conn(w);
     sk_store_req_t **tail = &cmd->req;
     cmd->ws = ws;
     cmd->gen = atomic_load(&w->r->gen);
@@ -983,6 +1000,11 @@ static int redis_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store
     if (w->index == 0)
         h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
     sk_redis_conn_init(&w->conn, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
+    /* one +switch-master watch per instance: worker 0's */
+    if (r->conf.master_name != NULL && w->index == 0)
+        w->conn.watch = sk_redis_watch_start(w->loop, &r->conf, &r->shared);
+    if ((w->two = r->conf.min_replicas > 0))
+        sk_redis_conn_init(&w->conn2, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
     *out = &w->super;
     return 0;
 }
@@ -991,6 +1013,8 @@ static void redis_worker_close(sk_store_worker_t *super)
 {
     worker_t *w = (worker_t *)super;
     sk_redis_conn_dispose(&w->conn); /* every waiting request is answered */
+    if (w->two)
+        sk_redis_conn_dispose(&w->conn2);
     run_failq(w);
     sk_map_dispose(&w->sales, ws_free);
     if (h2o_timeout_is_linked(&w->e_bg))
