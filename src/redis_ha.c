@@ -23,6 +23,8 @@
 #include "util.h"
 
 #define WATCH_RETRY_MS 500
+#define WATCH_CHECK_MS 2000 /* the watch asks the sentinels where the master is this often */
+#define WATCH_DISC_MS 1000  /* and waits this long for their answers */
 
 /* ---- URLs ---- */
 
@@ -404,6 +406,12 @@ struct sk_redis_watch_s {
     sk_redis_shared_t *shared;
     int stopping;
     sub_t subs[SK_REDIS_SENTINELS_MAX];
+    /* besides the messages, which a lost subscription misses: the sentinels asked every
+     * WATCH_CHECK_MS; a master they name that differs from the last one counts as a switch */
+    sk_redis_disc_t *disc;
+    int disc_ready;
+    int64_t next_check, disc_deadline;
+    char known[300];
 };
 
 static void sub_gone(sub_t *s)
@@ -443,8 +451,9 @@ static void sub_on_message(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     /* "<master> <old ip> <old port> <new ip> <new port>": keep the new address */
     const char *p = msg + n;
-    for (int k = 0; k < 3 && p != NULL; k++)
+    for (int k = 0; k < 2 && p != NULL; k++)
         p = strchr(p + 1, ' ');
+    snprintf(s->w->known, sizeof(s->w->known), "%s", p ? p + 1 : "");
     pthread_mutex_lock(&s->w->shared->mu);
     snprintf(s->w->shared->moved_to, sizeof(s->w->shared->moved_to), "%s", p ? p + 1 : "");
     pthread_mutex_unlock(&s->w->shared->mu);
@@ -485,11 +494,50 @@ sk_redis_watch_t *sk_redis_watch_start(h2o_loop_t *loop, const sk_redis_conf_t *
     return w;
 }
 
+static void watch_disc_ready(void *ctx)
+{
+    ((sk_redis_watch_t *)ctx)->disc_ready = 1;
+}
+
+/* Called outside hiredis (on the connection's tick). */
+static void watch_check(sk_redis_watch_t *w, int64_t now)
+{
+    char host[256], why[300], addr[300];
+    int port;
+    if (w->disc == NULL) {
+        if (now < w->next_check)
+            return;
+        w->next_check = now + WATCH_CHECK_MS;
+        w->disc_deadline = now + WATCH_DISC_MS;
+        w->disc_ready = 0;
+        w->disc = sk_redis_disc_start(w->loop, w->conf, watch_disc_ready, w);
+        return;
+    }
+    if (!w->disc_ready && now < w->disc_deadline)
+        return;
+    sk_redis_disc_t *d = w->disc;
+    w->disc = NULL;
+    if (!sk_redis_disc_finish(d, host, sizeof(host), &port, why, sizeof(why)))
+        return;
+    snprintf(addr, sizeof(addr), "%s %d", host, port);
+    if (strcmp(addr, w->known) == 0)
+        return;
+    if (w->known[0] != '\0')
+        sk_log(SK_LOG_WARN, "event=redis_master_moved master=%s from=\"%s\" to=\"%s\"", w->conf->master_name, w->known,
+               addr);
+    snprintf(w->known, sizeof(w->known), "%s", addr);
+    pthread_mutex_lock(&w->shared->mu);
+    snprintf(w->shared->moved_to, sizeof(w->shared->moved_to), "%s", addr);
+    pthread_mutex_unlock(&w->shared->mu);
+    atomic_fetch_add(&w->shared->moves, 1); /* a connection already there stays */
+}
+
 void sk_redis_watch_tick(sk_redis_watch_t *w, int64_t now)
 {
     for (int i = 0; i < w->conf->nsentinels; i++)
         if (w->subs[i].ac == NULL && now >= w->subs[i].retry_at)
             sub_connect(w, i);
+    watch_check(w, now);
 }
 
 void sk_redis_watch_stop(sk_redis_watch_t *w)
@@ -497,6 +545,11 @@ void sk_redis_watch_stop(sk_redis_watch_t *w)
     if (w == NULL)
         return;
     w->stopping = 1;
+    if (w->disc != NULL) {
+        char h[8], why[8];
+        int p;
+        sk_redis_disc_finish(w->disc, h, sizeof(h), &p, why, sizeof(why));
+    }
     for (int i = 0; i < w->conf->nsentinels; i++)
         if (w->subs[i].ac != NULL) {
             redisAsyncContext *ac = w->subs[i].ac;

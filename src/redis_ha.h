@@ -36,7 +36,9 @@ int sk_redis_disc_finish(sk_redis_disc_t *d, char *host, size_t hostlen, int *po
 typedef struct sk_redis_watch_s sk_redis_watch_t;
 
 /* Subscribes to +switch-master on every sentinel (re-subscribing after a loss, on tick) and
- * bumps shared->moves for every message about conf's master. */
+ * bumps shared->moves (with the new address in shared->moved_to) for every message about conf's
+ * master; and, for what a lost subscription misses, asks the sentinels every 2 s (on tick) and
+ * does the same when the master they name has changed. */
 sk_redis_watch_t *sk_redis_watch_start(h2o_loop_t *loop, const sk_redis_conf_t *conf, sk_redis_shared_t *shared);
 /* Reconnects lost subscriptions; call every so often. */
 void sk_redis_watch_tick(sk_redis_watch_t *w, int64_t now_mono);
