@@ -30,8 +30,12 @@ FAILOVER_BOUND_S = 30.0  # from kill -9 to the first 201 on the new master, howe
 runs = pytest.mark.parametrize("run", range(RUNS))
 
 
+PASSWORDS = {}  # port -> password, for the clusters that set them
+
+
 def cli(port, *args, timeout=5):
-    p = subprocess.run([REDIS_CLI, "-h", HOST, "-p", str(port), "--raw"] + [str(a) for a in args],
+    auth = ["--no-auth-warning", "-a", PASSWORDS[port]] if port in PASSWORDS else []
+    p = subprocess.run([REDIS_CLI, "-h", HOST, "-p", str(port), "--raw"] + auth + [str(a) for a in args],
                        capture_output=True, text=True, timeout=timeout)
     return p.stdout.strip() if p.returncode == 0 else None
 
@@ -140,12 +144,15 @@ class Proxy:
 class Node:
     """One redis-server (appendfsync always) on its own port and directory."""
 
-    def __init__(self, workdir, name, replicaof=None):
+    def __init__(self, workdir, name, replicaof=None, password=None):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir, exist_ok=True)
         self.name = name
         self.port = free_port()
         self.replicaof = replicaof
+        self.password = password
+        if password:
+            PASSWORDS[self.port] = password
         self.proc = None
 
     def start(self):
@@ -155,6 +162,8 @@ class Node:
                 "--repl-diskless-sync-delay", "0"]
         if self.replicaof:
             args += ["--replicaof", HOST, str(self.replicaof)]
+        if self.password:
+            args += ["--requirepass", self.password, "--masterauth", self.password]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT, preexec_fn=_pdeathsig)
         _track(self.proc)
@@ -181,7 +190,7 @@ class Sentinel:
         self.master_port = master_port
         self.proc = None
 
-    def write_conf(self, others, replica_port):
+    def write_conf(self, others, replica_port, password=None, auth_pass=None):
         """Each sentinel knows the others and the replica from its file: no waiting for their
         hello messages (every 2 s) before a failover can be voted."""
         with open(self.conf, "w") as f:
@@ -193,6 +202,10 @@ class Sentinel:
                     f"sentinel failover-timeout {MASTER} 10000\n"
                     f"sentinel parallel-syncs {MASTER} 1\n"
                     f"sentinel known-replica {MASTER} {HOST} {replica_port}\n")
+            if password:  # the sentinels' own, which they also give each other
+                f.write(f"requirepass {password}\nsentinel sentinel-pass {password}\n")
+            if auth_pass:  # the master's and the replica's
+                f.write(f"sentinel auth-pass {MASTER} {auth_pass}\n")
             for o in others:
                 f.write(f"sentinel known-sentinel {MASTER} {HOST} {o.port} {o.myid}\n")
         self.proc = None
@@ -223,22 +236,24 @@ def wait_for(cond, timeout, what):
 class Cluster:
     """master <- proxy <- replica, three sentinels watching the master."""
 
-    def __init__(self, workdir, sentinel_ports=None):
+    def __init__(self, workdir, sentinel_ports=None, password=None, sentinel_password=None):
         for exe in (REDIS_SERVER, REDIS_SENTINEL, REDIS_CLI):
             if not os.access(exe, os.X_OK):
                 pytest.fail(f"{exe} missing: scripts/deps.sh installs redis-server and redis-sentinel",
                             pytrace=False)
         self.workdir = workdir
-        self.master = Node(workdir, "master").start()
+        self.master = Node(workdir, "master", password=password).start()
         self.proxy = Proxy(self.master.port)
-        self.replica = Node(workdir, "replica", replicaof=self.proxy.port).start()
+        self.replica = Node(workdir, "replica", replicaof=self.proxy.port, password=password).start()
         wait_for(lambda: "master_link_status:up" in (cli(self.replica.port, "INFO", "replication") or ""), 10,
                  "the replica did not sync")
         self.sentinels = [Sentinel(workdir, i, self.master.port) for i in range(3)]
         for x, port in zip(self.sentinels, sentinel_ports or ()):
             x.port = port
         for x in self.sentinels:
-            x.write_conf([o for o in self.sentinels if o is not x], self.replica.port)
+            if sentinel_password:
+                PASSWORDS[x.port] = sentinel_password
+            x.write_conf([o for o in self.sentinels if o is not x], self.replica.port, sentinel_password, password)
         for x in self.sentinels:
             x.start()
         # every sentinel knows the replica and the other sentinels before a test may fail over
@@ -725,3 +740,29 @@ def test_unix_socket_and_durability_warning(tmp_path, sale_id):
     finally:
         p.kill()
         p.wait(10)
+
+
+def test_sentinel_and_redis_passwords(tmp_path, sale_id):
+    """The master's password in the URL, the sentinels' own in SECKILL_SENTINEL_PASSWORD: served;
+    without the latter the sentinels refuse the master's password, and the start fails fast
+    without printing either."""
+    c = Cluster(str(tmp_path), password="m4ster-pw", sentinel_password="s3ntinel-pw")
+    try:
+        url = c.url.replace("redis-sentinel://", "redis-sentinel://:m4ster-pw@")
+        s = Server(url, str(tmp_path), env={"SECKILL_SENTINEL_PASSWORD": "s3ntinel-pw"})
+        s.start()
+        try:
+            wait_for(lambda: healthy(s), 10, f"not healthy: {s.stderr_tail()}")
+            sid = sale_id("pw")
+            put_sale(s, sid)
+            assert s.take(sid, user="u", request_id="r").status == 201
+            err = s.stderr_tail(50000)
+            assert "m4ster-pw" not in err and "s3ntinel-pw" not in err, err
+        finally:
+            assert s.stop() == 0
+        rc, err = start_fails(tmp_path, url)
+        assert rc == 1 and "sentinel" in err and "refuses the password" in err, (rc, err)
+        assert "m4ster-pw" not in err, err
+    finally:
+        c.stop()
+
