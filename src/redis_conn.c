@@ -28,6 +28,7 @@
 #define LOG_EVERY_MS 1000   /* Redis error replies are logged at most this often per connection */
 #define DISC_TIMEOUT_MS 1000  /* the sentinels' answers are waited for this long */
 #define SENTINEL_RETRY_MS 100 /* asked again this soon when they name no usable master */
+#define REFUSED_HOLD_MS 2000  /* a definite refusal counts for health at least this long */
 
 /* ---- configuration ---- */
 
@@ -287,8 +288,6 @@ static void set_refusing(sk_redis_conn_t *c, int refusing)
     if (c->refusing != refusing) {
         c->refusing = refusing;
         atomic_fetch_add(&c->shared->nrefusing, refusing ? 1 : -1);
-        if (!refusing)
-            c->need_replicas = c->conf->min_replicas;
     }
 }
 
@@ -300,13 +299,17 @@ static int role_replicas(const redisReply *rep)
     return (int)rep->element[2]->elements;
 }
 
-/* A primary's ROLE: does it have the replicas the writes need? */
+/* A primary's ROLE: with --redis-min-replicas, does it have the replicas the writes need? (A
+ * refusal of Redis's own, NOREPLICAS, says nothing of how many it wants: it counts for
+ * REFUSED_HOLD_MS whatever ROLE lists.) */
 static void check_replicas(sk_redis_conn_t *c, const redisReply *rep)
 {
-    if (role_replicas(rep) >= c->need_replicas)
-        set_refusing(c, 0);
-    else if (c->conf->min_replicas > 0)
+    if (c->conf->min_replicas == 0)
+        return;
+    if (role_replicas(rep) < c->conf->min_replicas)
         set_refusing(c, 1);
+    else if (sk_mono_ms() - c->refused_at >= REFUSED_HOLD_MS)
+        set_refusing(c, 0);
 }
 
 static void schedule_retry(sk_redis_conn_t *c)
@@ -597,6 +600,10 @@ static void on_tick(h2o_timeout_entry_t *e)
     }
     if (c->disc != NULL && now >= c->disc_deadline)
         disc_end(c);
+    /* without WAIT nothing else says that writes are taken again on a connection that carries
+     * none: a refusal counts until REFUSED_HOLD_MS have passed without another */
+    if (c->refusing && c->conf->min_replicas == 0 && now - c->refused_at >= REFUSED_HOLD_MS)
+        set_refusing(c, 0);
     if (c->ac == NULL && c->disc == NULL && !c->closing && now >= c->retry_at)
         conn_connect(c);
     /* with commands in flight their deadlines watch the connection */
@@ -669,6 +676,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (rep == NULL) {
         if (c->ac == cmd->ac)
             conn_lost(c, cmd->ac->errstr[0] ? cmd->ac->errstr : "connection lost");
+    } else if (rep->type != REDIS_REPLY_ERROR && cmd->takes > 0 && c->conf->min_replicas == 0) {
+        set_refusing(c, 0); /* a take script ran: writes are taken again (with WAIT, WAIT says) */
     } else if (rep->type == REDIS_REPLY_ERROR && cmd->cb != step_done) {
         /* NOSCRIPT: nothing ran; send the script itself, which caches it again */
         if (cmd->script != NULL && !cmd->eval && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
@@ -689,9 +698,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
             int why = refusal_kind(rep);
             if (why >= 0) {
                 sk_metrics_redis_refused(why);
-                if (why == SK_REDIS_REFUSED_NOREPLICAS && c->need_replicas < 1)
-                    c->need_replicas = 1;
                 set_refusing(c, 1);
+                c->refused_at = sk_mono_ms();
                 conn_fail(c, rep->str);
             } else if (strncmp(rep->str, "NOAUTH", 6) == 0) {
                 conn_fail(c, rep->str);
@@ -712,7 +720,6 @@ void sk_redis_conn_init_down(sk_redis_conn_t *c, h2o_loop_t *loop, int index, co
     c->nscripts = nscripts;
     c->shared = shared;
     c->backoff = BACKOFF_MIN_MS;
-    c->need_replicas = conf->min_replicas;
     if (conf->host != NULL)
         snprintf(c->host, sizeof(c->host), "%s", conf->host);
     else if (conf->path != NULL)

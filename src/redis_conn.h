@@ -127,7 +127,7 @@ struct sk_redis_conn_s {
     struct sk_redis_disc_s *disc;   /* asking the sentinels where the master is */
     unsigned moves;                 /* shared->moves when the master was last asked for */
     int refusing;                   /* counted in shared->nrefusing */
-    int need_replicas;              /* replicas a ROLE must list to end `refusing` */
+    int64_t refused_at;             /* mono ms of the last definite refusal */
     struct sk_redis_watch_s *watch; /* set by the owner: a +switch-master watch it ticks and stops */
     int64_t disc_deadline;          /* mono ms */
     sk_redis_ev_t ev;
