@@ -766,3 +766,64 @@ def test_sentinel_and_redis_passwords(tmp_path, sale_id):
     finally:
         c.stop()
 
+
+
+def refused(srv, reason):
+    """A count of seckill_redis_refused_total (/metrics lists the sales: asked again while the
+    connection is being made again after a refusal)."""
+    deadline = time.monotonic() + 5
+    while (r := srv.adm("GET", "/metrics")).status != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert r.status == 200, r
+    for ln in r.body.split("\n"):
+        if ln.startswith(f'seckill_redis_refused_total{{reason="{reason}"}} '):
+            return int(float(ln.split()[1]))
+    raise AssertionError(f"no refusals line for {reason}")
+
+
+def test_definite_refusals_are_503_and_unhealthy(tmp_path, sale_id):
+    """Without Sentinel: the master demoted under load (READONLY) and a master that wants a
+    replica it lacks (NOREPLICAS): every answer is 201 or 503 with Retry-After, the refusals are
+    counted by reason, /healthz is 503 while writes are refused, and both come back."""
+    a = Node(str(tmp_path), "a").start()
+    b = Node(str(tmp_path), "b", replicaof=a.port).start()
+    try:
+        srv = Server(f"redis://{HOST}:{a.port}", str(tmp_path))
+        srv.start()
+        try:
+            wait_for(lambda: healthy(srv), 10, "not healthy")
+            sid = sale_id("rf")
+            put_sale(srv, sid)
+            # NOREPLICAS: Redis itself refuses writes without a replica
+            assert cli(a.port, "CONFIG", "SET", "min-replicas-to-write", "2") == "OK"
+            for i in range(5):
+                r = srv.take(sid, user=f"n{i}", request_id=f"rn{i}")
+                assert r.status == 503 and r.headers.get("retry-after") == "1", r
+                assert srv.pub("GET", "/healthz").status == 503, "/healthz 200 while Redis refuses writes"
+            assert refused(srv, "noreplicas") >= 1
+            assert cli(a.port, "CONFIG", "SET", "min-replicas-to-write", "0") == "OK"
+            deadline = time.monotonic() + 10
+            while srv.take(sid, user="n0", request_id="rn0").status != 201:
+                assert time.monotonic() < deadline, "writes not back"
+                time.sleep(0.1)
+            wait_for(lambda: healthy(srv), 5, "/healthz not back once writes are")
+            # READONLY: the master demoted while buyers keep coming (no idle probe runs first)
+            buyers = Buyers([srv], sid, threads=6).start()
+            time.sleep(0.5)
+            # a manual failover to b: a, demoted, then syncs from b and keeps its data
+            assert cli(b.port, "REPLICAOF", "NO", "ONE") == "OK"
+            assert cli(a.port, "REPLICAOF", HOST, b.port) == "OK"
+            wait_for(lambda: not healthy(srv), 5, "/healthz 200 on a demoted master")
+            time.sleep(0.5)
+            assert cli(a.port, "REPLICAOF", "NO", "ONE") == "OK"
+            wait_for(lambda: healthy(srv), 10, "/healthz not back on a master again")
+            assert refused(srv, "readonly") >= 1
+            t = time.monotonic()
+            wait_for(lambda: first_win_after(buyers, t) is not None, 10, "no 201 once a master again")
+            buyers.finish()
+            assert set(buyers.statuses) <= {200, 201, 503}, buyers.statuses
+        finally:
+            assert srv.stop() == 0
+    finally:
+        a.stop()
+        b.stop()
