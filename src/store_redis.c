@@ -1,4 +1,5 @@
-/* store_redis.c: the Redis store (store.h) for `--store redis://[:PASSWORD@]HOST:PORT[/DB]`.
+/* store_redis.c: the Redis store (store.h) for `--store redis://[:PASSWORD@]HOST:PORT[/DB]`
+ * (or unix:// or redis-sentinel://, redis_ha.h).
  *
  * Every worker thread has one Redis connection (redis_conn.c) on its own h2o evloop, in its
  * store handle, so a request and its answer never leave the worker that received it: the reply
@@ -20,6 +21,11 @@
  * (the outcome is unknown to the client, who retries with its request_id); while the worker's
  * connection is down, requests are answered so at once, except those the sold-out cache can
  * answer. Health is redis_conn.c's: no worker knows Redis to be unreachable.
+ *
+ * High availability (docs/redis.md): with --redis-min-replicas a WAIT follows every write script on
+ * its connection and answers the script's requests (503 when too few replicas confirm); take
+ * calls then alternate over two connections per worker. Under Sentinel, worker 0 also runs the
+ * +switch-master watch (redis_ha.c), which moves every worker's connections.
  *
  * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS). */
 #include <stdatomic.h>
