@@ -4,7 +4,7 @@ PREFIX ?= /usr/local
 ARGS ?=
 CMAKE_FLAGS ?=
 
-.PHONY: all deps test-deps run test unit e2e bench fuzz asan tsan warnings fresh clean install install-files deb
+.PHONY: all deps test-deps run test unit e2e ha bench bench-ha fuzz asan tsan warnings fresh clean install install-files deb
 
 all: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) -j$$(nproc)
@@ -31,6 +31,12 @@ unit: all
 
 e2e: all
 	SECKILLD=$(CURDIR)/$(BUILD)/seckilld /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+# Redis high availability (tests/e2e/test_ha.py: a master, a replica, three redis-sentinel):
+# every failover case HA_RUNS times (`make test` runs each once). About 90 s.
+HA_RUNS ?= 3
+ha: test-deps all
+	SK_HA_RUNS=$(HA_RUNS) SECKILLD=$(CURDIR)/$(BUILD)/seckilld /usr/bin/python3 -m pytest -q tests/e2e/test_ha.py $(PYTEST_ARGS)
 
 asan:
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
@@ -71,6 +77,10 @@ fuzz:
 
 bench: deps all
 	bash bench/run.sh
+
+# What --redis-min-replicas costs and how long a failover takes (bench/ha.sh; BENCHMARKS.md).
+bench-ha: test-deps all
+	bash bench/ha.sh
 
 # make install [PREFIX=/usr/local] [DESTDIR=]: the binary, the systemd unit (its paths made from
 # PREFIX), the man page, the docs and the example alert rules. The config and the logrotate file

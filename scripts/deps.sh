@@ -14,11 +14,11 @@ pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
 # minimal roots lack too); /metrics and the example alert rules are checked with promtool (package
 # prometheus); every JSON reply of the e2e suite is validated against docs/openapi.yaml
 # (python3-yaml, python3-jsonschema); the Debian package is built (debhelper, dpkg-dev, fakeroot),
-# checked (lintian) and its man page read (man-db). No test skips for want of them: a missing one
-# fails.
+# checked (lintian) and its man page read (man-db); the failover tests run three redis-sentinel
+# (tests/e2e/test_ha.py). No test skips for want of them: a missing one fails.
 if [ "${SK_DEPS_TEST:-1}" != 0 ]; then
   pkgs+=(chromium chromium-driver python3-selenium systemd openssl prometheus python3-yaml python3-jsonschema
-         debhelper dpkg-dev fakeroot lintian man-db)
+         debhelper dpkg-dev fakeroot lintian man-db redis-sentinel)
 fi
 # shellcheck disable=SC2206
 pkgs+=(${SK_DEPS_EXTRA:-})

@@ -29,17 +29,15 @@ typedef struct {
  * adding an option would then touch them all). */
 /* clang-format off */
 static const opt_t opts[] = {
-    {"listen", "SECKILL_LISTEN", T_STR, O(listen), "0.0.0.0:8080", 0, 0, "HOST:PORT",
-     "public listener (port 0: any free port)"},
-    {"admin-listen", "SECKILL_ADMIN_LISTEN", T_STR, O(admin_listen), "127.0.0.1:8081", 0, 0, "HOST:PORT",
-     "admin listener"},
-    {"store", "SECKILL_STORE", T_STR, O(store), "sqlite:./seckill.db", 0, 0, "URL",
-     "sqlite:PATH (embedded) or redis://[:PASSWORD@]HOST:PORT[/DB]"},
+    {"listen", "SECKILL_LISTEN", T_STR, O(listen), "0.0.0.0:8080", 0, 0, "HOST:PORT", "public listener (port 0: any free port)"},
+    {"admin-listen", "SECKILL_ADMIN_LISTEN", T_STR, O(admin_listen), "127.0.0.1:8081", 0, 0, "HOST:PORT", "admin listener"},
+    {"store", "SECKILL_STORE", T_STR, O(store), "sqlite:./seckill.db", 0, 0, "URL", "sqlite:PATH (embedded), redis://[:PASSWORD@]HOST:PORT[/DB], unix:///PATH or redis-sentinel://HOST[:PORT],...[/DB]#MASTER"},
+    /* the Redis store's high availability (docs/redis.md) */
+    {"redis-min-replicas", "SECKILL_REDIS_MIN_REPLICAS", T_INT, O(redis_min_replicas), "0", 0, 16, "N", "Redis store: answer a take only once WAIT says N replicas have it (0: no WAIT)"},
+    {"redis-wait-timeout", "SECKILL_REDIS_WAIT_TIMEOUT", T_INT, O(redis_wait_timeout), "100", 1, 1000, "MS", "Redis store: how long WAIT may take; past it the take is answered 503"},
     {"threads", "SECKILL_THREADS", T_INT, O(threads), "0", 0, 256, "N", "worker threads (0: one per core)"},
-    {"admin-token-file", "SECKILL_ADMIN_TOKEN_FILE", T_STR, O(admin_token_file), NULL, 0, 0, "FILE",
-     "file holding the admin bearer token (or env SECKILL_ADMIN_TOKEN)"},
-    {"log-file", "SECKILL_LOG_FILE", T_STR, O(log_file), NULL, 0, 0, "PATH",
-     "log destination (default stderr); SIGHUP reopens it"},
+    {"admin-token-file", "SECKILL_ADMIN_TOKEN_FILE", T_STR, O(admin_token_file), NULL, 0, 0, "FILE", "file holding the admin bearer token (or env SECKILL_ADMIN_TOKEN)"},
+    {"log-file", "SECKILL_LOG_FILE", T_STR, O(log_file), NULL, 0, 0, "PATH", "log destination (default stderr); SIGHUP reopens it"},
     {"log-level", "SECKILL_LOG_LEVEL", T_STR, O(log_level), "info", 0, 0, "LEVEL", "debug, info, warn or error"},
     {"access-log", "SECKILL_ACCESS_LOG", T_STR, O(access_log), NULL, 0, 0, "PATH", "write one line per request to PATH (buffered; off by default)"},
     {"rate-limit", "SECKILL_RATE_LIMIT", T_INT, O(rate_limit), "0", 0, 100000000, "N", "requests per second per client on the public listener (0: off)"},

@@ -40,6 +40,8 @@ typedef struct sk_config_s {
     int check_only;                 /* -t / --check-config */
     int argc;                       /* the command line, borrowed: a reload reads it again */
     char **argv;
+    int64_t redis_min_replicas; /* Redis store: WAIT for this many replicas before a 201 */
+    int64_t redis_wait_timeout; /* ms */
 } sk_config_t;
 
 enum { SK_CONFIG_RUN = 0, SK_CONFIG_EXIT_OK = 1, SK_CONFIG_EXIT_USAGE = 2 };

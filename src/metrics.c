@@ -30,6 +30,7 @@ typedef struct block_s {
     counter_t scripts;            /* Redis script calls */
     counter_t take_batches[9];    /* takes per take script call, by batch_bounds */
     counter_t take_batch_calls, take_batch_sum;
+    counter_t redis_refused[SK_REDIS_REFUSED_KINDS_];
 } block_t;
 
 typedef struct commit_block_s {
@@ -115,6 +116,12 @@ void sk_metrics_script(size_t takes)
         inc(&b->take_batch_calls, 1);
         inc(&b->take_batch_sum, takes);
     }
+}
+
+void sk_metrics_redis_refused(int kind)
+{
+    if (kind >= 0 && kind < SK_REDIS_REFUSED_KINDS_)
+        inc(&me()->redis_refused[kind], 1);
 }
 
 void sk_metrics_commit(size_t n, int64_t ms, int ok)
@@ -299,6 +306,18 @@ void sk_metrics_render(sk_buf_t *o)
         atomic_init(&tb[k], SUM(take_batches[k]));
     histogram(o, "seckill_redis_take_batch_size", "", batch_bounds, 8, 1, tb, SUM(take_batch_calls),
               (double)SUM(take_batch_sum));
+    static const char *const refused[SK_REDIS_REFUSED_KINDS_] = {"noreplicas", "readonly", "moved", "loading",
+                                                                 "masterdown"};
+    sk_buf_printf(o, "# HELP seckill_redis_refused_total Writes the Redis primary refused for certain (nothing "
+                     "ran), by reason (Redis store).\n# TYPE seckill_redis_refused_total counter\n");
+    for (int k = 0; k < SK_REDIS_REFUSED_WAIT; k++)
+        sk_buf_printf(o, "seckill_redis_refused_total{reason=\"%s\"} %llu\n", refused[k],
+                      (unsigned long long)SUM(redis_refused[k]));
+    sk_buf_printf(o,
+                  "# HELP seckill_redis_wait_timeouts_total Writes whose WAIT did not confirm "
+                  "--redis-min-replicas replicas in time (answered 503, outcome unknown).\n"
+                  "# TYPE seckill_redis_wait_timeouts_total counter\nseckill_redis_wait_timeouts_total %llu\n",
+                  (unsigned long long)SUM(redis_refused[SK_REDIS_REFUSED_WAIT]));
     sk_buf_printf(o,
                   "# HELP seckill_commit_batches_total Committer transactions (embedded store).\n"
                   "# TYPE seckill_commit_batches_total counter\nseckill_commit_batches_total %llu\n"

@@ -22,6 +22,19 @@ void sk_metrics_commit(size_t n, int64_t ms, int ok);
 /* One Redis script call carrying `takes` takes (0 for scripts other than take). */
 void sk_metrics_script(size_t takes);
 
+/* A write the Redis store's primary refused for certain (nothing ran), by the error's first word,
+ * or a WAIT that did not confirm enough replicas in time (the outcome is unknown). */
+enum {
+    SK_REDIS_REFUSED_NOREPLICAS,
+    SK_REDIS_REFUSED_READONLY,
+    SK_REDIS_REFUSED_MOVED,
+    SK_REDIS_REFUSED_LOADING,
+    SK_REDIS_REFUSED_MASTERDOWN,
+    SK_REDIS_REFUSED_WAIT,
+    SK_REDIS_REFUSED_KINDS_
+};
+void sk_metrics_redis_refused(int kind);
+
 /* Calls cb for each take outcome that /metrics shows (won, replayed, sold_out, user_limit and
  * every other error code seen), with its count summed over the threads. */
 void sk_metrics_each_take(void (*cb)(const char *outcome, uint64_t n, void *arg), void *arg);

@@ -10,6 +10,7 @@
 #include "redis_conn.h"
 #include "metrics.h"
 #include "redis_conn_internal.h"
+#include "redis_ha.h"
 #include <errno.h>
 #include <hiredis/async.h>
 #include <openssl/evp.h>
@@ -25,6 +26,9 @@
 #define BACKOFF_MIN_MS 50   /* reconnect backoff, doubling up to the max */
 #define BACKOFF_MAX_MS 1000
 #define LOG_EVERY_MS 1000   /* Redis error replies are logged at most this often per connection */
+#define DISC_TIMEOUT_MS 1000  /* the sentinels' answers are waited for this long */
+#define SENTINEL_RETRY_MS 100 /* asked again this soon when they name no usable master */
+#define REFUSED_HOLD_MS 2000  /* a definite refusal counts for health at least this long */
 
 /* ---- configuration ---- */
 
@@ -41,7 +45,7 @@ static int hexval(int ch)
 
 /* A percent-decoded copy of s[0..n), or NULL when an escape is malformed or decodes to NUL (the
  * copy is a C string: a NUL would silently cut the password short). */
-static char *pct_decode(const char *s, size_t n)
+char *sk_redis_pct_decode(const char *s, size_t n)
 {
     char *out = sk_malloc(n + 1), *o = out;
     for (size_t i = 0; i < n; i++) {
@@ -62,7 +66,7 @@ static char *pct_decode(const char *s, size_t n)
     return out;
 }
 
-static int parse_number(const char *p, const char *end, long max, long *out)
+int sk_redis_parse_number(const char *p, const char *end, long max, long *out)
 {
     long v = 0;
     if (p == end)
@@ -82,6 +86,8 @@ int sk_redis_conf_parse(sk_redis_conf_t *conf, const char *url, char *err, size_
 
     memset(conf, 0, sizeof(*conf));
     conf->port = 6379;
+    if (strncmp(url, "redis-sentinel://", 17) == 0 || strncmp(url, "unix://", 7) == 0)
+        return sk_redis_ha_parse(conf, url, err, errlen);
     if (strncmp(url, "redis://", 8) != 0)
         goto bad;
     p = url + 8;
@@ -93,11 +99,11 @@ int sk_redis_conf_parse(sk_redis_conf_t *conf, const char *url, char *err, size_
     if (at != NULL) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         if (colon != NULL) {
-            if (colon > p && (conf->user = pct_decode(p, (size_t)(colon - p))) == NULL)
+            if (colon > p && (conf->user = sk_redis_pct_decode(p, (size_t)(colon - p))) == NULL)
                 goto bad;
-            if ((conf->password = pct_decode(colon + 1, (size_t)(at - colon - 1))) == NULL)
+            if ((conf->password = sk_redis_pct_decode(colon + 1, (size_t)(at - colon - 1))) == NULL)
                 goto bad;
-        } else if ((conf->password = pct_decode(p, (size_t)(at - p))) == NULL) {
+        } else if ((conf->password = sk_redis_pct_decode(p, (size_t)(at - p))) == NULL) {
             goto bad;
         }
         p = at + 1;
@@ -116,12 +122,12 @@ int sk_redis_conf_parse(sk_redis_conf_t *conf, const char *url, char *err, size_
         goto bad;
     conf->host = sk_strndup(hs, (size_t)(he - hs));
     if (p < end) {
-        if (*p != ':' || parse_number(p + 1, end, 65535, &v) != 0 || v == 0)
+        if (*p != ':' || sk_redis_parse_number(p + 1, end, 65535, &v) != 0 || v == 0)
             goto bad;
         conf->port = (int)v;
     }
     if (slash != NULL && slash[1] != '\0') {
-        if (parse_number(slash + 1, slash + strlen(slash), 1000000, &v) != 0)
+        if (sk_redis_parse_number(slash + 1, slash + strlen(slash), 1000000, &v) != 0)
             goto bad;
         conf->db = (int)v;
     }
@@ -139,6 +145,12 @@ bad:
 
 void sk_redis_conf_dispose(sk_redis_conf_t *conf)
 {
+    for (int i = 0; i < conf->nsentinels; i++)
+        free(conf->sentinels[i].host);
+    free(conf->sentinels);
+    free(conf->master_name);
+    free(conf->sentinel_password);
+    free(conf->path);
     free(conf->host);
     free(conf->user);
     free(conf->password);
@@ -268,8 +280,39 @@ static void set_bad(sk_redis_conn_t *c, int bad)
 {
     if (c->bad != bad) {
         c->bad = bad;
-        atomic_fetch_add(c->nbad, bad ? 1 : -1);
+        atomic_fetch_add(&c->shared->nbad, bad ? 1 : -1);
     }
+}
+
+/* Writes refused for certain, or not confirmed by WAIT: /healthz says 503 until a ROLE lists
+ * enough replicas again or a WAIT confirms. */
+static void set_refusing(sk_redis_conn_t *c, int refusing)
+{
+    if (c->refusing != refusing) {
+        c->refusing = refusing;
+        atomic_fetch_add(&c->shared->nrefusing, refusing ? 1 : -1);
+    }
+}
+
+/* Replicas listed by a primary's ROLE reply: ["master", offset, [[ip, port, offset], ...]]. */
+static int role_replicas(const redisReply *rep)
+{
+    if (rep->elements < 3 || rep->element[2]->type != REDIS_REPLY_ARRAY)
+        return 0;
+    return (int)rep->element[2]->elements;
+}
+
+/* A primary's ROLE: with --redis-min-replicas, does it have the replicas the writes need? (A
+ * refusal of Redis's own, NOREPLICAS, says nothing of how many it wants: it counts for
+ * REFUSED_HOLD_MS whatever ROLE lists.) */
+static void check_replicas(sk_redis_conn_t *c, const redisReply *rep)
+{
+    if (c->conf->min_replicas == 0)
+        return;
+    if (role_replicas(rep) < c->conf->min_replicas)
+        set_refusing(c, 1);
+    else if (sk_mono_ms() - c->refused_at >= REFUSED_HOLD_MS)
+        set_refusing(c, 0);
 }
 
 static void schedule_retry(sk_redis_conn_t *c)
@@ -282,8 +325,8 @@ static void log_down(sk_redis_conn_t *c, const char *why)
 {
     if (!c->down_logged && !c->closing) {
         c->down_logged = 1;
-        sk_log(SK_LOG_WARN, "event=redis_down worker=%d host=%s port=%d error=\"%s\"", c->index, c->conf->host,
-               c->conf->port, why);
+        sk_log(SK_LOG_WARN, "event=redis_down worker=%d host=%s port=%d error=\"%s\"", c->index,
+               c->host[0] ? c->host : "-", c->port, why);
     } else {
         sk_log(SK_LOG_DEBUG, "event=redis_connect_failed worker=%d error=\"%s\"", c->index, why);
     }
@@ -357,10 +400,12 @@ static void step_done(sk_redis_cmd_t *cmd, redisReply *rep)
     /* a replica would refuse every write: wait for the address to lead to a primary */
     if (st->role && !sk_redis_is_primary(rep)) {
         sk_log(c->down_logged ? SK_LOG_DEBUG : SK_LOG_ERROR, "event=redis_not_primary worker=%d host=%s port=%d",
-               c->index, c->conf->host, c->conf->port);
+               c->index, c->host, c->port);
         conn_fail(c, "not a primary");
         goto out;
     }
+    if (st->role)
+        check_replicas(c, rep);
     if (st->load != NULL && (rep->type != REDIS_REPLY_STRING || rep->len != 40 || memcmp(rep->str, st->load->sha, 40) != 0))
         sk_log(SK_LOG_WARN, "event=redis_script_sha_mismatch worker=%d script=%s", c->index, st->load->name);
     if (st->last && c->ac != NULL && !c->ready) {
@@ -368,8 +413,8 @@ static void step_done(sk_redis_cmd_t *cmd, redisReply *rep)
         c->backoff = BACKOFF_MIN_MS;
         set_bad(c, 0);
         if (c->down_logged || c->index == 0)
-            sk_log(SK_LOG_INFO, "event=redis_up worker=%d host=%s port=%d db=%d", c->index, c->conf->host,
-                   c->conf->port, c->conf->db);
+            sk_log(SK_LOG_INFO, "event=redis_up worker=%d host=%s port=%d db=%d", c->index, c->host, c->port,
+                   c->conf->db);
         c->down_logged = 0;
     }
 out:
@@ -407,10 +452,58 @@ static int queue_load(sk_redis_conn_t *c, step_t *st, const sk_redis_script_t *s
     return rc;
 }
 
+static void disc_ready(void *ctx)
+{
+    sk_redis_conn_t *c = ctx;
+    if (!h2o_timeout_is_linked(&c->e_disc))
+        h2o_timeout_link(c->loop, &c->t_zero, &c->e_disc);
+}
+
+static void connect_master(sk_redis_conn_t *c);
+
+/* The sentinels' answer: connect to the master they name, or try again soon. */
+static void disc_end(sk_redis_conn_t *c)
+{
+    char why[300];
+    if (h2o_timeout_is_linked(&c->e_disc))
+        h2o_timeout_unlink(&c->e_disc);
+    sk_redis_disc_t *d = c->disc;
+    c->disc = NULL;
+    if (sk_redis_disc_finish(d, c->host, sizeof(c->host), &c->port, why, sizeof(why))) {
+        connect_master(c);
+        return;
+    }
+    log_down(c, why);
+    set_bad(c, 1);
+    c->retry_at = sk_mono_ms() + SENTINEL_RETRY_MS;
+}
+
+static void on_disc(h2o_timeout_entry_t *e)
+{
+    disc_end(SK_CONTAINER_OF(e, sk_redis_conn_t, e_disc));
+}
+
+/* Under Sentinel every connect starts by asking the sentinels where the master is. */
 static void conn_connect(sk_redis_conn_t *c)
 {
+    if (c->conf->master_name == NULL) {
+        connect_master(c);
+        return;
+    }
+    if (c->disc != NULL)
+        return;
+    c->moves = atomic_load(&c->shared->moves);
+    c->disc_deadline = sk_mono_ms() + DISC_TIMEOUT_MS;
+    if ((c->disc = sk_redis_disc_start(c->loop, c->conf, disc_ready, c)) == NULL) {
+        set_bad(c, 1);
+        schedule_retry(c);
+    }
+}
+
+static void connect_master(sk_redis_conn_t *c)
+{
     const sk_redis_conf_t *conf = c->conf;
-    redisAsyncContext *ac = redisAsyncConnect(conf->host, conf->port);
+    redisAsyncContext *ac = conf->path ? redisAsyncConnectUnix(conf->path) : redisAsyncConnect(c->host, c->port);
     if (ac == NULL || ac->err) {
         log_down(c, ac ? ac->errstr : "out of memory");
         if (ac != NULL)
@@ -429,7 +522,8 @@ static void conn_connect(sk_redis_conn_t *c)
     ac->data = c;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    redisEnableKeepAlive(&ac->c);
+    if (conf->path == NULL)
+        redisEnableKeepAlive(&ac->c);
     c->ac = ac;
 
     /* queued now, sent when the connect completes; ready after the last reply */
@@ -465,14 +559,55 @@ static void probe_done(sk_redis_cmd_t *cmd, redisReply *rep)
 {
     if (rep != NULL && !sk_redis_is_primary(rep))
         conn_fail(cmd->conn, rep->type == REDIS_REPLY_ERROR ? rep->str : "not a primary any more");
+    else if (rep != NULL && cmd->conn->ac == cmd->ac)
+        check_replicas(cmd->conn, rep);
     free(cmd);
+}
+
+/* After a +switch-master: whether this connection is on the new master already (it found it
+ * before the message came). */
+static int already_there(sk_redis_conn_t *c)
+{
+    char here[300];
+    unsigned moves = atomic_load(&c->shared->moves);
+    snprintf(here, sizeof(here), "%s %d", c->host, c->port);
+    pthread_mutex_lock(&c->shared->mu);
+    int same = c->ac != NULL && strcmp(here, c->shared->moved_to) == 0;
+    pthread_mutex_unlock(&c->shared->mu);
+    if (same)
+        c->moves = moves;
+    return same;
 }
 
 static void on_tick(h2o_timeout_entry_t *e)
 {
     sk_redis_conn_t *c = SK_CONTAINER_OF(e, sk_redis_conn_t, e_tick);
     int64_t now = sk_mono_ms();
-    if (c->ac == NULL && !c->closing && now >= c->retry_at)
+    if (c->watch != NULL)
+        sk_redis_watch_tick(c->watch, now);
+    /* the sentinels moved the master: leave this one and ask them again, now */
+    if (c->conf->master_name != NULL && atomic_load(&c->shared->moves) != c->moves && !already_there(c)) {
+        c->moves = atomic_load(&c->shared->moves);
+        if (c->disc != NULL) {
+            char h[8], why[8];
+            int p;
+            sk_redis_disc_t *d = c->disc;
+            c->disc = NULL;
+            if (h2o_timeout_is_linked(&c->e_disc))
+                h2o_timeout_unlink(&c->e_disc);
+            sk_redis_disc_finish(d, h, sizeof(h), &p, why, sizeof(why));
+        }
+        conn_fail(c, "+switch-master");
+        c->backoff = BACKOFF_MIN_MS;
+        c->retry_at = now;
+    }
+    if (c->disc != NULL && now >= c->disc_deadline)
+        disc_end(c);
+    /* without WAIT nothing else says that writes are taken again on a connection that carries
+     * none: a refusal counts until REFUSED_HOLD_MS have passed without another */
+    if (c->refusing && c->conf->min_replicas == 0 && now - c->refused_at >= REFUSED_HOLD_MS)
+        set_refusing(c, 0);
+    if (c->ac == NULL && c->disc == NULL && !c->closing && now >= c->retry_at)
         conn_connect(c);
     /* with commands in flight their deadlines watch the connection */
     if (c->ready && c->pending == 0 && now - c->last_send >= PROBE_IDLE_MS) {
@@ -498,6 +633,38 @@ static void on_cmd_timeout(h2o_timeout_entry_t *e)
     conn_fail(c, "command timed out"); /* answers cmd, among others */
 }
 
+/* The definite refusals (SK_REDIS_REFUSED_*, metrics.h), or -1. */
+static int refusal_kind(const redisReply *rep)
+{
+    static const char *const PREFIX[] = {"NOREPLICAS", "READONLY", "MOVED", "LOADING", "MASTERDOWN"};
+    if (rep == NULL || rep->type != REDIS_REPLY_ERROR)
+        return -1;
+    for (int i = 0; i < (int)(sizeof(PREFIX) / sizeof(PREFIX[0])); i++) {
+        size_t n = strlen(PREFIX[i]);
+        if (strncmp(rep->str, PREFIX[i], n) == 0 && (rep->str[n] == ' ' || rep->str[n] == '\0'))
+            return i;
+    }
+    return -1;
+}
+
+int sk_redis_is_refusal(const redisReply *rep)
+{
+    return refusal_kind(rep) >= 0;
+}
+
+int sk_redis_conn_waited(sk_redis_conn_t *c, const redisReply *rep)
+{
+    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer >= c->conf->min_replicas) {
+        set_refusing(c, 0);
+        return 1;
+    }
+    if (rep != NULL && rep->type == REDIS_REPLY_INTEGER) {
+        sk_metrics_redis_refused(SK_REDIS_REFUSED_WAIT);
+        set_refusing(c, 1);
+    }
+    return 0;
+}
+
 /* Every reply, and the NULL "reply" of each pending command when its context goes away. */
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
@@ -512,6 +679,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     if (rep == NULL) {
         if (c->ac == cmd->ac)
             conn_lost(c, cmd->ac->errstr[0] ? cmd->ac->errstr : "connection lost");
+    } else if (rep->type != REDIS_REPLY_ERROR && cmd->takes > 0 && c->conf->min_replicas == 0) {
+        set_refusing(c, 0); /* a take script ran: writes are taken again (with WAIT, WAIT says) */
     } else if (rep->type == REDIS_REPLY_ERROR && cmd->cb != step_done) {
         /* NOSCRIPT: nothing ran; send the script itself, which caches it again */
         if (cmd->script != NULL && !cmd->eval && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
@@ -526,18 +695,25 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
                 sk_log(SK_LOG_ERROR, "event=redis_error worker=%d script=%s error=\"%.200s\"", c->index, name_of(cmd),
                        rep->str);
             }
-            /* a primary demoted by a failover, or a Redis restarted under us: this connection
-             * will not recover, a new one (to wherever the address now leads) may */
-            if (strncmp(rep->str, "READONLY", 8) == 0 || strncmp(rep->str, "LOADING", 7) == 0 ||
-                strncmp(rep->str, "MASTERDOWN", 10) == 0 || strncmp(rep->str, "NOAUTH", 6) == 0)
+            /* a definite refusal (nothing ran): a primary demoted by a failover, a Redis
+             * restarted under us, too few replicas; this connection will not recover, a new one
+             * (to wherever the sentinels or the address now lead) may */
+            int why = refusal_kind(rep);
+            if (why >= 0) {
+                sk_metrics_redis_refused(why);
+                set_refusing(c, 1);
+                c->refused_at = sk_mono_ms();
                 conn_fail(c, rep->str);
+            } else if (strncmp(rep->str, "NOAUTH", 6) == 0) {
+                conn_fail(c, rep->str);
+            }
         }
     }
     cmd->cb(cmd, rep);
 }
 
 void sk_redis_conn_init_down(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
-                             const sk_redis_script_t *scripts, size_t nscripts, _Atomic int *nbad)
+                             const sk_redis_script_t *scripts, size_t nscripts, sk_redis_shared_t *shared)
 {
     memset(c, 0, sizeof(*c));
     c->loop = loop;
@@ -545,17 +721,24 @@ void sk_redis_conn_init_down(sk_redis_conn_t *c, h2o_loop_t *loop, int index, co
     c->conf = conf;
     c->scripts = scripts;
     c->nscripts = nscripts;
-    c->nbad = nbad;
+    c->shared = shared;
     c->backoff = BACKOFF_MIN_MS;
+    if (conf->host != NULL)
+        snprintf(c->host, sizeof(c->host), "%s", conf->host);
+    else if (conf->path != NULL)
+        snprintf(c->host, sizeof(c->host), "%s", conf->path);
+    c->port = conf->path ? 0 : conf->port;
     h2o_timeout_init(loop, &c->t_cmd, SK_REDIS_TIMEOUT_MS);
     h2o_timeout_init(loop, &c->t_tick, TICK_MS);
+    h2o_timeout_init(loop, &c->t_zero, 0);
     c->e_tick.cb = on_tick;
+    c->e_disc.cb = on_disc;
 }
 
 void sk_redis_conn_init(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
-                        const sk_redis_script_t *scripts, size_t nscripts, _Atomic int *nbad)
+                        const sk_redis_script_t *scripts, size_t nscripts, sk_redis_shared_t *shared)
 {
-    sk_redis_conn_init_down(c, loop, index, conf, scripts, nscripts, nbad);
+    sk_redis_conn_init_down(c, loop, index, conf, scripts, nscripts, shared);
     conn_connect(c);
     h2o_timeout_link(loop, &c->t_tick, &c->e_tick);
 }
@@ -578,9 +761,21 @@ void sk_redis_conn_dispose(sk_redis_conn_t *c)
 {
     c->closing = 1;
     conn_fail(c, "shutting down");
+    if (c->disc != NULL) {
+        char h[8], why[8];
+        int p;
+        sk_redis_disc_finish(c->disc, h, sizeof(h), &p, why, sizeof(why));
+        c->disc = NULL;
+    }
+    if (h2o_timeout_is_linked(&c->e_disc))
+        h2o_timeout_unlink(&c->e_disc);
+    sk_redis_watch_stop(c->watch);
+    c->watch = NULL;
     set_bad(c, 0);
+    set_refusing(c, 0);
     if (h2o_timeout_is_linked(&c->e_tick))
         h2o_timeout_unlink(&c->e_tick);
     h2o_timeout_dispose(c->loop, &c->t_cmd);
     h2o_timeout_dispose(c->loop, &c->t_tick);
+    h2o_timeout_dispose(c->loop, &c->t_zero);
 }

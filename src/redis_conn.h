@@ -10,6 +10,7 @@
 #define H2O_USE_LIBUV 0
 #include <h2o.h>
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -19,14 +20,39 @@
 #define SK_REDIS_ARGV_MAX 400    /* arguments of one command */
 #define SK_REDIS_NUMS_MAX 140    /* numbers formatted into one command */
 
-/* Where Redis is: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]. */
-typedef struct sk_redis_conf_s {
+typedef struct sk_redis_addr_s {
     char *host;
+    int port;
+} sk_redis_addr_t;
+
+/* Where Redis is: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix://[[USER]:PASSWORD@]/PATH[?db=DB]
+ * or redis-sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...][/DB]#MASTER (redis_ha.h). */
+typedef struct sk_redis_conf_s {
+    char *host;     /* redis:// only */
     int port;       /* 6379 when absent */
     char *user;     /* NULL: AUTH with the password alone */
     char *password; /* NULL: no AUTH */
     int db;
+    char *path; /* unix://: the socket's path */
+    /* redis-sentinel:// (the master's address comes from the sentinels only) */
+    char *master_name;          /* NULL unless Sentinel */
+    sk_redis_addr_t *sentinels; /* nsentinels, port 26379 when absent */
+    int nsentinels;
+    char *sentinel_password; /* SECKILL_SENTINEL_PASSWORD, else the password */
+    /* --redis-min-replicas, --redis-wait-timeout: a write is acknowledged only once WAIT
+     * min_replicas wait_timeout_ms says enough replicas have it */
+    int min_replicas;
+    int wait_timeout_ms;
 } sk_redis_conf_t;
+
+/* What an instance's connections share (atomics: every worker's thread). */
+typedef struct sk_redis_shared_s {
+    _Atomic int nbad;       /* connections in `bad` state */
+    _Atomic int nrefusing;  /* connections whose writes Redis refuses (or WAIT does not confirm) */
+    _Atomic unsigned moves; /* +switch-master messages seen: every connection finds the master again */
+    pthread_mutex_t mu;     /* guards moved_to */
+    char moved_to[300];     /* "HOST PORT" of the last +switch-master */
+} sk_redis_shared_t;
 
 /* Parses `url` (percent escapes allowed in USER and PASSWORD). Returns 0, or -1 with a reason in
  * err; conf is to be disposed of either way. */
@@ -94,8 +120,16 @@ struct sk_redis_conn_s {
     const sk_redis_conf_t *conf;
     const sk_redis_script_t *scripts;  /* loaded by each handshake */
     size_t nscripts;
-    _Atomic int *nbad;                 /* shared count of connections in `bad` state */
+    sk_redis_shared_t *shared;
     struct redisAsyncContext *ac;      /* NULL while down */
+    char host[256];                    /* where it connects: conf's, or the sentinels' master */
+    int port;
+    struct sk_redis_disc_s *disc;   /* asking the sentinels where the master is */
+    unsigned moves;                 /* shared->moves when the master was last asked for */
+    int refusing;                   /* counted in shared->nrefusing */
+    int64_t refused_at;             /* mono ms of the last definite refusal */
+    struct sk_redis_watch_s *watch; /* set by the owner: a +switch-master watch it ticks and stops */
+    int64_t disc_deadline;          /* mono ms */
     sk_redis_ev_t ev;
     int ready;                         /* handshake done */
     int bad;                           /* failed since it was last ready (or since start) */
@@ -106,16 +140,16 @@ struct sk_redis_conn_s {
     int64_t last_send;                 /* mono ms */
     int64_t last_err_log;              /* mono ms */
     size_t pending;                    /* commands in flight */
-    h2o_timeout_t t_cmd, t_tick;
-    h2o_timeout_entry_t e_tick;
+    h2o_timeout_t t_cmd, t_tick, t_zero;
+    h2o_timeout_entry_t e_tick, e_disc;
 };
 
-/* Starts connecting. `conf`, `scripts` and `nbad` must outlive the connection. Health: the
- * connection counts in *nbad from a failed connect or a lost connection until its next
+/* Starts connecting. `conf`, `scripts` and `shared` must outlive the connection. Health: the
+ * connection counts in shared->nbad from a failed connect or a lost connection until its next
  * handshake completes; the first connect after start does not count while it is under way
  * (commands wait for it, and a Redis that is down refuses it at once). */
 void sk_redis_conn_init(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
-                        const sk_redis_script_t *scripts, size_t nscripts, _Atomic int *nbad);
+                        const sk_redis_script_t *scripts, size_t nscripts, sk_redis_shared_t *shared);
 /* Fails every command in flight (their callbacks run with NULL) and stops. */
 void sk_redis_conn_dispose(sk_redis_conn_t *c);
 
@@ -132,5 +166,13 @@ static inline int sk_redis_conn_up(const sk_redis_conn_t *c)
 int sk_redis_send(sk_redis_conn_t *c, sk_redis_cmd_t *cmd, const char *const *args);
 int sk_redis_send_script(sk_redis_conn_t *c, sk_redis_cmd_t *cmd);
 #define SK_REDIS_ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* The answer to a write: 1 when the reply is a definite refusal (NOREPLICAS, READONLY, MOVED,
+ * LOADING, MASTERDOWN: nothing ran). The connection has then counted it, marked itself refusing
+ * (health) and gone to find the master again. */
+int sk_redis_is_refusal(const redisReply *rep);
+/* WAIT's answer for a write sent on c: 1 when enough replicas have it; else the connection is
+ * refusing until a later WAIT or an idle probe finds the replicas back. */
+int sk_redis_conn_waited(sk_redis_conn_t *c, const redisReply *rep);
 
 #endif

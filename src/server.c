@@ -855,7 +855,9 @@ int sk_server_run(sk_config_t *cfg)
     if (open_listeners(cfg->admin_listen, &ss[SK_LISTENER_ADMIN], sslen[SK_LISTENER_ADMIN], srv.nworkers,
                        srv.fds[SK_LISTENER_ADMIN], &port_admin) != 0)
         goto out;
-    if ((srv.store = sk_store_open(cfg->store, srv.nworkers, err, sizeof(err))) == NULL) {
+    sk_store_opts_t sopts = {.redis_min_replicas = (int)cfg->redis_min_replicas,
+                             .redis_wait_timeout_ms = (int)cfg->redis_wait_timeout};
+    if ((srv.store = sk_store_open(cfg->store, srv.nworkers, &sopts, err, sizeof(err))) == NULL) {
         char url[512], hint[600];
         sk_url_redact(cfg->store, url, sizeof(url));
         book_hint(cfg->store, hint, sizeof(hint));
@@ -890,8 +892,10 @@ int sk_server_run(sk_config_t *cfg)
     for (int i = 0; i < srv.nworkers; i++) {
         if (srv.workers[i].store != NULL)
             continue;
-        fprintf(stderr, "seckilld: store %s: %s\n", cfg->store, srv.workers[i].store_err);
-        sk_log(SK_LOG_ERROR, "event=store_open_failed store=%s worker=%d error=\"%s\"", cfg->store, i,
+        char url[512];
+        sk_url_redact(cfg->store, url, sizeof(url));
+        fprintf(stderr, "seckilld: --store %s: %s\n", url, srv.workers[i].store_err);
+        sk_log(SK_LOG_ERROR, "event=store_open_failed store=%s worker=%d error=\"%s\"", url, i,
                srv.workers[i].store_err);
         stop_workers(&srv);
         goto out;

@@ -7,8 +7,20 @@
 #include "redis_conn.h"
 #include "util.h"
 
+static int is_redis(const char *url)
+{
+    return strncmp(url, "redis://", 8) == 0 || strncmp(url, "redis-sentinel://", 17) == 0 ||
+           strncmp(url, "unix://", 7) == 0;
+}
+
+void sk_store_url_redact(const char *url, char *out, size_t outlen)
+{
+    sk_url_redact(url, out, outlen); /* util.c: one way to hide a password, for every URL */
+}
+
 int sk_store_url_check(const char *url, char *err, size_t errlen)
 {
+    char shown[512];
     if (strncmp(url, "sqlite:", 7) == 0) {
         const char *path = url + 7;
         /* an order book must be a file: SQLite would take "" and ":memory:" for a temporary or an
@@ -25,27 +37,28 @@ int sk_store_url_check(const char *url, char *err, size_t errlen)
         }
         return 0;
     }
-    if (strncmp(url, "redis://", 8) == 0) {
+    if (is_redis(url)) {
         /* parsed now, so that a URL the store cannot open is a configuration error too */
         sk_redis_conf_t conf;
         int rc = sk_redis_conf_parse(&conf, url, err, errlen);
         sk_redis_conf_dispose(&conf);
         return rc;
     }
-    snprintf(err, errlen, "unsupported store url '%s' (use sqlite:PATH or redis://HOST:PORT)", url);
+    sk_store_url_redact(url, shown, sizeof(shown));
+    snprintf(err, errlen,
+             "unsupported store url '%s' (use sqlite:PATH, redis://HOST:PORT, unix:///PATH or "
+             "redis-sentinel://HOST[:PORT],...#MASTER)",
+             shown);
     return -1;
 }
 
-sk_store_t *sk_store_open(const char *url, int threads, char *err, size_t errlen)
+sk_store_t *sk_store_open(const char *url, int threads, const sk_store_opts_t *opts, char *err, size_t errlen)
 {
     if (sk_store_url_check(url, err, errlen) != 0)
         return NULL;
     if (strncmp(url, "sqlite:", 7) == 0)
         return sk_store_embed_open(url + 7, threads, err, errlen);
-    if (strncmp(url, "redis://", 8) == 0)
-        return sk_store_redis_open(url, threads, err, errlen);
-    snprintf(err, errlen, "unsupported store url '%s' (use sqlite:PATH or redis://HOST:PORT)", url);
-    return NULL;
+    return sk_store_redis_open(url, threads, opts, err, errlen);
 }
 
 int sk_store_submit(sk_store_worker_t *w, sk_store_req_t *req)

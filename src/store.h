@@ -125,13 +125,24 @@ struct sk_store_worker_s {
     sk_store_env_t env;
 };
 
-/* 0 if url names a store that can be opened ("sqlite:PATH" with PATH a file, or "redis://..."),
- * else -1 with a reason in err: a configuration error, found before anything starts. */
+/* 0 if url names a store that can be opened ("sqlite:PATH" with PATH a file, "redis://...",
+ * "redis-sentinel://..." or "unix://..."), else -1 with a reason in err: a configuration error,
+ * found before anything starts. */
 int sk_store_url_check(const char *url, char *err, size_t errlen);
 
-/* Opens the store named by url ("sqlite:PATH" or "redis://..."). On failure returns NULL and
- * writes a reason into err. */
-sk_store_t *sk_store_open(const char *url, int threads, char *err, size_t errlen);
+/* url with the password of its user info (SCHEME://[USER]:PASSWORD@...) replaced by "***", for
+ * messages and logs: a password is never printed. */
+void sk_store_url_redact(const char *url, char *out, size_t outlen);
+
+/* What a store takes besides its URL (the Redis store's options; the embedded store has none). */
+typedef struct sk_store_opts_s {
+    int redis_min_replicas;    /* --redis-min-replicas: WAIT for this many replicas (0: no WAIT) */
+    int redis_wait_timeout_ms; /* --redis-wait-timeout */
+} sk_store_opts_t;
+
+/* Opens the store named by url ("sqlite:PATH" or a Redis URL); opts may be NULL (the defaults).
+ * On failure returns NULL and writes a reason into err. */
+sk_store_t *sk_store_open(const char *url, int threads, const sk_store_opts_t *opts, char *err, size_t errlen);
 
 /* Stops background work, makes everything acknowledged durable, frees the store. Every worker
  * handle must be closed first. */
@@ -191,6 +202,6 @@ void sk_order_copy(sk_order_t *dst, const sk_order_t *src);
 
 /* Stores, for sk_store_open. */
 sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t errlen);
-sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t errlen);
+sk_store_t *sk_store_redis_open(const char *url, int threads, const sk_store_opts_t *opts, char *err, size_t errlen);
 
 #endif

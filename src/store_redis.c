@@ -1,4 +1,5 @@
-/* store_redis.c: the Redis store (store.h) for `--store redis://[:PASSWORD@]HOST:PORT[/DB]`.
+/* store_redis.c: the Redis store (store.h) for `--store redis://[:PASSWORD@]HOST:PORT[/DB]`
+ * (or unix:// or redis-sentinel://, redis_ha.h).
  *
  * Every worker thread has one Redis connection (redis_conn.c) on its own h2o evloop, in its
  * store handle, so a request and its answer never leave the worker that received it: the reply
@@ -21,6 +22,11 @@
  * connection is down, requests are answered so at once, except those the sold-out cache can
  * answer. Health is redis_conn.c's: no worker knows Redis to be unreachable.
  *
+ * High availability (docs/redis.md): with --redis-min-replicas a WAIT follows every write script on
+ * its connection and answers the script's requests (503 when too few replicas confirm); take
+ * calls then alternate over two connections per worker. Under Sentinel, worker 0 also runs the
+ * +switch-master watch (redis_ha.c), which moves every worker's connections.
+ *
  * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS). */
 #include <stdatomic.h>
 #include <stdio.h>
@@ -32,6 +38,7 @@
 #include "parse.h"
 #include "redis_conn.h"
 #include "redis_conn_internal.h"
+#include "redis_ha.h"
 #include "store.h"
 #include "store_redis_internal.h"
 #include "util.h"
@@ -118,7 +125,7 @@ typedef struct redis_s {
     sk_redis_conf_t conf;
     int nworkers;
     size_t batch_max;     /* takes per script call */
-    _Atomic int nbad;     /* connections that know Redis to be unreachable */
+    sk_redis_shared_t shared; /* health and +switch-master, shared by the connections */
     _Atomic uint64_t gen; /* bumped when this instance may have given units back */
     sk_redis_script_t scripts[S_COUNT];
 } redis_t;
@@ -142,6 +149,11 @@ typedef struct wsale_s {
 typedef struct worker_s {
     sk_store_worker_t super;
     sk_redis_conn_t conn;
+    /* With --redis-min-replicas a take call's WAIT blocks its connection until the replicas
+     * confirm; take calls then alternate over two connections, so that one call runs on the
+     * master while the other waits for the replicas. */
+    sk_redis_conn_t conn2;
+    int two;
     redis_t *r;
     int index;
     h2o_loop_t *loop;
@@ -168,6 +180,7 @@ typedef enum cmd_type_e {
     C_DELETE,       /* sale delete */
     C_REAP_MEMBERS, /* reaper: SMEMBERS sk:holding, then ... */
     C_REAP,         /* ... one reap per sale */
+    C_WAIT,         /* WAIT after a write (--redis-min-replicas): answers what the write decided */
 } cmd_type_t;
 
 /* A sale listing in progress: one view call per sale. */
@@ -187,6 +200,8 @@ typedef struct cmd_s {
     wsale_t *ws;                   /* take */
     uint64_t gen;                  /* take: r->gen when sent */
     list_t *list;                  /* C_LIST_* */
+    struct cmd_s *wait;            /* a write's WAIT, which answers its requests */
+    sk_redis_conn_t *via;          /* the connection it goes out on (NULL: the worker's first) */
     char sale[SK_SALE_ID_MAX + 1]; /* C_LIST_VIEW, C_REAP */
 } cmd_t;
 
@@ -298,9 +313,52 @@ static cmd_t *cmd_new(worker_t *w, cmd_type_t type, int script)
     return cmd;
 }
 
+/* Sends a write script and, with --redis-min-replicas, a WAIT right behind it (pipelined: no
+ * extra round trip): the write's requests are then answered by the WAIT's reply. */
 static int cmd_send_script(cmd_t *cmd)
 {
-    return sk_redis_send_script(&cmd->w->conn, &cmd->super);
+    worker_t *w = cmd->w;
+    sk_redis_conn_t *c = cmd->via ? cmd->via : &w->conn;
+    if (sk_redis_send_script(c, &cmd->super) != 0)
+        return -1;
+    if (w->r->conf.min_replicas > 0 && (cmd->type == C_TAKE || cmd->type == C_PUT || cmd->type == C_CHANGE)) {
+        char n[16], ms[16];
+        cmd_t *wait = cmd_new(w, C_WAIT, -1);
+        snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
+        snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
+        if (sk_redis_send(c, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0)
+            cmd->wait = wait;
+        else
+            free(wait); /* the connection is going: the write's reply will be NULL */
+    }
+    return 0;
+}
+
+/* Answers a write's request now, or when its WAIT has answered. */
+static void answer(cmd_t *cmd, sk_store_req_t *req)
+{
+    if (cmd->wait == NULL) {
+        req->cb(req);
+        return;
+    }
+    req->next = cmd->wait->req; /* the order of answers does not matter */
+    cmd->wait->req = req;
+}
+
+static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    int ok = rep != NULL && sk_redis_conn_waited(cmd->super.conn, rep);
+    (void)w;
+    for (sk_store_req_t *q = cmd->req, *next; q != NULL; q = next) {
+        next = q->next;
+        q->next = NULL;
+        if (!ok && q->err == 0) { /* decided, but perhaps only on this node: the outcome is unknown */
+            sk_store_req_dispose(q);
+            q->err = SK_EUNAVAILABLE;
+            q->created = 0;
+        }
+        q->cb(q);
+    }
 }
 
 /* The sale's keys, then `extra` global ones (declared as KEYS too, so that Redis knows them). */
@@ -485,10 +543,19 @@ static int fast_answer(worker_t *w, wsale_t *ws, sk_store_req_t *req)
     return 1;
 }
 
+/* The connection for the next take call: the one with fewer commands in flight. */
+static sk_redis_conn_t *take_conn(worker_t *w)
+{
+    if (w->two && w->conn2.ready && w->conn2.pending < w->conn.pending)
+        return &w->conn2;
+    return &w->conn;
+}
+
 /* Sends up to batch_max queued takes as one script call. */
 static void ws_flush(worker_t *w, wsale_t *ws)
 {
     cmd_t *cmd = cmd_new(w, C_TAKE, S_TAKE);
+    cmd->via = take_conn(w);
     sk_store_req_t **tail = &cmd->req;
     cmd->ws = ws;
     cmd->gen = atomic_load(&w->r->gen);
@@ -600,7 +667,7 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
             q->err = rcode_err(h[TH_CODE]) != 0 ? rcode_err(h[TH_CODE]) : SK_EUNAVAILABLE;
         else
             fill_take(q, v);
-        q->cb(q);
+        answer(cmd, q);
     }
     ws_maybe_free(w, ws);
 }
@@ -774,7 +841,7 @@ static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         }
     }
     req->err = err;
-    req->cb(req);
+    answer(cmd, req);
 }
 
 static int submit_script(worker_t *w, sk_store_req_t *req, cmd_type_t type, int script)
@@ -893,6 +960,9 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
     case C_REAP:
         reap_done(w, cmd, rep);
         break;
+    case C_WAIT:
+        wait_done(w, cmd, rep);
+        break;
     default:
         req_done(w, cmd, rep);
         break;
@@ -931,7 +1001,8 @@ static int redis_submit(sk_store_worker_t *super, sk_store_req_t *req)
 
 static int redis_healthy(sk_store_t *st)
 {
-    return atomic_load(&((redis_t *)st)->nbad) == 0;
+    redis_t *r = (redis_t *)st;
+    return atomic_load(&r->shared.nbad) == 0 && atomic_load(&r->shared.nrefusing) == 0;
 }
 
 static worker_t *worker_new(redis_t *r, const sk_store_env_t *env)
@@ -960,7 +1031,12 @@ static int redis_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store
     (void)errlen;
     if (w->index == 0)
         h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
-    sk_redis_conn_init(&w->conn, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->nbad);
+    sk_redis_conn_init(&w->conn, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
+    /* one +switch-master watch per instance: worker 0's */
+    if (r->conf.master_name != NULL && w->index == 0)
+        w->conn.watch = sk_redis_watch_start(w->loop, &r->conf, &r->shared);
+    if ((w->two = r->conf.min_replicas > 0))
+        sk_redis_conn_init(&w->conn2, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
     *out = &w->super;
     return 0;
 }
@@ -969,6 +1045,8 @@ static void redis_worker_close(sk_store_worker_t *super)
 {
     worker_t *w = (worker_t *)super;
     sk_redis_conn_dispose(&w->conn); /* every waiting request is answered */
+    if (w->two)
+        sk_redis_conn_dispose(&w->conn2);
     run_failq(w);
     sk_map_dispose(&w->sales, ws_free);
     if (h2o_timeout_is_linked(&w->e_bg))
@@ -986,6 +1064,7 @@ static void redis_close(sk_store_t *st)
     for (int i = 0; i < S_COUNT; i++)
         sk_redis_script_dispose(&r->scripts[i]);
     sk_redis_conf_dispose(&r->conf);
+    pthread_mutex_destroy(&r->shared.mu);
     free(r);
 }
 
@@ -1026,13 +1105,17 @@ static int load_scripts(redis_t *r, char *err, size_t errlen)
     return 0;
 }
 
-sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t errlen)
+static sk_store_t *redis_open(const char *url, int threads, const sk_store_opts_t *opts, int check, char *err,
+                              size_t errlen)
 {
     redis_t *r = sk_calloc(1, sizeof(*r));
     const char *env;
     r->super.ops = &redis_ops;
     r->nworkers = threads > 0 ? threads : 1;
-    atomic_init(&r->nbad, 0);
+    atomic_init(&r->shared.nbad, 0);
+    atomic_init(&r->shared.nrefusing, 0);
+    atomic_init(&r->shared.moves, 0);
+    pthread_mutex_init(&r->shared.mu, NULL);
     atomic_init(&r->gen, 0);
     if (sk_redis_conf_parse(&r->conf, url, err, errlen) != 0 || load_scripts(r, err, errlen) != 0) {
         redis_close(&r->super);
@@ -1040,6 +1123,17 @@ sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t 
     }
     if (r->conf.password == NULL && (env = getenv("SECKILL_REDIS_PASSWORD")) != NULL && env[0] != '\0')
         r->conf.password = sk_strndup(env, strlen(env));
+    if (opts != NULL) {
+        r->conf.min_replicas = opts->redis_min_replicas;
+        r->conf.wait_timeout_ms = opts->redis_wait_timeout_ms;
+    }
+    if (r->conf.wait_timeout_ms <= 0)
+        r->conf.wait_timeout_ms = 100;
+    /* what will not heal stops the start; a Redis that is down does not */
+    if (check && sk_redis_check_start(&r->conf, err, errlen) != 0) {
+        redis_close(&r->super);
+        return NULL;
+    }
     /* for measuring coalescing: SECKILL_REDIS_BATCH=1 sends one script call per take */
     r->batch_max = BATCH_MAX;
     if ((env = getenv("SECKILL_REDIS_BATCH")) != NULL) {
@@ -1048,9 +1142,25 @@ sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t 
     }
     /* no connection here: workers connect on their own loops, and a Redis that is down at start
      * only makes the store unhealthy until it comes up */
-    sk_log(SK_LOG_INFO, "event=redis_store host=%s port=%d db=%d auth=%s threads=%d batch=%zu", r->conf.host,
-           r->conf.port, r->conf.db, r->conf.password ? "yes" : "no", r->nworkers, r->batch_max);
+    if (r->conf.master_name != NULL)
+        sk_log(SK_LOG_INFO,
+               "event=redis_store sentinels=%d master=%s db=%d auth=%s threads=%d batch=%zu min_replicas=%d "
+               "wait_timeout_ms=%d",
+               r->conf.nsentinels, r->conf.master_name, r->conf.db, r->conf.password ? "yes" : "no", r->nworkers,
+               r->batch_max, r->conf.min_replicas, r->conf.wait_timeout_ms);
+    else
+        sk_log(SK_LOG_INFO,
+               "event=redis_store host=%s port=%d db=%d auth=%s threads=%d batch=%zu min_replicas=%d "
+               "wait_timeout_ms=%d",
+               r->conf.path ? r->conf.path : r->conf.host, r->conf.path ? 0 : r->conf.port, r->conf.db,
+               r->conf.password ? "yes" : "no", r->nworkers, r->batch_max, r->conf.min_replicas,
+               r->conf.wait_timeout_ms);
     return &r->super;
+}
+
+sk_store_t *sk_store_redis_open(const char *url, int threads, const sk_store_opts_t *opts, char *err, size_t errlen)
+{
+    return redis_open(url, threads, opts, 1, err, errlen);
 }
 
 /* ---- offline: the reply handlers without Redis (store_redis_internal.h) ---- */
@@ -1058,13 +1168,13 @@ sk_store_t *sk_store_redis_open(const char *url, int threads, char *err, size_t 
 sk_store_worker_t *sk_store_redis_offline_open(const sk_store_env_t *env)
 {
     char err[256];
-    sk_store_t *st = sk_store_redis_open("redis://127.0.0.1:6379", 1, err, sizeof(err));
+    sk_store_t *st = redis_open("redis://127.0.0.1:6379", 1, NULL, 0, err, sizeof(err));
     if (st == NULL)
         return NULL;
     /* redis_worker_open, but with a connection that stays down */
     redis_t *r = (redis_t *)st;
     worker_t *w = worker_new(r, env);
-    sk_redis_conn_init_down(&w->conn, w->loop, 0, &r->conf, r->scripts, S_COUNT, &r->nbad);
+    sk_redis_conn_init_down(&w->conn, w->loop, 0, &r->conf, r->scripts, S_COUNT, &r->shared);
     return &w->super;
 }
 

@@ -312,7 +312,7 @@ static void open_store(fx_t *f)
         snprintf(url, sizeof(url), "redis://127.0.0.1:%d", redis_port);
     else
         snprintf(url, sizeof(url), "sqlite:%s", f->path);
-    f->st = sk_store_open(url, 1, err, sizeof(err));
+    f->st = sk_store_open(url, 1, NULL, err, sizeof(err));
     if (f->st == NULL)
         fail_msg("cannot open %s: %s", url, err);
     open_worker(f);
