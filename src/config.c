@@ -384,8 +384,12 @@ int sk_config_check(const sk_config_t *cfg, FILE *err)
             bad++;
         }
     sk_url_redact(cfg->store, url, sizeof(url));
-    if (strncmp(cfg->store, "sqlite:", 7) != 0 && strncmp(cfg->store, "redis://", 8) != 0) {
-        fprintf(err, "seckilld: --store '%s' is neither sqlite:PATH nor redis://HOST:PORT\n", url);
+    if (strncmp(cfg->store, "sqlite:", 7) != 0 && strncmp(cfg->store, "redis://", 8) != 0 &&
+        strncmp(cfg->store, "redis-sentinel://", 17) != 0 && strncmp(cfg->store, "unix://", 7) != 0) {
+        fprintf(err,
+                "seckilld: --store '%s' is none of sqlite:PATH, redis://HOST:PORT, unix:///PATH and "
+                "redis-sentinel://HOST[:PORT],...#MASTER\n",
+                url);
         bad++;
     } else if (sk_store_url_check(cfg->store, why, sizeof(why)) != 0) {
         fprintf(err, "seckilld: --store %s\n", why);
