@@ -154,7 +154,7 @@ static void new_sale(fx_t *f, char *sale)
 static int put(fx_t *f, const char *sale, sk_sale_conf_t c, int *created)
 {
     sk_store_req_t r = {.op = SK_STORE_SALE_PUT, .conf = c};
-    snprintf(r.sale, sizeof(r.sale), "%s", sale);
+    snprintf(r.sale, sizeof(r.sale), "%.*s", SK_SALE_ID_MAX, sale);
     int err = run1(f, &r);
     if (created != NULL)
         *created = r.created;
@@ -170,7 +170,7 @@ static void put_ok(fx_t *f, const char *sale, sk_sale_conf_t c)
 static int view(fx_t *f, const char *sale, sk_sale_view_t *v)
 {
     sk_store_req_t r = {.op = SK_STORE_SALE_GET};
-    snprintf(r.sale, sizeof(r.sale), "%s", sale);
+    snprintf(r.sale, sizeof(r.sale), "%.*s", SK_SALE_ID_MAX, sale);
     int err = run1(f, &r);
     *v = r.view;
     sk_store_req_dispose(&r);
@@ -210,7 +210,7 @@ static int change(fx_t *f, const char *sale, uint64_t id, int op, sk_order_t *o)
 {
     sk_store_req_t r = {.op = op < 0 ? SK_STORE_ORDER_GET : SK_STORE_ORDER_CHANGE, .order_id = id};
     r.change = op < 0 ? SK_OP_CONFIRM_ORDER : (sk_order_op_t)op;
-    snprintf(r.sale, sizeof(r.sale), "%s", sale);
+    snprintf(r.sale, sizeof(r.sale), "%.*s", SK_SALE_ID_MAX, sale);
     int err = run1(f, &r);
     if (o != NULL) {
         *o = r.order;
@@ -616,7 +616,7 @@ static void order_list(void **state)
         assert_int_equal(take(f, s, u, 1, NULL, NULL, NULL), 0);
     }
     sk_store_req_t r = {.op = SK_STORE_ORDER_LIST, .order_id = 1, .limit = 3};
-    snprintf(r.sale, sizeof(r.sale), "%s", s);
+    snprintf(r.sale, sizeof(r.sale), "%.*s", SK_SALE_ID_MAX, s);
     assert_int_equal(run1(f, &r), 0);
     assert_int_equal(r.norders, 3);
     assert_int_equal(r.orders[0].id, 2);
@@ -625,7 +625,7 @@ static void order_list(void **state)
     assert_int_equal(r.more, 1);
     sk_store_req_dispose(&r);
     r = (sk_store_req_t){.op = SK_STORE_ORDER_LIST, .order_id = 4, .limit = 3};
-    snprintf(r.sale, sizeof(r.sale), "%s", s);
+    snprintf(r.sale, sizeof(r.sale), "%.*s", SK_SALE_ID_MAX, s);
     assert_int_equal(run1(f, &r), 0);
     assert_int_equal(r.norders, 1);
     assert_int_equal(r.orders[0].id, 5);
@@ -665,7 +665,7 @@ static void reopen(void **state)
 static int del(fx_t *f, const char *sale, sk_sale_view_t *v)
 {
     sk_store_req_t r = {.op = SK_STORE_SALE_DELETE};
-    snprintf(r.sale, sizeof(r.sale), "%s", sale);
+    snprintf(r.sale, sizeof(r.sale), "%.*s", SK_SALE_ID_MAX, sale);
     int err = run1(f, &r);
     if (v != NULL)
         *v = r.view;
@@ -990,7 +990,7 @@ static void embed_end_races_take(void **state)
     put_ok(f, s, conf_of(5, 0, 0));
     sk_store_req_t t, p = {.op = SK_STORE_SALE_PUT, .conf = conf_of(5, 0, 0)}, *r[2] = {&t, &p};
     take_init(&t, s, "delay-1", 1, NULL);
-    snprintf(p.sale, sizeof(p.sale), "%s", s);
+    snprintf(p.sale, sizeof(p.sale), "%.*s", SK_SALE_ID_MAX, s);
     p.conf.ends_at = now_s();
     run_n(f, r, 2);
     assert_int_equal(p.err, 0);
@@ -1005,7 +1005,7 @@ static void embed_end_races_take(void **state)
     put_ok(f, s2, conf_of(1, 0, 0));
     take_init(&t, s2, "delay-2", 1, NULL);
     p = (sk_store_req_t){.op = SK_STORE_SALE_PUT, .conf = conf_of(0, 0, 0)};
-    snprintf(p.sale, sizeof(p.sale), "%s", s2);
+    snprintf(p.sale, sizeof(p.sale), "%.*s", SK_SALE_ID_MAX, s2);
     run_n(f, r, 2);
     assert_int_equal(view(f, s2, &v), 0);
     if (t.err == 0) { /* the take won: the stock may not go under it */
