@@ -171,8 +171,11 @@ char *sk_url_redact(const char *url, char *out, size_t outlen)
         snprintf(out, outlen, "%s", url);
         return out;
     }
-    const char *auth = scheme + 3, *end = auth + strcspn(auth, "/?#"), *at = NULL;
-    for (const char *q = auth; q < end; q++) /* the last '@': a password may hold one */
+    /* the last '@' before a '#' or '?' ends the user info, as the Redis URL parsers read it: a
+     * password may hold '@' and '/' (redis_conn.c, redis_ha.c); an '@' further on in a path is
+     * starred too, which hides more than it must, never less */
+    const char *auth = scheme + 3, *end = auth + strcspn(auth, "?#"), *at = NULL;
+    for (const char *q = auth; q < end; q++)
         if (*q == '@')
             at = q;
     if (at == NULL) {

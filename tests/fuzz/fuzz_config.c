@@ -49,6 +49,18 @@ static const struct {
     {"shutdown-timeout", R_INT, NULL, 10, 0, 3600},
     {"redis-password-file", R_STR, NULL, 0, 0, 0},
     {"max-connections", R_INT, NULL, 0, 0, 100000000},
+    /* issue 14: the Redis store's failover */
+    {"redis-min-replicas", R_INT, NULL, 0, 0, 16},
+    {"redis-wait-timeout", R_INT, NULL, 100, 1, 1000},
+    /* issue 15: buyers, the wire, the admin listener (files and lists are read at start, not here) */
+    {"http2", R_BOOL, NULL, 0, 0, 1},
+    {"admin-hosts", R_STR, NULL, 0, 0, 0},
+    {"buyer-token-secret-file", R_STR, NULL, 0, 0, 0},
+    {"buyer-token-public-key", R_STR, NULL, 0, 0, 0},
+    {"buyer-token-leeway", R_INT, NULL, 30, 0, 3600},
+    {"buyer-token-audience", R_STR, NULL, 0, 0, 0},
+    {"user-header", R_STR, NULL, 0, 0, 0},
+    {"trusted-proxies", R_STR, NULL, 0, 0, 0},
 };
 #define K_PWFILE 15 /* its password goes into the store URL, when the file and the store allow */
 #define K_MAXCONN 16
@@ -64,8 +76,21 @@ typedef struct {
 static char *const *str_field(sk_config_t *c, size_t k)
 {
     char *const *f[] = {
-        [0] = &c->listen,   [1] = &c->admin_listen, [2] = &c->store,      [4] = &c->admin_token_file,
-        [5] = &c->log_file, [6] = &c->log_level,    [7] = &c->access_log, [K_PWFILE] = &c->redis_password_file};
+        [0] = &c->listen,
+        [1] = &c->admin_listen,
+        [2] = &c->store,
+        [4] = &c->admin_token_file,
+        [5] = &c->log_file,
+        [6] = &c->log_level,
+        [7] = &c->access_log,
+        [K_PWFILE] = &c->redis_password_file,
+        [20] = &c->admin_hosts,
+        [21] = &c->buyer_token_secret_file,
+        [22] = &c->buyer_token_public_key,
+        [24] = &c->buyer_token_audience,
+        [25] = &c->user_header,
+        [26] = &c->trusted_proxies,
+    };
     CHECK(k < sizeof(f) / sizeof(f[0]) && f[k] != NULL);
     return f[k];
 }
@@ -91,6 +116,14 @@ static int64_t int_field(const sk_config_t *c, size_t k)
         return c->idle_timeout;
     case 14:
         return c->shutdown_timeout;
+    case 17:
+        return c->redis_min_replicas;
+    case 18:
+        return c->redis_wait_timeout;
+    case 19:
+        return c->http2;
+    case 23:
+        return c->buyer_token_leeway;
     }
     CHECK(0);
     return 0;

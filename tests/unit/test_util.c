@@ -31,7 +31,10 @@ static void the_rest_is_kept(void **state)
 {
     (void)state;
     redact("redis://localhost:6379/0", "redis://localhost:6379/0");
-    redact("redis://h/with@in-the-path", "redis://h/with@in-the-path"); /* '@' after the authority */
+    /* an '@' after the authority: hidden too (the parsers read up to the last '@' before '#' or '?') */
+    redact("redis://h/with@in-the-path", "redis://***@in-the-path");
+    redact("redis://:pass/word@h:6379/0", "redis://:***@h:6379/0");
+    redact("redis-sentinel://:pw@a,b/0#mymaster", "redis-sentinel://:***@a,b/0#mymaster");
     redact("sqlite:/var/lib/seckill/seckill.db", "sqlite:/var/lib/seckill/seckill.db");
     redact("sqlite:./a@b.db", "sqlite:./a@b.db");
     redact("", "");
