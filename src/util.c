@@ -171,20 +171,24 @@ char *sk_url_redact(const char *url, char *out, size_t outlen)
         snprintf(out, outlen, "%s", url);
         return out;
     }
-    /* the last '@' before a '#' or '?' ends the user info, as the Redis URL parsers read it: a
-     * password may hold '@' and '/' (redis_conn.c, redis_ha.c); an '@' further on in a path is
-     * starred too, which hides more than it must, never less */
-    const char *auth = scheme + 3, *end = auth + strcspn(auth, "?#"), *at = NULL;
+    /* The user info is starred from after the user name (a ':' before the first '@') or from the
+     * start, up to the last '@' of the URL: whichever '@' a Redis URL parser takes to end it (a
+     * password may hold '@', '/', '#' or '?'), no byte of a password can show. An '@' later in a
+     * path or a master name is starred over too: more hidden than needed, never less. */
+    const char *auth = scheme + 3, *end = auth + strlen(auth), *first = NULL, *last = NULL;
     for (const char *q = auth; q < end; q++)
-        if (*q == '@')
-            at = q;
-    if (at == NULL) {
+        if (*q == '@') {
+            if (first == NULL)
+                first = q;
+            last = q;
+        }
+    if (last == NULL) {
         snprintf(out, outlen, "%s", url);
         return out;
     }
-    const char *colon = memchr(auth, ':', (size_t)(at - auth));
+    const char *colon = memchr(auth, ':', (size_t)(first - auth));
     /* redis://PASSWORD@host (no colon) is a password too, as the Redis store reads it */
     size_t keep = colon ? (size_t)(colon - url) : (size_t)(auth - url);
-    snprintf(out, outlen, "%.*s%s***%s", (int)keep, url, colon ? ":" : "", at);
+    snprintf(out, outlen, "%.*s%s***%s", (int)keep, url, colon ? ":" : "", last);
     return out;
 }
