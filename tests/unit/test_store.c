@@ -1064,6 +1064,30 @@ static void redis_dropped(void **state)
     assert_int_equal(sk_store_healthy(f->st), 1);
 }
 
+#define PROBE_MS 300 /* a PING not answered by then: Redis is asleep */
+
+/* Returns once Redis no longer answers a PING within PROBE_MS (it runs a DEBUG SLEEP sent
+ * before), within WAIT_MS. A fixed pause instead lost the race on a loaded CI machine. */
+static void redis_wait_asleep(void)
+{
+    int64_t until = sk_mono_ms() + WAIT_MS;
+    for (;;) {
+        assert_true(sk_mono_ms() < until);
+        redisContext *p = redisConnect("127.0.0.1", redis_port);
+        assert_true(p != NULL && p->err == 0);
+        struct timeval tv = {.tv_sec = 0, .tv_usec = PROBE_MS * 1000};
+        assert_int_equal(redisSetTimeout(p, tv), REDIS_OK);
+        redisReply *r = redisCommand(p, "PING");
+        int asleep = r == NULL;
+        if (r != NULL)
+            freeReplyObject(r);
+        redisFree(p);
+        if (asleep)
+            return;
+        usleep(10000);
+    }
+}
+
 /* Redis stalls past the deadline (DEBUG SLEEP): the take is answered unavailable (outcome
  * unknown). Redis runs it when it wakes, so the retry with the same request_id finds that
  * order: no second unit is taken. */
@@ -1076,14 +1100,16 @@ static void redis_deadline(void **state)
     assert_int_equal(take(f, s, "warm", 1, NULL, NULL, NULL), 0);
     redisContext *c = redisConnect("127.0.0.1", redis_port);
     assert_true(c != NULL && c->err == 0);
-    redisAppendCommand(c, "DEBUG SLEEP 2");
+    redisAppendCommand(c, "DEBUG SLEEP 4");
     int wdone = 0;
     while (!wdone)
         assert_int_equal(redisBufferWrite(c, &wdone), REDIS_OK);
-    usleep(50000); /* let Redis start sleeping before the take arrives */
+    redis_wait_asleep(); /* a loaded machine may take its time to start the sleep */
     int64_t t0 = sk_mono_ms();
     assert_int_equal(take(f, s, "alice", 1, "r-x", NULL, NULL), SK_EUNAVAILABLE);
-    assert_true(sk_mono_ms() - t0 < 1900); /* the deadline, not Redis, ended the wait */
+    /* Redis sleeps 4 s from at most PROBE_MS before t0: the deadline (SK_REDIS_TIMEOUT_MS), not
+     * Redis waking, ended the wait */
+    assert_true(sk_mono_ms() - t0 < 4000 - PROBE_MS - 200);
     void *rep = NULL;
     assert_int_equal(redisGetReply(c, &rep), REDIS_OK); /* Redis awake */
     freeReplyObject(rep);
