@@ -22,21 +22,29 @@ test-deps:
 run: deps all
 	./$(BUILD)/seckilld $(ARGS)
 
+# The e2e suite runs in PYTEST_JOBS processes (python3-pytest-xdist): its tests mostly wait on
+# servers, so three processes on two cores take half the time of one (docs/testing.md);
+# PYTEST_JOBS=0 runs it in this process. Without xdist installed (make e2e before make test-deps)
+# it runs in one process.
+PYTEST_JOBS ?= 3
+PYTEST = SECKILLD=$(CURDIR)/$(BUILD)/seckilld /usr/bin/python3 -m pytest -q \
+	$$(/usr/bin/python3 -c 'import xdist' 2>/dev/null && echo "-n $(PYTEST_JOBS)")
+
 test: test-deps all
 	cd $(BUILD) && ctest --output-on-failure
-	SECKILLD=$(CURDIR)/$(BUILD)/seckilld /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
+	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
 unit: all
 	cd $(BUILD) && ctest --output-on-failure
 
 e2e: all
-	SECKILLD=$(CURDIR)/$(BUILD)/seckilld /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
+	$(PYTEST) tests/e2e $(PYTEST_ARGS)
 
 # Redis high availability (tests/e2e/test_ha.py: a master, a replica, three redis-sentinel):
 # every failover case HA_RUNS times (`make test` runs each once). About 90 s.
 HA_RUNS ?= 3
 ha: test-deps all
-	SK_HA_RUNS=$(HA_RUNS) SECKILLD=$(CURDIR)/$(BUILD)/seckilld /usr/bin/python3 -m pytest -q tests/e2e/test_ha.py $(PYTEST_ARGS)
+	SK_HA_RUNS=$(HA_RUNS) $(PYTEST) tests/e2e/test_ha.py $(PYTEST_ARGS)
 
 asan:
 	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \

@@ -6,7 +6,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libh2o-evloop-dev libssl-dev zlib1g-dev libhiredis-dev libsqlite3-dev sqlite3
-      libjansson-dev libmimalloc-dev libcmocka-dev redis-server python3 python3-pytest curl apache2-utils wrk)
+      libjansson-dev libmimalloc-dev libcmocka-dev redis-server python3 python3-pytest python3-pytest-xdist curl apache2-utils wrk)
 # The tests only: the dashboard's browser test drives Debian's chromium through Debian's
 # chromium-driver with python3-selenium (docs/dashboard.md), and the systemd unit is checked with
 # systemd-analyze (package systemd, absent from minimal roots and containers); the buyer-token
