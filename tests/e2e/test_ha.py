@@ -34,9 +34,14 @@ PASSWORDS = {}  # port -> password, for the clusters that set them
 
 
 def cli(port, *args, timeout=5):
+    """redis-cli's answer, or None if it failed or gave none within `timeout` (a Redis stalled on
+    a busy disk's fsync: the callers' wait_for bounds decide how long that may last)."""
     auth = ["--no-auth-warning", "-a", PASSWORDS[port]] if port in PASSWORDS else []
-    p = subprocess.run([REDIS_CLI, "-h", HOST, "-p", str(port), "--raw"] + auth + [str(a) for a in args],
-                       capture_output=True, text=True, timeout=timeout)
+    try:
+        p = subprocess.run([REDIS_CLI, "-h", HOST, "-p", str(port), "--raw"] + auth + [str(a) for a in args],
+                           capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
     return p.stdout.strip() if p.returncode == 0 else None
 
 
@@ -485,7 +490,8 @@ def sentinel_log_has(cluster, text):
 
 def evals_on(port):
     """Script calls (and loads) a Redis has run since it started: INFO commandstats."""
-    out = cli(port, "INFO", "commandstats") or ""
+    out = cli(port, "INFO", "commandstats", timeout=30)
+    assert out is not None, f"no INFO commandstats from {port}"  # no answer must not read as "none"
     return {ln.split(":")[0]: ln for ln in out.split("\n")
             if ln.startswith(("cmdstat_eval", "cmdstat_evalsha", "cmdstat_script"))}
 
