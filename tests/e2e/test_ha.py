@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import HOST, REDIS_SERVER, Server, _pdeathsig, _track, free_port, request
+from conftest import HOST, REDIS_SERVER, Server, _pdeathsig, _track, free_port, redis_data_dir, request
 
 REDIS_SENTINEL = "/usr/bin/redis-sentinel"
 REDIS_CLI = "/usr/bin/redis-cli"
@@ -150,8 +150,9 @@ class Node:
     """One redis-server (appendfsync always) on its own port and directory."""
 
     def __init__(self, workdir, name, replicaof=None, password=None):
-        self.dir = os.path.join(workdir, name)
+        self.dir = os.path.join(workdir, name)  # its log
         os.makedirs(self.dir, exist_ok=True)
+        self.data = redis_data_dir(workdir, name)  # its AOF, kept over restarts (conftest)
         self.name = name
         self.port = free_port()
         self.replicaof = replicaof
@@ -162,7 +163,7 @@ class Node:
 
     def start(self):
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", HOST, "--appendonly", "yes",
-                "--appendfsync", "always", "--dir", self.dir, "--save", "", "--daemonize", "no",
+                "--appendfsync", "always", "--dir", self.data, "--save", "", "--daemonize", "no",
                 "--logfile", os.path.join(self.dir, "redis.log"), "--repl-timeout", "5",
                 "--repl-diskless-sync-delay", "0"]
         if self.replicaof:
