@@ -90,12 +90,11 @@ int sk_redis_map_parse(sk_redis_map_t *map, const void *reply, const char *asked
         long long lo = e->element[0]->integer, hi = e->element[1]->integer;
         const redisReply *m = e->element[2];
         if (lo < 0 || hi >= SK_REDIS_SLOTS || lo > hi || m->elements < 2 || m->element[0]->type != REDIS_REPLY_STRING ||
-            m->element[1]->type != REDIS_REPLY_INTEGER || m->element[1]->integer <= 0 ||
-            m->element[1]->integer > 65535)
+            m->element[1]->type != REDIS_REPLY_INTEGER || m->element[1]->integer <= 0 || m->element[1]->integer > 65535)
             return -1;
         /* an empty or unknown endpoint ("" or "?") means the node we asked */
-        const char *host = m->element[0]->len == 0 || strcmp(m->element[0]->str, "?") == 0 ? asked_host
-                                                                                            : m->element[0]->str;
+        const char *host =
+            m->element[0]->len == 0 || strcmp(m->element[0]->str, "?") == 0 ? asked_host : m->element[0]->str;
         int port = (int)m->element[1]->integer, k;
         if (strlen(host) >= sizeof(map->nodes[0].host))
             return -1;
@@ -348,4 +347,107 @@ void sk_redis_cluster_copy(sk_redis_cluster_t *cl, sk_redis_map_t *out)
     pthread_mutex_lock(&cl->mu);
     *out = cl->map;
     pthread_mutex_unlock(&cl->mu);
+}
+
+/* ---- the layout before issue 16 ---- */
+
+/* Runs the appended commands' replies off c; -1 on a lost connection or an error reply. */
+static int drain(redisContext *c, int n)
+{
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(c, (void **)&r) != REDIS_OK)
+            return -1;
+        if (r->type == REDIS_REPLY_ERROR)
+            rc = -1;
+        freeReplyObject(r);
+    }
+    return rc;
+}
+
+int sk_redis_layout_migrate(void *ctx)
+{
+    redisContext *c = ctx;
+    redisReply *sales = NULL, *holding = NULL, *tomb = NULL, *r;
+    int rc = -1, n = 0;
+    char slot[16];
+    if ((r = redisCommand(c, "EXISTS sk:sales sk:holding sk:tombstones")) == NULL)
+        return -1;
+    long long old = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    if (old <= 0)
+        return old == 0 ? 0 : -1;
+    sales = redisCommand(c, "SMEMBERS sk:sales");
+    holding = redisCommand(c, "SMEMBERS sk:holding");
+    tomb = redisCommand(c, "HGETALL sk:tombstones");
+    if (sales == NULL || holding == NULL || tomb == NULL || sales->type != REDIS_REPLY_ARRAY ||
+        holding->type != REDIS_REPLY_ARRAY || tomb->type != REDIS_REPLY_ARRAY)
+        goto out;
+    for (size_t i = 0; i < sales->elements; i++) {
+        const redisReply *e = sales->element[i];
+        int s = sk_redis_sale_slot(e->str, e->len);
+        snprintf(slot, sizeof(slot), "%d", s);
+        redisAppendCommand(c, "SADD sk:idx:{i}:slots %s", slot);
+        redisAppendCommand(c, "SADD sk:slot:{%s}:sales %b", sk_redis_slot_tag(s), e->str, e->len);
+        if ((n += 2) >= 1000) {
+            if (drain(c, n) != 0)
+                goto out;
+            n = 0;
+        }
+    }
+    /* a held sale's earliest deadline into its slot's sweep list and the index (due_add.lua's
+     * steps): ZRANGE first, one at a time */
+    for (size_t i = 0; i < holding->elements; i++) {
+        const redisReply *e = holding->element[i];
+        int s = sk_redis_sale_slot(e->str, e->len);
+        if (drain(c, n) != 0)
+            goto out;
+        n = 0;
+        r = redisCommand(c, "ZRANGE sk:{%b}:holds 0 0 WITHSCORES", e->str, e->len);
+        if (r == NULL)
+            goto out;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+            snprintf(slot, sizeof(slot), "%d", s);
+            redisAppendCommand(c, "ZADD sk:slot:{%s}:due LT %s %b", sk_redis_slot_tag(s), r->element[1]->str, e->str,
+                               e->len);
+            redisAppendCommand(c, "ZADD sk:idx:{i}:due LT %s %s", r->element[1]->str, slot);
+            redisAppendCommand(c, "HINCRBY sk:idx:{i}:ver %s 1", slot);
+            n += 3;
+        }
+        freeReplyObject(r);
+    }
+    /* tombstones: the larger last order id wins (a start that stopped half-way runs again) */
+    for (size_t i = 0; i + 1 < tomb->elements; i += 2) {
+        const redisReply *id = tomb->element[i], *last = tomb->element[i + 1];
+        const char *tag = sk_redis_slot_tag(sk_redis_sale_slot(id->str, id->len));
+        if (drain(c, n) != 0)
+            goto out;
+        n = 0;
+        r = redisCommand(c, "HGET sk:slot:{%s}:tombstones %b", tag, id->str, id->len);
+        if (r == NULL)
+            goto out;
+        if (r->type != REDIS_REPLY_STRING || strtoll(r->str, NULL, 10) < strtoll(last->str, NULL, 10)) {
+            redisAppendCommand(c, "HSET sk:slot:{%s}:tombstones %b %b", tag, id->str, id->len, last->str, last->len);
+            n++;
+        }
+        freeReplyObject(r);
+    }
+    if (drain(c, n) != 0)
+        goto out;
+    /* only now: a start that stops half-way finds the old keys again and goes on */
+    if ((r = redisCommand(c, "DEL sk:sales sk:holding sk:tombstones")) == NULL)
+        goto out;
+    freeReplyObject(r);
+    sk_log(SK_LOG_INFO, "event=redis_layout_migrated sales=%zu holding=%zu tombstones=%zu", sales->elements,
+           holding->elements, tomb->elements / 2);
+    rc = 1;
+out:
+    if (sales != NULL)
+        freeReplyObject(sales);
+    if (holding != NULL)
+        freeReplyObject(holding);
+    if (tomb != NULL)
+        freeReplyObject(tomb);
+    return rc;
 }

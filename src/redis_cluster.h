@@ -71,4 +71,10 @@ int sk_redis_map_parse(sk_redis_map_t *map, const void *reply, const char *asked
  * and address; 0 for any other error text. */
 int sk_redis_redirect_parse(const char *err, int *slot, char *host, size_t hostlen, int *port);
 
+/* Moves the keys of the layout before issue 16 (sk:sales, sk:holding, sk:tombstones: docs/redis.md,
+ * "Migration") into the per-slot ones, on a blocking hiredis context (a redisContext *) of a
+ * standalone Redis, at start; the old keys go last, so a migration cut short runs again at the next
+ * start. 1 when it migrated, 0 when there was nothing to migrate, -1 on an error. */
+int sk_redis_layout_migrate(void *c);
+
 #endif

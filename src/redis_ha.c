@@ -18,6 +18,7 @@
 #include <string.h>
 #include "log.h"
 #include "redis_adapter.h"
+#include "redis_cluster.h"
 #include "redis_conn_internal.h"
 #include "store.h"
 #include "util.h"
@@ -758,6 +759,11 @@ int sk_redis_check_start(const sk_redis_conf_t *conf, char *err, size_t errlen)
     freeReplyObject(r);
     if (rc == 0)
         check_persistence(c, where);
+    if (rc == 0 && !conf->cluster && sk_redis_layout_migrate(c) < 0)
+        sk_log(SK_LOG_ERROR,
+               "event=redis_layout_migration_failed master=%s hint=\"sales made before issue 16 are "
+               "not listed or swept until a start migrates them (docs/redis.md, Migration)\"",
+               where);
 out:
     if (c != NULL)
         redisFree(c);

@@ -374,7 +374,7 @@ static void on_zero(h2o_timeout_entry_t *e);
 static node_t *node_find(worker_t *w, const char *host, int port, int *at)
 {
     for (int i = 0; i < w->nnodes; i++)
-        if (w->nodes[i]->port == port && strcmp(w->nodes[i]->host, host) == 0) {
+        if (w->nodes[i] != NULL && w->nodes[i]->port == port && strcmp(w->nodes[i]->host, host) == 0) {
             *at = i;
             return w->nodes[i];
         }

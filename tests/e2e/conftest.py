@@ -251,7 +251,24 @@ class RedisCluster:
         if out.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
         self.wait_ok()
+        deadline = time.monotonic() + 30
+        while not self.replicas_synced():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster's replicas did not sync")
+            time.sleep(0.05)
         return self
+
+    def replicas_synced(self):
+        """Every live master has its replicas connected and in sync (WAIT 1 answers)."""
+        try:
+            for p in self.masters():
+                info = resp(p, "INFO", "replication")
+                n = int(re.search(r"connected_slaves:(\d+)", info).group(1))
+                if n < self.nreplicas or "state=online" not in info:
+                    return False
+            return True
+        except OSError:
+            return False
 
     def wait_ok(self, timeout=30.0, masters=None):
         """Until every live node says cluster_state:ok and sees `masters` masters serving all
@@ -276,17 +293,28 @@ class RedisCluster:
         owners = {(r[2][0], r[2][1]) for r in slots}
         return sum(r[1] - r[0] + 1 for r in slots) == 16384 and len(owners) == masters
 
+    def restart(self, port):
+        """Starts a killed node again on its port and directory (it rejoins from nodes.conf)."""
+        if not self._spawn(port):
+            raise RuntimeError(f"cluster node {port} did not restart")
+
     def live_ports(self):
         return [p for p, proc in self.nodes.items() if proc.poll() is None]
 
     def masters(self):
         """Ports of the live masters, each with the slot ranges it serves."""
-        out = {}
         for p in self.live_ports():
-            for r in resp(p, "CLUSTER", "SLOTS"):
+            try:
+                slots = resp(p, "CLUSTER", "SLOTS")
+            except OSError:
+                continue  # a node starting again
+            if not isinstance(slots, list) or not slots:
+                continue
+            out = {}
+            for r in slots:
                 out.setdefault(int(r[2][1]), []).append((r[0], r[1]))
-            break
-        return out
+            return out
+        raise RuntimeError("no cluster node answers CLUSTER SLOTS")
 
     def master_of_slot(self, slot):
         for port, ranges in self.masters().items():
