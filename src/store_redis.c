@@ -27,7 +27,8 @@
  * calls then alternate over two connections per worker. Under Sentinel, worker 0 also runs the
  * +switch-master watch (redis_ha.c), which moves every worker's connections.
  *
- * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS). */
+ * Worker 0 of each instance also sweeps held orders past their deadline: it asks the index for
+ * the slots due (at the next deadline, and at least every SWEEP_IDLE_MS), and reaps only those. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +55,7 @@
 #define BATCH_MAX 128          /* takes per script call (SECKILL_REDIS_BATCH may lower it) */
 #define SOLDOUT_TTL_MS 250     /* how long a learned sold-out is trusted while connected */
 #define BG_TICK_MS 100         /* worker 0's background timer */
-#define REAP_EVERY_MS 300      /* worker 0 sweeps expired holds this often */
+#define SWEEP_IDLE_MS 1000     /* worker 0 asks for due slots at least this often (a hold lasts >= 1 s) */
 /* holds per reap call (~5 ms of Redis); a sale with more due gets the next call at once */
 #define REAP_MAX 1000
 
@@ -1183,16 +1184,27 @@ static void reap_slot(worker_t *w, int slot, long long ver)
     sweep_send(w, cmd);
 }
 
-/* due_get.lua's answer: {now, slot, version, ...}: a reap for each slot. */
+/* due_get.lua's answer: {now ms, next deadline, slot, version, ...}: a reap for each slot, and
+ * the next ask when the next deadline comes (at the latest SWEEP_IDLE_MS from now: a hold made
+ * since, by any instance, is due a second after it was made at the earliest). */
 static void due_get_done(worker_t *w, redisReply *rep)
 {
-    long long slot, ver;
+    long long now_ms, next, slot, ver;
+    size_t n = 0;
     w->reaping--;
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+    if (reply_code(rep, &now_ms) != 0 || el_int(rep, 1, &next) != 0)
         return;
-    for (size_t i = 1; i + 1 < rep->elements; i += 2)
-        if (el_int(rep, i, &slot) == 0 && el_int(rep, i + 1, &ver) == 0 && slot >= 0 && slot < SK_REDIS_SLOTS)
+    for (size_t i = 2; i + 1 < rep->elements; i += 2)
+        if (el_int(rep, i, &slot) == 0 && el_int(rep, i + 1, &ver) == 0 && slot >= 0 && slot < SK_REDIS_SLOTS) {
             reap_slot(w, (int)slot, ver);
+            n++;
+        }
+    int64_t wait = SWEEP_IDLE_MS;
+    if (n >= DUE_SLOTS_MAX) /* more may be due: again once these are reaped */
+        wait = 0;
+    else if (next >= 0 && next < INT64_MAX / 1000 && next * 1000 - now_ms < wait)
+        wait = next * 1000 - now_ms < 0 ? 0 : next * 1000 - now_ms;
+    w->next_reap = sk_mono_ms() + wait;
 }
 
 /* reap.lua's answer: {handled, more, next deadline}: again while more are due, then the slot's
@@ -1229,7 +1241,7 @@ static void on_bg(h2o_timeout_entry_t *e)
     if (w->index == 0 && w->reaping == 0 && now >= w->next_reap && index_ready(w)) {
         cmd_t *cmd = cmd_new(w, C_DUE_GET, S_DUE_GET);
         cmd->slot = w->r->idx_slot;
-        w->next_reap = now + REAP_EVERY_MS;
+        w->next_reap = now + SWEEP_IDLE_MS; /* until its answer says when */
         sweep_send(w, cmd);
     }
     h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);

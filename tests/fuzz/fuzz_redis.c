@@ -473,7 +473,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 put_shaped(&bufs[i], &f, "iii", 0, 0);
                 break;
             case SK_REDIS_R_DUE_GET:
-                put_shaped(&bufs[i], &f, "iii", 2, fz_u8(&f) % 4);
+                put_shaped(&bufs[i], &f, "iiii", 2, fz_u8(&f) % 4);
                 break;
             case SK_REDIS_R_DUE_SET:
                 put_shaped(&bufs[i], &f, "ii", 0, 0);

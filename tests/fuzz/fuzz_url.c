@@ -435,9 +435,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_url(s, NULL);
     /* the same bytes after a scheme, so that the parser gets past its prefix */
     if (size > 0 && data[0] < 0x20) {
-        static const char *const schemes[] = {"redis://",   "sqlite:", "redis://:", "redis://u:",
-                                              "redis-cluster://", "redis-cluster://u:", "redis-cluster://h,",
-                                              "redis-cluster://:p@"};
+        static const char *const schemes[] = {"redis://",           "sqlite:",
+                                              "redis://:",          "redis://u:",
+                                              "redis-cluster://",   "redis-cluster://u:",
+                                              "redis-cluster://h,", "redis-cluster://:p@"};
         const char *sch = schemes[data[0] & 7];
         char *t = malloc(strlen(sch) + size);
         CHECK(t != NULL);

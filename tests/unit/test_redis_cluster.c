@@ -54,9 +54,9 @@ static void test_redirects(void **state)
     assert_int_equal(slot, 16383);
     assert_string_equal(host, "::1");
     assert_int_equal(port, 7000);
-    static const char *const bad[] = {"MOVED", "MOVED 16384 h:1", "MOVED -1 h:1", "MOVED 1 h", "MOVED 1 :1",
-                                      "MOVED 1 h:0", "MOVED 1 h:70000", "MOVED 1 h:1x", "ERR MOVED 1 h:1",
-                                      "TRYAGAIN", "ASK 1h:1"};
+    static const char *const bad[] = {"MOVED",           "MOVED 16384 h:1", "MOVED -1 h:1",    "MOVED 1 h",
+                                      "MOVED 1 :1",      "MOVED 1 h:0",     "MOVED 1 h:70000", "MOVED 1 h:1x",
+                                      "ERR MOVED 1 h:1", "TRYAGAIN",        "ASK 1h:1"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(sk_redis_redirect_parse(bad[i], &slot, host, sizeof(host), &port), 0);
 }
@@ -126,8 +126,8 @@ static void test_urls(void **state)
     assert_string_equal(c.password, "p@ss");
     assert_int_equal(c.db, 0);
     sk_redis_conf_dispose(&c);
-    static const char *const bad[] = {"redis-cluster://",       "redis-cluster://h1,",    "redis-cluster://,h1",
-                                      "redis-cluster://h1/0",   "redis-cluster://h:0",    "redis-cluster://h:x",
+    static const char *const bad[] = {"redis-cluster://",         "redis-cluster://h1,",  "redis-cluster://,h1",
+                                      "redis-cluster://h1/0",     "redis-cluster://h:0",  "redis-cluster://h:x",
                                       "redis-cluster://:secret@", "redis-cluster://h:1#m"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         assert_int_equal(sk_redis_conf_parse(&c, bad[i], err, sizeof(err)), -1);
@@ -139,8 +139,8 @@ static void test_urls(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_slots),     cmocka_unit_test(test_tags), cmocka_unit_test(test_redirects),
-        cmocka_unit_test(test_map),       cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_slots), cmocka_unit_test(test_tags), cmocka_unit_test(test_redirects),
+        cmocka_unit_test(test_map),   cmocka_unit_test(test_urls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
