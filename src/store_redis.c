@@ -143,7 +143,7 @@ static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":ri
 static const char IDX_SLOTS[] = "sk:idx:{i}:slots"; /* set: slots that may hold sales (put adds first) */
 static const char IDX_DUE[] = "sk:idx:{i}:due";     /* sorted set: slot -> its earliest deadline (or earlier) */
 static const char IDX_VER[] = "sk:idx:{i}:ver";     /* hash: slot -> version (due_add.lua moves it on) */
-#define DUE_SLOTS_MAX 100                           /* due slots per sweep call */
+#define DUE_SLOTS_MAX 1000                          /* due slots per sweep call */
 #define REDIRECTS_MAX 5                             /* MOVED / ASK followed per command */
 
 typedef struct redis_s {
