@@ -273,8 +273,8 @@ static void *map_main(void *arg)
             continue;
         }
         int64_t wait = cl->asked ? MAP_MIN_MS - (now - last) : MAP_EVERY_MS - (now - last);
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
+        struct timespec ts; /* cv waits on the monotonic clock (sk_redis_cluster_start) */
+        clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_sec += wait / 1000;
         ts.tv_nsec += (wait % 1000) * 1000000;
         if (ts.tv_nsec >= 1000000000) {
@@ -294,8 +294,12 @@ sk_redis_cluster_t *sk_redis_cluster_start(const sk_redis_conf_t *conf)
     memset(cl->map.slot_node, 0xff, sizeof(cl->map.slot_node));
     atomic_init(&cl->version, 0);
     atomic_init(&cl->complete, 0);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a wall clock that steps moves no wait */
     pthread_mutex_init(&cl->mu, NULL);
-    pthread_cond_init(&cl->cv, NULL);
+    pthread_cond_init(&cl->cv, &ca);
+    pthread_condattr_destroy(&ca);
     sk_redis_slot_tag(0); /* the tags, before any worker needs them */
     fetch(cl);            /* the first map before the workers start: their first commands need it */
     cl->asked = !atomic_load(&cl->complete);
