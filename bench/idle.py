@@ -10,6 +10,7 @@ whole run, every /healthz answer that was not 200.
 
     SECKILLD=build/seckilld /usr/bin/python3 bench/idle.py            # 100,000 sales
     SALES=20000 IDLE_SECONDS=10 /usr/bin/python3 bench/idle.py
+    CLUSTER=3 /usr/bin/python3 bench/idle.py    # on a Redis Cluster of 3 masters: calls summed over them
 
 Redis runs with appendfsync everysec here: the figure is a count of calls, and 150,000 fsynced
 writes would only make the set-up slow."""
@@ -28,6 +29,7 @@ SECKILLD = os.environ.get("SECKILLD", os.path.join(os.path.dirname(__file__), ".
 SALES = int(os.environ.get("SALES", "100000"))
 IDLE = float(os.environ.get("IDLE_SECONDS", "30"))
 DUE = int(os.environ.get("DUE", "2000"))
+CLUSTER = int(os.environ.get("CLUSTER", "0"))
 
 
 def free_port():
@@ -59,12 +61,13 @@ def resp(port, *args):
         return read()
 
 
-def commandstats(port):
+def commandstats(ports):
     out = {}
-    for line in resp(port, "INFO", "commandstats").splitlines():
-        if line.startswith("cmdstat_"):
-            name, rest = line[8:].split(":", 1)
-            out[name] = int(dict(kv.split("=") for kv in rest.split(","))["calls"])
+    for port in ports:
+        for line in resp(port, "INFO", "commandstats").splitlines():
+            if line.startswith("cmdstat_"):
+                name, rest = line[8:].split(":", 1)
+                out[name] = out.get(name, 0) + int(dict(kv.split("=") for kv in rest.split(","))["calls"])
     return out
 
 
@@ -114,19 +117,34 @@ def start_seckilld(url, workdir, name):
 
 def main():
     work = tempfile.mkdtemp(prefix="sk-idle-")
-    rport = free_port()
-    redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", HOST, "--save", "", "--appendonly",
-                              "yes", "--appendfsync", "everysec", "--dir", work, "--logfile",
-                              os.path.join(work, "redis.log")])
-    procs = [redis]
+    procs = []
+    cluster = None
     try:
-        while True:
-            try:
-                if resp(rport, "PING") == "PONG":
-                    break
-            except OSError:
-                time.sleep(0.05)
-        url = f"redis://{HOST}:{rport}"
+        if CLUSTER:
+            sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+            import conftest  # the e2e suite's RedisCluster
+            cluster = conftest.RedisCluster(work, masters=CLUSTER, replicas=0).start()
+            masters = sorted(cluster.masters())
+            url = cluster.url
+
+            def node_of(sale):
+                return cluster.master_of_slot(conftest.key_slot(sale))
+        else:
+            rport = free_port()
+            procs.append(subprocess.Popen(["redis-server", "--port", str(rport), "--bind", HOST, "--save", "",
+                                           "--appendonly", "yes", "--appendfsync", "everysec", "--dir", work,
+                                           "--logfile", os.path.join(work, "redis.log")]))
+            while True:
+                try:
+                    if resp(rport, "PING") == "PONG":
+                        break
+                except OSError:
+                    time.sleep(0.05)
+            masters = [rport]
+            url = f"redis://{HOST}:{rport}"
+
+            def node_of(sale):
+                return rport
         insts = [start_seckilld(url, work, f"seckilld{i}") for i in range(2)]
         procs += [p for p, _, _ in insts]
         (_, pub, adm) = insts[0]
@@ -156,36 +174,38 @@ def main():
         ht.start()
 
         time.sleep(2)  # the set-up's last answers and sweeps
-        before, t1 = commandstats(rport), time.monotonic()
+        before, t1 = commandstats(masters), time.monotonic()
         time.sleep(IDLE)
-        after, t2 = commandstats(rport), time.monotonic()
+        after, t2 = commandstats(masters), time.monotonic()
         secs = t2 - t1
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-        delta["info"] = delta.get("info", 0) - 1  # our own INFO
+        delta["info"] = delta.get("info", 0) - len(masters)  # our own INFO
         delta = {k: v for k, v in delta.items() if v > 0}
         total = sum(delta.values())
-        print(f"idle {secs:.1f} s, 2 instances x 2 threads: {total} calls = {total / secs:.1f}/s = "
+        print(f"idle {secs:.1f} s, 2 instances x 2 threads, {len(masters)} Redis master(s): {total} calls = {total / secs:.1f}/s = "
               f"{total / secs / 2:.1f}/s per instance", flush=True)
         for k, v in sorted(delta.items(), key=lambda kv: -kv[1]):
             print(f"  {k:<20} {v:>7} {v / secs / 2:8.2f}/s per instance")
 
         # deadlines: DUE new held orders, 5 s
-        now = int(resp(rport, "TIME")[0])
+        now = int(resp(masters[0], "TIME")[0])
         parallel(adm, [("PUT", f"/v1/sales/d{i}", {"stock": 1, "hold_seconds": 5}) for i in range(DUE)])
         st = parallel(pub, [("POST", f"/v1/sales/d{i}/orders", {"user": "u"}) for i in range(DUE)])
         assert all(s == 201 for s in st), set(st)
-        exp = max(int(resp(rport, "HGET", "sk:{d%d}:orders" % i, "1").split("\t")[3]) for i in range(DUE))
+        exp = max(int(resp(node_of(f"d{i}"), "HGET", "sk:{d%d}:orders" % i, "1").split("\t")[3])
+                  for i in range(DUE))
         left = set(range(DUE))
         while left:
-            left = {i for i in left if not resp(rport, "HGET", "sk:{d%d}:orders" % i, "1").startswith("expired")}
+            left = {i for i in left
+                    if not resp(node_of(f"d{i}"), "HGET", "sk:{d%d}:orders" % i, "1").startswith("expired")}
             if left:
                 time.sleep(0.02)
         # how late each expiry was recorded: its stream entry's id is Redis's clock (ms) then
         lates = []
         for i in range(DUE):
-            entry = resp(rport, "XREVRANGE", "sk:{d%d}:stream" % i, "+", "-", "COUNT", 1)[0]
+            entry = resp(node_of(f"d{i}"), "XREVRANGE", "sk:{d%d}:stream" % i, "+", "-", "COUNT", 1)[0]
             assert entry[1][1] == "expired", entry
-            due = int(resp(rport, "HGET", "sk:{d%d}:orders" % i, "1").split("\t")[3])
+            due = int(resp(node_of(f"d{i}"), "HGET", "sk:{d%d}:orders" % i, "1").split("\t")[3])
             lates.append(int(entry[0].split("-")[0]) / 1000 - due)
         lates.sort()
         print(f"deadlines: {DUE} holds taken at {now}, the last due at {exp}: expiry "
@@ -201,6 +221,8 @@ def main():
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if cluster is not None:
+            cluster.stop()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@
 
 #define TICK_MS 50          /* housekeeping timer */
 #define PROBE_IDLE_MS 200   /* an idle connection is probed (ROLE) this often */
+/* under Redis Cluster, a connection per master and worker: probed less often (a lost master
+ * drops its connection at once; a stalled one is noticed within PROBE + TIMEOUT; its cluster's
+ * own failover takes cluster-node-timeout, seconds) */
+#define PROBE_IDLE_CLUSTER_MS 1000
 #define BACKOFF_MIN_MS 50   /* reconnect backoff, doubling up to the max */
 #define BACKOFF_MAX_MS 1000
 #define LOG_EVERY_MS 1000   /* Redis error replies are logged at most this often per connection */
@@ -614,7 +618,8 @@ static void on_tick(h2o_timeout_entry_t *e)
     if (c->ac == NULL && c->disc == NULL && !c->closing && now >= c->retry_at)
         conn_connect(c);
     /* with commands in flight their deadlines watch the connection */
-    if (c->ready && c->pending == 0 && now - c->last_send >= PROBE_IDLE_MS) {
+    if (c->ready && c->pending == 0 &&
+        now - c->last_send >= (c->conf->cluster ? PROBE_IDLE_CLUSTER_MS : PROBE_IDLE_MS)) {
         sk_redis_cmd_t *cmd = sk_calloc(1, sizeof(*cmd));
         cmd->cb = probe_done;
         if (sk_redis_send(c, cmd, SK_REDIS_ARGS("ROLE")) != 0)
