@@ -145,6 +145,7 @@ static const char IDX_DUE[] = "sk:idx:{i}:due";     /* sorted set: slot -> its e
 static const char IDX_VER[] = "sk:idx:{i}:ver";     /* hash: slot -> version (due_add.lua moves it on) */
 #define DUE_SLOTS_MAX 1000                          /* due slots per sweep call */
 #define REDIRECTS_MAX 5                             /* MOVED / ASK followed per command */
+#define DUE_RETRY_MAX 256                           /* failed due_add calls kept for a retry, per worker */
 
 typedef struct redis_s {
     sk_store_t super;
@@ -209,6 +210,12 @@ typedef struct worker_s {
     unsigned map_version;              /* of the map copied into nodes and slot_node */
     uint8_t slot_node[SK_REDIS_SLOTS]; /* index into nodes, 0xff: no master known */
     node_t *dead;                      /* nodes out of the map, disposed of on the next turn */
+    /* due_add calls that failed (index unreachable, refused): sent again on the next tick */
+    struct {
+        int slot;
+        long long deadline;
+    } due_retry[DUE_RETRY_MAX];
+    size_t ndue_retry;
 } worker_t;
 
 typedef enum cmd_type_e {
@@ -851,6 +858,25 @@ static int may_send(worker_t *w, wsale_t *ws)
            ws->qlen >= w->r->batch_max;
 }
 
+/* A slot's deadline that did not reach the index: sent again on the next tick (the earliest per
+ * slot). Only past DUE_RETRY_MAX is one lost: the hold still expires (every read and write of its
+ * sale reaps it), only the sweep does not return its units before the slot is indexed again. */
+static void due_retry_add(worker_t *w, int slot, long long deadline)
+{
+    for (size_t i = 0; i < w->ndue_retry; i++)
+        if (w->due_retry[i].slot == slot) {
+            if (deadline < w->due_retry[i].deadline)
+                w->due_retry[i].deadline = deadline;
+            return;
+        }
+    if (w->ndue_retry == DUE_RETRY_MAX) {
+        sk_log(SK_LOG_WARN, "event=redis_due_index_lost slot=%d deadline=%lld", slot, deadline);
+        return;
+    }
+    w->due_retry[w->ndue_retry].slot = slot;
+    w->due_retry[w->ndue_retry++].deadline = deadline;
+}
+
 static void due_add(worker_t *w, int slot, long long deadline)
 {
     cmd_t *cmd = cmd_new(w, C_DUE_ADD, S_DUE_ADD);
@@ -858,9 +884,7 @@ static void due_add(worker_t *w, int slot, long long deadline)
     cmd->sslot = slot;
     cmd->next = deadline;
     if (cmd_send(cmd) != 0) {
-        /* the hold still expires (every read and write of the sale reaps it): only the sweep
-         * will not return its units before the slot is indexed again */
-        sk_log(SK_LOG_WARN, "event=redis_due_index_lost slot=%d deadline=%lld", slot, deadline);
+        due_retry_add(w, slot, deadline);
         free(cmd);
     }
 }
@@ -1238,6 +1262,12 @@ static void on_bg(h2o_timeout_entry_t *e)
         if (atomic_load(&w->r->shared.nbad) > 0 || atomic_load(&w->r->shared.nrefusing) > 0)
             sk_redis_cluster_refresh(w->r->cl);
     }
+    if (w->ndue_retry > 0 && index_ready(w)) {
+        size_t n = w->ndue_retry;
+        w->ndue_retry = 0; /* what fails again comes back */
+        for (size_t i = 0; i < n; i++)
+            due_add(w, w->due_retry[i].slot, w->due_retry[i].deadline);
+    }
     if (w->index == 0 && w->reaping == 0 && now >= w->next_reap && index_ready(w)) {
         cmd_t *cmd = cmd_new(w, C_DUE_GET, S_DUE_GET);
         cmd->slot = w->r->idx_slot;
@@ -1318,6 +1348,9 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
         w->reaping--;
         break;
     case C_DUE_ADD:
+        if (rep == NULL || rep->type == REDIS_REPLY_ERROR) /* it may have run: adding again is harmless */
+            due_retry_add(w, cmd->sslot, cmd->next);
+        break;
     case C_ASKING:
         break;
     case C_WAIT:
@@ -1391,8 +1424,7 @@ static int redis_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store
     worker_t *w = worker_new(r, env);
     (void)err;
     (void)errlen;
-    if (w->index == 0 || r->cl != NULL)
-        h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
+    h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg); /* every worker: retries, the map; worker 0: the sweep */
     w->two = r->conf.min_replicas > 0;
     if (r->cl != NULL) { /* a connection per master instead (cluster_sync) */
         memset(w->slot_node, 0xff, sizeof(w->slot_node));
@@ -1579,6 +1611,7 @@ void sk_store_redis_offline_reset(sk_store_worker_t *super)
     sk_map_dispose(&w->sales, ws_free);
     sk_map_init(&w->sales);
     w->reaping = 0;
+    w->ndue_retry = 0;
     atomic_store(&w->r->gen, 0);
 }
 

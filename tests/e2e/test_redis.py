@@ -174,3 +174,36 @@ def test_old_layout_is_migrated_at_start(make_server, store):
     srv.restart()
     assert sorted(x["sale"] for x in srv.adm("GET", "/v1/sales").body["sales"]) == ["gone", "old"]
     assert "redis_layout_migrated" not in srv.stderr_tail()
+
+
+@redis_only
+def test_sweep_index_update_is_retried(make_server, store):
+    """A take's due_add.lua that Redis refuses (here an ACL keeps the user off the index of
+    deadlines) is sent again until it goes through: the hold is then swept at once, though no
+    other hold was made in its slot."""
+    port = store.redis.port
+    allowed = ["~sk:{*", "~sk:slot:*", "~sk:idx:{i}:slots", "~sk:sales", "~sk:holding", "~sk:tombstones"]
+    cli(port, "ACL", "SETUSER", "seck", "on", ">pw", "+@all", *allowed)
+    srv = Server(f"redis://seck:pw@{HOST}:{port}", str(store.redis.dir) + "-acl", name="acl")
+    os.makedirs(srv.workdir, exist_ok=True)
+    srv.start()
+    try:
+        srv.put_sale("h", stock=3, hold_seconds=1)
+        r = srv.take("h", user="ann")
+        assert r.status == 201 and r.body["status"] == "held", r
+        due = r.body["expires_at"]
+        # past the deadline: the book still says held (neither the take's index update nor the
+        # sweep's read of the index got through)
+        while int(cli(port, "TIME").split("\n")[0]) < due + 1:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert cli(port, "HGET", "sk:{h}:orders", "1").startswith("held\t")
+        assert cli(port, "EXISTS", "sk:idx:{i}:due").strip() == "0"
+        cli(port, "ACL", "SETUSER", "seck", "~sk:idx:*")
+        deadline = time.monotonic() + 5
+        while not cli(port, "HGET", "sk:{h}:orders", "1").startswith("expired\t"):
+            assert time.monotonic() < deadline, "the hold was never swept"
+            time.sleep(0.05)
+        assert srv.sale("h")["held"] == 0
+    finally:
+        assert srv.stop() == 0
