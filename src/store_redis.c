@@ -146,6 +146,7 @@ static const char IDX_VER[] = "sk:idx:{i}:ver";     /* hash: slot -> version (du
 #define DUE_SLOTS_MAX 1000                          /* due slots per sweep call */
 #define REDIRECTS_MAX 5                             /* MOVED / ASK followed per command */
 #define DUE_RETRY_MAX 256                           /* failed due_add calls kept for a retry, per worker */
+#define REINDEX_PER_TICK 200                        /* slots read per 100 ms by the reindex at start */
 
 typedef struct redis_s {
     sk_store_t super;
@@ -216,6 +217,11 @@ typedef struct worker_s {
         long long deadline;
     } due_retry[DUE_RETRY_MAX];
     size_t ndue_retry;
+    /* worker 0, once after start: every slot's earliest deadline into the index, for the
+     * due_add calls an instance that died took with it */
+    int reindex;        /* 0: to do, 1: listing, 2: going through slots, 3: done */
+    int *reindex_slots; /* the slots in use */
+    size_t nreindex, reindex_next, reindex_out;
 } worker_t;
 
 typedef enum cmd_type_e {
@@ -228,14 +234,16 @@ typedef enum cmd_type_e {
     C_PUT,          /* ... the put script */
     C_ORDER,
     C_ORDERS,
-    C_CHANGE,  /* confirm / cancel */
-    C_DELETE,  /* sale delete */
-    C_DUE_GET, /* the sweep: the slots due, then ... */
-    C_REAP,    /* ... one reap per slot (again while more are due), then ... */
-    C_DUE_SET, /* ... the slot's next deadline into the index */
-    C_DUE_ADD, /* after a take that made holds: the slot's deadline into the index */
-    C_ASKING,  /* ASKING ahead of a command sent after an ASK redirection */
-    C_WAIT,    /* WAIT after a write (--redis-min-replicas): answers what the write decided */
+    C_CHANGE,        /* confirm / cancel */
+    C_DELETE,        /* sale delete */
+    C_DUE_GET,       /* the sweep: the slots due, then ... */
+    C_REAP,          /* ... one reap per slot (again while more are due), then ... */
+    C_DUE_SET,       /* ... the slot's next deadline into the index */
+    C_DUE_ADD,       /* after a take that made holds: the slot's deadline into the index */
+    C_ASKING,        /* ASKING ahead of a command sent after an ASK redirection */
+    C_REINDEX_SLOTS, /* at start: the slots in use, then ... */
+    C_REINDEX_SLOT,  /* ... each slot's earliest deadline into the index (due_add) */
+    C_WAIT,          /* WAIT after a write (--redis-min-replicas): answers what the write decided */
 } cmd_type_t;
 
 /* A sale listing in progress: one view call per sale. */
@@ -505,6 +513,8 @@ static int cmd_send(cmd_t *cmd)
     sk_redis_conn_t *c = cmd->via ? cmd->via : route(w, cmd->slot);
     if (c == NULL)
         return -1;
+    if (cmd->type == C_REINDEX_SLOT)
+        return sk_redis_send(c, &cmd->super, SK_REDIS_ARGS("ZRANGE", cmd->key, "0", "0", "WITHSCORES"));
     if (cmd->super.script == NULL)
         return cmd->val[0] != '\0' ? sk_redis_send(c, &cmd->super, SK_REDIS_ARGS(cmd->verb, cmd->key, cmd->val))
                                    : sk_redis_send(c, &cmd->super, SK_REDIS_ARGS(cmd->verb, cmd->key));
@@ -1253,6 +1263,68 @@ static void reap_done(worker_t *w, cmd_t *done, redisReply *rep)
     sweep_send(w, cmd);
 }
 
+/* The reindex at start (worker 0): SMEMBERS of the slots in use, then, REINDEX_PER_TICK slots per
+ * tick, each slot's earliest deadline (ZRANGE of its sweep list) into the index. */
+static void reindex_tick(worker_t *w)
+{
+    if (w->reindex == 0) {
+        cmd_t *cmd = cmd_new(w, C_REINDEX_SLOTS, -1);
+        cmd->slot = w->r->idx_slot;
+        cmd_plain(cmd, "SMEMBERS", IDX_SLOTS, NULL);
+        if (cmd_send(cmd) == 0)
+            w->reindex = 1;
+        else
+            free(cmd);
+        return;
+    }
+    if (w->reindex != 2 || w->reindex_out > 0)
+        return;
+    for (size_t k = 0; k < REINDEX_PER_TICK && w->reindex_next < w->nreindex; k++) {
+        cmd_t *cmd = cmd_new(w, C_REINDEX_SLOT, -1);
+        cmd->slot = cmd->sslot = w->reindex_slots[w->reindex_next];
+        slot_key(cmd->key, sizeof(cmd->key), cmd->slot, SLOT_DUE);
+        if (cmd_send(cmd) != 0) {
+            free(cmd);
+            return; /* again on the next tick */
+        }
+        w->reindex_next++;
+        w->reindex_out++;
+    }
+    if (w->reindex_next == w->nreindex && w->reindex_out == 0) {
+        free(w->reindex_slots);
+        w->reindex_slots = NULL;
+        w->reindex = 3;
+    }
+}
+
+static void reindex_slots_done(worker_t *w, redisReply *rep)
+{
+    long v;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        w->reindex = 0; /* again */
+        return;
+    }
+    w->reindex_slots = sk_calloc(rep->elements ? rep->elements : 1, sizeof(*w->reindex_slots));
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *m = rep->element[i];
+        if (m->type == REDIS_REPLY_STRING &&
+            sk_redis_parse_number(m->str, m->str + m->len, SK_REDIS_SLOTS - 1, &v) == 0)
+            w->reindex_slots[w->nreindex++] = (int)v;
+    }
+    w->reindex = 2;
+}
+
+static void reindex_slot_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    w->reindex_out--;
+    if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[1]->type == REDIS_REPLY_STRING) {
+        long long at = strtoll(rep->element[1]->str, NULL, 10);
+        if (at > 0)
+            due_add(w, cmd->sslot, at);
+    }
+}
+
 static void on_bg(h2o_timeout_entry_t *e)
 {
     worker_t *w = SK_CONTAINER_OF(e, worker_t, e_bg);
@@ -1268,6 +1340,8 @@ static void on_bg(h2o_timeout_entry_t *e)
         for (size_t i = 0; i < n; i++)
             due_add(w, w->due_retry[i].slot, w->due_retry[i].deadline);
     }
+    if (w->index == 0 && w->reindex < 3 && index_ready(w))
+        reindex_tick(w);
     if (w->index == 0 && w->reaping == 0 && now >= w->next_reap && index_ready(w)) {
         cmd_t *cmd = cmd_new(w, C_DUE_GET, S_DUE_GET);
         cmd->slot = w->r->idx_slot;
@@ -1352,6 +1426,12 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
             due_retry_add(w, cmd->sslot, cmd->next);
         break;
     case C_ASKING:
+        break;
+    case C_REINDEX_SLOTS:
+        reindex_slots_done(w, rep);
+        break;
+    case C_REINDEX_SLOT:
+        reindex_slot_done(w, cmd, rep);
         break;
     case C_WAIT:
         wait_done(w, cmd, rep);
@@ -1455,6 +1535,7 @@ static void redis_worker_close(sk_store_worker_t *super)
         node_bury(w, w->nodes[i]);
     w->nnodes = 0;
     nodes_dispose(w);
+    free(w->reindex_slots);
     run_failq(w);
     sk_map_dispose(&w->sales, ws_free);
     if (h2o_timeout_is_linked(&w->e_bg))

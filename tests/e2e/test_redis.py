@@ -207,3 +207,32 @@ def test_sweep_index_update_is_retried(make_server, store):
         assert srv.sale("h")["held"] == 0
     finally:
         assert srv.stop() == 0
+
+
+@redis_only
+def test_sweep_index_rebuilt_at_start(store):
+    """An instance that dies with a take's index update not done (kill -9 while the index is kept
+    from it): the next start puts every slot's earliest deadline into the index again, and the
+    hold is swept."""
+    port = store.redis.port
+    allowed = ["~sk:{*", "~sk:slot:*", "~sk:idx:{i}:slots", "~sk:sales", "~sk:holding", "~sk:tombstones"]
+    cli(port, "ACL", "SETUSER", "seck", "on", ">pw", "+@all", *allowed)
+    workdir = str(store.redis.dir) + "-acl"
+    os.makedirs(workdir, exist_ok=True)
+    srv = Server(f"redis://seck:pw@{HOST}:{port}", workdir, name="acl").start()
+    try:
+        srv.put_sale("h", stock=3, hold_seconds=1)
+        r = srv.take("h", user="ann")
+        assert r.status == 201 and r.body["status"] == "held", r
+    finally:
+        srv.kill()
+    cli(port, "ACL", "SETUSER", "seck", "~sk:idx:*")
+    assert cli(port, "EXISTS", "sk:idx:{i}:due").strip() == "0"
+    srv = Server(f"redis://seck:pw@{HOST}:{port}", workdir, name="acl2").start()
+    try:
+        deadline = time.monotonic() + 10
+        while not cli(port, "HGET", "sk:{h}:orders", "1").startswith("expired\t"):
+            assert time.monotonic() < deadline, "the hold was never swept"
+            time.sleep(0.05)
+    finally:
+        assert srv.stop() == 0
