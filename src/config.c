@@ -31,7 +31,7 @@ typedef struct {
 static const opt_t opts[] = {
     {"listen", "SECKILL_LISTEN", T_STR, O(listen), "0.0.0.0:8080", 0, 0, "HOST:PORT", "public listener (port 0: any free port)"},
     {"admin-listen", "SECKILL_ADMIN_LISTEN", T_STR, O(admin_listen), "127.0.0.1:8081", 0, 0, "HOST:PORT", "admin listener"},
-    {"store", "SECKILL_STORE", T_STR, O(store), "sqlite:./seckill.db", 0, 0, "URL", "sqlite:PATH (embedded), redis://[:PASSWORD@]HOST:PORT[/DB], unix:///PATH or redis-sentinel://HOST[:PORT],...[/DB]#MASTER"},
+    {"store", "SECKILL_STORE", T_STR, O(store), "sqlite:./seckill.db", 0, 0, "URL", "sqlite:PATH (embedded), redis://[:PASSWORD@]HOST:PORT[/DB], unix:///PATH, redis-sentinel://HOST[:PORT],...[/DB]#MASTER or redis-cluster://HOST[:PORT],..."},
     /* the Redis store's high availability (docs/redis.md) */
     {"redis-min-replicas", "SECKILL_REDIS_MIN_REPLICAS", T_INT, O(redis_min_replicas), "0", 0, 16, "N", "Redis store: answer a take only once WAIT says N replicas have it (0: no WAIT)"},
     {"redis-wait-timeout", "SECKILL_REDIS_WAIT_TIMEOUT", T_INT, O(redis_wait_timeout), "100", 1, 1000, "MS", "Redis store: how long WAIT may take; past it the take is answered 503"},
@@ -385,10 +385,11 @@ int sk_config_check(const sk_config_t *cfg, FILE *err)
         }
     sk_url_redact(cfg->store, url, sizeof(url));
     if (strncmp(cfg->store, "sqlite:", 7) != 0 && strncmp(cfg->store, "redis://", 8) != 0 &&
-        strncmp(cfg->store, "redis-sentinel://", 17) != 0 && strncmp(cfg->store, "unix://", 7) != 0) {
+        strncmp(cfg->store, "redis-sentinel://", 17) != 0 && strncmp(cfg->store, "unix://", 7) != 0 &&
+        strncmp(cfg->store, "redis-cluster://", 16) != 0) {
         fprintf(err,
-                "seckilld: --store '%s' is none of sqlite:PATH, redis://HOST:PORT, unix:///PATH and "
-                "redis-sentinel://HOST[:PORT],...#MASTER\n",
+                "seckilld: --store '%s' is none of sqlite:PATH, redis://HOST:PORT, unix:///PATH, "
+                "redis-sentinel://HOST[:PORT],...#MASTER and redis-cluster://HOST[:PORT],...\n",
                 url);
         bad++;
     } else if (sk_store_url_check(cfg->store, why, sizeof(why)) != 0) {

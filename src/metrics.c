@@ -306,8 +306,8 @@ void sk_metrics_render(sk_buf_t *o)
         atomic_init(&tb[k], SUM(take_batches[k]));
     histogram(o, "seckill_redis_take_batch_size", "", batch_bounds, 8, 1, tb, SUM(take_batch_calls),
               (double)SUM(take_batch_sum));
-    static const char *const refused[SK_REDIS_REFUSED_KINDS_] = {"noreplicas", "readonly", "moved", "loading",
-                                                                 "masterdown"};
+    static const char *const refused[SK_REDIS_REFUSED_KINDS_] = {"noreplicas", "readonly", "moved",      "loading",
+                                                                 "masterdown", "tryagain", "clusterdown"};
     sk_buf_printf(o, "# HELP seckill_redis_refused_total Writes the Redis primary refused for certain (nothing "
                      "ran), by reason (Redis store).\n# TYPE seckill_redis_refused_total counter\n");
     for (int k = 0; k < SK_REDIS_REFUSED_WAIT; k++)

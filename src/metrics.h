@@ -30,6 +30,8 @@ enum {
     SK_REDIS_REFUSED_MOVED,
     SK_REDIS_REFUSED_LOADING,
     SK_REDIS_REFUSED_MASTERDOWN,
+    SK_REDIS_REFUSED_TRYAGAIN,    /* Redis Cluster: a slot in migration, keys split between nodes */
+    SK_REDIS_REFUSED_CLUSTERDOWN, /* Redis Cluster: a slot without a master */
     SK_REDIS_REFUSED_WAIT,
     SK_REDIS_REFUSED_KINDS_
 };

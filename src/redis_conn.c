@@ -23,6 +23,10 @@
 
 #define TICK_MS 50          /* housekeeping timer */
 #define PROBE_IDLE_MS 200   /* an idle connection is probed (ROLE) this often */
+/* under Redis Cluster, a connection per master and worker: probed less often (a lost master
+ * drops its connection at once; a stalled one is noticed within PROBE + TIMEOUT; its cluster's
+ * own failover takes cluster-node-timeout, seconds) */
+#define PROBE_IDLE_CLUSTER_MS 1000
 #define BACKOFF_MIN_MS 50   /* reconnect backoff, doubling up to the max */
 #define BACKOFF_MAX_MS 1000
 #define LOG_EVERY_MS 1000   /* Redis error replies are logged at most this often per connection */
@@ -86,7 +90,8 @@ int sk_redis_conf_parse(sk_redis_conf_t *conf, const char *url, char *err, size_
 
     memset(conf, 0, sizeof(*conf));
     conf->port = 6379;
-    if (strncmp(url, "redis-sentinel://", 17) == 0 || strncmp(url, "unix://", 7) == 0)
+    if (strncmp(url, "redis-sentinel://", 17) == 0 || strncmp(url, "unix://", 7) == 0 ||
+        strncmp(url, "redis-cluster://", 16) == 0)
         return sk_redis_ha_parse(conf, url, err, errlen);
     if (strncmp(url, "redis://", 8) != 0)
         goto bad;
@@ -148,6 +153,9 @@ void sk_redis_conf_dispose(sk_redis_conf_t *conf)
     for (int i = 0; i < conf->nsentinels; i++)
         free(conf->sentinels[i].host);
     free(conf->sentinels);
+    for (int i = 0; i < conf->nseeds; i++)
+        free(conf->seeds[i].host);
+    free(conf->seeds);
     free(conf->master_name);
     free(conf->sentinel_password);
     free(conf->path);
@@ -610,7 +618,8 @@ static void on_tick(h2o_timeout_entry_t *e)
     if (c->ac == NULL && c->disc == NULL && !c->closing && now >= c->retry_at)
         conn_connect(c);
     /* with commands in flight their deadlines watch the connection */
-    if (c->ready && c->pending == 0 && now - c->last_send >= PROBE_IDLE_MS) {
+    if (c->ready && c->pending == 0 &&
+        now - c->last_send >= (c->conf->cluster ? PROBE_IDLE_CLUSTER_MS : PROBE_IDLE_MS)) {
         sk_redis_cmd_t *cmd = sk_calloc(1, sizeof(*cmd));
         cmd->cb = probe_done;
         if (sk_redis_send(c, cmd, SK_REDIS_ARGS("ROLE")) != 0)
@@ -636,7 +645,8 @@ static void on_cmd_timeout(h2o_timeout_entry_t *e)
 /* The definite refusals (SK_REDIS_REFUSED_*, metrics.h), or -1. */
 static int refusal_kind(const redisReply *rep)
 {
-    static const char *const PREFIX[] = {"NOREPLICAS", "READONLY", "MOVED", "LOADING", "MASTERDOWN"};
+    static const char *const PREFIX[] = {"NOREPLICAS", "READONLY", "MOVED",      "LOADING",
+                                         "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN"};
     if (rep == NULL || rep->type != REDIS_REPLY_ERROR)
         return -1;
     for (int i = 0; i < (int)(sizeof(PREFIX) / sizeof(PREFIX[0])); i++) {
@@ -688,6 +698,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
             if (sk_redis_send_script(c, cmd) == 0)
                 return;
             rep = NULL;
+        } else if (c->conf->cluster && (strncmp(rep->str, "MOVED ", 6) == 0 || strncmp(rep->str, "ASK ", 4) == 0)) {
+            /* a slot that moved or is moving: the store sends the command where it now lives */
         } else {
             int64_t now = sk_mono_ms();
             if (now - c->last_err_log >= LOG_EVERY_MS) {
@@ -699,7 +711,15 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
              * restarted under us, too few replicas; this connection will not recover, a new one
              * (to wherever the sentinels or the address now lead) may */
             int why = refusal_kind(rep);
-            if (why >= 0) {
+            if (c->conf->cluster && (why == SK_REDIS_REFUSED_TRYAGAIN || why == SK_REDIS_REFUSED_CLUSTERDOWN)) {
+                /* a slot in migration (TRYAGAIN) or a cluster without a quorum: the node is
+                 * fine and nothing ran; a cluster that is down counts for health */
+                sk_metrics_redis_refused(why);
+                if (why == SK_REDIS_REFUSED_CLUSTERDOWN) {
+                    set_refusing(c, 1);
+                    c->refused_at = sk_mono_ms();
+                }
+            } else if (why >= 0) {
                 sk_metrics_redis_refused(why);
                 set_refusing(c, 1);
                 c->refused_at = sk_mono_ms();
@@ -738,7 +758,18 @@ void sk_redis_conn_init_down(sk_redis_conn_t *c, h2o_loop_t *loop, int index, co
 void sk_redis_conn_init(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
                         const sk_redis_script_t *scripts, size_t nscripts, sk_redis_shared_t *shared)
 {
+    sk_redis_conn_init_at(c, loop, index, conf, scripts, nscripts, shared, NULL, 0);
+}
+
+void sk_redis_conn_init_at(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
+                           const sk_redis_script_t *scripts, size_t nscripts, sk_redis_shared_t *shared,
+                           const char *host, int port)
+{
     sk_redis_conn_init_down(c, loop, index, conf, scripts, nscripts, shared);
+    if (host != NULL) {
+        snprintf(c->host, sizeof(c->host), "%s", host);
+        c->port = port;
+    }
     conn_connect(c);
     h2o_timeout_link(loop, &c->t_tick, &c->e_tick);
 }

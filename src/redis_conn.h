@@ -19,6 +19,7 @@
 #define SK_REDIS_TIMEOUT_MS 1200 /* a command not answered by then fails its connection */
 #define SK_REDIS_ARGV_MAX 400    /* arguments of one command */
 #define SK_REDIS_NUMS_MAX 140    /* numbers formatted into one command */
+#define SK_REDIS_SEEDS_MAX 16    /* redis-cluster:// seed nodes */
 
 typedef struct sk_redis_addr_s {
     char *host;
@@ -26,7 +27,8 @@ typedef struct sk_redis_addr_s {
 } sk_redis_addr_t;
 
 /* Where Redis is: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], unix://[[USER]:PASSWORD@]/PATH[?db=DB]
- * or redis-sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...][/DB]#MASTER (redis_ha.h). */
+ * redis-sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...][/DB]#MASTER (redis_ha.h)
+ * or redis-cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...] (redis_cluster.h). */
 typedef struct sk_redis_conf_s {
     char *host;     /* redis:// only */
     int port;       /* 6379 when absent */
@@ -39,6 +41,10 @@ typedef struct sk_redis_conf_s {
     sk_redis_addr_t *sentinels; /* nsentinels, port 26379 when absent */
     int nsentinels;
     char *sentinel_password; /* SECKILL_SENTINEL_PASSWORD, else the password */
+    /* redis-cluster:// (the masters come from CLUSTER SLOTS, redis_cluster.h) */
+    int cluster;
+    sk_redis_addr_t *seeds; /* nseeds, port 6379 when absent */
+    int nseeds;
     /* --redis-min-replicas, --redis-wait-timeout: a write is acknowledged only once WAIT
      * min_replicas wait_timeout_ms says enough replicas have it */
     int min_replicas;
@@ -150,6 +156,11 @@ struct sk_redis_conn_s {
  * (commands wait for it, and a Redis that is down refuses it at once). */
 void sk_redis_conn_init(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
                         const sk_redis_script_t *scripts, size_t nscripts, sk_redis_shared_t *shared);
+/* sk_redis_conn_init, to host:port rather than conf's address (a Redis Cluster master; conf gives
+ * the credentials). host NULL: conf's. */
+void sk_redis_conn_init_at(sk_redis_conn_t *c, h2o_loop_t *loop, int index, const sk_redis_conf_t *conf,
+                           const sk_redis_script_t *scripts, size_t nscripts, sk_redis_shared_t *shared,
+                           const char *host, int port);
 /* Fails every command in flight (their callbacks run with NULL) and stops. */
 void sk_redis_conn_dispose(sk_redis_conn_t *c);
 
@@ -168,8 +179,11 @@ int sk_redis_send_script(sk_redis_conn_t *c, sk_redis_cmd_t *cmd);
 #define SK_REDIS_ARGS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 /* The answer to a write: 1 when the reply is a definite refusal (NOREPLICAS, READONLY, MOVED,
- * LOADING, MASTERDOWN: nothing ran). The connection has then counted it, marked itself refusing
- * (health) and gone to find the master again. */
+ * LOADING, MASTERDOWN, TRYAGAIN, CLUSTERDOWN: nothing ran). The connection has then counted it,
+ * marked itself refusing (health) and gone to find the master again; under Redis Cluster, MOVED
+ * and ASK go to the command's callback untouched (the store sends the command where the slot now
+ * is), TRYAGAIN and CLUSTERDOWN are counted and keep the connection (CLUSTERDOWN marks it
+ * refusing for health). */
 int sk_redis_is_refusal(const redisReply *rep);
 /* WAIT's answer for a write sent on c: 1 when enough replicas have it; else the connection is
  * refusing until a later WAIT or an idle probe finds the replicas back. */

@@ -10,7 +10,7 @@
 static int is_redis(const char *url)
 {
     return strncmp(url, "redis://", 8) == 0 || strncmp(url, "redis-sentinel://", 17) == 0 ||
-           strncmp(url, "unix://", 7) == 0;
+           strncmp(url, "unix://", 7) == 0 || strncmp(url, "redis-cluster://", 16) == 0;
 }
 
 void sk_store_url_redact(const char *url, char *out, size_t outlen)
@@ -46,8 +46,8 @@ int sk_store_url_check(const char *url, char *err, size_t errlen)
     }
     sk_store_url_redact(url, shown, sizeof(shown));
     snprintf(err, errlen,
-             "unsupported store url '%s' (use sqlite:PATH, redis://HOST:PORT, unix:///PATH or "
-             "redis-sentinel://HOST[:PORT],...#MASTER)",
+             "unsupported store url '%s' (use sqlite:PATH, redis://HOST:PORT, unix:///PATH, "
+             "redis-sentinel://HOST[:PORT],...#MASTER or redis-cluster://HOST[:PORT],...)",
              shown);
     return -1;
 }

@@ -27,7 +27,8 @@
  * calls then alternate over two connections per worker. Under Sentinel, worker 0 also runs the
  * +switch-master watch (redis_ha.c), which moves every worker's connections.
  *
- * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS). */
+ * Worker 0 of each instance also sweeps held orders past their deadline: it asks the index for
+ * the slots due (at the next deadline, and at least every SWEEP_IDLE_MS), and reaps only those. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +38,7 @@
 #include "map.h"
 #include "parse.h"
 #include "redis_conn.h"
+#include "redis_cluster.h"
 #include "redis_conn_internal.h"
 #include "redis_ha.h"
 #include "store.h"
@@ -53,23 +55,38 @@
 #define BATCH_MAX 128          /* takes per script call (SECKILL_REDIS_BATCH may lower it) */
 #define SOLDOUT_TTL_MS 250     /* how long a learned sold-out is trusted while connected */
 #define BG_TICK_MS 100         /* worker 0's background timer */
-#define REAP_EVERY_MS 300      /* worker 0 sweeps expired holds this often */
+#define SWEEP_IDLE_MS 1000     /* worker 0 asks for due slots at least this often (a hold lasts >= 1 s) */
 /* holds per reap call (~5 ms of Redis); a sale with more due gets the next call at once */
 #define REAP_MAX 1000
 
 /* the scripts, generated from the .lua files of src/lua by cmake/embed.cmake */
 extern const char sk_lua_common[], sk_lua_take[], sk_lua_put[], sk_lua_view[], sk_lua_order[], sk_lua_orders[],
-    sk_lua_change[], sk_lua_reap[], sk_lua_delete[];
+    sk_lua_change[], sk_lua_reap[], sk_lua_delete[], sk_lua_due_get[], sk_lua_due_add[], sk_lua_due_set[];
 
-enum script_e { S_TAKE, S_PUT, S_VIEW, S_ORDER, S_ORDERS, S_CHANGE, S_REAP, S_DELETE, S_COUNT };
+enum script_e {
+    S_TAKE,
+    S_PUT,
+    S_VIEW,
+    S_ORDER,
+    S_ORDERS,
+    S_CHANGE,
+    S_REAP,
+    S_DELETE,
+    S_DUE_GET,
+    S_DUE_ADD,
+    S_DUE_SET,
+    S_COUNT
+};
 
 static const struct {
     const char *name;
     const char *body;
     int readonly; /* sent with flags=no-writes */
 } SCRIPTS[S_COUNT] = {
-    {"take", sk_lua_take, 0},     {"put", sk_lua_put, 0},       {"view", sk_lua_view, 1}, {"order", sk_lua_order, 1},
-    {"orders", sk_lua_orders, 1}, {"change", sk_lua_change, 0}, {"reap", sk_lua_reap, 0}, {"delete", sk_lua_delete, 0},
+    {"take", sk_lua_take, 0},       {"put", sk_lua_put, 0},         {"view", sk_lua_view, 1},
+    {"order", sk_lua_order, 1},     {"orders", sk_lua_orders, 1},   {"change", sk_lua_change, 0},
+    {"reap", sk_lua_reap, 0},       {"delete", sk_lua_delete, 0},   {"due_get", sk_lua_due_get, 1},
+    {"due_add", sk_lua_due_add, 0}, {"due_set", sk_lua_due_set, 0},
 };
 
 /* The scripts' result codes and what each answers: one list for C and Lua. load_scripts() writes
@@ -116,9 +133,20 @@ enum orders_each_e { OE_ID, OE_ORDER, OE_LEN = OE_ORDER + OR_LEN };  /* id, an o
 /* Every script gets these keys of its sale, in this order (common.lua's K). */
 static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":rids", ":seq", ":orders"};
 #define NKEYS (sizeof(KEY_SUFFIX) / sizeof(KEY_SUFFIX[0]))
-static const char SALES_KEY[] = "sk:sales";     /* set of every sale id */
-static const char HOLDING_KEY[] = "sk:holding"; /* set of sales that ever had hold_seconds > 0 */
-static const char TOMBSTONES_KEY[] = "sk:tombstones"; /* hash: deleted sale id -> its last order id */
+/* The keys of a slot's own, "sk:slot:{TAG}<suffix>" with the slot's tag (redis_cluster.h), in the
+ * slot of the sales they index: every script touches one slot. */
+#define SLOT_SALES ":sales"           /* set: the sale ids of the slot */
+#define SLOT_DUE ":due"               /* sorted set: sale id -> its earliest hold deadline (or earlier) */
+#define SLOT_TOMBSTONES ":tombstones" /* hash: deleted sale id -> its last order id */
+/* The index, one of each per deployment (tag {i}), written by plain commands and index scripts
+ * only, never with a sale's keys: */
+static const char IDX_SLOTS[] = "sk:idx:{i}:slots"; /* set: slots that may hold sales (put adds first) */
+static const char IDX_DUE[] = "sk:idx:{i}:due";     /* sorted set: slot -> its earliest deadline (or earlier) */
+static const char IDX_VER[] = "sk:idx:{i}:ver";     /* hash: slot -> version (due_add.lua moves it on) */
+#define DUE_SLOTS_MAX 1000                          /* due slots per sweep call */
+#define REDIRECTS_MAX 5                             /* MOVED / ASK followed per command */
+#define DUE_RETRY_MAX 256                           /* failed due_add calls kept for a retry, per worker */
+#define REINDEX_PER_TICK 200                        /* slots read per 100 ms by the reindex at start */
 
 typedef struct redis_s {
     sk_store_t super;
@@ -126,6 +154,8 @@ typedef struct redis_s {
     int nworkers;
     size_t batch_max;     /* takes per script call */
     sk_redis_shared_t shared; /* health and +switch-master, shared by the connections */
+    sk_redis_cluster_t *cl;   /* redis-cluster://: the slot map; NULL otherwise */
+    int idx_slot;             /* the slot of the index keys (IDX_*) */
     _Atomic uint64_t gen; /* bumped when this instance may have given units back */
     sk_redis_script_t scripts[S_COUNT];
 } redis_t;
@@ -143,8 +173,17 @@ typedef struct wsale_s {
     int64_t deadline;      /* mono ms: never trusted past the sale's next hold deadline */
     int64_t limit;         /* per_user_limit */
     int64_t ends_at;       /* SK_NO_TIME or the end of the window */
+    int slot;              /* of its keys */
     char id[SK_SALE_ID_MAX + 1];
 } wsale_t;
+
+/* Redis Cluster: a master, as one worker reaches it. */
+typedef struct node_s {
+    char host[256];
+    int port;
+    sk_redis_conn_t conn, conn2; /* conn2 with --redis-min-replicas, as worker_t's */
+    struct node_s *next_dead;    /* out of the map: disposed of on the next loop turn */
+} node_t;
 
 typedef struct worker_s {
     sk_store_worker_t super;
@@ -164,23 +203,47 @@ typedef struct worker_s {
     h2o_timeout_entry_t e_zero, e_bg;
     /* worker 0 only */
     int64_t next_reap;
-    size_t reaping; /* reap commands outstanding */
+    size_t reaping; /* sweep commands outstanding */
+    /* redis-cluster:// only (conn and conn2 above stay down): a connection per master, nodes[i]
+     * being the map's node i (and past the map's, nodes learned from a MOVED or ASK) */
+    node_t *nodes[SK_REDIS_NODES_MAX];
+    int nnodes;
+    unsigned map_version;              /* of the map copied into nodes and slot_node */
+    uint8_t slot_node[SK_REDIS_SLOTS]; /* index into nodes, 0xff: no master known */
+    node_t *dead;                      /* nodes out of the map, disposed of on the next turn */
+    /* due_add calls that failed (index unreachable, refused): sent again on the next tick */
+    struct {
+        int slot;
+        long long deadline;
+    } due_retry[DUE_RETRY_MAX];
+    size_t ndue_retry;
+    /* worker 0, once after start: every slot's earliest deadline into the index, for the
+     * due_add calls an instance that died took with it */
+    int reindex;        /* 0: to do, 1: listing, 2: going through slots, 3: done */
+    int *reindex_slots; /* the slots in use */
+    size_t nreindex, reindex_next, reindex_out;
 } worker_t;
 
 typedef enum cmd_type_e {
     C_TAKE,         /* a batch of takes of one sale */
     C_VIEW,         /* sale get */
-    C_LIST_MEMBERS, /* sale list: SMEMBERS, then ... */
+    C_LIST_SLOTS,   /* sale list: SMEMBERS of the index's slots, then ... */
+    C_LIST_MEMBERS, /* ... SMEMBERS of each slot's sales, then ... */
     C_LIST_VIEW,    /* ... one view per sale */
-    C_PUT_PRE,      /* sale put: SADD to the sets of sales, then ... */
+    C_PUT_PRE,      /* sale put: SADD of its slot to the index's, then ... */
     C_PUT,          /* ... the put script */
     C_ORDER,
     C_ORDERS,
-    C_CHANGE,       /* confirm / cancel */
-    C_DELETE,       /* sale delete */
-    C_REAP_MEMBERS, /* reaper: SMEMBERS sk:holding, then ... */
-    C_REAP,         /* ... one reap per sale */
-    C_WAIT,         /* WAIT after a write (--redis-min-replicas): answers what the write decided */
+    C_CHANGE,        /* confirm / cancel */
+    C_DELETE,        /* sale delete */
+    C_DUE_GET,       /* the sweep: the slots due, then ... */
+    C_REAP,          /* ... one reap per slot (again while more are due), then ... */
+    C_DUE_SET,       /* ... the slot's next deadline into the index */
+    C_DUE_ADD,       /* after a take that made holds: the slot's deadline into the index */
+    C_ASKING,        /* ASKING ahead of a command sent after an ASK redirection */
+    C_REINDEX_SLOTS, /* at start: the slots in use, then ... */
+    C_REINDEX_SLOT,  /* ... each slot's earliest deadline into the index (due_add) */
+    C_WAIT,          /* WAIT after a write (--redis-min-replicas): answers what the write decided */
 } cmd_type_t;
 
 /* A sale listing in progress: one view call per sale. */
@@ -201,8 +264,15 @@ typedef struct cmd_s {
     uint64_t gen;                  /* take: r->gen when sent */
     list_t *list;                  /* C_LIST_* */
     struct cmd_s *wait;            /* a write's WAIT, which answers its requests */
-    sk_redis_conn_t *via;          /* the connection it goes out on (NULL: the worker's first) */
-    char sale[SK_SALE_ID_MAX + 1]; /* C_LIST_VIEW, C_REAP */
+    sk_redis_conn_t *via;          /* the connection it goes out on (NULL: the slot's master's first) */
+    int slot;                      /* where it goes (the slot of its keys) */
+    int sslot;                     /* C_REAP, C_DUE_*, C_LIST_MEMBERS: the slot it is about */
+    long long ver, next;           /* C_REAP, C_DUE_SET: the slot's version and next deadline */
+    int redirects;                 /* MOVED / ASK followed */
+    const char *verb;              /* a plain command: verb key [val] */
+    char key[64];
+    char val[SK_SALE_ID_MAX + 1];
+    char sale[SK_SALE_ID_MAX + 1]; /* C_LIST_VIEW */
 } cmd_t;
 
 /* ---- replies ---- */
@@ -313,12 +383,141 @@ static cmd_t *cmd_new(worker_t *w, cmd_type_t type, int script)
     return cmd;
 }
 
-/* Sends a write script and, with --redis-min-replicas, a WAIT right behind it (pipelined: no
- * extra round trip): the write's requests are then answered by the WAIT's reply. */
-static int cmd_send_script(cmd_t *cmd)
+/* ---- routing: which connection a slot's commands go out on ---- */
+
+static void on_zero(h2o_timeout_entry_t *e);
+
+static node_t *node_find(worker_t *w, const char *host, int port, int *at)
+{
+    for (int i = 0; i < w->nnodes; i++)
+        if (w->nodes[i] != NULL && w->nodes[i]->port == port && strcmp(w->nodes[i]->host, host) == 0) {
+            *at = i;
+            return w->nodes[i];
+        }
+    return NULL;
+}
+
+static node_t *node_new(worker_t *w, const char *host, int port)
+{
+    redis_t *r = w->r;
+    node_t *n = sk_calloc(1, sizeof(*n));
+    snprintf(n->host, sizeof(n->host), "%s", host);
+    n->port = port;
+    sk_redis_conn_init_at(&n->conn, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared, host, port);
+    if (w->two)
+        sk_redis_conn_init_at(&n->conn2, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared, host, port);
+    return n;
+}
+
+/* A node out of the map goes on the next loop turn: it may be the one whose reply is running. */
+static void node_bury(worker_t *w, node_t *n)
+{
+    n->next_dead = w->dead;
+    w->dead = n;
+    if (!h2o_timeout_is_linked(&w->e_zero))
+        h2o_timeout_link(w->loop, &w->t_zero, &w->e_zero);
+}
+
+static void nodes_dispose(worker_t *w)
+{
+    while (w->dead != NULL) {
+        node_t *n = w->dead;
+        w->dead = n->next_dead;
+        sk_redis_conn_dispose(&n->conn); /* its commands are answered (NULL) */
+        if (w->two)
+            sk_redis_conn_dispose(&n->conn2);
+        free(n);
+    }
+}
+
+/* Takes the instance's map when it has moved: a connection per master (kept across maps), the
+ * others buried. */
+static void cluster_sync(worker_t *w)
+{
+    redis_t *r = w->r;
+    if (sk_redis_cluster_version(r->cl) == w->map_version)
+        return;
+    sk_redis_map_t *m = sk_malloc(sizeof(*m));
+    sk_redis_cluster_copy(r->cl, m);
+    node_t *nodes[SK_REDIS_NODES_MAX];
+    for (int i = 0; i < m->nnodes; i++) {
+        int at;
+        nodes[i] = node_find(w, m->nodes[i].host, m->nodes[i].port, &at);
+        if (nodes[i] != NULL)
+            w->nodes[at] = NULL;
+        else
+            nodes[i] = node_new(w, m->nodes[i].host, m->nodes[i].port);
+    }
+    for (int i = 0; i < w->nnodes; i++)
+        if (w->nodes[i] != NULL)
+            node_bury(w, w->nodes[i]);
+    memcpy(w->nodes, nodes, sizeof(nodes[0]) * (size_t)m->nnodes);
+    w->nnodes = m->nnodes;
+    memcpy(w->slot_node, m->slot_node, sizeof(w->slot_node));
+    w->map_version = m->version;
+    free(m);
+}
+
+static int node_index(worker_t *w, int slot)
+{
+    if (w->r->cl == NULL)
+        return -1;
+    cluster_sync(w);
+    int k = w->slot_node[slot];
+    return k < w->nnodes ? k : -2;
+}
+
+/* The connection for a slot's commands: the worker's own, or its slot's master's (NULL when no
+ * master is known). */
+static sk_redis_conn_t *route(worker_t *w, int slot)
+{
+    int k = node_index(w, slot);
+    return k == -1 ? &w->conn : k >= 0 ? &w->nodes[k]->conn : NULL;
+}
+
+static int route_up(worker_t *w, int slot)
+{
+    sk_redis_conn_t *c = route(w, slot);
+    return c != NULL && sk_redis_conn_up(c);
+}
+
+/* Whether the sweep may start: the index's master is ready. */
+static int index_ready(worker_t *w)
+{
+    sk_redis_conn_t *c = route(w, w->r->idx_slot);
+    return c != NULL && c->ready;
+}
+
+/* A plain command of one key (and one value). */
+static void cmd_plain(cmd_t *cmd, const char *verb, const char *key, const char *val)
+{
+    cmd->verb = verb;
+    snprintf(cmd->key, sizeof(cmd->key), "%s", key);
+    if (val != NULL)
+        snprintf(cmd->val, sizeof(cmd->val), "%s", val);
+    else
+        cmd->val[0] = '\0';
+}
+
+static void slot_key(char *out, size_t n, int slot, const char *suffix)
+{
+    snprintf(out, n, "sk:slot:{%s}%s", sk_redis_slot_tag(slot), suffix);
+}
+
+/* Sends a command where its slot lives; a write script with --redis-min-replicas gets a WAIT
+ * right behind it (pipelined: no extra round trip): the write's requests are then answered by the
+ * WAIT's reply. 0, or -1 when it cannot go out (its callback will not run). */
+static int cmd_send(cmd_t *cmd)
 {
     worker_t *w = cmd->w;
-    sk_redis_conn_t *c = cmd->via ? cmd->via : &w->conn;
+    sk_redis_conn_t *c = cmd->via ? cmd->via : route(w, cmd->slot);
+    if (c == NULL)
+        return -1;
+    if (cmd->type == C_REINDEX_SLOT)
+        return sk_redis_send(c, &cmd->super, SK_REDIS_ARGS("ZRANGE", cmd->key, "0", "0", "WITHSCORES"));
+    if (cmd->super.script == NULL)
+        return cmd->val[0] != '\0' ? sk_redis_send(c, &cmd->super, SK_REDIS_ARGS(cmd->verb, cmd->key, cmd->val))
+                                   : sk_redis_send(c, &cmd->super, SK_REDIS_ARGS(cmd->verb, cmd->key));
     if (sk_redis_send_script(c, &cmd->super) != 0)
         return -1;
     if (w->r->conf.min_replicas > 0 && (cmd->type == C_TAKE || cmd->type == C_PUT || cmd->type == C_CHANGE)) {
@@ -361,14 +560,24 @@ static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
     }
 }
 
-/* The sale's keys, then `extra` global ones (declared as KEYS too, so that Redis knows them). */
+/* The sale's keys, then `nextra` keys of its slot's own (SLOT_*; declared as KEYS too, so that
+ * Redis knows them). */
 static void args_keys_and(sk_redis_argv_t *a, const char *sale, const char *const *extra, size_t nextra)
 {
+    const char *tag = sk_redis_slot_tag(sk_redis_sale_slot(sale, strlen(sale)));
     sk_redis_arg_u(a, NKEYS + nextra);
     for (size_t i = 0; i < NKEYS; i++)
         sk_redis_arg_printf(a, "sk:{%s}%s", sale, KEY_SUFFIX[i]);
     for (size_t i = 0; i < nextra; i++)
-        sk_redis_arg_s(a, extra[i]);
+        sk_redis_arg_printf(a, "sk:slot:{%s}%s", tag, extra[i]);
+}
+
+/* The index's keys (due_*.lua). */
+static void args_index(sk_redis_argv_t *a)
+{
+    sk_redis_arg_u(a, 2);
+    sk_redis_arg_s(a, IDX_DUE);
+    sk_redis_arg_s(a, IDX_VER);
 }
 
 static void args_keys(sk_redis_argv_t *a, const char *sale)
@@ -390,8 +599,9 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
     cmd_t *cmd = (cmd_t *)super;
     const sk_store_req_t *req = cmd->req;
     switch (cmd->type) {
-    case C_TAKE:
-        args_keys(a, cmd->ws->id);
+    case C_TAKE: {
+        static const char *const extra[] = {SLOT_DUE};
+        args_keys_and(a, cmd->ws->id, extra, 1);
         sk_redis_arg_u(a, cmd->nreqs);
         for (const sk_store_req_t *q = req; q != NULL; q = q->next) {
             sk_redis_arg(a, q->user ? q->user : "", q->user ? q->user_len : 0);
@@ -399,6 +609,7 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
             sk_redis_arg(a, q->request_id ? q->request_id : "", q->request_id ? q->request_id_len : 0);
         }
         return;
+    }
     case C_VIEW:
         args_keys(a, req->sale);
         return;
@@ -406,8 +617,8 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
         args_keys(a, cmd->sale);
         return;
     case C_PUT: {
-        static const char *const extra[] = {TOMBSTONES_KEY};
-        args_keys_and(a, req->sale, extra, 1);
+        static const char *const extra[] = {SLOT_SALES, SLOT_TOMBSTONES};
+        args_keys_and(a, req->sale, extra, 2);
         sk_redis_arg_i(a, req->conf.stock);
         sk_redis_arg_i(a, req->conf.per_user_limit);
         sk_redis_arg_i(a, req->conf.hold_seconds);
@@ -417,7 +628,7 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
         return;
     }
     case C_DELETE: {
-        static const char *const extra[] = {SALES_KEY, HOLDING_KEY, TOMBSTONES_KEY};
+        static const char *const extra[] = {SLOT_SALES, SLOT_DUE, SLOT_TOMBSTONES};
         args_keys_and(a, req->sale, extra, 3);
         sk_redis_arg_s(a, req->sale);
         return;
@@ -437,8 +648,24 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
         sk_redis_arg_s(a, sk_order_op_name(req->change));
         return;
     case C_REAP:
-        args_keys(a, cmd->sale);
+        sk_redis_arg_u(a, 1);
+        sk_redis_arg_printf(a, "sk:slot:{%s}%s", sk_redis_slot_tag(cmd->sslot), SLOT_DUE);
         sk_redis_arg_i(a, REAP_MAX);
+        return;
+    case C_DUE_GET:
+        args_index(a);
+        sk_redis_arg_i(a, DUE_SLOTS_MAX);
+        return;
+    case C_DUE_ADD:
+        args_index(a);
+        sk_redis_arg_i(a, cmd->sslot);
+        sk_redis_arg_i(a, cmd->next);
+        return;
+    case C_DUE_SET:
+        args_index(a);
+        sk_redis_arg_i(a, cmd->sslot);
+        sk_redis_arg_i(a, cmd->ver);
+        sk_redis_arg_i(a, cmd->next);
         return;
     default:
         return;
@@ -471,7 +698,9 @@ static void run_failq(worker_t *w)
 
 static void on_zero(h2o_timeout_entry_t *e)
 {
-    run_failq(SK_CONTAINER_OF(e, worker_t, e_zero));
+    worker_t *w = SK_CONTAINER_OF(e, worker_t, e_zero);
+    run_failq(w);
+    nodes_dispose(w);
 }
 
 static void bump_gen(redis_t *r)
@@ -500,6 +729,7 @@ static wsale_t *ws_get(worker_t *w, const char *sale)
     size_t len = strlen(sale);
     ws = sk_calloc(1, sizeof(*ws));
     memcpy(ws->id, sale, len + 1);
+    ws->slot = sk_redis_sale_slot(sale, len);
     ws->node = (sk_map_node_t){ws->id, (uint32_t)len};
     ws->qtail = &ws->qhead;
     sk_map_insert(&w->sales, &ws->node, sk_hash(ws->id, len));
@@ -532,7 +762,7 @@ static int fast_answer(worker_t *w, wsale_t *ws, sk_store_req_t *req)
     /* how long it is trusted is monotonic time: a wall clock stepped back must not stretch it */
     int64_t mono = sk_mono_ms();
     if (ws->gen != atomic_load_explicit(&w->r->gen, memory_order_relaxed) || mono >= ws->deadline ||
-        (sk_redis_conn_up(&w->conn) && mono >= ws->fresh_until)) {
+        (route_up(w, ws->slot) && mono >= ws->fresh_until)) {
         ws_forget(ws);
         return 0;
     }
@@ -543,19 +773,25 @@ static int fast_answer(worker_t *w, wsale_t *ws, sk_store_req_t *req)
     return 1;
 }
 
-/* The connection for the next take call: the one with fewer commands in flight. */
-static sk_redis_conn_t *take_conn(worker_t *w)
+/* The connection for the next take call of a slot: of its master's two (with
+ * --redis-min-replicas), the one with fewer commands in flight. */
+static sk_redis_conn_t *take_conn(worker_t *w, int slot)
 {
-    if (w->two && w->conn2.ready && w->conn2.pending < w->conn.pending)
-        return &w->conn2;
-    return &w->conn;
+    int k = node_index(w, slot);
+    if (k == -2)
+        return NULL;
+    sk_redis_conn_t *a = k == -1 ? &w->conn : &w->nodes[k]->conn, *b = k == -1 ? &w->conn2 : &w->nodes[k]->conn2;
+    if (w->two && b->ready && b->pending < a->pending)
+        return b;
+    return a;
 }
 
 /* Sends up to batch_max queued takes as one script call. */
 static void ws_flush(worker_t *w, wsale_t *ws)
 {
     cmd_t *cmd = cmd_new(w, C_TAKE, S_TAKE);
-    cmd->via = take_conn(w);
+    cmd->via = take_conn(w, ws->slot);
+    cmd->slot = ws->slot;
     sk_store_req_t **tail = &cmd->req;
     cmd->ws = ws;
     cmd->gen = atomic_load(&w->r->gen);
@@ -572,7 +808,7 @@ static void ws_flush(worker_t *w, wsale_t *ws)
         ws->qtail = &ws->qhead;
     cmd->super.takes = cmd->nreqs;
     ws->inflight++;
-    if (cmd_send_script(cmd) == 0)
+    if (cmd_send(cmd) == 0)
         return;
     /* the connection is going: nothing queued here could go out later either */
     ws->inflight--;
@@ -632,6 +868,37 @@ static int may_send(worker_t *w, wsale_t *ws)
            ws->qlen >= w->r->batch_max;
 }
 
+/* A slot's deadline that did not reach the index: sent again on the next tick (the earliest per
+ * slot). Only past DUE_RETRY_MAX is one lost: the hold still expires (every read and write of its
+ * sale reaps it), only the sweep does not return its units before the slot is indexed again. */
+static void due_retry_add(worker_t *w, int slot, long long deadline)
+{
+    for (size_t i = 0; i < w->ndue_retry; i++)
+        if (w->due_retry[i].slot == slot) {
+            if (deadline < w->due_retry[i].deadline)
+                w->due_retry[i].deadline = deadline;
+            return;
+        }
+    if (w->ndue_retry == DUE_RETRY_MAX) {
+        sk_log(SK_LOG_WARN, "event=redis_due_index_lost slot=%d deadline=%lld", slot, deadline);
+        return;
+    }
+    w->due_retry[w->ndue_retry].slot = slot;
+    w->due_retry[w->ndue_retry++].deadline = deadline;
+}
+
+static void due_add(worker_t *w, int slot, long long deadline)
+{
+    cmd_t *cmd = cmd_new(w, C_DUE_ADD, S_DUE_ADD);
+    cmd->slot = w->r->idx_slot;
+    cmd->sslot = slot;
+    cmd->next = deadline;
+    if (cmd_send(cmd) != 0) {
+        due_retry_add(w, slot, deadline);
+        free(cmd);
+    }
+}
+
 static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
     wsale_t *ws = cmd->ws;
@@ -654,6 +921,7 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         ws_flush(w, ws);
 
     size_t i = 0;
+    int held = 0; /* the call made held orders */
     for (sk_store_req_t *q = cmd->req, *next; q != NULL; q = next, i++) {
         long long v[TE_LEN] = {0};
         int vok = ok;
@@ -667,8 +935,12 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
             q->err = rcode_err(h[TH_CODE]) != 0 ? rcode_err(h[TH_CODE]) : SK_EUNAVAILABLE;
         else
             fill_take(q, v);
+        held |= q->err == 0 && q->created && q->order.expires_at != SK_NO_TIME;
         answer(cmd, q);
     }
+    /* the slot's deadline into the index, for the sweep (after the take: see due_set.lua) */
+    if (held && h[TH_DEADLINE] >= 0)
+        due_add(w, ws->slot, h[TH_DEADLINE]);
     ws_maybe_free(w, ws);
 }
 
@@ -677,7 +949,7 @@ static int submit_take(worker_t *w, sk_store_req_t *req)
     wsale_t *ws = ws_find(w, req->sale);
     if (ws != NULL && fast_answer(w, ws, req))
         return SK_STORE_DONE;
-    if (!sk_redis_conn_up(&w->conn))
+    if (!route_up(w, ws != NULL ? ws->slot : sk_redis_sale_slot(req->sale, strlen(req->sale))))
         return SK_EUNAVAILABLE;
     ws = ws_get(w, req->sale);
     req->next = NULL;
@@ -705,13 +977,16 @@ static void list_finish(list_t *l)
         req->nviews = 0;
         req->err = SK_EUNAVAILABLE;
     } else {
+        if (req->views == NULL)
+            req->views = sk_calloc(1, sizeof(*req->views));
         qsort(req->views, req->nviews, sizeof(*req->views), cmp_view);
     }
     free(l);
     req->cb(req);
 }
 
-static void list_members_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+/* The index's slots: one SMEMBERS of each slot's sales. */
+static void list_slots_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
     list_t *l = cmd->list;
     if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
@@ -719,9 +994,41 @@ static void list_members_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         list_finish(l);
         return;
     }
-    l->cap = rep->elements;
-    l->req->views = sk_calloc(l->cap ? l->cap : 1, sizeof(*l->req->views));
-    for (size_t i = 0; i < rep->elements; i++) {
+    for (size_t i = 0; i < rep->elements && !l->failed; i++) {
+        const redisReply *m = rep->element[i];
+        long v;
+        if (m->type != REDIS_REPLY_STRING ||
+            sk_redis_parse_number(m->str, m->str + m->len, SK_REDIS_SLOTS - 1, &v) != 0)
+            continue; /* not ours */
+        cmd_t *c = cmd_new(w, C_LIST_MEMBERS, -1);
+        char key[64];
+        c->list = l;
+        c->slot = c->sslot = (int)v;
+        slot_key(key, sizeof(key), c->slot, SLOT_SALES);
+        cmd_plain(c, "SMEMBERS", key, NULL);
+        if (cmd_send(c) != 0) {
+            free(c);
+            l->failed = 1;
+            break;
+        }
+        l->outstanding++;
+    }
+    if (l->outstanding == 0)
+        list_finish(l);
+}
+
+/* A slot's sales: one view each. */
+static void list_members_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    list_t *l = cmd->list;
+    l->outstanding--;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        l->failed = 1;
+    } else if (!l->failed && rep->elements > 0) {
+        l->cap += rep->elements;
+        l->req->views = sk_realloc(l->req->views, l->cap * sizeof(*l->req->views));
+    }
+    for (size_t i = 0; !l->failed && i < rep->elements; i++) {
         const redisReply *m = rep->element[i];
         if (m->type != REDIS_REPLY_STRING || m->len == 0 || m->len > SK_SALE_ID_MAX)
             continue;
@@ -729,7 +1036,8 @@ static void list_members_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         v->list = l;
         memcpy(v->sale, m->str, m->len);
         v->sale[m->len] = '\0';
-        if (cmd_send_script(v) != 0) {
+        v->slot = sk_redis_sale_slot(v->sale, m->len);
+        if (cmd_send(v) != 0) {
             free(v);
             l->failed = 1;
             break;
@@ -760,11 +1068,13 @@ static void list_view_done(cmd_t *cmd, redisReply *rep)
 
 static int submit_list(worker_t *w, sk_store_req_t *req)
 {
-    cmd_t *cmd = cmd_new(w, C_LIST_MEMBERS, -1);
+    cmd_t *cmd = cmd_new(w, C_LIST_SLOTS, -1);
     list_t *l = sk_calloc(1, sizeof(*l));
     l->req = req;
     cmd->list = l;
-    if (sk_redis_send(&w->conn, &cmd->super, SK_REDIS_ARGS("SMEMBERS", SALES_KEY)) != 0) {
+    cmd->slot = w->r->idx_slot;
+    cmd_plain(cmd, "SMEMBERS", IDX_SLOTS, NULL);
+    if (cmd_send(cmd) != 0) {
         free(l);
         free(cmd);
         return SK_EUNAVAILABLE;
@@ -848,75 +1158,170 @@ static int submit_script(worker_t *w, sk_store_req_t *req, cmd_type_t type, int 
 {
     cmd_t *cmd = cmd_new(w, type, script);
     cmd->req = req;
-    if (cmd_send_script(cmd) != 0) {
+    cmd->slot = sk_redis_sale_slot(req->sale, strlen(req->sale));
+    if (cmd_send(cmd) != 0) {
         free(cmd);
         return SK_EUNAVAILABLE;
     }
     return 0;
 }
 
-/* Sale put: the sets of sales first (so a listed sale may not exist yet, never the reverse),
- * then the script. All are pipelined; the put's answer comes with the last reply. */
+/* Sale put: its slot into the index's first (so a listed slot may hold no sale yet, never the
+ * reverse), then, once that is done, the script, which adds the sale to its slot's sales. */
 static int submit_put(worker_t *w, sk_store_req_t *req)
 {
-    cmd_t *pre[2] = {NULL, NULL};
-    const char *sets[2] = {SALES_KEY, req->conf.hold_seconds > 0 ? HOLDING_KEY : NULL};
-    for (int i = 0; i < 2 && sets[i] != NULL; i++) {
-        pre[i] = cmd_new(w, C_PUT_PRE, -1);
-        pre[i]->req = req;
-        if (sk_redis_send(&w->conn, &pre[i]->super, SK_REDIS_ARGS("SADD", sets[i], req->sale)) != 0) {
-            free(pre[i]);
-            pre[i] = NULL;
-            goto fail;
-        }
+    cmd_t *pre = cmd_new(w, C_PUT_PRE, -1);
+    char slot[16];
+    pre->req = req;
+    pre->slot = w->r->idx_slot;
+    snprintf(slot, sizeof(slot), "%d", sk_redis_sale_slot(req->sale, strlen(req->sale)));
+    cmd_plain(pre, "SADD", IDX_SLOTS, slot);
+    if (cmd_send(pre) != 0) {
+        free(pre);
+        return SK_EUNAVAILABLE;
     }
-    if (submit_script(w, req, C_PUT, S_PUT) == 0)
-        return 0;
-fail:
-    /* what went out must not touch a request that is answered here */
-    for (int i = 0; i < 2; i++)
-        if (pre[i] != NULL)
-            pre[i]->req = NULL;
-    return SK_EUNAVAILABLE;
+    return 0;
 }
 
-/* ---- worker 0: reaping holds ---- */
-
-static void reap_members_done(worker_t *w, redisReply *rep)
+static void put_pre_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
-    w->reaping--;
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+    sk_store_req_t *req = cmd->req;
+    if (req == NULL)
         return;
-    for (size_t i = 0; i < rep->elements; i++) {
-        const redisReply *m = rep->element[i];
-        if (m->type != REDIS_REPLY_STRING || m->len == 0 || m->len > SK_SALE_ID_MAX)
-            continue;
-        cmd_t *cmd = cmd_new(w, C_REAP, S_REAP);
-        memcpy(cmd->sale, m->str, m->len);
-        cmd->sale[m->len] = '\0';
-        if (cmd_send_script(cmd) != 0) {
-            free(cmd);
+    if (rep != NULL && rep->type != REDIS_REPLY_ERROR) {
+        cmd_t *put = cmd_new(w, C_PUT, S_PUT);
+        put->req = req;
+        put->slot = sk_redis_sale_slot(req->sale, strlen(req->sale));
+        if (cmd_send(put) == 0)
             return;
-        }
-        w->reaping++;
+        free(put);
     }
+    req->err = SK_EUNAVAILABLE;
+    req->cb(req);
 }
 
+/* ---- worker 0: the sweep of held orders past their deadline ---- */
+
+static void sweep_send(worker_t *w, cmd_t *cmd)
+{
+    if (cmd_send(cmd) == 0)
+        w->reaping++;
+    else
+        free(cmd);
+}
+
+static void reap_slot(worker_t *w, int slot, long long ver)
+{
+    cmd_t *cmd = cmd_new(w, C_REAP, S_REAP);
+    cmd->slot = cmd->sslot = slot;
+    cmd->ver = ver;
+    sweep_send(w, cmd);
+}
+
+/* due_get.lua's answer: {now ms, next deadline, slot, version, ...}: a reap for each slot, and
+ * the next ask when the next deadline comes (at the latest SWEEP_IDLE_MS from now: a hold made
+ * since, by any instance, is due a second after it was made at the earliest). */
+static void due_get_done(worker_t *w, redisReply *rep)
+{
+    long long now_ms, next, slot, ver;
+    size_t n = 0;
+    w->reaping--;
+    if (reply_code(rep, &now_ms) != 0 || el_int(rep, 1, &next) != 0)
+        return;
+    for (size_t i = 2; i + 1 < rep->elements; i += 2)
+        if (el_int(rep, i, &slot) == 0 && el_int(rep, i + 1, &ver) == 0 && slot >= 0 && slot < SK_REDIS_SLOTS) {
+            reap_slot(w, (int)slot, ver);
+            n++;
+        }
+    int64_t wait = SWEEP_IDLE_MS;
+    if (n >= DUE_SLOTS_MAX) /* more may be due: again once these are reaped */
+        wait = 0;
+    else if (next >= 0 && next < INT64_MAX / 1000 && next * 1000 - now_ms < wait)
+        wait = next * 1000 - now_ms < 0 ? 0 : next * 1000 - now_ms;
+    w->next_reap = sk_mono_ms() + wait;
+}
+
+/* reap.lua's answer: {handled, more, next deadline}: again while more are due, then the slot's
+ * next deadline into the index. */
 static void reap_done(worker_t *w, cmd_t *done, redisReply *rep)
 {
-    long long n, more;
+    long long n, more, next;
     w->reaping--;
-    if (reply_code(rep, &n) != 0 || el_int(rep, 1, &more) != 0)
+    if (reply_code(rep, &n) != 0 || el_int(rep, 1, &more) != 0 || el_int(rep, 2, &next) != 0)
         return;
     if (n > 0)
         bump_gen(w->r);
-    if (more) { /* a burst of expiries: keep at this sale until it is done */
-        cmd_t *cmd = cmd_new(w, C_REAP, S_REAP);
-        memcpy(cmd->sale, done->sale, sizeof(cmd->sale));
-        if (cmd_send_script(cmd) == 0)
-            w->reaping++;
+    if (more) { /* a burst of expiries: keep at this slot until it is done */
+        reap_slot(w, done->sslot, done->ver);
+        return;
+    }
+    cmd_t *cmd = cmd_new(w, C_DUE_SET, S_DUE_SET);
+    cmd->slot = w->r->idx_slot;
+    cmd->sslot = done->sslot;
+    cmd->ver = done->ver;
+    cmd->next = next < 0 ? -1 : next;
+    sweep_send(w, cmd);
+}
+
+/* The reindex at start (worker 0): SMEMBERS of the slots in use, then, REINDEX_PER_TICK slots per
+ * tick, each slot's earliest deadline (ZRANGE of its sweep list) into the index. */
+static void reindex_tick(worker_t *w)
+{
+    if (w->reindex == 0) {
+        cmd_t *cmd = cmd_new(w, C_REINDEX_SLOTS, -1);
+        cmd->slot = w->r->idx_slot;
+        cmd_plain(cmd, "SMEMBERS", IDX_SLOTS, NULL);
+        if (cmd_send(cmd) == 0)
+            w->reindex = 1;
         else
             free(cmd);
+        return;
+    }
+    if (w->reindex != 2 || w->reindex_out > 0)
+        return;
+    for (size_t k = 0; k < REINDEX_PER_TICK && w->reindex_next < w->nreindex; k++) {
+        cmd_t *cmd = cmd_new(w, C_REINDEX_SLOT, -1);
+        cmd->slot = cmd->sslot = w->reindex_slots[w->reindex_next];
+        slot_key(cmd->key, sizeof(cmd->key), cmd->slot, SLOT_DUE);
+        if (cmd_send(cmd) != 0) {
+            free(cmd);
+            return; /* again on the next tick */
+        }
+        w->reindex_next++;
+        w->reindex_out++;
+    }
+    if (w->reindex_next == w->nreindex && w->reindex_out == 0) {
+        free(w->reindex_slots);
+        w->reindex_slots = NULL;
+        w->reindex = 3;
+    }
+}
+
+static void reindex_slots_done(worker_t *w, redisReply *rep)
+{
+    long v;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        w->reindex = 0; /* again */
+        return;
+    }
+    w->reindex_slots = sk_calloc(rep->elements ? rep->elements : 1, sizeof(*w->reindex_slots));
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *m = rep->element[i];
+        if (m->type == REDIS_REPLY_STRING &&
+            sk_redis_parse_number(m->str, m->str + m->len, SK_REDIS_SLOTS - 1, &v) == 0)
+            w->reindex_slots[w->nreindex++] = (int)v;
+    }
+    w->reindex = 2;
+}
+
+static void reindex_slot_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    w->reindex_out--;
+    if (rep != NULL && rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+        rep->element[1]->type == REDIS_REPLY_STRING) {
+        long long at = strtoll(rep->element[1]->str, NULL, 10);
+        if (at > 0)
+            due_add(w, cmd->sslot, at);
     }
 }
 
@@ -924,15 +1329,63 @@ static void on_bg(h2o_timeout_entry_t *e)
 {
     worker_t *w = SK_CONTAINER_OF(e, worker_t, e_bg);
     int64_t now = sk_mono_ms();
-    if (w->conn.ready && w->reaping == 0 && now >= w->next_reap) {
-        cmd_t *cmd = cmd_new(w, C_REAP_MEMBERS, -1);
-        w->next_reap = now + REAP_EVERY_MS;
-        if (sk_redis_send(&w->conn, &cmd->super, SK_REDIS_ARGS("SMEMBERS", HOLDING_KEY)) == 0)
-            w->reaping++;
-        else
-            free(cmd);
+    if (w->r->cl != NULL) { /* a new map; a master lost: ask for a new one */
+        cluster_sync(w);
+        if (atomic_load(&w->r->shared.nbad) > 0 || atomic_load(&w->r->shared.nrefusing) > 0)
+            sk_redis_cluster_refresh(w->r->cl);
+    }
+    if (w->ndue_retry > 0 && index_ready(w)) {
+        size_t n = w->ndue_retry;
+        w->ndue_retry = 0; /* what fails again comes back */
+        for (size_t i = 0; i < n; i++)
+            due_add(w, w->due_retry[i].slot, w->due_retry[i].deadline);
+    }
+    if (w->index == 0 && w->reindex < 3 && index_ready(w))
+        reindex_tick(w);
+    if (w->index == 0 && w->reaping == 0 && now >= w->next_reap && index_ready(w)) {
+        cmd_t *cmd = cmd_new(w, C_DUE_GET, S_DUE_GET);
+        cmd->slot = w->r->idx_slot;
+        w->next_reap = now + SWEEP_IDLE_MS; /* until its answer says when */
+        sweep_send(w, cmd);
     }
     h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
+}
+
+/* Redis Cluster: a command answered MOVED (the slot has moved: its new master, and a new map) or
+ * ASK (the slot is moving: this command, after ASKING, on the node named) goes there. 1 when it
+ * went (its callback will run again), 0 to answer it with the redirection (503: nothing ran). */
+static int redirect(cmd_t *cmd, const redisReply *rep)
+{
+    worker_t *w = cmd->w;
+    char host[256];
+    int slot, port, at;
+    int kind = sk_redis_redirect_parse(rep->str, &slot, host, sizeof(host), &port);
+    if (kind == 0 || cmd->redirects >= REDIRECTS_MAX)
+        return 0;
+    if (kind == 1)
+        sk_redis_cluster_refresh(w->r->cl);
+    node_t *n = node_find(w, host, port, &at);
+    if (n == NULL) {
+        if (w->nnodes == SK_REDIS_NODES_MAX)
+            return 0;
+        n = node_new(w, host, port);
+        at = w->nnodes;
+        w->nodes[w->nnodes++] = n;
+    }
+    if (kind == 1)
+        w->slot_node[slot] = (uint8_t)at;
+    cmd->redirects++;
+    cmd->wait = NULL; /* the WAIT sent behind it answers nothing now */
+    cmd->via = cmd->type == C_TAKE ? take_conn(w, slot) : NULL;
+    if (kind == 2) {
+        cmd_t *asking = cmd_new(w, C_ASKING, -1);
+        cmd->via = &n->conn;
+        if (sk_redis_send(cmd->via, &asking->super, SK_REDIS_ARGS("ASKING")) != 0) {
+            free(asking);
+            return 0;
+        }
+    }
+    return cmd_send(cmd) == 0;
 }
 
 /* Every command's end (redis_conn.h): NULL when the connection went away first. */
@@ -940,9 +1393,15 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
 {
     cmd_t *cmd = (cmd_t *)super;
     worker_t *w = cmd->w;
+    if (rep != NULL && rep->type == REDIS_REPLY_ERROR && w->r->cl != NULL && cmd->type != C_ASKING &&
+        cmd->type != C_WAIT && redirect(cmd, rep))
+        return;
     switch (cmd->type) {
     case C_TAKE:
         take_done(w, cmd, rep);
+        break;
+    case C_LIST_SLOTS:
+        list_slots_done(w, cmd, rep);
         break;
     case C_LIST_MEMBERS:
         list_members_done(w, cmd, rep);
@@ -951,14 +1410,28 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
         list_view_done(cmd, rep);
         break;
     case C_PUT_PRE:
-        if (cmd->req != NULL && cmd->req->err == 0 && (rep == NULL || rep->type == REDIS_REPLY_ERROR))
-            cmd->req->err = SK_EUNAVAILABLE;
+        put_pre_done(w, cmd, rep);
         break;
-    case C_REAP_MEMBERS:
-        reap_members_done(w, rep);
+    case C_DUE_GET:
+        due_get_done(w, rep);
         break;
     case C_REAP:
         reap_done(w, cmd, rep);
+        break;
+    case C_DUE_SET:
+        w->reaping--;
+        break;
+    case C_DUE_ADD:
+        if (rep == NULL || rep->type == REDIS_REPLY_ERROR) /* it may have run: adding again is harmless */
+            due_retry_add(w, cmd->sslot, cmd->next);
+        break;
+    case C_ASKING:
+        break;
+    case C_REINDEX_SLOTS:
+        reindex_slots_done(w, rep);
+        break;
+    case C_REINDEX_SLOT:
+        reindex_slot_done(w, cmd, rep);
         break;
     case C_WAIT:
         wait_done(w, cmd, rep);
@@ -977,7 +1450,7 @@ static int redis_submit(sk_store_worker_t *super, sk_store_req_t *req)
     worker_t *w = (worker_t *)super;
     if (req->op == SK_STORE_TAKE)
         return submit_take(w, req);
-    if (!sk_redis_conn_up(&w->conn))
+    if (w->r->cl == NULL && !sk_redis_conn_up(&w->conn)) /* under Cluster: the slot's master's (cmd_send) */
         return SK_EUNAVAILABLE;
     switch (req->op) {
     case SK_STORE_SALE_GET:
@@ -1002,7 +1475,9 @@ static int redis_submit(sk_store_worker_t *super, sk_store_req_t *req)
 static int redis_healthy(sk_store_t *st)
 {
     redis_t *r = (redis_t *)st;
-    return atomic_load(&r->shared.nbad) == 0 && atomic_load(&r->shared.nrefusing) == 0;
+    /* under Cluster, every slot must have a master too */
+    return atomic_load(&r->shared.nbad) == 0 && atomic_load(&r->shared.nrefusing) == 0 &&
+           (r->cl == NULL || sk_redis_cluster_complete(r->cl));
 }
 
 static worker_t *worker_new(redis_t *r, const sk_store_env_t *env)
@@ -1029,13 +1504,22 @@ static int redis_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store
     worker_t *w = worker_new(r, env);
     (void)err;
     (void)errlen;
-    if (w->index == 0)
-        h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
+    h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg); /* every worker: retries, the map; worker 0: the sweep */
+    w->two = r->conf.min_replicas > 0;
+    if (r->cl != NULL) { /* a connection per master instead (cluster_sync) */
+        memset(w->slot_node, 0xff, sizeof(w->slot_node));
+        sk_redis_conn_init_down(&w->conn, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
+        if (w->two)
+            sk_redis_conn_init_down(&w->conn2, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
+        cluster_sync(w);
+        *out = &w->super;
+        return 0;
+    }
     sk_redis_conn_init(&w->conn, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
     /* one +switch-master watch per instance: worker 0's */
     if (r->conf.master_name != NULL && w->index == 0)
         w->conn.watch = sk_redis_watch_start(w->loop, &r->conf, &r->shared);
-    if ((w->two = r->conf.min_replicas > 0))
+    if (w->two)
         sk_redis_conn_init(&w->conn2, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
     *out = &w->super;
     return 0;
@@ -1047,6 +1531,11 @@ static void redis_worker_close(sk_store_worker_t *super)
     sk_redis_conn_dispose(&w->conn); /* every waiting request is answered */
     if (w->two)
         sk_redis_conn_dispose(&w->conn2);
+    for (int i = 0; i < w->nnodes; i++)
+        node_bury(w, w->nodes[i]);
+    w->nnodes = 0;
+    nodes_dispose(w);
+    free(w->reindex_slots);
     run_failq(w);
     sk_map_dispose(&w->sales, ws_free);
     if (h2o_timeout_is_linked(&w->e_bg))
@@ -1061,6 +1550,7 @@ static void redis_worker_close(sk_store_worker_t *super)
 static void redis_close(sk_store_t *st)
 {
     redis_t *r = (redis_t *)st;
+    sk_redis_cluster_stop(r->cl);
     for (int i = 0; i < S_COUNT; i++)
         sk_redis_script_dispose(&r->scripts[i]);
     sk_redis_conf_dispose(&r->conf);
@@ -1129,6 +1619,8 @@ static sk_store_t *redis_open(const char *url, int threads, const sk_store_opts_
     }
     if (r->conf.wait_timeout_ms <= 0)
         r->conf.wait_timeout_ms = 100;
+    r->idx_slot = sk_redis_key_slot(IDX_SLOTS, strlen(IDX_SLOTS));
+    sk_redis_slot_tag(0); /* the slots' tags, once, before the workers */
     /* what will not heal stops the start; a Redis that is down does not */
     if (check && sk_redis_check_start(&r->conf, err, errlen) != 0) {
         redis_close(&r->super);
@@ -1141,8 +1633,17 @@ static sk_store_t *redis_open(const char *url, int threads, const sk_store_opts_
         r->batch_max = v < 1 ? 1 : v > BATCH_MAX ? BATCH_MAX : (size_t)v;
     }
     /* no connection here: workers connect on their own loops, and a Redis that is down at start
-     * only makes the store unhealthy until it comes up */
-    if (r->conf.master_name != NULL)
+     * only makes the store unhealthy until it comes up; under Cluster, the map thread asks the
+     * seeds where the masters are */
+    if (r->conf.cluster && check && (r->cl = sk_redis_cluster_start(&r->conf)) == NULL) {
+        snprintf(err, errlen, "cannot start the Redis Cluster map thread");
+        redis_close(&r->super);
+        return NULL;
+    }
+    if (r->conf.cluster)
+        sk_log(SK_LOG_INFO, "event=redis_store cluster_seeds=%d auth=%s threads=%d batch=%zu min_replicas=%d",
+               r->conf.nseeds, r->conf.password ? "yes" : "no", r->nworkers, r->batch_max, r->conf.min_replicas);
+    else if (r->conf.master_name != NULL)
         sk_log(SK_LOG_INFO,
                "event=redis_store sentinels=%d master=%s db=%d auth=%s threads=%d batch=%zu min_replicas=%d "
                "wait_timeout_ms=%d",
@@ -1191,6 +1692,7 @@ void sk_store_redis_offline_reset(sk_store_worker_t *super)
     sk_map_dispose(&w->sales, ws_free);
     sk_map_init(&w->sales);
     w->reaping = 0;
+    w->ndue_retry = 0;
     atomic_store(&w->r->gen, 0);
 }
 
@@ -1206,16 +1708,12 @@ void sk_store_redis_offline_reply(sk_store_worker_t *super, sk_redis_reply_kind_
         cmd_type_t type;
         int script;
     } KIND[SK_REDIS_R_KINDS_] = {
-        [SK_REDIS_R_TAKE] = {C_TAKE, S_TAKE},
-        [SK_REDIS_R_VIEW] = {C_VIEW, S_VIEW},
-        [SK_REDIS_R_LIST_MEMBERS] = {C_LIST_MEMBERS, -1},
-        [SK_REDIS_R_LIST_VIEW] = {C_LIST_VIEW, S_VIEW},
-        [SK_REDIS_R_PUT] = {C_PUT, S_PUT},
-        [SK_REDIS_R_ORDER] = {C_ORDER, S_ORDER},
-        [SK_REDIS_R_ORDERS] = {C_ORDERS, S_ORDERS},
-        [SK_REDIS_R_CHANGE] = {C_CHANGE, S_CHANGE},
-        [SK_REDIS_R_REAP_MEMBERS] = {C_REAP_MEMBERS, -1},
-        [SK_REDIS_R_REAP] = {C_REAP, S_REAP},
+        [SK_REDIS_R_TAKE] = {C_TAKE, S_TAKE},           [SK_REDIS_R_VIEW] = {C_VIEW, S_VIEW},
+        [SK_REDIS_R_LIST_SLOTS] = {C_LIST_SLOTS, -1},   [SK_REDIS_R_LIST_MEMBERS] = {C_LIST_MEMBERS, -1},
+        [SK_REDIS_R_LIST_VIEW] = {C_LIST_VIEW, S_VIEW}, [SK_REDIS_R_PUT] = {C_PUT, S_PUT},
+        [SK_REDIS_R_ORDER] = {C_ORDER, S_ORDER},        [SK_REDIS_R_ORDERS] = {C_ORDERS, S_ORDERS},
+        [SK_REDIS_R_CHANGE] = {C_CHANGE, S_CHANGE},     [SK_REDIS_R_DUE_GET] = {C_DUE_GET, S_DUE_GET},
+        [SK_REDIS_R_REAP] = {C_REAP, S_REAP},           [SK_REDIS_R_DUE_SET] = {C_DUE_SET, S_DUE_SET},
     };
     worker_t *w = (worker_t *)super;
     cmd_t *cmd;
@@ -1242,13 +1740,15 @@ void sk_store_redis_offline_reply(sk_store_worker_t *super, sk_redis_reply_kind_
         offline_deliver(w, cmd, reps[0]);
         break;
     }
+    case SK_REDIS_R_LIST_SLOTS:
     case SK_REDIS_R_LIST_MEMBERS:
     case SK_REDIS_R_LIST_VIEW: {
         list_t *l = sk_calloc(1, sizeof(*l));
         l->req = &reqs[0];
-        if (kind == SK_REDIS_R_LIST_MEMBERS) {
-            cmd = cmd_new(w, C_LIST_MEMBERS, -1);
+        if (kind != SK_REDIS_R_LIST_VIEW) {
+            cmd = cmd_new(w, KIND[kind].type, -1);
             cmd->list = l;
+            l->outstanding = kind == SK_REDIS_R_LIST_MEMBERS; /* as list_slots_done counts it */
             offline_deliver(w, cmd, reps[0]);
             break;
         }
@@ -1263,21 +1763,21 @@ void sk_store_redis_offline_reply(sk_store_worker_t *super, sk_redis_reply_kind_
         }
         break;
     }
-    case SK_REDIS_R_PUT: /* as submit_put sent them: the SADDs, then the script */
+    case SK_REDIS_R_PUT: /* the SADDs of put_pre (of another put: no request), then the script */
         for (size_t i = 0; i + 1 < nreps; i++) {
             cmd = cmd_new(w, C_PUT_PRE, -1);
-            cmd->req = &reqs[0];
             offline_deliver(w, cmd, reps[i]);
         }
         cmd = cmd_new(w, C_PUT, S_PUT);
         cmd->req = &reqs[0];
         offline_deliver(w, cmd, reps[nreps - 1]);
         break;
-    case SK_REDIS_R_REAP_MEMBERS:
+    case SK_REDIS_R_DUE_GET:
     case SK_REDIS_R_REAP:
+    case SK_REDIS_R_DUE_SET:
         w->reaping++;
         cmd = cmd_new(w, KIND[kind].type, KIND[kind].script);
-        snprintf(cmd->sale, sizeof(cmd->sale), "%s", reqs[0].sale);
+        cmd->slot = cmd->sslot = sk_redis_sale_slot(reqs[0].sale, strlen(reqs[0].sale));
         offline_deliver(w, cmd, reps[0]);
         break;
     default:

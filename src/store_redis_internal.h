@@ -14,14 +14,16 @@
 typedef enum sk_redis_reply_kind_e {
     SK_REDIS_R_TAKE,         /* the take script for a batch: reps[0] */
     SK_REDIS_R_VIEW,         /* sale get: reps[0] */
-    SK_REDIS_R_LIST_MEMBERS, /* sale list, SMEMBERS sk:sales: reps[0] */
+    SK_REDIS_R_LIST_SLOTS,   /* sale list, SMEMBERS of the index's slots: reps[0] */
+    SK_REDIS_R_LIST_MEMBERS, /* sale list, SMEMBERS of one slot's sales: reps[0] */
     SK_REDIS_R_LIST_VIEW,    /* sale list, one view per member: reps[0..nreps) */
-    SK_REDIS_R_PUT,          /* sale put: SADD replies reps[0..nreps-1), the script's reps[nreps-1] */
+    SK_REDIS_R_PUT,          /* sale put: SADD replies reps[0..nreps-1) (of other puts), the script's reps[nreps-1] */
     SK_REDIS_R_ORDER,        /* order get: reps[0] */
     SK_REDIS_R_ORDERS,       /* order list: reps[0] */
     SK_REDIS_R_CHANGE,       /* confirm or cancel (reqs[0].op says which): reps[0] */
-    SK_REDIS_R_REAP_MEMBERS, /* the reaper's SMEMBERS sk:holding: reps[0], no request */
-    SK_REDIS_R_REAP,         /* the reap script for reqs[0].sale: reps[0]; the request is not answered */
+    SK_REDIS_R_DUE_GET,      /* the sweep's due slots: reps[0], no request */
+    SK_REDIS_R_REAP,         /* the reap script for reqs[0].sale's slot: reps[0]; the request is not answered */
+    SK_REDIS_R_DUE_SET,      /* the sweep's end for a slot: reps[0], no request */
     SK_REDIS_R_KINDS_,
 } sk_redis_reply_kind_t;
 

@@ -5,7 +5,10 @@
 -- so the helpers below are in scope in every script, and one SHA1 names each composition.
 --
 -- Every script gets the same seven keys of one sale, all with the sale as hash tag, so that one
--- sale lives in one Redis Cluster slot. See docs/redis.md for the layout and the order stream.
+-- sale lives in one Redis Cluster slot, and some scripts also keys of that slot's own (the sales
+-- of the slot, its sweep list, its tombstones: 'sk:slot:{TAG}:...' with a TAG that hashes to the
+-- sale's slot), so that every script touches one slot only. See docs/redis.md for the layout and
+-- the order stream.
 
 local K = {
   sale = KEYS[1],   -- hash: stock limit hold starts ends sold held  ('' = null time)
@@ -16,6 +19,9 @@ local K = {
   seq = KEYS[6],    -- string: the last order id given
   orders = KEYS[7], -- hash: order id -> the order, packed (pack_order)
 }
+
+-- The sale's id: KEYS[1] is 'sk:{' .. id .. '}'.
+local SALE_ID = string.sub(KEYS[1], 5, -2)
 
 -- The result codes (R_OK, R_SOLD_OUT, ...) are not defined here: store_redis.c writes them ahead of
 -- this file from its one list, SK_REDIS_RESULTS, which also says what each one answers.

@@ -1,7 +1,7 @@
 -- delete.lua: deletes a sale that has ended (by Redis's clock) and holds no held order, with every
--- key of it, in one step. KEYS: the sale's seven, then sk:sales, sk:holding, sk:tombstones.
--- ARGV: the sale id. The sale's last order id stays in sk:tombstones, so that a sale made again
--- under the id goes on after it (put.lua) and no order id is ever given twice.
+-- key of it, in one step. KEYS: the sale's seven, then its slot's set of sales, sweep list and
+-- tombstones. ARGV: the sale id. The sale's last order id stays in the tombstones, so that a sale
+-- made again under the id goes on after it (put.lua) and no order id is ever given twice.
 -- Returns sale_reply(R_OK, the sale as it was), {R_NO_SALE} or {R_ACTIVE}.
 local s = load_sale()
 if not s then
@@ -19,5 +19,5 @@ if seq > tonumber(redis.call('HGET', KEYS[10], ARGV[1]) or '0') then
 end
 redis.call('UNLINK', K.sale, K.users, K.holds, K.stream, K.rids, K.seq, K.orders)
 redis.call('SREM', KEYS[8], ARGV[1])
-redis.call('SREM', KEYS[9], ARGV[1])
+redis.call('ZREM', KEYS[9], ARGV[1])
 return sale_reply(R_OK, s)

@@ -1,15 +1,16 @@
 -- put.lua: creates or updates a sale. ARGV: stock, per_user_limit, hold_seconds, starts_at,
 -- ends_at (times '' = null), all checked by the caller (sk_sale_conf_check), then the sale id.
--- KEYS: the sale's seven, then sk:tombstones: a sale made under the id of a deleted one goes on
--- after that one's last order id (delete.lua).
+-- KEYS: the sale's seven, then its slot's set of sales and its slot's tombstones: a sale made under
+-- the id of a deleted one goes on after that one's last order id (delete.lua).
 -- Returns sale_reply(R_CREATED | R_OK, sale) or {R_BELOW_TAKEN}: the new stock must cover what
 -- is sold and held, checked and applied in this one step.
 local s = load_sale()
 if not s then
-  local last = redis.call('HGET', KEYS[8], ARGV[6])
+  local last = redis.call('HGET', KEYS[9], ARGV[6])
   if last then
     redis.call('SET', K.seq, last)
   end
+  redis.call('SADD', KEYS[8], ARGV[6])
   redis.call('HSET', K.sale, 'stock', ARGV[1], 'limit', ARGV[2], 'hold', ARGV[3], 'starts', ARGV[4],
              'ends', ARGV[5], 'sold', '0', 'held', '0')
   return sale_reply(R_CREATED, load_sale())

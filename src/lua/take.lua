@@ -1,4 +1,5 @@
 -- take.lua: decides and records a batch of takes of one sale, atomically, in arrival order.
+-- KEYS: the sale's seven, then its slot's sweep list (sk:slot:{TAG}:due, docs/redis.md).
 -- ARGV: n, then n triples: user ('' = anonymous), qty, request_id ('' = none).
 -- Returns {R_NO_SALE} or
 --   {R_OK, remaining, per_user_limit, ends_at (-1), next hold deadline (-1), window open (0/1),
@@ -136,6 +137,8 @@ if seq ~= seq0 then
   redis.call('HSET', K.orders, unpack(packed))
   if #held > 0 then
     redis.call('ZADD', K.holds, unpack(held))
+    -- the slot's sweep list (KEYS[8]): this sale is due at its earliest deadline at the latest
+    redis.call('ZADD', KEYS[8], 'LT', expires_at, SALE_ID)
   end
   if #rids > 0 then
     redis.call('HSET', K.rids, unpack(rids))

@@ -168,6 +168,215 @@ class Redis:
                 self.proc.wait(5)
 
 
+
+REDIS_CLI = os.environ.get("REDIS_CLI", "/usr/bin/redis-cli")
+
+
+def free_cluster_port():
+    """A free loopback port whose cluster bus port (port + 10000) is free too."""
+    for _ in range(200):
+        p = free_port()
+        if p + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as b:
+                b.bind((HOST, p + 10000))
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+def resp(port, *args, timeout=5.0):
+    """One command to a Redis on loopback (RESP2), its reply as Python values; an error reply is
+    returned as an Exception instance (not raised)."""
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        s.sendall(out)
+        f = s.makefile("rb")
+
+        def read():
+            line = f.readline()
+            if not line:
+                raise OSError("connection closed")
+            t, rest = line[:1], line[1:-2]
+            if t == b"+":
+                return rest.decode()
+            if t == b"-":
+                return Exception(rest.decode())
+            if t == b":":
+                return int(rest)
+            if t == b"$":
+                n = int(rest)
+                if n < 0:
+                    return None
+                data = f.read(n + 2)[:-2]
+                return data.decode(errors="replace")
+            if t == b"*":
+                n = int(rest)
+                return None if n < 0 else [read() for _ in range(n)]
+            raise OSError(f"bad reply {line!r}")
+        return read()
+
+
+class RedisCluster:
+    """A throw-away Redis Cluster on loopback: `masters` masters with `replicas` replicas each,
+    every write fsynced (appendfsync always), made with redis-cli --cluster create."""
+
+    def __init__(self, workdir, masters=3, replicas=1, node_timeout=2000):
+        self.dir = os.path.join(workdir, "cluster")
+        os.makedirs(self.dir, exist_ok=True)
+        self.nmasters, self.nreplicas, self.node_timeout = masters, replicas, node_timeout
+        self.nodes = {}  # port -> Popen
+
+    def _spawn(self, port):
+        d = os.path.join(self.dir, str(port))
+        os.makedirs(d, exist_ok=True)
+        proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(port), "--bind", HOST, "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(self.node_timeout),
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", d, "--save", "",
+             "--daemonize", "no", "--logfile", os.path.join(d, "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            preexec_fn=_pdeathsig)
+        _track(proc)
+        self.nodes[port] = proc
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if resp(port, "PING") == "PONG":
+                    return True
+            except OSError:
+                pass
+            time.sleep(0.02)
+        return False
+
+    def start(self):
+        n = self.nmasters * (1 + self.nreplicas)
+        for _ in range(n):
+            for _ in range(5):
+                port = free_cluster_port()
+                if self._spawn(port):
+                    break
+                self.nodes.pop(port).kill()
+            else:
+                raise RuntimeError("a cluster node did not start")
+        addrs = [f"{HOST}:{p}" for p in self.nodes]
+        out = subprocess.run([REDIS_CLI, "--cluster", "create", *addrs, "--cluster-replicas",
+                              str(self.nreplicas), "--cluster-yes"], capture_output=True, text=True,
+                             timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+        self.wait_ok()
+        deadline = time.monotonic() + 30
+        while not self.replicas_synced():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster's replicas did not sync")
+            time.sleep(0.05)
+        return self
+
+    def replicas_synced(self):
+        """Every live master has its replicas connected and in sync (WAIT 1 answers)."""
+        if self.nreplicas == 0:
+            return True
+        try:
+            for p in self.masters():
+                info = resp(p, "INFO", "replication")
+                n = int(re.search(r"connected_slaves:(\d+)", info).group(1))
+                if n < self.nreplicas or "state=online" not in info:
+                    return False
+            return True
+        except OSError:
+            return False
+
+    def wait_ok(self, timeout=30.0, masters=None):
+        """Until every live node says cluster_state:ok and sees `masters` masters serving all
+        16384 slots (each with its replicas, when they are alive)."""
+        masters = masters or self.nmasters
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if all(self._node_ok(p, masters) for p in self.live_ports()):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster did not settle")
+            time.sleep(0.05)
+
+    def _node_ok(self, port, masters):
+        info = resp(port, "CLUSTER", "INFO")
+        if "cluster_state:ok" not in info:
+            return False
+        slots = resp(port, "CLUSTER", "SLOTS")
+        owners = {(r[2][0], r[2][1]) for r in slots}
+        return sum(r[1] - r[0] + 1 for r in slots) == 16384 and len(owners) == masters
+
+    def restart(self, port):
+        """Starts a killed node again on its port and directory (it rejoins from nodes.conf)."""
+        if not self._spawn(port):
+            raise RuntimeError(f"cluster node {port} did not restart")
+
+    def live_ports(self):
+        return [p for p, proc in self.nodes.items() if proc.poll() is None]
+
+    def masters(self):
+        """Ports of the live masters, each with the slot ranges it serves."""
+        for p in self.live_ports():
+            try:
+                slots = resp(p, "CLUSTER", "SLOTS")
+            except OSError:
+                continue  # a node starting again
+            if not isinstance(slots, list) or not slots:
+                continue
+            out = {}
+            for r in slots:
+                out.setdefault(int(r[2][1]), []).append((r[0], r[1]))
+            return out
+        raise RuntimeError("no cluster node answers CLUSTER SLOTS")
+
+    def master_of_slot(self, slot):
+        for port, ranges in self.masters().items():
+            if any(lo <= slot <= hi for lo, hi in ranges):
+                return port
+        raise KeyError(slot)
+
+    def flush(self):
+        """Empties every master (and so its replicas) between tests."""
+        for port in self.masters():
+            resp(port, "FLUSHALL")
+            resp(port, "SCRIPT", "FLUSH")
+
+    @property
+    def url(self):
+        return "redis-cluster://" + ",".join(f"{HOST}:{p}" for p in list(self.nodes)[:2])
+
+    def stop(self):
+        for proc in self.nodes.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+
+def key_slot(key):
+    """Redis Cluster's slot of a key (CRC16/XMODEM of its hash tag)."""
+    k = key.encode()
+    a = k.find(b"{")
+    if a >= 0:
+        b = k.find(b"}", a + 1)
+        if b > a + 1:
+            k = k[a + 1:b]
+    crc = 0
+    for byte in k:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc & 16383
+
 class Server:
     """One running seckilld. `pub` / `adm` send requests to the public / admin listener."""
 
@@ -662,10 +871,31 @@ def _watchdog():
     done.set()
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory):
+    """One Redis Cluster for the whole session (3 masters, a replica each), emptied before each
+    test that uses it: starting one takes seconds. Tests that change its shape (a failover, a
+    slot migration) make their own."""
+    if not os.access(REDIS_SERVER, os.X_OK) or not os.access(REDIS_CLI, os.X_OK):
+        pytest.fail(f"{REDIS_SERVER} or {REDIS_CLI} missing: apt-get install redis-server", pytrace=False)
+    c = RedisCluster(str(tmp_path_factory.mktemp("shared"))).start()
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(params=["sqlite", "redis", "redis-cluster"])
 def store(request, tmp_path):
-    """The store URL factory for this test run: ('sqlite', url) or ('redis', url)."""
+    """The store URL factory for this test run: ('sqlite', url), ('redis', url) or
+    ('redis-cluster', url)."""
     kind = request.param
+    if kind == "redis-cluster":
+        c = request.getfixturevalue("shared_cluster")
+        c.wait_ok()
+        c.flush()
+        yield Store(kind, c.url, cluster=c)
+        return
     if kind == "sqlite":
         d = tmp_path / "db"
         d.mkdir()
@@ -681,8 +911,8 @@ def store(request, tmp_path):
 
 
 class Store:
-    def __init__(self, kind, url, db_path=None, redis=None):
-        self.kind, self.url, self.db_path, self.redis = kind, url, db_path, redis
+    def __init__(self, kind, url, db_path=None, redis=None, cluster=None):
+        self.kind, self.url, self.db_path, self.redis, self.cluster = kind, url, db_path, redis, cluster
 
 
 @pytest.fixture

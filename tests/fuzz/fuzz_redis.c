@@ -210,11 +210,6 @@ static redisReply *read_reply(const sk_buf_t *b)
 
 typedef const redisReply rep_t;
 
-static int is_err_or_null(rep_t *r)
-{
-    return r == NULL || r->type == REDIS_REPLY_ERROR;
-}
-
 static rep_t *el(rep_t *r, size_t i, int type)
 {
     if (r == NULL || r->type != REDIS_REPLY_ARRAY || i >= r->elements || r->element[i]->type != type)
@@ -444,7 +439,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (size_t i = 0; i < nreps; i++) {
         uint8_t k = fz_u8(&f);
         int budget = 40;
-        int script = !(kind == SK_REDIS_R_LIST_MEMBERS || kind == SK_REDIS_R_REAP_MEMBERS ||
+        int script = !(kind == SK_REDIS_R_LIST_MEMBERS || kind == SK_REDIS_R_LIST_SLOTS ||
                        (kind == SK_REDIS_R_PUT && i + 1 < nreps));
         memset(&bufs[i], 0, sizeof(bufs[i]));
         if ((k & 1) == 0 || !script) {
@@ -475,6 +470,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 put_shaped(&bufs[i], &f, "iiisissii", 7, fz_u8(&f) % 4);
                 break;
             case SK_REDIS_R_REAP:
+                put_shaped(&bufs[i], &f, "iii", 0, 0);
+                break;
+            case SK_REDIS_R_DUE_GET:
+                put_shaped(&bufs[i], &f, "iiii", 2, fz_u8(&f) % 4);
+                break;
+            case SK_REDIS_R_DUE_SET:
                 put_shaped(&bufs[i], &f, "ii", 0, 0);
                 break;
             default:
@@ -495,7 +496,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     sk_store_redis_offline_reply(store, kind, reqs, n, queued, reps, nreps);
 
     /* exactly once, every kind but the reaper's */
-    int reaper = kind == SK_REDIS_R_REAP || kind == SK_REDIS_R_REAP_MEMBERS;
+    int reaper = kind == SK_REDIS_R_REAP || kind == SK_REDIS_R_DUE_GET || kind == SK_REDIS_R_DUE_SET;
     for (size_t i = 0; i < n + queued; i++)
         CHECK(answered[i] == (reaper ? 0 : 1));
     for (size_t i = n + queued; i < MAX_REQS; i++)
@@ -516,22 +517,36 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     }
     case SK_REDIS_R_PUT: {
-        sk_sale_view_t v;
-        int pre = 0;
-        for (size_t i = 0; i + 1 < nreps; i++)
-            if (is_err_or_null(reps[i]))
-                pre = SK_EUNAVAILABLE;
+        sk_sale_view_t v; /* the SADDs before are other puts' (no request): the script's reply decides */
         r = reps[nreps - 1];
         int err = ref_code(r, &c) ? code_err(c) : SK_EUNAVAILABLE;
-        if (err == 0 && pre != 0)
-            err = pre;
-        else if (err == 0 && ref_view(r, sale, &v) != 0)
+        if (err == 0 && ref_view(r, sale, &v) != 0)
             err = SK_EUNAVAILABLE;
         CHECK(q->err == err);
         if (err == 0) {
             check_view(&q->view, &v);
             CHECK(q->created == (c == CREATED));
         }
+        break;
+    }
+    case SK_REDIS_R_LIST_SLOTS: {
+        int err = 0, any = 0;
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+            err = SK_EUNAVAILABLE;
+        for (size_t i = 0; err == 0 && i < r->elements; i++) {
+            const rep_t *e = r->element[i];
+            long v = 0;
+            size_t k = 0;
+            if (e->type != REDIS_REPLY_STRING || e->len == 0)
+                continue;
+            while (k < e->len && e->str[k] >= '0' && e->str[k] <= '9' && v <= 16383)
+                v = v * 10 + (e->str[k++] - '0');
+            any |= k == e->len && v <= 16383;
+        }
+        if (any) /* a slot's SMEMBERS would go out now, on a connection that is down */
+            err = SK_EUNAVAILABLE;
+        CHECK(q->err == err);
+        CHECK(q->nviews == 0);
         break;
     }
     case SK_REDIS_R_LIST_MEMBERS: {

@@ -1,6 +1,7 @@
 /* fuzz_url.c: libFuzzer target for the store URL (--store): sk_store_url_check (store.c), which
  * decides before anything starts whether a URL names a store, and sk_redis_conf_parse
- * (redis_conn.c), which splits redis://[[USER]:PASSWORD@]HOST[:PORT][/DB].
+ * (redis_conn.c), which splits redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] and (redis_ha.c)
+ * redis-cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...].
  *
  * Oracles:
  *   - differential: every input, as a C string, goes to both and to a reference splitter written
@@ -167,6 +168,80 @@ static int same_str(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
 }
 
+/* redis-cluster://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...], written another way: the user
+ * info up to the last '@' of the whole URL (a cluster URL has no path), then the seeds split at
+ * every ',' first, each a host (or [v6]) and an optional port; no '/' anywhere after the user
+ * info, at most 16 seeds. */
+#define REF_SEEDS_MAX 16
+typedef struct {
+    ref_conf_t auth; /* user and password only */
+    int n;
+    char *host[REF_SEEDS_MAX];
+    int port[REF_SEEDS_MAX];
+} ref_cluster_t;
+
+static void ref_cluster_free(ref_cluster_t *r)
+{
+    ref_free(&r->auth);
+    for (int i = 0; i < r->n; i++)
+        free(r->host[i]);
+    memset(r, 0, sizeof(*r));
+}
+
+static int ref_cluster(const char *url, ref_cluster_t *r)
+{
+    const char *a = url + strlen("redis-cluster://"), *last = strrchr(a, '@'), *hp = a;
+    memset(r, 0, sizeof(*r));
+    if (last != NULL) {
+        size_t at = (size_t)(last - a);
+        const char *colon = memchr(a, ':', at);
+        size_t ulen = colon ? (size_t)(colon - a) : 0;
+        if (colon != NULL && ulen > 0 && (r->auth.user = ref_decode(a, ulen)) == NULL)
+            goto bad;
+        r->auth.password = colon ? ref_decode(colon + 1, at - ulen - 1) : ref_decode(a, at);
+        if (r->auth.password == NULL)
+            goto bad;
+        if (r->auth.password[0] == '\0') {
+            free(r->auth.password);
+            r->auth.password = NULL;
+        }
+        hp = last + 1;
+    }
+    if (*hp == '\0' || strchr(hp, '/') != NULL)
+        goto bad;
+    for (;;) {
+        size_t len = strcspn(hp, ","), h;
+        const char *rest;
+        if (len == 0 || r->n == REF_SEEDS_MAX)
+            goto bad;
+        if (hp[0] == '[') {
+            const char *close = memchr(hp + 1, ']', len - 1);
+            if (close == NULL || close == hp + 1)
+                goto bad;
+            r->host[r->n] = dup_n(hp + 1, (size_t)(close - hp - 1));
+            rest = close + 1;
+        } else {
+            const char *colon = memchr(hp, ':', len);
+            h = colon ? (size_t)(colon - hp) : len;
+            if (h == 0)
+                goto bad;
+            r->host[r->n] = dup_n(hp, h);
+            rest = hp + h;
+        }
+        size_t restlen = len - (size_t)(rest - hp);
+        r->port[r->n] = 6379;
+        r->n++;
+        if (restlen > 0 && (rest[0] != ':' || ref_number(rest + 1, restlen - 1, 1, 65535, &r->port[r->n - 1]) != 0))
+            goto bad;
+        if (hp[len] == '\0')
+            return 0;
+        hp += len + 1;
+    }
+bad:
+    ref_cluster_free(r);
+    return -1;
+}
+
 /* What sk_store_url_check must say: SQLite opens exactly the file the path names. */
 static int ref_url_ok(const char *url)
 {
@@ -178,6 +253,12 @@ static int ref_url_ok(const char *url)
         ref_conf_t r;
         int ok = ref_parse(url, &r) == 0;
         ref_free(&r);
+        return ok;
+    }
+    if (strncmp(url, "redis-cluster://", 16) == 0) {
+        ref_cluster_t r;
+        int ok = ref_cluster(url, &r) == 0;
+        ref_cluster_free(&r);
         return ok;
     }
     return 0;
@@ -194,6 +275,30 @@ static void check_url(const char *url, const ref_conf_t *want)
 
     err[0] = '\0';
     rc = sk_redis_conf_parse(&c, url, err, sizeof(err));
+    if (strncmp(url, "redis-cluster://", 16) == 0) {
+        ref_cluster_t rc_ref;
+        char shown[1024];
+        int want_ok = ref_cluster(url, &rc_ref) == 0;
+        CHECK((rc == 0) == want_ok);
+        if (rc == 0) {
+            CHECK(c.cluster && c.nseeds == rc_ref.n && c.db == 0 && c.host == NULL);
+            for (int i = 0; i < c.nseeds; i++)
+                CHECK(strcmp(c.seeds[i].host, rc_ref.host[i]) == 0 && c.seeds[i].port == rc_ref.port[i]);
+            CHECK(same_str(c.user, rc_ref.auth.user));
+            CHECK(same_str(c.password, rc_ref.auth.password));
+        } else {
+            /* never the password in the message (unless what the redacted URL shows holds it) */
+            sk_url_redact(url, shown, sizeof(shown));
+            CHECK(err[0] != '\0');
+            CHECK(c.password == NULL || strlen(c.password) < 4 || strstr(err, c.password) == NULL ||
+                  strstr(shown, c.password) != NULL);
+        }
+        ref_cluster_free(&rc_ref);
+        sk_redis_conf_dispose(&c);
+        CHECK(sk_store_url_check(url, err, sizeof(err)) == rc);
+        CHECK((rc == 0) == ref_url_ok(url));
+        return;
+    }
     if (strncmp(url, "redis-sentinel://", 17) == 0 || strncmp(url, "unix://", 7) == 0) {
         /* redis_ha.c's forms, which the reference does not parse: consistent, and never a
          * password in the message */
@@ -330,8 +435,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_url(s, NULL);
     /* the same bytes after a scheme, so that the parser gets past its prefix */
     if (size > 0 && data[0] < 0x20) {
-        static const char *const schemes[] = {"redis://", "sqlite:", "redis://:", "redis://u:"};
-        const char *sch = schemes[data[0] & 3];
+        static const char *const schemes[] = {"redis://",           "sqlite:",
+                                              "redis://:",          "redis://u:",
+                                              "redis-cluster://",   "redis-cluster://u:",
+                                              "redis-cluster://h,", "redis-cluster://:p@"};
+        const char *sch = schemes[data[0] & 7];
         char *t = malloc(strlen(sch) + size);
         CHECK(t != NULL);
         strcpy(t, sch);

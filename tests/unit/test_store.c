@@ -32,6 +32,7 @@
 #include <cmocka.h>
 #include "error.h"
 #include "log.h"
+#include "redis_cluster.h"
 #include "store.h"
 #include "util.h"
 
@@ -57,10 +58,14 @@ typedef struct backend_s {
     int redis;
 } backend_t;
 
-static const backend_t SQLITE = {"sqlite", 0}, REDIS = {"redis", 1};
+static const backend_t SQLITE = {"sqlite", 0}, REDIS = {"redis", 1}, CLUSTER = {"redis-cluster", 2};
 static const backend_t *backend;
-static int redis_port;
+static int redis_port; /* the Redis group's; the cluster group's first node */
 static pid_t redis_pid;
+#define CLUSTER_NODES 3 /* masters, no replicas: the cases, not failover (tests/e2e/test_cluster.py) */
+static int cluster_ports[CLUSTER_NODES];
+static pid_t cluster_pids[CLUSTER_NODES];
+static char cluster_dir[64];
 
 static void post(void *ctx, sk_store_req_t *req)
 {
@@ -287,6 +292,89 @@ static int group_redis(void **state)
     return 0;
 }
 
+static int redis_on(int port, const char *cmd)
+{
+    int keep = redis_port, rc;
+    redis_port = port;
+    rc = redis_cmd_ok("%s", cmd);
+    redis_port = keep;
+    return rc;
+}
+
+/* A Redis Cluster of our own (3 masters), for the whole group: the same cases over it. */
+static int group_cluster(void **state)
+{
+    char cmd[512], port[16];
+    size_t used;
+    (void)state;
+    backend = &CLUSTER;
+    snprintf(cluster_dir, sizeof(cluster_dir), "/tmp/sk-cluster-XXXXXX");
+    if (mkdtemp(cluster_dir) == NULL)
+        return -1;
+    used = (size_t)snprintf(cmd, sizeof(cmd), "redis-cli --cluster create");
+    for (int i = 0; i < CLUSTER_NODES; i++) {
+        char dir[96];
+        do /* the cluster bus listens on port + 10000 */
+            cluster_ports[i] = free_port();
+        while (cluster_ports[i] <= 0 || cluster_ports[i] > 55535);
+        snprintf(port, sizeof(port), "%d", cluster_ports[i]);
+        snprintf(dir, sizeof(dir), "%s/%d", cluster_dir, i);
+        mkdir(dir, 0700);
+        if ((cluster_pids[i] = fork()) == 0) {
+            int null = open("/dev/null", O_WRONLY);
+            dup2(null, 1);
+            dup2(null, 2);
+            execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                   "no", "--cluster-enabled", "yes", "--dir", dir, "--loglevel", "warning", (char *)NULL);
+            _exit(127);
+        }
+        used += (size_t)snprintf(cmd + used, sizeof(cmd) - used, " 127.0.0.1:%d", cluster_ports[i]);
+    }
+    redis_port = cluster_ports[0];
+    int64_t until = sk_mono_ms() + WAIT_MS;
+    for (int i = 0; i < CLUSTER_NODES; i++)
+        while (redis_on(cluster_ports[i], "PING") != 0) {
+            if (sk_mono_ms() > until)
+                return -1;
+            usleep(20000);
+        }
+    snprintf(cmd + used, sizeof(cmd) - used, " --cluster-yes >/dev/null 2>&1");
+    if (system(cmd) != 0)
+        return -1;
+    /* every node sees the cluster up */
+    for (int i = 0; i < CLUSTER_NODES; i++) {
+        redisContext *c = redisConnect("127.0.0.1", cluster_ports[i]);
+        for (;;) {
+            redisReply *rep = c && !c->err ? redisCommand(c, "CLUSTER INFO") : NULL;
+            int ok = rep != NULL && rep->type == REDIS_REPLY_STRING && strstr(rep->str, "cluster_state:ok") != NULL;
+            freeReplyObject(rep);
+            if (ok)
+                break;
+            if (sk_mono_ms() > until + 20000) {
+                redisFree(c);
+                return -1;
+            }
+            usleep(20000);
+        }
+        redisFree(c);
+    }
+    return 0;
+}
+
+static int group_cluster_down(void **state)
+{
+    char cmd[128];
+    (void)state;
+    for (int i = 0; i < CLUSTER_NODES; i++)
+        if (cluster_pids[i] > 0) {
+            kill(cluster_pids[i], SIGKILL);
+            waitpid(cluster_pids[i], NULL, 0);
+            cluster_pids[i] = 0;
+        }
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", cluster_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
 static int group_redis_down(void **state)
 {
     (void)state;
@@ -308,7 +396,9 @@ static void open_worker(fx_t *f)
 static void open_store(fx_t *f)
 {
     char url[160], err[256] = "";
-    if (backend->redis)
+    if (backend->redis == 2)
+        snprintf(url, sizeof(url), "redis-cluster://127.0.0.1:%d,127.0.0.1:%d", cluster_ports[0], cluster_ports[1]);
+    else if (backend->redis)
         snprintf(url, sizeof(url), "redis://127.0.0.1:%d", redis_port);
     else
         snprintf(url, sizeof(url), "sqlite:%s", f->path);
@@ -328,7 +418,7 @@ static void close_store(fx_t *f)
 
 static int setup(void **state)
 {
-    if (backend->redis && redis_pid <= 0)
+    if (backend->redis == 1 && redis_pid <= 0)
         return -1;
     fx_t *f = calloc(1, sizeof(*f));
     pthread_mutex_init(&f->mu, NULL);
@@ -337,8 +427,11 @@ static int setup(void **state)
     if (mkdtemp(f->dir) == NULL)
         return -1;
     snprintf(f->path, sizeof(f->path), "%s/book.db", f->dir);
-    if (backend->redis && redis_cmd_ok("FLUSHALL") != 0)
+    if (backend->redis == 1 && redis_cmd_ok("FLUSHALL") != 0)
         return -1;
+    for (int i = 0; backend->redis == 2 && i < CLUSTER_NODES; i++)
+        if (redis_on(cluster_ports[i], "FLUSHALL") != 0)
+            return -1;
     open_store(f);
     *state = f;
     return 0;
@@ -677,8 +770,8 @@ static int del(fx_t *f, const char *sale, sk_sale_view_t *v)
 static long leftovers(fx_t *f, const char *sale)
 {
     long n = 0;
-    if (backend->redis) {
-        redisContext *c = redisConnect("127.0.0.1", redis_port);
+    for (int node = 0; backend->redis && node < (backend->redis == 2 ? CLUSTER_NODES : 1); node++) {
+        redisContext *c = redisConnect("127.0.0.1", backend->redis == 2 ? cluster_ports[node] : redis_port);
         assert_true(c != NULL && c->err == 0);
         char cursor[32] = "0";
         do {
@@ -688,11 +781,13 @@ static long leftovers(fx_t *f, const char *sale)
             n += (long)rep->element[1]->elements;
             freeReplyObject(rep);
         } while (strcmp(cursor, "0") != 0);
-        redisReply *rep = redisCommand(c, "SISMEMBER sk:sales %s", sale);
-        n += rep->integer;
+        redisReply *rep = redisCommand(c, "SISMEMBER sk:slot:{%s}:sales %s",
+                                       sk_redis_slot_tag(sk_redis_sale_slot(sale, strlen(sale))), sale);
+        n += rep->type == REDIS_REPLY_INTEGER ? rep->integer : 0; /* MOVED: another node's */
         freeReplyObject(rep);
         redisFree(c);
-        return n;
+        if (node + 1 == (backend->redis == 2 ? CLUSTER_NODES : 1))
+            return n;
     }
     sqlite3 *db;
     sqlite3_stmt *st;
@@ -1157,6 +1252,8 @@ int main(void)
      * CI: docs/testing.md) */
     if (system("command -v redis-server >/dev/null 2>&1") == 0) {
         failed += cmocka_run_group_tests_name("store redis", redis_tests, group_redis, group_redis_down);
+        const struct CMUnitTest cluster_tests[] = {CASES};
+        failed += cmocka_run_group_tests_name("store redis-cluster", cluster_tests, group_cluster, group_cluster_down);
     } else {
         fprintf(stderr, "store redis: SKIPPED: redis-server is not installed\n");
         failed += getenv("SK_NO_SKIP") != NULL;
