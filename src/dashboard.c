@@ -19,7 +19,8 @@
  *     does not read would hold its write (and so the drain) for ever: after STOP_GRACE_MS its
  *     socket is shut down, the write fails, and h2o releases the request as for a vanished client.
  *
- * The numbers are those of /metrics: the take outcome counters come from sk_metrics_each_take,
+ * A snapshot carries the time of its tick and the counters read then (see refresh). The numbers
+ * are those of /metrics: the take outcome counters come from sk_metrics_each_take,
  * which also writes them into /metrics, so the two cannot disagree. */
 #include "dashboard.h"
 #include <stdlib.h>
@@ -60,6 +61,8 @@ struct sk_dashboard_s {
     int listing;              /* `list` is with the store */
     int stopping;
     int64_t stop_at;          /* sk_mono_ms() of worker_stop */
+    int64_t asked_at;         /* sk_now_ms() when `list` was asked for: the snapshot's time_ms */
+    sk_buf_t takes;           /* "takes":{...} as counted at asked_at */
     msg_t *last;              /* the latest snapshot (a reference), NULL before the first */
     int64_t last_at;          /* sk_mono_ms() when `last` was built */
 };
@@ -130,9 +133,9 @@ static msg_t *snapshot(dashboard_t *d)
     sk_buf_t b = {0};
     char sale[SK_RENDER_MAX];
     sk_buf_printf(&b, "data: {\"time_ms\":%lld,\"interval_ms\":%d,\"store\":{\"name\":\"%s\",\"up\":%s},",
-                  (long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, sk_store_name(st),
+                  (long long)d->asked_at, SK_DASHBOARD_TICK_MS, sk_store_name(st),
                   sk_store_healthy(st) ? "true" : "false");
-    put_takes(&b);
+    sk_buf_append(&b, d->takes.p, d->takes.len);
     if (s->err == 0) {
         sk_buf_append(&b, ",\"sales\":[", 10);
         for (size_t i = 0; i < s->nviews; i++) {
@@ -240,6 +243,18 @@ static void refresh(dashboard_t *d)
 {
     if (d->listing)
         return;
+    /* The time and the counters are those of the tick, not of the store's answer, and the time is
+     * the loop's clock (h2o's, the wall clock read once per turn of the loop), the one the tick's
+     * timer runs on. The answer's delay varies with the load (a list behind a storm of takes on a
+     * Redis connection), and so does the delay between the loop reading its clock and this tick
+     * running (a turn busy with requests, a thread preempted): stamped with sk_now_ms() on
+     * arrival, two snapshots were once 339 ms apart although their ticks were 500 ms apart. The
+     * timer fires when the loop's clock has passed its link time by a tick and is relinked at
+     * that same clock reading, so time_ms advances by at least SK_DASHBOARD_TICK_MS from one
+     * message to the next; and the page's rates pair each count with the time it was read. */
+    d->asked_at = (int64_t)h2o_now(d->w->ctx.loop);
+    d->takes.len = 0;
+    put_takes(&d->takes);
     memset(&d->list, 0, sizeof(d->list));
     d->list.op = SK_STORE_SALE_LIST;
     d->list.cb = on_list;
@@ -407,6 +422,7 @@ static void worker_dispose(sk_worker_t *w)
         h2o_timeout_unlink(&d->tick_entry);
     h2o_timeout_dispose(w->ctx.loop, &d->tick);
     msg_release(&d->last);
+    sk_buf_dispose(&d->takes);
     free(d);
     w->dashboard = NULL;
 }
