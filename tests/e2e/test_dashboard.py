@@ -251,8 +251,9 @@ def test_events_carry_exact_numbers(server, sale_id):
             assert m["takes"].get(k) == v, (k, m["takes"], mt)
         # more takes show up in the next messages
         assert server.take(s2, user="dave", qty=1).status == 201
-        m = until(server, lambda m: sale_of(m, s2)["sold"] == 3, st)
-        assert m["takes"]["won"] == 10
+        # (the counters are read at the tick, the list a moment later: wait for both)
+        m = until(server, lambda m: sale_of(m, s2)["sold"] == 3 and m["takes"]["won"] == 10, st)
+        assert m["takes"]["sold_out"] == 5 and m["takes"]["user_limit"] == 2
     finally:
         st.close()
 
