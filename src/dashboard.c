@@ -6,7 +6,8 @@
  *   - each worker keeps one timer (h2o_timeout_t, SK_DASHBOARD_TICK_MS) that runs only while the
  *     worker has streams; a tick asks the store for the sale list (SK_STORE_SALE_LIST, as /metrics
  *     does) and, when it answers, builds one snapshot message shared by every stream of the worker
- *     (refcounted: h2o_mem_alloc_shared without a pool);
+ *     (refcounted: h2o_mem_alloc_shared without a pool); past SK_DASHBOARD_SALES_PER_TICK sales,
+ *     ticks are let pass between two lists (`rest`) so that the store's work stays bounded;
  *   - a stream has at most one write in flight: a snapshot is sent only to a stream whose previous
  *     write h2o has flushed (`proceed`); a slow reader skips snapshots rather than queueing them,
  *     so memory and rate stay bounded whatever the traffic; snapshots are cumulative, so a
@@ -59,6 +60,8 @@ struct sk_dashboard_s {
     h2o_timeout_entry_t tick_entry;
     sk_store_req_t list;      /* the sale list for the next snapshot */
     int listing;              /* `list` is with the store */
+    int64_t list_after;       /* sk_mono_ms() before which no tick lists (SK_DASHBOARD_SALES_PER_TICK) */
+    int64_t asked_mono;       /* sk_mono_ms() when `list` was asked for */
     int stopping;
     int64_t stop_at;          /* sk_mono_ms() of worker_stop */
     int64_t asked_at;         /* sk_now_ms() when `list` was asked for: the snapshot's time_ms */
@@ -217,6 +220,13 @@ static void on_stream_dispose(void *p)
 static void publish(dashboard_t *d)
 {
     msg_t *m = snapshot(d);
+    /* the next list comes ceil(sales / SK_DASHBOARD_SALES_PER_TICK) ticks after this one: the
+     * store reads at most that many sales a tick for this worker, on average (half a tick of
+     * slack: the timer and this clock are read at slightly different moments) */
+    size_t nsales = d->list.err == 0 ? d->list.nviews : 0;
+    int64_t ticks =
+        nsales > SK_DASHBOARD_SALES_PER_TICK ? (int64_t)((nsales - 1) / SK_DASHBOARD_SALES_PER_TICK) + 1 : 1;
+    d->list_after = d->asked_mono + ticks * SK_DASHBOARD_TICK_MS - SK_DASHBOARD_TICK_MS / 2;
     sk_store_req_dispose(&d->list);
     msg_release(&d->last);
     d->last = m;
@@ -253,6 +263,7 @@ static void refresh(dashboard_t *d)
      * that same clock reading, so time_ms advances by at least SK_DASHBOARD_TICK_MS from one
      * message to the next; and the page's rates pair each count with the time it was read. */
     d->asked_at = (int64_t)h2o_now(d->w->ctx.loop);
+    d->asked_mono = sk_mono_ms();
     d->takes.len = 0;
     put_takes(&d->takes);
     memset(&d->list, 0, sizeof(d->list));
@@ -289,10 +300,12 @@ static void on_tick(h2o_timeout_entry_t *entry)
     if (d->nstreams == 0)
         return; /* the timer rests until the next stream */
     h2o_timeout_link(d->w->ctx.loop, &d->tick, &d->tick_entry);
-    if (!d->stopping)
+    if (d->stopping) {
+        if (sk_mono_ms() - d->stop_at >= STOP_GRACE_MS)
+            cut(d);
+    } else if (sk_mono_ms() >= d->list_after) {
         refresh(d);
-    else if (sk_mono_ms() - d->stop_at >= STOP_GRACE_MS)
-        cut(d);
+    }
 }
 
 static dashboard_t *dashboard_of(sk_worker_t *w)
@@ -316,7 +329,8 @@ void sk_dashboard_events(sk_worker_t *w, h2o_req_t *req)
         /* the first stream: tick from now on, and take a snapshot at once (before this stream is
          * listed, so that it gets the snapshot with its first write below) */
         h2o_timeout_link(w->ctx.loop, &d->tick, &d->tick_entry);
-        refresh(d);
+        if (sk_mono_ms() >= d->list_after) /* not when streams come and go faster than lists may */
+            refresh(d);
     }
     stream_t *st = h2o_mem_alloc_shared(&req->pool, sizeof(*st), on_stream_dispose);
     memset(st, 0, sizeof(*st));

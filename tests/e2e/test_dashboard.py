@@ -293,6 +293,24 @@ def test_events_rate_is_bounded_under_load(server, sale_id):
         st.close()
 
 
+def test_events_slow_down_past_2000_sales(server):
+    """A snapshot reads every sale from the store (on Redis a script call per sale): past
+    SK_DASHBOARD_SALES_PER_TICK (2,000) sales a worker lists every ceil(sales / 2,000) ticks, so
+    the store's work for the dashboard stays bounded (docs/dashboard.md, "Cost")."""
+    n = 2001
+    res = storm(server.admin_port, [("PUT", f"/v1/sales/many-{i:05d}", {"stock": 1 + i}) for i in range(n)],
+                threads=16)
+    assert [r[0] for r in res] == [201] * n, [r for r in res if r[0] != 201][:3]
+    st = Stream(server.admin_port)
+    try:
+        msgs = [st.next(timeout=5) for _ in range(4)]
+        assert all(m is not None and len(m["sales"]) == n for m in msgs), [m and len(m["sales"]) for m in msgs]
+        gaps = [b["time_ms"] - a["time_ms"] for a, b in zip(msgs, msgs[1:])]
+        assert all(g >= 2 * 500 for g in gaps), gaps  # two ticks a list at 2,001 sales
+    finally:
+        st.close()
+
+
 def test_events_survive_idle_timeout_and_http10(make_server):
     srv = make_server(["--idle-timeout", "1"])
     a = Stream(srv.admin_port)
