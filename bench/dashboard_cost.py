@@ -95,12 +95,13 @@ def main():
                   f"max {max(lat):.1f} ms, {len(body):,} bytes")
             print(f"  no stream: " + ", ".join(f"{nm} {c * 1000 / seconds:.1f} ms CPU/s" for nm, c in zip(names, idle)))
             for streams in (1, 5):
+                # one stream: one worker lists; five: both workers of --threads 2 do, each for its own
                 cpu, nbytes, msgs = span(pids, srv.admin_port, streams, seconds)
-                per = max(msgs / streams, 1)  # snapshots built (shared by the streams of a worker)
+                per = max(msgs / streams, 1)  # messages one stream got
                 print(f"  {streams} stream(s): {msgs / streams / seconds:.2f} msg/s per stream, "
                       f"{nbytes / max(msgs, 1):,.0f} bytes/msg; " +
-                      ", ".join(f"{nm} {c * 1000 / seconds:.1f} ms CPU/s ({(c - i) * 1000 / per:.2f} ms per snapshot "
-                                f"over idle)" for nm, c, i in zip(names, cpu, idle)))
+                      ", ".join(f"{nm} {c * 1000 / seconds:.1f} ms CPU/s ({(c - i) * 1000 / per:.1f} ms over idle "
+                                f"per message of one stream)" for nm, c, i in zip(names, cpu, idle)))
         finally:
             srv.stop()
             if red:
