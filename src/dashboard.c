@@ -64,7 +64,7 @@ struct sk_dashboard_s {
     int64_t asked_mono;       /* sk_mono_ms() when `list` was asked for */
     int stopping;
     int64_t stop_at;          /* sk_mono_ms() of worker_stop */
-    int64_t asked_at;         /* sk_now_ms() when `list` was asked for: the snapshot's time_ms */
+    int64_t asked_at;         /* the loop's clock when `list` was asked for: the snapshot's time_ms */
     sk_buf_t takes;           /* "takes":{...} as counted at asked_at */
     msg_t *last;              /* the latest snapshot (a reference), NULL before the first */
     int64_t last_at;          /* sk_mono_ms() when `last` was built */
