@@ -19,6 +19,7 @@ it fails and names it.
 """
 
 import base64
+import calendar
 import http.client
 import importlib.util
 import json
@@ -605,6 +606,10 @@ PAGE_ROWS = 25  # the page's default page size
 MAX_PAGE_HEIGHT = 1600  # px at 1,400 x 900 with a full page of rows (issue 17: 3,919 px at 50 sales)
 
 
+def calendar_utc(y, mo, d, h):
+    return calendar.timegm((y, mo, d, h, 0, 0))
+
+
 def thousand_sales(srv, now):
     """Creates N_SALES sales at once (concurrently) and takes from some; returns {id: expected
     sale fields}: stocks that sort differently as numbers and as strings, one in ten ended (and so
@@ -654,6 +659,26 @@ def thousand_sales(srv, now):
 def local_time(t):
     """What the page shows for a time (seconds), in TIMEZONE."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t + TZ_OFFSET))
+
+
+def paris_offset(t):
+    """Europe/Paris's offset at `t` by the EU rule (from 01:00 UTC on the last Sunday of March to
+    01:00 UTC on the last Sunday of October: +02:00, else +01:00), without tzdata."""
+    y = time.gmtime(t).tm_year
+
+    def last_sunday_1am(month):
+        day = max(d for d in range(1, 32) if d <= calendar.monthrange(y, month)[1]
+                  and calendar.weekday(y, month, d) == 6)
+        return calendar.timegm((y, month, day, 1, 0, 0))
+
+    return 7200 if last_sunday_1am(3) <= t < last_sunday_1am(10) else 3600
+
+
+def paris_time(t):
+    """What the page shows for `t` in Europe/Paris: the offset named when it is not today's."""
+    off = paris_offset(t)
+    zone = "" if off == paris_offset(time.time()) else f" UTC+{off // 3600:02d}:00"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t + off)) + zone
 
 
 def test_dashboard_in_chromium(make_server, store, tmp_path, sale_id):
@@ -915,6 +940,22 @@ def test_dashboard_in_chromium(make_server, store, tmp_path, sale_id):
         sort_by("sold", "descending")
         time.sleep(1.2)  # a little more history in the chart
         page.screenshot(SCREENSHOT)
+        # what the page shows at the end
+        assert page.text(f"{row} .sold") == "40" and page.text("#count-sold_out") == "80"
+
+        # a zone with daylight saving: the heads name today's offset, a time at the other names its own
+        jan, jul = calendar_utc(2027, 1, 15, 12), calendar_utc(2027, 7, 15, 12)
+        assert srv.adm("PUT", "/v1/sales/dst-sale", {"stock": 1, "starts_at": jan, "ends_at": jul}).status == 201
+        page.driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Europe/Paris"})
+        page.driver.refresh()  # the token is in sessionStorage: straight to the page
+        page.visible("#app:not(.hidden)")
+        filt("dst-sale", "", "1\u20131 of 1 (of 1,002) \u00b7 page 1 of 1")
+        rowd = 'tr[data-sale="dst-sale"]'
+        page.expect_texts({f"{rowd} .starts": paris_time(jan), f"{rowd} .ends": paris_time(jul),
+                           'th[data-key="starts_at"] .zone': f"(UTC+{paris_offset(time.time()) // 3600:02d}:00)"},
+                          "times in Europe/Paris")
+        assert sum(" UTC+0" in page.text(f"{rowd} .{c}") for c in ("starts", "ends")) == 1
+
         problems = page.problems(origin)
         assert not problems, problems
         # nothing per sale but what was clicked: the GET of each row change, no listing of each sale
@@ -925,8 +966,6 @@ def test_dashboard_in_chromium(make_server, store, tmp_path, sale_id):
             + [("PUT", f"/v1/sales/{sale}")] * 2 + [("PUT", f"/v1/sales/{sale2}")]
             + [("GET", f"/v1/sales/{sale}"), ("PUT", f"/v1/sales/{sale}")] * 2
             + [("GET", f"/v1/sales/{sale2}"), ("PUT", f"/v1/sales/{sale2}")]), per_sale
-        # what the page shows at the end
-        assert page.text(f"{row} .sold") == "40" and page.text("#count-sold_out") == "80"
         assert "bad_request" in bad_msg and "stock_below_taken" in below_msg, (bad_msg, below_msg)
     finally:
         page.close()
@@ -935,4 +974,4 @@ def test_dashboard_in_chromium(make_server, store, tmp_path, sale_id):
     # the server agrees with what the page showed
     assert srv.sale(sale)["stock"] == 60 and srv.sale(sale)["sold"] == 40
     assert srv.sale(sale2)["state"] == "ended"
-    assert len(srv.adm("GET", "/v1/sales").body["sales"]) == N_SALES + 1
+    assert len(srv.adm("GET", "/v1/sales").body["sales"]) == N_SALES + 2
