@@ -26,6 +26,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -40,6 +41,7 @@ CHROMIUM = "/usr/bin/chromium"
 # SK_DASHBOARD_SCREENSHOT=$PWD/docs/dashboard.png make e2e
 SCREENSHOT = os.environ.get("SK_DASHBOARD_SCREENSHOT", os.path.join(ROOT, "build", "dashboard.png"))
 TICK_S = 0.5  # SK_DASHBOARD_TICK_MS
+REDIS_CLI = "/usr/bin/redis-cli"
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,6 +315,40 @@ def test_events_slow_down_past_2000_sales(server):
         assert all(g >= 2 * 500 for g in gaps), gaps  # two ticks a list at 2,001 sales
     finally:
         st.close()
+
+
+def script_calls(port):
+    """Script calls a Redis has run: with one sale, no take and no hold, one (view.lua) a sale
+    list (the reaper's SMEMBERS of the sales holding orders runs on its own, so not SMEMBERS)."""
+    out = subprocess.run([REDIS_CLI, "-h", HOST, "-p", str(port), "INFO", "commandstats"],
+                         capture_output=True, text=True, timeout=10).stdout
+    return sum(int(n) for n in re.findall(r"^cmdstat_(?:evalsha|eval|evalsha_ro|eval_ro):calls=(\d+)", out, re.M))
+
+
+@pytest.mark.parametrize("store", ["redis"], indirect=True)
+def test_events_list_once_for_every_worker(make_server, store, sale_id):
+    """One sale list for the whole process, however many workers have streams: with 8 streams
+    spread over 4 workers the store lists about as often as one stream gets a message (each
+    worker listing for itself made it about 4 times as often)."""
+    srv = make_server(["--threads", "4"])
+    srv.put_sale(sale_id("dash"), stock=5)
+    streams = [Stream(srv.admin_port) for _ in range(8)]
+    try:
+        for st in streams:
+            assert st.next(timeout=5) is not None
+        before = script_calls(store.redis.port)
+        got = [0] * len(streams)
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            for i, st in enumerate(streams):
+                if st.next(timeout=0.05) is not None:
+                    got[i] += 1
+        lists = script_calls(store.redis.port) - before
+        assert min(got) >= 3, got
+        assert lists <= max(got) * 3 // 2 + 1, (lists, got)
+    finally:
+        for st in streams:
+            st.close()
 
 
 def test_events_survive_idle_timeout_and_http10(make_server):
