@@ -4,9 +4,11 @@
  *     dispose hook), so the pool, and the stream with it, lives exactly as long as h2o keeps the
  *     request; the hook unlinks the stream from its worker's list, whichever way it ended;
  *   - each worker keeps one timer (h2o_timeout_t, SK_DASHBOARD_TICK_MS) that runs only while the
- *     worker has streams; a tick asks the store for the sale list (SK_STORE_SALE_LIST, as /metrics
- *     does) and, when it answers, builds one snapshot message shared by every stream of the worker
- *     (refcounted: h2o_mem_alloc_shared without a pool);
+ *     worker has streams; at a tick it takes the sale list another worker has made since its
+ *     last snapshot (`shared`, under a mutex: one list for the whole process), or else asks the
+ *     store for one itself (SK_STORE_SALE_LIST, as /metrics does), unless another worker is at
+ *     it or SK_DASHBOARD_SALES_PER_TICK says not yet; it builds one snapshot message shared by
+ *     every stream of the worker (refcounted: h2o_mem_alloc_shared without a pool);
  *   - a stream has at most one write in flight: a snapshot is sent only to a stream whose previous
  *     write h2o has flushed (`proceed`); a slow reader skips snapshots rather than queueing them,
  *     so memory and rate stay bounded whatever the traffic; snapshots are cumulative, so a
@@ -19,9 +21,11 @@
  *     does not read would hold its write (and so the drain) for ever: after STOP_GRACE_MS its
  *     socket is shut down, the write fails, and h2o releases the request as for a vanished client.
  *
- * The numbers are those of /metrics: the take outcome counters come from sk_metrics_each_take,
+ * A snapshot carries the time of its tick and the counters read then (see refresh). The numbers
+ * are those of /metrics: the take outcome counters come from sk_metrics_each_take,
  * which also writes them into /metrics, so the two cannot disagree. */
 #include "dashboard.h"
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -58,13 +62,33 @@ struct sk_dashboard_s {
     h2o_timeout_entry_t tick_entry;
     sk_store_req_t list;      /* the sale list for the next snapshot */
     int listing;              /* `list` is with the store */
+    uint64_t gen;             /* the shared list (shared.gen) this worker last showed */
+    int64_t asked_mono;       /* sk_mono_ms() when `list` was asked for */
     int stopping;
     int64_t stop_at;          /* sk_mono_ms() of worker_stop */
+    int64_t asked_at;         /* the loop's clock when `list` was asked for: the snapshot's time_ms */
+    sk_buf_t takes;           /* "takes":{...} as counted at asked_at */
     msg_t *last;              /* the latest snapshot (a reference), NULL before the first */
     int64_t last_at;          /* sk_mono_ms() when `last` was built */
 };
 
 #define STOP_GRACE_MS 1000
+#define BUSY_MS 10000 /* a list with the store longer than this no longer keeps the others from listing */
+
+/* The latest sale list, shared by every worker of the process (under `mu`): one worker lists for
+ * all of them, so the store's work for the dashboard does not grow with the number of workers
+ * with open streams. Workers copy `part` under the lock; only listed() replaces it. */
+static struct {
+    pthread_mutex_t mu;
+    sk_store_t *store;  /* the store the list is from */
+    sk_buf_t part;      /* the latest list, rendered: `"sales":[...],"error":...` */
+    uint64_t gen;       /* lists made so far (0: none yet) */
+    int64_t at;         /* sk_mono_ms() when `part` was made */
+    int64_t period;     /* ms from one list to the next (SK_DASHBOARD_SALES_PER_TICK) */
+    int64_t list_after; /* sk_mono_ms() before which no worker lists */
+    int busy;           /* a worker's list is with the store */
+    int64_t busy_since; /* sk_mono_ms() when it was asked for */
+} shared = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static const char RETRY[] = "retry: 2000\n\n"; /* EventSource reconnects after 2 s */
 
@@ -121,29 +145,38 @@ static void put_takes(sk_buf_t *b)
     sk_buf_append(b, "}", 1);
 }
 
-/* One message: "data: " and the snapshot object, compact JSON (no newline), then a blank line.
- * Sales are the objects of GET /v1/sales/{sale} (render.c); names and codes need no escaping. */
-static msg_t *snapshot(dashboard_t *d)
+/* The snapshot's sale part, `"sales":[...],"error":null` or `"sales":null,"error":"code"`, from the
+ * store's answer `s`. Sales are the objects of GET /v1/sales/{sale} (render.c); names and codes
+ * need no escaping. */
+static void render_sales(sk_buf_t *b, const sk_store_req_t *s)
 {
-    const sk_store_req_t *s = &d->list;
-    sk_store_t *st = d->w->server->store;
-    sk_buf_t b = {0};
     char sale[SK_RENDER_MAX];
-    sk_buf_printf(&b, "data: {\"time_ms\":%lld,\"interval_ms\":%d,\"store\":{\"name\":\"%s\",\"up\":%s},",
-                  (long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, sk_store_name(st),
-                  sk_store_healthy(st) ? "true" : "false");
-    put_takes(&b);
     if (s->err == 0) {
-        sk_buf_append(&b, ",\"sales\":[", 10);
+        sk_buf_append(b, "\"sales\":[", 9);
         for (size_t i = 0; i < s->nviews; i++) {
             if (i > 0)
-                sk_buf_append(&b, ",", 1);
-            sk_buf_append(&b, sale, sk_render_sale(sale, &s->views[i], s->now_ms / 1000));
+                sk_buf_append(b, ",", 1);
+            sk_buf_append(b, sale, sk_render_sale(sale, &s->views[i], s->now_ms / 1000));
         }
-        sk_buf_append(&b, "],\"error\":null}\n\n", 17);
+        sk_buf_append(b, "],\"error\":null", 14);
     } else {
-        sk_buf_printf(&b, ",\"sales\":null,\"error\":\"%s\"}\n\n", sk_err_code(s->err));
+        sk_buf_printf(b, "\"sales\":null,\"error\":\"%s\"", sk_err_code(s->err));
     }
+}
+
+/* One message: "data: " and the snapshot object, compact JSON (no newline), then a blank line:
+ * the tick's time and counters, the store's health now, and the sale part `sales`. */
+static msg_t *snapshot(dashboard_t *d, const sk_buf_t *sales)
+{
+    sk_store_t *st = d->w->server->store;
+    sk_buf_t b = {0};
+    sk_buf_printf(&b, "data: {\"time_ms\":%lld,\"interval_ms\":%d,\"store\":{\"name\":\"%s\",\"up\":%s},",
+                  (long long)d->asked_at, SK_DASHBOARD_TICK_MS, sk_store_name(st),
+                  sk_store_healthy(st) ? "true" : "false");
+    sk_buf_append(&b, d->takes.p, d->takes.len);
+    sk_buf_append(&b, ",", 1);
+    sk_buf_append(&b, sales->p, sales->len);
+    sk_buf_append(&b, "}\n\n", 3);
     msg_t *m = h2o_mem_alloc_shared(NULL, sizeof(*m) + b.len, NULL);
     memcpy(m->data, b.p, b.len);
     m->len = b.len;
@@ -211,10 +244,9 @@ static void on_stream_dispose(void *p)
 
 /* -- the worker's timer and snapshots */
 
-static void publish(dashboard_t *d)
+static void publish(dashboard_t *d, const sk_buf_t *sales)
 {
-    msg_t *m = snapshot(d);
-    sk_store_req_dispose(&d->list);
+    msg_t *m = snapshot(d, sales);
     msg_release(&d->last);
     d->last = m;
     d->last_at = sk_mono_ms();
@@ -228,28 +260,99 @@ static void publish(dashboard_t *d)
     }
 }
 
+/* The store answered this worker's list: render it once for every worker of the process. */
+static void listed(dashboard_t *d)
+{
+    sk_buf_t part = {0};
+    render_sales(&part, &d->list);
+    /* the next list comes ceil(sales / SK_DASHBOARD_SALES_PER_TICK) ticks after this one: the
+     * store reads at most that many sales a tick for the process, on average (half a tick of
+     * slack: the timers and this clock are read at slightly different moments) */
+    size_t nsales = d->list.err == 0 ? d->list.nviews : 0;
+    int64_t ticks =
+        nsales > SK_DASHBOARD_SALES_PER_TICK ? (int64_t)((nsales - 1) / SK_DASHBOARD_SALES_PER_TICK) + 1 : 1;
+    sk_store_req_dispose(&d->list);
+    publish(d, &part); /* copies `part` into the message, before `part` is shared */
+    pthread_mutex_lock(&shared.mu);
+    sk_buf_t old = shared.part; /* the others copy it under the lock only */
+    shared.part = part;
+    shared.store = d->w->server->store;
+    shared.gen++;
+    shared.at = sk_mono_ms();
+    shared.period = ticks * SK_DASHBOARD_TICK_MS;
+    shared.list_after = d->asked_mono + shared.period - SK_DASHBOARD_TICK_MS / 2;
+    shared.busy = 0;
+    d->gen = shared.gen;
+    pthread_mutex_unlock(&shared.mu);
+    sk_buf_dispose(&old);
+}
+
 static void on_list(sk_store_req_t *sreq)
 {
     dashboard_t *d = sreq->data;
     d->listing = 0;
     d->w->inflight--;
-    publish(d);
+    listed(d);
 }
 
 static void refresh(dashboard_t *d)
 {
     if (d->listing)
         return;
+    /* The time and the counters are those of the tick, not of the store's answer, and the time is
+     * the loop's clock (h2o's, the wall clock read once per turn of the loop), the one the tick's
+     * timer runs on. The answer's delay varies with the load (a list behind a storm of takes on a
+     * Redis connection), and so does the delay between the loop reading its clock and this tick
+     * running (a turn busy with requests, a thread preempted): stamped with sk_now_ms() on
+     * arrival, two snapshots were once 339 ms apart although their ticks were 500 ms apart. The
+     * timer fires when the loop's clock has passed its link time by a tick and is relinked at
+     * that same clock reading, so time_ms advances by at least SK_DASHBOARD_TICK_MS from one
+     * message to the next; and the page's rates pair each count with the time it was read. */
+    d->asked_at = (int64_t)h2o_now(d->w->ctx.loop);
+    d->asked_mono = sk_mono_ms();
+    d->takes.len = 0;
+    put_takes(&d->takes);
+
+    /* One list for every worker of the process: a list newer than this worker last showed (and
+     * not past its time) is shown as it is; else this worker lists, unless another one is at it
+     * or SK_DASHBOARD_SALES_PER_TICK says not yet (then this tick sends nothing). */
+    sk_store_t *store = d->w->server->store;
+    sk_buf_t part = {0};
+    int list = 0;
+    pthread_mutex_lock(&shared.mu);
+    if (shared.store != store) { /* another server in this process (tests): start afresh */
+        shared.store = store;
+        shared.gen = 0;
+        shared.busy = 0;
+        shared.list_after = 0;
+    }
+    if (shared.gen != 0 && shared.gen != d->gen && d->asked_mono - shared.at < shared.period + SK_DASHBOARD_TICK_MS) {
+        sk_buf_append(&part, shared.part.p, shared.part.len);
+        d->gen = shared.gen;
+    } else if (d->asked_mono >= shared.list_after && (!shared.busy || d->asked_mono - shared.busy_since > BUSY_MS)) {
+        shared.busy = 1;
+        shared.busy_since = d->asked_mono;
+        list = 1;
+    }
+    pthread_mutex_unlock(&shared.mu);
+    if (part.p != NULL) {
+        publish(d, &part);
+        sk_buf_dispose(&part);
+        return;
+    }
+    if (!list)
+        return;
+
     memset(&d->list, 0, sizeof(d->list));
     d->list.op = SK_STORE_SALE_LIST;
     d->list.cb = on_list;
     d->list.data = d;
     int rc = sk_store_submit(d->w->store, &d->list);
     if (rc == SK_STORE_DONE) {
-        publish(d);
+        listed(d);
     } else if (rc < 0) {
         d->list.err = rc;
-        publish(d);
+        listed(d);
     } else {
         d->listing = 1;
         d->w->inflight++; /* the worker's drain waits for the store's answer, as for any request */
@@ -274,10 +377,12 @@ static void on_tick(h2o_timeout_entry_t *entry)
     if (d->nstreams == 0)
         return; /* the timer rests until the next stream */
     h2o_timeout_link(d->w->ctx.loop, &d->tick, &d->tick_entry);
-    if (!d->stopping)
+    if (d->stopping) {
+        if (sk_mono_ms() - d->stop_at >= STOP_GRACE_MS)
+            cut(d);
+    } else {
         refresh(d);
-    else if (sk_mono_ms() - d->stop_at >= STOP_GRACE_MS)
-        cut(d);
+    }
 }
 
 static dashboard_t *dashboard_of(sk_worker_t *w)
@@ -301,7 +406,7 @@ void sk_dashboard_events(sk_worker_t *w, h2o_req_t *req)
         /* the first stream: tick from now on, and take a snapshot at once (before this stream is
          * listed, so that it gets the snapshot with its first write below) */
         h2o_timeout_link(w->ctx.loop, &d->tick, &d->tick_entry);
-        refresh(d);
+        refresh(d); /* lists only if no other worker has a list (shared.list_after) */
     }
     stream_t *st = h2o_mem_alloc_shared(&req->pool, sizeof(*st), on_stream_dispose);
     memset(st, 0, sizeof(*st));
@@ -407,6 +512,7 @@ static void worker_dispose(sk_worker_t *w)
         h2o_timeout_unlink(&d->tick_entry);
     h2o_timeout_dispose(w->ctx.loop, &d->tick);
     msg_release(&d->last);
+    sk_buf_dispose(&d->takes);
     free(d);
     w->dashboard = NULL;
 }

@@ -1,10 +1,12 @@
-/* dashboard.h: the live sale dashboard on the admin listener (issue 7). `GET /` serves one
- * self-contained page (src/web/dashboard.html, embedded into the binary at build time) and
- * `GET /v1/events` streams Server-Sent Events: every SK_DASHBOARD_TICK_MS each open stream gets
- * one JSON snapshot of every sale, the cumulative take outcome counters of /metrics and the
- * store's health, however heavy the traffic. api.c routes, checks the token and accounts the
- * request; this module owns the streams. Everything here runs on the worker thread that owns
- * the request (each worker has its own streams, timer and snapshot). See docs/dashboard.md. */
+/* dashboard.h: the live sale dashboard on the admin listener (issues 7 and 17). `GET /` serves
+ * one self-contained page (src/web/dashboard.html, embedded into the binary at build time) and
+ * `GET /v1/events` streams Server-Sent Events: every SK_DASHBOARD_TICK_MS (less often past
+ * SK_DASHBOARD_SALES_PER_TICK sales) each open stream gets one JSON snapshot of every sale, the
+ * cumulative take outcome counters of /metrics and the store's health, however heavy the
+ * traffic. api.c routes, checks the token and accounts the request; this module owns the
+ * streams. Everything here runs on the worker thread that owns the request (each worker has its
+ * own streams, timer and snapshot) but the latest sale list, which the workers share under a
+ * mutex so that one list serves the whole process. See docs/dashboard.md. */
 #ifndef SK_DASHBOARD_H
 #define SK_DASHBOARD_H
 
@@ -12,6 +14,12 @@
 #include "server.h"
 
 #define SK_DASHBOARD_TICK_MS 500
+/* A sale list reads every sale from the store (on Redis one script call per sale). The process
+ * reads at most this many sales a tick on average: with more sales, the list (and so each
+ * stream's snapshots) comes every ceil(sales / SK_DASHBOARD_SALES_PER_TICK) ticks, so that the
+ * dashboard's load on the store stays bounded however many sales there are (docs/dashboard.md,
+ * "Cost"). */
+#define SK_DASHBOARD_SALES_PER_TICK 2000
 
 /* The page, generated from src/web/dashboard.html by cmake/embed.cmake (NUL-terminated). */
 extern const char sk_web_dashboard_html[];

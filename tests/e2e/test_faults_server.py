@@ -452,7 +452,11 @@ def _try_metrics(srv):
 # Every wall-clock read in the server's files, each a timestamp and not a deadline:
 WALL_CLOCK_READS = {
     ("store_redis.c", "ws->deadline = d >= 0 && d < INT64_MAX / 1000 ? mono + (d * 1000 - sk_now_ms()) : INT64_MAX;"),
-    ("dashboard.c", "(long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, sk_store_name(st),"),
+    # h2o's loop clock is the wall clock read once a turn (gettimeofday in h2o 2.2.5): the guard
+    # against its steps, and the dashboard's snapshot time (its tick's, on the timer's clock)
+    ("server.c", "uint64_t now = h2o_now(loop);"),
+    ("server.c", "w->loop_now_max = h2o_now(w->ctx.loop);"),
+    ("dashboard.c", "d->asked_at = (int64_t)h2o_now(d->w->ctx.loop);"),
     ("log.c", "clock_gettime(CLOCK_REALTIME, &ts); /* a timestamp, the one thing the wall clock is for */"),
     ("accesslog.c", "time_t now = time(NULL);"),
 }
@@ -466,7 +470,7 @@ def test_deadlines_and_caches_use_the_monotonic_clock():
     is compared with sale windows (wall-clock times) only."""
     files = ["server.c", "store_redis.c", "redis_conn.c", "redis_cluster.c", "dashboard.c", "ratelimit.c",
              "metrics.c", "log.c", "accesslog.c", "config.c", "main.c"]
-    wall = re.compile(r"sk_now_ms\(\)|CLOCK_REALTIME|gettimeofday|\btime\(NULL\)")
+    wall = re.compile(r"sk_now_ms\(\)|CLOCK_REALTIME|gettimeofday|\btime\(NULL\)|\bh2o_now\(")
     found = set()
     for name in files:
         with open(os.path.join(SRC, name)) as f:
