@@ -231,14 +231,17 @@ class RedisCluster:
         os.makedirs(self.dir, exist_ok=True)
         self.nmasters, self.nreplicas, self.node_timeout = masters, replicas, node_timeout
         self.nodes = {}  # port -> Popen
+        self.data = {}  # port -> its data directory
 
     def _spawn(self, port):
-        d = os.path.join(self.dir, str(port))
+        d = os.path.join(self.dir, str(port))  # its log
         os.makedirs(d, exist_ok=True)
+        if port not in self.data:  # its AOF and nodes.conf, kept over restarts (redis_data_dir)
+            self.data[port] = redis_data_dir(self.dir, f"cluster-{port}")
         proc = subprocess.Popen(
             [REDIS_SERVER, "--port", str(port), "--bind", HOST, "--cluster-enabled", "yes",
              "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(self.node_timeout),
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", d, "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", self.data[port], "--save", "",
              "--daemonize", "no", "--logfile", os.path.join(d, "redis.log")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
             preexec_fn=_pdeathsig)
