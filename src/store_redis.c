@@ -197,7 +197,7 @@ typedef struct cmd_s {
     cmd_type_t type;
     sk_store_req_t *req;           /* the request (take: the batch, linked by next) */
     size_t nreqs;
-    wsale_t *ws;                   /* take */
+    wsale_t *ws;                   /* take; a take call's WAIT: the sale it counts in flight for */
     uint64_t gen;                  /* take: r->gen when sent */
     list_t *list;                  /* C_LIST_* */
     struct cmd_s *wait;            /* a write's WAIT, which answers its requests */
@@ -345,10 +345,19 @@ static void answer(cmd_t *cmd, sk_store_req_t *req)
     cmd->wait->req = req;
 }
 
+static void ws_flush(worker_t *w, wsale_t *ws);
+static int may_send(worker_t *w, wsale_t *ws);
+static void ws_maybe_free(worker_t *w, wsale_t *ws);
+
 static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
     int ok = rep != NULL && sk_redis_conn_waited(cmd->super.conn, rep);
-    (void)w;
+    wsale_t *ws = cmd->ws; /* a take call's: in flight until now (take_done) */
+    if (ws != NULL) {
+        ws->inflight--;
+        if (ws->qlen > 0 && may_send(w, ws))
+            ws_flush(w, ws); /* keep the pipe busy before answering */
+    }
     for (sk_store_req_t *q = cmd->req, *next; q != NULL; q = next) {
         next = q->next;
         q->next = NULL;
@@ -359,6 +368,8 @@ static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         }
         q->cb(q);
     }
+    if (ws != NULL)
+        ws_maybe_free(w, ws);
 }
 
 /* The sale's keys, then `extra` global ones (declared as KEYS too, so that Redis knows them). */
@@ -638,7 +649,14 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
     long long h[TH_LEN] = {0}; /* zeroed: gcc -O3 cannot see that reply_code sets h[0] on success */
     int ok = reply_code(rep, &h[TH_CODE]) == 0;
 
-    ws->inflight--;
+    /* With WAIT the call stays in flight until its WAIT answers: its requests are not answered
+     * before, so their buyers cannot send the next takes either, and a second call sent now would
+     * carry only what arrived meanwhile. Counted so, a sale has at most PIPELINE calls between
+     * send and answer, and its batches are as large as without WAIT (BENCHMARKS.md) */
+    if (cmd->wait != NULL)
+        cmd->wait->ws = ws;
+    else
+        ws->inflight--;
     if (ok && h[TH_CODE] == RC_OK) {
         for (size_t i = 1; ok && i < TH_LEN; i++)
             ok = el_int(rep, i, &h[i]) == 0;
