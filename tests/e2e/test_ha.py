@@ -865,3 +865,62 @@ def test_definite_refusals_are_503_and_unhealthy(tmp_path, sale_id):
     finally:
         a.stop()
         b.stop()
+
+
+def evalsha_calls(port):
+    for ln in (cli(port, "INFO", "commandstats") or "").split("\n"):
+        if ln.startswith("cmdstat_evalsha:"):
+            return int(ln.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_take_call_in_flight_until_its_wait(tmp_path, servers, sale_id):
+    """With --redis-min-replicas a take call counts against the pipeline (two calls per sale)
+    until its WAIT answers, not only until its script's reply: its buyers are not answered before,
+    so what arrives meanwhile is all there is to send. Takes that come while the first call's
+    WAIT waits go out together as one call when it answers, not as a call of one at once and the
+    rest behind it (which made batches a third smaller with WAIT than without: BENCHMARKS.md)."""
+    import http.client
+    master = Node(str(tmp_path), "master").start()
+    proxy = Proxy(master.port)
+    replica = Node(str(tmp_path), "replica", replicaof=proxy.port).start()
+    try:
+        wait_for(lambda: "master_link_status:up" in (cli(replica.port, "INFO", "replication") or ""), 10,
+                 "the replica did not sync")
+        a, = servers(f"redis://{HOST}:{master.port}", ["--redis-min-replicas", "1", "--redis-wait-timeout", "1000",
+                                                             "--threads", "1"])
+        wait_for(lambda: healthy(a), 10, "not healthy at start")
+        s = sale_id("wait")
+        put_sale(a, s)
+        proxy.delay = 0.15  # each way: a WAIT takes some 0.3 s
+        calls0 = metric(a, "seckill_redis_take_batch_size_count")
+        takes0 = metric(a, "seckill_redis_take_batch_size_sum")
+        base = evalsha_calls(master.port)
+        statuses = []
+
+        def take(user, conn=None):
+            r = request(a.public_port, "POST", f"/v1/sales/{s}/orders", {"user": user}, conn=conn, timeout=10)
+            statuses.append(r.status)
+
+        first = threading.Thread(target=take, args=("first",))
+        first.start()
+        # its script has run; its WAIT waits for the replica behind the proxy
+        wait_for(lambda: evalsha_calls(master.port) > base, 5, "the first take's script did not run")
+        conns = [http.client.HTTPConnection(HOST, a.public_port, timeout=10) for _ in range(5)]
+        for c in conns:
+            c.connect()
+        ts = [threading.Thread(target=take, args=(f"then{i}", c)) for i, c in enumerate(conns)]
+        for t in ts:
+            t.start()
+        for t in ts + [first]:
+            t.join(15)
+        for c in conns:
+            c.close()
+        assert sorted(statuses) == [201] * 6, statuses
+        assert metric(a, "seckill_redis_take_batch_size_sum") - takes0 == 6
+        assert metric(a, "seckill_redis_take_batch_size_count") - calls0 == 2  # 1, then 5
+    finally:
+        proxy.delay = 0.0
+        replica.stop()
+        master.stop()
+        proxy.stop()
