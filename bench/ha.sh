@@ -31,8 +31,25 @@ trap cleanup EXIT
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 log() { printf '[bench-ha %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# voluntary context switches of all of a process's threads: how often its loops went to sleep
+sleeps() { cat /proc/"$1"/task/*/status | awk '/^voluntary_ctxt_switches/{s+=$2} END{print s}'; }
 # jiffies of cores 0 and 1 together: "busy steal total" (busy without steal)
 cores() { awk '$1=="cpu0"||$1=="cpu1" {b+=$2+$3+$4+$7+$8; s+=$9; t+=$2+$3+$4+$5+$6+$7+$8+$9} END{print b, s, t}' /proc/stat; }
+
+# Before each pair, wait (at most BENCH_WAIT_PAIR seconds, default 30) for the two cores to be
+# under 20% busy with others, as bench/run.sh does; the pair runs anyway after that, and its
+# "others' load" column says how busy they were.
+WAIT_PAIR=${BENCH_WAIT_PAIR:-30}
+wait_idle() {
+  local waited=0 a b
+  while (( waited < WAIT_PAIR )); do
+    read -r a _ b < <(cores); sleep 1
+    local c d; read -r c _ d < <(cores)
+    (( d > b && 100 * (c - a) / (d - b) <= 20 )) && return 0
+    waited=$((waited + 1))
+  done
+  log "the cores stayed busy with other processes for ${WAIT_PAIR} s: running anyway"
+}
 
 redis() {   # redis NAME PORT [REPLICAOF_PORT]
   mkdir -p "$TMP/$1"
@@ -50,7 +67,7 @@ redis replica "$RP" "$MP"; RPID=${PIDS[-1]}
 until redis-cli -p "$RP" INFO replication | grep -q master_link_status:up; do sleep 0.1; done
 
 RUNS=$OUT/ha-runs.txt
-echo "# scen variant run rps p50_ms p99_ms sk_us master_us replica_us batch evalsha_us_per_take others_pct steal_pct non2xx sold" >"$RUNS"
+echo "# scen variant run rps p50_ms p99_ms sk_us master_us replica_us batch evalsha_us_per_take others_pct steal_pct non2xx sold sleeps_per_req" >"$RUNS"
 
 # run VARIANT SCENARIO N: one wrk run, a line in $RUNS
 run() {
@@ -67,13 +84,19 @@ run() {
   local body mode pool
   if [ "$scen" = winning ]; then body='{"stock": 1000000000000}'; mode=user; pool=0
   else body='{"stock": 1000, "per_user_limit": 1}'; mode=pool; pool=100000; fi
-  until curl -sf -X PUT -H 'Content-Type: application/json' -d "$body" "http://127.0.0.1:$adm/v1/sales/b" >/dev/null; do sleep 0.1; done
-  local s0 s1 m0 m1 r0 r1 c0 c1 wrkcpu line
-  s0=$(ticks "$pid"); m0=$(ticks "$MPID"); r0=$(ticks "$RPID"); c0=$(cores)
+  [ -n "$adm" ] || { log "seckilld did not start: $(tail -3 "$TMP/sk.err")"; exit 1; }
+  local put=0
+  for _ in $(seq 100); do
+    curl -sf -X PUT -H 'Content-Type: application/json' -d "$body" "http://127.0.0.1:$adm/v1/sales/b" >/dev/null && { put=1; break; }
+    sleep 0.1
+  done
+  [ "$put" = 1 ] || { log "cannot PUT the sale"; exit 1; }
+  local s0 s1 m0 m1 r0 r1 c0 c1 z0 z1 wrkcpu line
+  s0=$(ticks "$pid"); m0=$(ticks "$MPID"); r0=$(ticks "$RPID"); c0=$(cores); z0=$(sleeps "$pid")
   TIMEFORMAT='%U %S'
   { time taskset -c 1 wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 10s -s "$ROOT/bench/wrk.lua" \
       "http://127.0.0.1:$pub" -- "$mode" /v1/sales/b/orders "$pool" "r$n$variant" 1 >"$TMP/wrk.out" 2>&1; } 2>"$TMP/wrk.time"
-  s1=$(ticks "$pid"); m1=$(ticks "$MPID"); r1=$(ticks "$RPID"); c1=$(cores)
+  s1=$(ticks "$pid"); m1=$(ticks "$MPID"); r1=$(ticks "$RPID"); c1=$(cores); z1=$(sleeps "$pid")
   wrkcpu=$(awk '{print ($1+$2)*'"$HZ"'}' "$TMP/wrk.time")
   local metrics stats sold
   metrics=$(curl -s "http://127.0.0.1:$adm/metrics")
@@ -87,20 +110,21 @@ run() {
   evalus=$(sed -n 's/^cmdstat_evalsha:calls=[0-9]*,usec=\([0-9]*\),.*/\1/p' <<<"$stats")
   awk -v l="$line" -v sk="$((s1 - s0))" -v m="$((m1 - m0))" -v r="$((r1 - r0))" -v hz="$HZ" -v sold="${sold:-0}" \
       -v bs="${bsum:-0}" -v bc="${bcnt:-0}" -v ev="${evalus:-0}" -v w="$wrkcpu" -v c0="$c0" -v c1="$c1" \
-      -v head="$scen $variant $n" 'BEGIN{
+      -v z="$((z1 - z0))" -v head="$scen $variant $n" 'BEGIN{
     n=split(l, f, " "); for (i=2;i<=n;i++){split(f[i], kv, "="); v[kv[1]]=kv[2]}
     split(c0, a, " "); split(c1, b, " "); tot=b[3]-a[3]
     others=(b[1]-a[1]) - sk - m - r - w; if (others < 0) others=0
     q=v["requests"]; s=v["duration_us"]/1e6
-    printf "%s %.0f %.2f %.2f %.2f %.2f %.2f %.1f %.2f %.0f %.0f %d %s\n", head, q/s, v["p50"]/1000, v["p99"]/1000,
-      sk/hz*1e6/q, m/hz*1e6/q, r/hz*1e6/q, bc>0 ? bs/bc : 0, bs>0 ? ev/bs : 0,
-      tot>0 ? 100*others/tot : 0, tot>0 ? 100*(b[2]-a[2])/tot : 0, v["status"]+v["timeout"], sold}' >>"$RUNS"
+    printf "%s %.0f %.2f %.2f %.2f %.2f %.2f %.1f %.2f %.0f %.0f %d %s %.3f\n", head, q/s, v["p50"]/1000, v["p99"]/1000,
+      sk/hz*1e6/q, m/hz*1e6/q, r/hz*1e6/q, (bc>0 ? bs/bc : 0), (bs>0 ? ev/bs : 0),
+      (tot>0 ? 100*others/tot : 0), (tot>0 ? 100*(b[2]-a[2])/tot : 0), v["status"]+v["timeout"], sold, z/q}' >>"$RUNS"
   log "$(tail -1 "$RUNS")"
 }
 
 log "$REPEAT pairs per scenario ($SCENARIOS), ${SECS} s each, $CONNS connections"
 for n in $(seq "$REPEAT"); do
   for scen in $SCENARIOS; do
+    wait_idle
     if (( n % 2 )); then run nowait "$scen" "$n"; run wait "$scen" "$n"
     else run wait "$scen" "$n"; run nowait "$scen" "$n"; fi
   done
@@ -120,14 +144,14 @@ ratio() {   # ratio SCEN COLUMN
 {
   echo "Medians over $REPEAT runs, the range in parentheses; CPU in microseconds per request."
   echo
-  echo "| scenario | --redis-min-replicas | req/s | p99 ms | seckilld CPU | master CPU | replica CPU | takes per call | EVALSHA us per take | others' load % | steal % |"
-  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| scenario | --redis-min-replicas | req/s | p99 ms | seckilld CPU | master CPU | replica CPU | takes per call | EVALSHA us per take | seckilld sleeps per request | others' load % | steal % |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   for scen in $SCENARIOS; do
     for variant in nowait wait; do
-      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$scen" "$([ $variant = wait ] && echo 1 || echo 0)" \
+      printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$scen" "$([ $variant = wait ] && echo 1 || echo 0)" \
         "$(stat "$scen" $variant 4 %.0f)" "$(stat "$scen" $variant 6 %.2f)" "$(stat "$scen" $variant 7 %.2f)" \
         "$(stat "$scen" $variant 8 %.2f)" "$(stat "$scen" $variant 9 %.2f)" "$(stat "$scen" $variant 10 %.1f)" \
-        "$(stat "$scen" $variant 11 %.2f)" "$(stat "$scen" $variant 12 %.0f)" "$(stat "$scen" $variant 13 %.0f)"
+        "$(stat "$scen" $variant 11 %.2f)" "$(stat "$scen" $variant 16 %.3f)" "$(stat "$scen" $variant 12 %.0f)" "$(stat "$scen" $variant 13 %.0f)"
     done
   done
   echo

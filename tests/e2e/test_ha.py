@@ -24,6 +24,11 @@ REDIS_CLI = "/usr/bin/redis-cli"
 MASTER = "mymaster"
 RUNS = int(os.environ.get("SK_HA_RUNS", "1"))
 DOWN_AFTER_MS = 1000
+# The two-replica cluster's: with 1 s, a promoted replica that stalled for a second on this shared
+# machine (appendfsync always on a busy disk) was itself failed over in 2 of 12 runs, and the
+# second new master had no replica until Sentinel took the stalled one back 10 s later
+# (docs/redis.md, "How many replicas": production uses a few seconds anyway).
+DOWN_AFTER_MS_2 = 3000
 RESUME_TARGET_S = 5.0  # after +switch-master (issue 14)
 FAILOVER_BOUND_S = 30.0  # from kill -9 to the first 201 on the new master, however slow the machine
 
@@ -190,7 +195,7 @@ class Sentinel:
         self.master_port = master_port
         self.proc = None
 
-    def write_conf(self, others, replica_ports, password=None, auth_pass=None):
+    def write_conf(self, others, replica_ports, password=None, auth_pass=None, down_after_ms=DOWN_AFTER_MS):
         """Each sentinel knows the others and the replica from its file: no waiting for their
         hello messages (every 2 s) before a failover can be voted."""
         with open(self.conf, "w") as f:
@@ -198,7 +203,7 @@ class Sentinel:
                     f"logfile {os.path.join(self.dir, 'sentinel.log')}\n"
                     f"sentinel myid {self.myid}\n"
                     f"sentinel monitor {MASTER} {HOST} {self.master_port} 2\n"
-                    f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
+                    f"sentinel down-after-milliseconds {MASTER} {down_after_ms}\n"
                     f"sentinel failover-timeout {MASTER} 10000\n"
                     f"sentinel parallel-syncs {MASTER} 1\n")
             for port in replica_ports:
@@ -239,7 +244,8 @@ class Cluster:
     replica straight on the master (the deployment docs/redis.md recommends for
     --redis-min-replicas 1: the promoted replica still has one to confirm its writes)."""
 
-    def __init__(self, workdir, sentinel_ports=None, password=None, sentinel_password=None, replicas=1):
+    def __init__(self, workdir, sentinel_ports=None, password=None, sentinel_password=None, replicas=1,
+                 down_after_ms=DOWN_AFTER_MS):
         for exe in (REDIS_SERVER, REDIS_SENTINEL, REDIS_CLI):
             if not os.access(exe, os.X_OK):
                 pytest.fail(f"{exe} missing: scripts/deps.sh installs redis-server and redis-sentinel",
@@ -261,7 +267,7 @@ class Cluster:
             if sentinel_password:
                 PASSWORDS[x.port] = sentinel_password
             x.write_conf([o for o in self.sentinels if o is not x], [r.port for r in self.replicas], sentinel_password,
-                         password)
+                         password, down_after_ms)
         for x in self.sentinels:
             x.start()
         # every sentinel knows the replica and the other sentinels before a test may fail over
@@ -325,7 +331,7 @@ def cluster(tmp_path):
 
 @pytest.fixture
 def cluster2(tmp_path):
-    c = Cluster(str(tmp_path), replicas=2)
+    c = Cluster(str(tmp_path), replicas=2, down_after_ms=DOWN_AFTER_MS_2)
     yield c
     c.stop()
 
@@ -467,6 +473,20 @@ def check_nothing_lost(cluster, buyers, sale):
     return port
 
 
+def failover_story(cluster):
+    """The sentinels' failover events and the replicas' last words, for a failure's message."""
+    keys = ("+odown", "+elected-leader", "+selected-slave", "+promoted-slave", "+slave-reconf", "+failover-end",
+            "+switch-master", "-failover-abort")
+    out = []
+    for s in cluster.sentinels:
+        with open(os.path.join(s.dir, "sentinel.log"), errors="replace") as f:
+            out += [ln.strip()[:140] for ln in f if any(k in ln for k in keys)]
+    for r in cluster.replicas:
+        with open(os.path.join(r.dir, "redis.log"), errors="replace") as f:
+            out += [f"{r.name}: " + ln.strip()[:140] for ln in f.readlines()[-12:]]
+    return "\n".join(out)
+
+
 def first_win_after(buyers, t):
     ws = [w for w in buyers.wins if w[0] > t]
     return min(ws)[0] if ws else None
@@ -559,7 +579,8 @@ def kill9_and_resume(cluster, servers, sale, extra, tag):
     switched = cluster.switched_at()
     assert switched is not None and cluster.named() != old
     resume = first - t_kill - (switched - wall_kill)
-    assert resume < RESUME_TARGET_S, f"service back {resume:.2f} s after +switch-master"
+    assert resume < RESUME_TARGET_S, (f"service back {resume:.2f} s after +switch-master; statuses {buyers.statuses}, "
+                                      f"WAIT timeouts {waits(a, b)}; {failover_story(cluster)}")
     if os.environ.get("SK_HA_TIMES"):  # bench/: the median goes to BENCHMARKS.md
         with open(os.environ["SK_HA_TIMES"], "a") as f:
             f.write(f"{tag} {first - t_kill:.3f} {resume:.3f}\n")
