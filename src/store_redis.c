@@ -24,7 +24,8 @@
  *
  * High availability (docs/redis.md): with --redis-min-replicas a WAIT follows every write script on
  * its connection and answers the script's requests (503 when too few replicas confirm); take
- * calls then alternate over two connections per worker. Under Sentinel, worker 0 also runs the
+ * calls then alternate over two connections per worker, and each counts as in flight (PIPELINE)
+ * until its WAIT answers. Under Sentinel, worker 0 also runs the
  * +switch-master watch (redis_ha.c), which moves every worker's connections.
  *
  * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS). */
@@ -43,7 +44,8 @@
 #include "store_redis_internal.h"
 #include "util.h"
 
-/* Take script calls for one sale in flight at once on one connection. A first call goes out at
+/* Take script calls for one sale in flight at once per worker (with --redis-min-replicas, over its
+ * two connections, each in flight until its WAIT answers: take_done). A first call goes out at
  * once; a second only when PIPELINE_MIN takes wait for it (or when the first comes back), so that
  * a busy sale keeps Redis fed while it fsyncs, but a small batch does not cost Redis an event-loop
  * turn and an fsync of its own: with a second call for every waiting take, 64 connections
@@ -201,6 +203,7 @@ typedef struct cmd_s {
     uint64_t gen;                  /* take: r->gen when sent */
     list_t *list;                  /* C_LIST_* */
     struct cmd_s *wait;            /* a write's WAIT, which answers its requests */
+    struct cmd_s *of;              /* a WAIT: its write, until that write's reply has come */
     sk_redis_conn_t *via;          /* the connection it goes out on (NULL: the worker's first) */
     char sale[SK_SALE_ID_MAX + 1]; /* C_LIST_VIEW, C_REAP */
 } cmd_t;
@@ -326,12 +329,33 @@ static int cmd_send_script(cmd_t *cmd)
         cmd_t *wait = cmd_new(w, C_WAIT, -1);
         snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
         snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
-        if (sk_redis_send(c, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0)
+        if (sk_redis_send(c, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0) {
             cmd->wait = wait;
-        else
+            wait->of = cmd;
+        } else {
             free(wait); /* the connection is going: the write's reply will be NULL */
+        }
     }
     return 0;
+}
+
+/* A WAIT answered before its write's reply: the write was answered NOSCRIPT and sent again as
+ * EVAL (redis_conn.c) behind this WAIT, so this one confirmed nothing of it. Another WAIT goes
+ * out behind the EVAL and takes its place. */
+static void wait_again(worker_t *w, cmd_t *old)
+{
+    cmd_t *write = old->of;
+    cmd_t *wait = cmd_new(w, C_WAIT, -1);
+    char n[16], ms[16];
+    snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
+    snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
+    write->wait = NULL;
+    if (sk_redis_send(old->super.conn, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0) {
+        write->wait = wait;
+        wait->of = write;
+    } else {
+        free(wait); /* the connection is going: the write's reply (NULL) answers its requests */
+    }
 }
 
 /* Answers a write's request now, or when its WAIT has answered. */
@@ -351,6 +375,13 @@ static void ws_maybe_free(worker_t *w, wsale_t *ws);
 
 static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
+    if (cmd->of != NULL) { /* nothing to answer yet: see wait_again */
+        if (rep != NULL)
+            wait_again(w, cmd);
+        else
+            cmd->of->wait = NULL;
+        return;
+    }
     int ok = rep != NULL && sk_redis_conn_waited(cmd->super.conn, rep);
     wsale_t *ws = cmd->ws; /* a take call's: in flight until now (take_done) */
     if (ws != NULL) {
@@ -985,6 +1016,8 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
         req_done(w, cmd, rep);
         break;
     }
+    if (cmd->wait != NULL) /* its reply came: the WAIT holds what it answers */
+        cmd->wait->of = NULL;
     free(cmd);
 }
 

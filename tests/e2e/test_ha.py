@@ -945,3 +945,31 @@ def test_take_call_in_flight_until_its_wait(tmp_path, servers, sale_id):
         replica.stop()
         master.stop()
         proxy.stop()
+
+
+def test_script_flush_with_min_replicas(tmp_path, servers, sale_id):
+    """SCRIPT FLUSH under --redis-min-replicas: the write script is answered NOSCRIPT and sent
+    again as EVAL, behind the WAIT that went out with it, so that WAIT answers before the script
+    has run. Its requests are answered by a WAIT sent after the EVAL (before, they were handed to
+    the answered and freed WAIT: never answered, and a use after free)."""
+    master = Node(str(tmp_path), "master").start()
+    replica = Node(str(tmp_path), "replica", replicaof=master.port).start()
+    try:
+        wait_for(lambda: "master_link_status:up" in (cli(replica.port, "INFO", "replication") or ""), 10,
+                 "the replica did not sync")
+        a, = servers(f"redis://{HOST}:{master.port}", ["--redis-min-replicas", "1", "--redis-wait-timeout", "1000",
+                                                       "--threads", "1"])
+        wait_for(lambda: healthy(a), 10, "not healthy at start")
+        s = sale_id("flush")
+        put_sale(a, s, stock=10)
+        for i in range(3):
+            assert cli(master.port, "SCRIPT", "FLUSH") == "OK"
+            r = request(a.public_port, "POST", f"/v1/sales/{s}/orders", {"user": f"u{i}"}, timeout=10)
+            assert r.status == 201, r
+        assert cli(master.port, "SCRIPT", "FLUSH") == "OK"
+        r = a.adm("PUT", f"/v1/sales/{s}", {"stock": 20, "per_user_limit": 1})
+        assert r.status == 200 and r.body["stock"] == 20 and r.body["sold"] == 3, r
+        assert metric(a, "seckill_redis_wait_timeouts_total") == 0
+    finally:
+        replica.stop()
+        master.stop()
