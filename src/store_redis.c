@@ -316,6 +316,23 @@ static cmd_t *cmd_new(worker_t *w, cmd_type_t type, int script)
     return cmd;
 }
 
+/* Sends the WAIT that will answer `write`'s requests, on c behind it. If it cannot go out (the
+ * connection is going), the write's reply, NULL, answers them itself. */
+static void send_wait(worker_t *w, sk_redis_conn_t *c, cmd_t *write)
+{
+    char n[16], ms[16];
+    cmd_t *wait = cmd_new(w, C_WAIT, -1);
+    snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
+    snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
+    write->wait = NULL;
+    if (sk_redis_send(c, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0) {
+        write->wait = wait;
+        wait->of = write;
+    } else {
+        free(wait);
+    }
+}
+
 /* Sends a write script and, with --redis-min-replicas, a WAIT right behind it (pipelined: no
  * extra round trip): the write's requests are then answered by the WAIT's reply. */
 static int cmd_send_script(cmd_t *cmd)
@@ -324,38 +341,9 @@ static int cmd_send_script(cmd_t *cmd)
     sk_redis_conn_t *c = cmd->via ? cmd->via : &w->conn;
     if (sk_redis_send_script(c, &cmd->super) != 0)
         return -1;
-    if (w->r->conf.min_replicas > 0 && (cmd->type == C_TAKE || cmd->type == C_PUT || cmd->type == C_CHANGE)) {
-        char n[16], ms[16];
-        cmd_t *wait = cmd_new(w, C_WAIT, -1);
-        snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
-        snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
-        if (sk_redis_send(c, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0) {
-            cmd->wait = wait;
-            wait->of = cmd;
-        } else {
-            free(wait); /* the connection is going: the write's reply will be NULL */
-        }
-    }
+    if (w->r->conf.min_replicas > 0 && (cmd->type == C_TAKE || cmd->type == C_PUT || cmd->type == C_CHANGE))
+        send_wait(w, c, cmd);
     return 0;
-}
-
-/* A WAIT answered before its write's reply: the write was answered NOSCRIPT and sent again as
- * EVAL (redis_conn.c) behind this WAIT, so this one confirmed nothing of it. Another WAIT goes
- * out behind the EVAL and takes its place. */
-static void wait_again(worker_t *w, cmd_t *old)
-{
-    cmd_t *write = old->of;
-    cmd_t *wait = cmd_new(w, C_WAIT, -1);
-    char n[16], ms[16];
-    snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
-    snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
-    write->wait = NULL;
-    if (sk_redis_send(old->super.conn, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0) {
-        write->wait = wait;
-        wait->of = write;
-    } else {
-        free(wait); /* the connection is going: the write's reply (NULL) answers its requests */
-    }
 }
 
 /* Answers a write's request now, or when its WAIT has answered. */
@@ -375,11 +363,14 @@ static void ws_maybe_free(worker_t *w, wsale_t *ws);
 
 static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
-    if (cmd->of != NULL) { /* nothing to answer yet: see wait_again */
+    /* Answered before its write's reply: the write was answered NOSCRIPT and sent again as EVAL
+     * (redis_conn.c) behind this WAIT, which so confirmed nothing of it. Another WAIT goes out
+     * behind the EVAL in its place. */
+    if (cmd->of != NULL) {
         if (rep != NULL)
-            wait_again(w, cmd);
+            send_wait(w, cmd->super.conn, cmd->of);
         else
-            cmd->of->wait = NULL;
+            cmd->of->wait = NULL; /* the connection went: the write's NULL reply answers */
         return;
     }
     int ok = rep != NULL && sk_redis_conn_waited(cmd->super.conn, rep);
