@@ -24,7 +24,8 @@
  *
  * High availability (docs/redis.md): with --redis-min-replicas a WAIT follows every write script on
  * its connection and answers the script's requests (503 when too few replicas confirm); take
- * calls then alternate over two connections per worker. Under Sentinel, worker 0 also runs the
+ * calls then alternate over two connections per worker, and each counts as in flight (PIPELINE)
+ * until its WAIT answers. Under Sentinel, worker 0 also runs the
  * +switch-master watch (redis_ha.c), which moves every worker's connections.
  *
  * Worker 0 of each instance also sweeps held orders past their deadline: it asks the index for
@@ -45,7 +46,8 @@
 #include "store_redis_internal.h"
 #include "util.h"
 
-/* Take script calls for one sale in flight at once on one connection. A first call goes out at
+/* Take script calls for one sale in flight at once per worker (with --redis-min-replicas, over its
+ * two connections, each in flight until its WAIT answers: take_done). A first call goes out at
  * once; a second only when PIPELINE_MIN takes wait for it (or when the first comes back), so that
  * a busy sale keeps Redis fed while it fsyncs, but a small batch does not cost Redis an event-loop
  * turn and an fsync of its own: with a second call for every waiting take, 64 connections
@@ -260,10 +262,11 @@ typedef struct cmd_s {
     cmd_type_t type;
     sk_store_req_t *req;           /* the request (take: the batch, linked by next) */
     size_t nreqs;
-    wsale_t *ws;                   /* take */
+    wsale_t *ws;                   /* take; a take call's WAIT: the sale it counts in flight for */
     uint64_t gen;                  /* take: r->gen when sent */
     list_t *list;                  /* C_LIST_* */
     struct cmd_s *wait;            /* a write's WAIT, which answers its requests */
+    struct cmd_s *of;              /* a WAIT: its write, until that write's reply has come */
     sk_redis_conn_t *via;          /* the connection it goes out on (NULL: the slot's master's first) */
     int slot;                      /* where it goes (the slot of its keys) */
     int sslot;                     /* C_REAP, C_DUE_*, C_LIST_MEMBERS: the slot it is about */
@@ -504,6 +507,23 @@ static void slot_key(char *out, size_t n, int slot, const char *suffix)
     snprintf(out, n, "sk:slot:{%s}%s", sk_redis_slot_tag(slot), suffix);
 }
 
+/* Sends the WAIT that will answer `write`'s requests, on c behind it. If it cannot go out (the
+ * connection is going), the write's reply, NULL, answers them itself. */
+static void send_wait(worker_t *w, sk_redis_conn_t *c, cmd_t *write)
+{
+    char n[16], ms[16];
+    cmd_t *wait = cmd_new(w, C_WAIT, -1);
+    snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
+    snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
+    write->wait = NULL;
+    if (sk_redis_send(c, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0) {
+        write->wait = wait;
+        wait->of = write;
+    } else {
+        free(wait);
+    }
+}
+
 /* Sends a command where its slot lives; a write script with --redis-min-replicas gets a WAIT
  * right behind it (pipelined: no extra round trip): the write's requests are then answered by the
  * WAIT's reply. 0, or -1 when it cannot go out (its callback will not run). */
@@ -520,16 +540,8 @@ static int cmd_send(cmd_t *cmd)
                                    : sk_redis_send(c, &cmd->super, SK_REDIS_ARGS(cmd->verb, cmd->key));
     if (sk_redis_send_script(c, &cmd->super) != 0)
         return -1;
-    if (w->r->conf.min_replicas > 0 && (cmd->type == C_TAKE || cmd->type == C_PUT || cmd->type == C_CHANGE)) {
-        char n[16], ms[16];
-        cmd_t *wait = cmd_new(w, C_WAIT, -1);
-        snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
-        snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
-        if (sk_redis_send(c, &wait->super, SK_REDIS_ARGS("WAIT", n, ms)) == 0)
-            cmd->wait = wait;
-        else
-            free(wait); /* the connection is going: the write's reply will be NULL */
-    }
+    if (w->r->conf.min_replicas > 0 && (cmd->type == C_TAKE || cmd->type == C_PUT || cmd->type == C_CHANGE))
+        send_wait(w, c, cmd);
     return 0;
 }
 
@@ -544,10 +556,29 @@ static void answer(cmd_t *cmd, sk_store_req_t *req)
     cmd->wait->req = req;
 }
 
+static void ws_flush(worker_t *w, wsale_t *ws);
+static int may_send(worker_t *w, wsale_t *ws);
+static void ws_maybe_free(worker_t *w, wsale_t *ws);
+
 static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
+    /* Answered before its write's reply: the write was answered NOSCRIPT and sent again as EVAL
+     * (redis_conn.c) behind this WAIT, which so confirmed nothing of it. Another WAIT goes out
+     * behind the EVAL in its place. */
+    if (cmd->of != NULL) {
+        if (rep != NULL)
+            send_wait(w, cmd->super.conn, cmd->of);
+        else
+            cmd->of->wait = NULL; /* the connection went: the write's NULL reply answers */
+        return;
+    }
     int ok = rep != NULL && sk_redis_conn_waited(cmd->super.conn, rep);
-    (void)w;
+    wsale_t *ws = cmd->ws; /* a take call's: in flight until now (take_done) */
+    if (ws != NULL) {
+        ws->inflight--;
+        if (ws->qlen > 0 && may_send(w, ws))
+            ws_flush(w, ws); /* keep the pipe busy before answering */
+    }
     for (sk_store_req_t *q = cmd->req, *next; q != NULL; q = next) {
         next = q->next;
         q->next = NULL;
@@ -558,6 +589,8 @@ static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         }
         q->cb(q);
     }
+    if (ws != NULL)
+        ws_maybe_free(w, ws);
 }
 
 /* The sale's keys, then `nextra` keys of its slot's own (SLOT_*; declared as KEYS too, so that
@@ -905,7 +938,14 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
     long long h[TH_LEN] = {0}; /* zeroed: gcc -O3 cannot see that reply_code sets h[0] on success */
     int ok = reply_code(rep, &h[TH_CODE]) == 0;
 
-    ws->inflight--;
+    /* With WAIT the call stays in flight until its WAIT answers: its requests are not answered
+     * before, so their buyers cannot send the next takes either, and a second call sent now would
+     * carry only what arrived meanwhile. Counted so, a sale has at most PIPELINE calls between
+     * send and answer, and its batches are as large as without WAIT (BENCHMARKS.md) */
+    if (cmd->wait != NULL)
+        cmd->wait->ws = ws;
+    else
+        ws->inflight--;
     if (ok && h[TH_CODE] == RC_OK) {
         for (size_t i = 1; ok && i < TH_LEN; i++)
             ok = el_int(rep, i, &h[i]) == 0;
@@ -1375,7 +1415,9 @@ static int redirect(cmd_t *cmd, const redisReply *rep)
     if (kind == 1)
         w->slot_node[slot] = (uint8_t)at;
     cmd->redirects++;
-    cmd->wait = NULL; /* the WAIT sent behind it answers nothing now */
+    if (cmd->wait != NULL)
+        cmd->wait->of = NULL; /* the WAIT sent behind it answers nothing now (wait_done): */
+    cmd->wait = NULL;         /* cmd_send sends one behind it where it goes */
     cmd->via = cmd->type == C_TAKE ? take_conn(w, slot) : NULL;
     if (kind == 2) {
         cmd_t *asking = cmd_new(w, C_ASKING, -1);
@@ -1440,6 +1482,8 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
         req_done(w, cmd, rep);
         break;
     }
+    if (cmd->wait != NULL) /* its reply came: the WAIT holds what it answers */
+        cmd->wait->of = NULL;
     free(cmd);
 }
 
