@@ -617,13 +617,20 @@ static void on_tick(h2o_timeout_entry_t *e)
         set_refusing(c, 0);
     if (c->ac == NULL && c->disc == NULL && !c->closing && now >= c->retry_at)
         conn_connect(c);
-    /* with commands in flight their deadlines watch the connection */
-    if (c->ready && c->pending == 0 &&
-        now - c->last_send >= (c->conf->cluster ? PROBE_IDLE_CLUSTER_MS : PROBE_IDLE_MS)) {
+    /* with commands in flight their deadlines watch the connection; but one refusing writes for
+     * want of replicas asks ROLE even while it carries other commands (the sweep's, every second
+     * on the index's master, kept an idle connection from ever looking idle): nothing else tells
+     * it that the replicas are back on an instance that sends no write */
+    int64_t every = c->conf->cluster ? PROBE_IDLE_CLUSTER_MS : PROBE_IDLE_MS;
+    int idle = c->pending == 0 && now - c->last_send >= every;
+    int recheck = c->refusing && c->conf->min_replicas > 0 && now - c->last_role >= every;
+    if (c->ready && (idle || recheck)) {
         sk_redis_cmd_t *cmd = sk_calloc(1, sizeof(*cmd));
         cmd->cb = probe_done;
         if (sk_redis_send(c, cmd, SK_REDIS_ARGS("ROLE")) != 0)
             free(cmd);
+        else
+            c->last_role = now;
     }
     h2o_timeout_link(c->loop, &c->t_tick, &c->e_tick);
 }

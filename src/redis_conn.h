@@ -144,6 +144,7 @@ struct sk_redis_conn_s {
     int64_t retry_at;                  /* mono ms */
     int64_t backoff;
     int64_t last_send;                 /* mono ms */
+    int64_t last_role;                 /* mono ms: the last ROLE probe sent */
     int64_t last_err_log;              /* mono ms */
     size_t pending;                    /* commands in flight */
     h2o_timeout_t t_cmd, t_tick, t_zero;
