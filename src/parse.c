@@ -293,7 +293,7 @@ int sk_parse_sale_conf(const char *buf, size_t len, sk_sale_conf_t *out, const c
     const char *key;
     json_t *v, *root;
     int have_stock = 0, rc = SK_EBAD_REQUEST;
-    *out = (sk_sale_conf_t){0, 0, 0, SK_NO_TIME, SK_NO_TIME};
+    *out = (sk_sale_conf_t){0, 0, 0, SK_NO_TIME, SK_NO_TIME, SK_NO_TIME};
     if ((root = load_object(buf, len, why)) == NULL)
         return SK_EBAD_REQUEST;
     json_object_foreach(root, key, v)
@@ -312,6 +312,13 @@ int sk_parse_sale_conf(const char *buf, size_t len, sk_sale_conf_t *out, const c
         } else if (strcmp(key, "hold_seconds") == 0) {
             if (get_int(v, 0, 31536000, &out->hold_seconds) != 0) {
                 fail(why, "hold_seconds must be an integer from 0 to 31536000");
+                goto out;
+            }
+        } else if (strcmp(key, "retain_seconds") == 0) {
+            if (json_is_null(v))
+                out->retain_seconds = SK_NO_TIME;
+            else if (get_int(v, 0, SK_RETAIN_MAX, &out->retain_seconds) != 0) {
+                fail(why, "retain_seconds must be null or an integer from 0 to 315360000");
                 goto out;
             }
         } else if (strcmp(key, "starts_at") == 0 || strcmp(key, "ends_at") == 0) {

@@ -12,6 +12,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -76,6 +77,7 @@ typedef struct esale_s {
     _Atomic int64_t hold_seconds;
     _Atomic int64_t starts_at;
     _Atomic int64_t ends_at;
+    _Atomic int64_t retain_seconds;
     _Atomic int64_t avail __attribute__((aligned(64))); /* remaining units; reserved by CAS */
     _Atomic int64_t lowering; /* units taken out of avail by a stock decrease not yet durable */
     _Atomic int64_t held;
@@ -203,6 +205,7 @@ static esale_t *sale_new(const char *id, const sk_sale_conf_t *c)
     atomic_init(&s->hold_seconds, c->hold_seconds);
     atomic_init(&s->starts_at, c->starts_at);
     atomic_init(&s->ends_at, c->ends_at);
+    atomic_init(&s->retain_seconds, c->retain_seconds);
     atomic_init(&s->avail, c->stock);
     atomic_init(&s->held, 0);
     atomic_init(&s->lowering, 0);
@@ -248,6 +251,7 @@ static uint64_t sale_conf(const esale_t *s, sk_sale_conf_t *c)
         c->hold_seconds = atomic_load_explicit(&s->hold_seconds, memory_order_relaxed);
         c->starts_at = atomic_load_explicit(&s->starts_at, memory_order_relaxed);
         c->ends_at = atomic_load_explicit(&s->ends_at, memory_order_relaxed);
+        c->retain_seconds = atomic_load_explicit(&s->retain_seconds, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if ((g & 1) == 0 && atomic_load_explicit(&s->gen, memory_order_relaxed) == g)
             return g;
@@ -849,6 +853,7 @@ static int write_sale(embed_t *e, sqlite3_stmt *st, const char *id, const sk_sal
     sqlite3_bind_int64(st, 4, c->hold_seconds);
     bind_time(st, 5, c->starts_at);
     bind_time(st, 6, c->ends_at);
+    bind_time(st, 7, c->retain_seconds);
     return step_done(e->db, st);
 }
 
@@ -874,6 +879,7 @@ static void publish_conf(esale_t *s, const sk_sale_conf_t *c, int64_t avail_delt
     atomic_store_explicit(&s->hold_seconds, c->hold_seconds, memory_order_relaxed);
     atomic_store_explicit(&s->starts_at, c->starts_at, memory_order_relaxed);
     atomic_store_explicit(&s->ends_at, c->ends_at, memory_order_relaxed);
+    atomic_store_explicit(&s->retain_seconds, c->retain_seconds, memory_order_relaxed);
     atomic_fetch_add(&s->avail, avail_delta);
     atomic_fetch_add(&s->lowering, lowering_delta);
     publish_end(s);
@@ -918,29 +924,63 @@ static uint64_t tombstone(embed_t *e, const char *sale)
  * to the archive tables in one transaction, leaves a tombstone with its last order id, and leaves
  * the table; its memory is freed once no worker can hold it (reclaim). A take decided before the
  * end and committed after the delete finds the sale deleted and is refused as ended. */
+static int delete_now(embed_t *e, esale_t *s, int64_t now, sk_sale_view_t *view);
+
 static void delete_sale(embed_t *e, sk_store_req_t *req)
 {
+    esale_t *s = find_sale(e, req->sale);
+    sk_sale_conf_t conf;
+    int64_t now = req->now_ms / 1000;
+    if (s == NULL) {
+        req->err = SK_ENO_SUCH_SALE;
+    } else {
+        sale_conf(s, &conf);
+        if (conf.ends_at == SK_NO_TIME || now < conf.ends_at || atomic_load(&s->held) > 0)
+            req->err = SK_ESALE_ACTIVE;
+        else
+            req->err = delete_now(e, s, now, &req->view);
+    }
+    sk_store_complete(req);
+}
+
+/* retain_seconds: every sale whose time is up, ended and holding nothing, is deleted as by
+ * DELETE (delete_now). Runs with the book's watch, twice a second, after due holds expired, so a
+ * sale that still held orders goes within half a second of its last hold's end. */
+static void retire_due(embed_t *e, int64_t now)
+{
+    for (size_t i = 0; i < SALE_SLOTS; i++) {
+        esale_t *s = slot_sale(e, i);
+        sk_sale_conf_t conf;
+        sk_sale_view_t view;
+        if (s == NULL)
+            continue;
+        sale_conf(s, &conf);
+        if (!sk_sale_retain_due(&conf, atomic_load(&s->held), now))
+            continue;
+        if (delete_now(e, s, now, &view) == 0)
+            sk_log(SK_LOG_INFO, "event=sale_retired sale=%s ends_at=%" PRId64 " retain_seconds=%" PRId64, view.id,
+                   conf.ends_at, conf.retain_seconds);
+        else
+            return; /* the book cannot be written: the next watch tries again */
+    }
+}
+
+/* Deletes sale s, which has ended and holds nothing: its rows to the archive in one transaction,
+ * then out of the table; `view` gets the sale as it was. SK_EUNAVAILABLE when it cannot be
+ * written. */
+static int delete_now(embed_t *e, esale_t *s, int64_t now, sk_sale_view_t *view)
+{
     static const char *const SQL[] = {
-        "INSERT INTO sales_archive(sale, deleted_at, stock, per_user_limit, hold_seconds, starts_at, ends_at)"
-        " SELECT sale, ?2, stock, per_user_limit, hold_seconds, starts_at, ends_at FROM sales WHERE sale = ?1",
+        "INSERT INTO sales_archive(sale, deleted_at, stock, per_user_limit, hold_seconds, starts_at, ends_at,"
+        " retain_seconds)"
+        " SELECT sale, ?2, stock, per_user_limit, hold_seconds, starts_at, ends_at, retain_seconds FROM sales"
+        " WHERE sale = ?1",
         "INSERT INTO orders_archive(sale, id, user, qty, status, request_id, created_at, expires_at, deleted_at)"
         " SELECT sale, id, user, qty, status, request_id, created_at, expires_at, ?2 FROM orders WHERE sale = ?1",
         "DELETE FROM orders WHERE sale = ?1",
         "DELETE FROM sales WHERE sale = ?1",
         "INSERT OR REPLACE INTO tombstones(sale, last_id) VALUES(?1, ?3)",
     };
-    esale_t *s = find_sale(e, req->sale);
-    sk_sale_conf_t conf;
-    int64_t now = req->now_ms / 1000;
-    if (s == NULL) {
-        req->err = SK_ENO_SUCH_SALE;
-        goto out;
-    }
-    sale_conf(s, &conf);
-    if (conf.ends_at == SK_NO_TIME || now < conf.ends_at || atomic_load(&s->held) > 0) {
-        req->err = SK_ESALE_ACTIVE;
-        goto out;
-    }
     int ok = !e->lost && exec(e->db, "BEGIN") == 0;
     for (size_t i = 0; ok && i < sizeof(SQL) / sizeof(SQL[0]); i++) {
         sqlite3_stmt *st = NULL;
@@ -953,11 +993,9 @@ static void delete_sale(embed_t *e, sk_store_req_t *req)
         }
         sqlite3_finalize(st);
     }
-    if (in_txn(e, ok) != 0) {
-        req->err = SK_EUNAVAILABLE;
-        goto out;
-    }
-    sale_view(s, &req->view);
+    if (in_txn(e, ok) != 0)
+        return SK_EUNAVAILABLE;
+    sale_view(s, view);
     /* deadlines of its orders (confirmed or cancelled since) point at it: drop them */
     for (size_t i = 0; i < e->nheap;)
         if (e->heap[i].sale == s)
@@ -967,8 +1005,7 @@ static void delete_sale(embed_t *e, sk_store_req_t *req)
     for (size_t i = e->nheap / 2; i-- > 0;)
         heap_down(e, i);
     unpublish_sale(e, s);
-out:
-    sk_store_complete(req);
+    return 0;
 }
 
 /* Frees the deleted sales that no worker can hold any more: those deleted before every worker's
@@ -1233,8 +1270,12 @@ static void watch(embed_t *e)
     if (now < e->next_watch)
         return;
     e->next_watch = now + WATCH_MS;
-    if (book_check(e) != NULL || atomic_load(&e->healthy))
+    if (book_check(e) != NULL)
         return;
+    if (atomic_load(&e->healthy)) {
+        retire_due(e, sk_now_ms() / 1000);
+        return;
+    }
     in_txn(e, exec(e->db, "BEGIN IMMEDIATE") == 0 && exec(e->db, PROBE) == 0);
 }
 
@@ -1586,23 +1627,27 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
     size_t norders = 0;
     int64_t t0 = sk_mono_ms();
     int rc = 0;
-    if (prepare(e->db, "SELECT sale, stock, per_user_limit, hold_seconds, starts_at, ends_at FROM sales", &st) != 0)
+    if (prepare(e->db,
+                "SELECT sale, stock, per_user_limit, hold_seconds, starts_at, ends_at, retain_seconds FROM sales",
+                &st) != 0)
         return REFUSE("cannot read the sales table: %s", sqlite3_errmsg(e->db));
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
         const char *id = (const char *)sqlite3_column_text(st, 0);
         const char *why = NULL;
         sk_sale_conf_t c = {sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
-                            column_time(st, 4), column_time(st, 5)};
+                            column_time(st, 4),          column_time(st, 5),          column_time(st, 6)};
         if (id == NULL || !sk_valid_sale_id(id, (size_t)sqlite3_column_bytes(st, 0)))
             rc = REFUSE("a sale id is not [A-Za-z0-9_.-]{1,64}");
         else if (!valid_int(st, 1, 0) || !valid_int(st, 2, 0) || !valid_int(st, 3, 0) || !valid_int(st, 4, 1) ||
-                 !valid_int(st, 5, 1))
+                 !valid_int(st, 5, 1) || !valid_int(st, 6, 1))
             rc = REFUSE("sale %s: a setting is not an integer", id);
         else if (sk_sale_conf_check(&c, &why) != 0)
             rc = REFUSE("sale %s: %s", id, why);
         else if ((c.starts_at == SK_NO_TIME && sqlite3_column_type(st, 4) != SQLITE_NULL) ||
                  (c.ends_at == SK_NO_TIME && sqlite3_column_type(st, 5) != SQLITE_NULL)) /* -2^63 is not null */
             rc = REFUSE("sale %s: starts_at and ends_at must be null or non-negative integers", id);
+        else if (c.retain_seconds == SK_NO_TIME && sqlite3_column_type(st, 6) != SQLITE_NULL)
+            rc = REFUSE("sale %s: retain_seconds must be null or a non-negative integer", id);
         else if (atomic_load(&e->nsales) >= MAX_SALES)
             rc = REFUSE("sale %s: more than %d sales", id, MAX_SALES);
         else if (find_sale(e, id) != NULL)
@@ -1727,6 +1772,23 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
 }
 
 /* The pid that holds an flock on the file (dev, ino), from /proc/locks; 0 when unknown. */
+/* A book written before retain_seconds existed gets the column (NULL: kept until deleted). */
+static int migrate(sqlite3 *db)
+{
+    static const char *const TABLES[] = {"sales", "sales_archive"};
+    for (size_t i = 0; i < 2; i++) {
+        char sql[128];
+        sqlite3_stmt *st = NULL;
+        snprintf(sql, sizeof(sql), "SELECT retain_seconds FROM %s LIMIT 0", TABLES[i]);
+        int have = sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK;
+        sqlite3_finalize(st);
+        snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN retain_seconds INTEGER", TABLES[i]);
+        if (!have && exec(db, sql) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static long lock_owner(dev_t dev, ino_t ino)
 {
     FILE *f = fopen("/proc/locks", "re");
@@ -1806,6 +1868,10 @@ sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t
         snprintf(err, errlen, "cannot initialise or write %s: %s", path, sqlite3_errmsg(e->db));
         goto fail;
     }
+    if (migrate(e->db) != 0) {
+        snprintf(err, errlen, "cannot add retain_seconds to %s: %s", path, sqlite3_errmsg(e->db));
+        goto fail;
+    }
     if (sqlite3_db_readonly(e->db, "main") == 1) {
         snprintf(err, errlen, "cannot write %s: it opened read-only", path);
         goto fail;
@@ -1821,12 +1887,12 @@ sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t
                 " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 &e->ins_order) != 0 ||
         prepare(e->db,
-                "INSERT INTO sales(sale, stock, per_user_limit, hold_seconds, starts_at, ends_at)"
-                " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO sales(sale, stock, per_user_limit, hold_seconds, starts_at, ends_at, retain_seconds)"
+                " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 &e->ins_sale) != 0 ||
         prepare(e->db,
-                "UPDATE sales SET stock = ?2, per_user_limit = ?3, hold_seconds = ?4, starts_at = ?5, ends_at = ?6"
-                " WHERE sale = ?1",
+                "UPDATE sales SET stock = ?2, per_user_limit = ?3, hold_seconds = ?4, starts_at = ?5, ends_at = ?6,"
+                " retain_seconds = ?7 WHERE sale = ?1",
                 &e->upd_sale) != 0 ||
         prepare(e->db,
                 "SELECT user, qty, status, request_id, created_at, expires_at FROM orders WHERE sale = ?1 AND id = ?2",

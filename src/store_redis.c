@@ -28,6 +28,7 @@
  * +switch-master watch (redis_ha.c), which moves every worker's connections.
  *
  * Worker 0 of each instance also reaps expired holds (every REAP_EVERY_MS). */
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,7 +107,19 @@ static const int RC_ERR[RC_COUNT_] = {
 
 /* The shapes of the scripts' replies (common.lua's sale_reply and order_reply, take.lua, orders.lua),
  * by element. */
-enum sale_reply_e { SR_CODE, SR_STOCK, SR_LIMIT, SR_HOLD, SR_STARTS, SR_ENDS, SR_SOLD, SR_HELD, SR_LEN };
+/* SR_RETAIN is optional (a reply of SR_LEN elements: null), so that a reply of before it still reads */
+enum sale_reply_e {
+    SR_CODE,
+    SR_STOCK,
+    SR_LIMIT,
+    SR_HOLD,
+    SR_STARTS,
+    SR_ENDS,
+    SR_SOLD,
+    SR_HELD,
+    SR_LEN,
+    SR_RETAIN = SR_LEN
+};
 enum order_reply_e { OR_USER, OR_QTY, OR_STATUS, OR_REQUEST_ID, OR_CREATED, OR_EXPIRES, OR_LEN }; /* after a code */
 enum take_head_e { TH_CODE, TH_REMAINING, TH_LIMIT, TH_ENDS, TH_DEADLINE, TH_OPEN, TH_LEN };
 enum take_each_e { TE_CODE, TE_ID, TE_CREATED, TE_EXPIRES, TE_LEN }; /* per take, after the head */
@@ -119,6 +132,7 @@ static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":ri
 static const char SALES_KEY[] = "sk:sales";     /* set of every sale id */
 static const char HOLDING_KEY[] = "sk:holding"; /* set of sales that ever had hold_seconds > 0 */
 static const char TOMBSTONES_KEY[] = "sk:tombstones"; /* hash: deleted sale id -> its last order id */
+static const char RETAIN_KEY[] = "sk:retain";         /* sorted set: sales with retain_seconds, by when due */
 
 typedef struct redis_s {
     sk_store_t super;
@@ -180,6 +194,8 @@ typedef enum cmd_type_e {
     C_DELETE,       /* sale delete */
     C_REAP_MEMBERS, /* reaper: SMEMBERS sk:holding, then ... */
     C_REAP,         /* ... one reap per sale */
+    C_RETIRE_DUE,   /* reaper: sales of sk:retain due, then ... */
+    C_RETIRE,       /* ... the delete script for each (retain_seconds) */
     C_WAIT,         /* WAIT after a write (--redis-min-replicas): answers what the write decided */
 } cmd_type_t;
 
@@ -254,6 +270,10 @@ static int parse_view(const redisReply *r, const char *sale, sk_sale_view_t *v)
     v->conf.hold_seconds = x[SR_HOLD];
     v->conf.starts_at = time_of(x[SR_STARTS]);
     v->conf.ends_at = time_of(x[SR_ENDS]);
+    long long retain = -1;
+    if (r->elements > SR_RETAIN && el_int(r, SR_RETAIN, &retain) != 0)
+        return -1;
+    v->conf.retain_seconds = time_of(retain);
     v->sold = x[SR_SOLD];
     v->held = x[SR_HELD] > 0 ? x[SR_HELD] : 0;
     /* only what put.lua can have stored: other numbers are not our data (and would overflow the
@@ -406,20 +426,28 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
         args_keys(a, cmd->sale);
         return;
     case C_PUT: {
-        static const char *const extra[] = {TOMBSTONES_KEY};
-        args_keys_and(a, req->sale, extra, 1);
+        static const char *const extra[] = {TOMBSTONES_KEY, RETAIN_KEY};
+        args_keys_and(a, req->sale, extra, 2);
         sk_redis_arg_i(a, req->conf.stock);
         sk_redis_arg_i(a, req->conf.per_user_limit);
         sk_redis_arg_i(a, req->conf.hold_seconds);
         args_time(a, req->conf.starts_at);
         args_time(a, req->conf.ends_at);
         sk_redis_arg_s(a, req->sale);
+        args_time(a, req->conf.retain_seconds);
         return;
     }
     case C_DELETE: {
-        static const char *const extra[] = {SALES_KEY, HOLDING_KEY, TOMBSTONES_KEY};
-        args_keys_and(a, req->sale, extra, 3);
+        static const char *const extra[] = {SALES_KEY, HOLDING_KEY, TOMBSTONES_KEY, RETAIN_KEY};
+        args_keys_and(a, req->sale, extra, 4);
         sk_redis_arg_s(a, req->sale);
+        return;
+    }
+    case C_RETIRE: {
+        static const char *const extra[] = {SALES_KEY, HOLDING_KEY, TOMBSTONES_KEY, RETAIN_KEY};
+        args_keys_and(a, cmd->sale, extra, 4);
+        sk_redis_arg_s(a, cmd->sale);
+        sk_redis_arg_s(a, "retire");
         return;
     }
     case C_ORDER:
@@ -920,6 +948,38 @@ static void reap_done(worker_t *w, cmd_t *done, redisReply *rep)
     }
 }
 
+/* retain_seconds: the sales of sk:retain due by this instance's clock each get the delete
+ * script, which decides by Redis's (and waits while the sale still holds orders). */
+static void retire_due_done(worker_t *w, redisReply *rep)
+{
+    w->reaping--;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < rep->elements; i++) {
+        const redisReply *m = rep->element[i];
+        if (m->type != REDIS_REPLY_STRING || m->len == 0 || m->len > SK_SALE_ID_MAX)
+            continue;
+        cmd_t *cmd = cmd_new(w, C_RETIRE, S_DELETE);
+        memcpy(cmd->sale, m->str, m->len);
+        cmd->sale[m->len] = '\0';
+        if (cmd_send_script(cmd) != 0) {
+            free(cmd);
+            return;
+        }
+        w->reaping++;
+    }
+}
+
+static void retire_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    long long code;
+    w->reaping--;
+    if (reply_code(rep, &code) == 0 && code == RC_OK) {
+        bump_gen(w->r);
+        sk_log(SK_LOG_INFO, "event=sale_retired sale=%s", cmd->sale);
+    }
+}
+
 static void on_bg(h2o_timeout_entry_t *e)
 {
     worker_t *w = SK_CONTAINER_OF(e, worker_t, e_bg);
@@ -928,6 +988,14 @@ static void on_bg(h2o_timeout_entry_t *e)
         cmd_t *cmd = cmd_new(w, C_REAP_MEMBERS, -1);
         w->next_reap = now + REAP_EVERY_MS;
         if (sk_redis_send(&w->conn, &cmd->super, SK_REDIS_ARGS("SMEMBERS", HOLDING_KEY)) == 0)
+            w->reaping++;
+        else
+            free(cmd);
+        char due[24];
+        snprintf(due, sizeof(due), "%" PRId64, sk_now_ms() / 1000);
+        cmd = cmd_new(w, C_RETIRE_DUE, -1);
+        if (sk_redis_send(&w->conn, &cmd->super,
+                          SK_REDIS_ARGS("ZRANGEBYSCORE", RETAIN_KEY, "-inf", due, "LIMIT", "0", "100")) == 0)
             w->reaping++;
         else
             free(cmd);
@@ -959,6 +1027,12 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
         break;
     case C_REAP:
         reap_done(w, cmd, rep);
+        break;
+    case C_RETIRE_DUE:
+        retire_due_done(w, rep);
+        break;
+    case C_RETIRE:
+        retire_done(w, cmd, rep);
         break;
     case C_WAIT:
         wait_done(w, cmd, rep);

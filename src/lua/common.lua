@@ -121,18 +121,30 @@ end
 
 -- The sale's configuration and counters, or nil when there is no such sale.
 local function load_sale()
-  local c = redis.call('HMGET', K.sale, 'stock', 'limit', 'hold', 'starts', 'ends', 'sold', 'held')
+  local c = redis.call('HMGET', K.sale, 'stock', 'limit', 'hold', 'starts', 'ends', 'sold', 'held',
+                      'retain')
   if not c[1] then
     return nil
   end
   return {stock = tonumber(c[1]), limit = tonumber(c[2]), hold = tonumber(c[3]),
           starts = tonumber(c[4] or ''), ends = tonumber(c[5] or ''), -- nil when null
-          sold = tonumber(c[6]), held = tonumber(c[7])}
+          sold = tonumber(c[6]), held = tonumber(c[7]), retain = tonumber(c[8] or '')}
 end
 
--- The reply shape of a sale: code, stock, limit, hold, starts, ends (-1: null), sold, held.
+-- The reply shape of a sale: code, stock, limit, hold, starts, ends (-1: null), sold, held,
+-- retain (-1: null).
 local function sale_reply(code, s)
-  return {code, s.stock, s.limit, s.hold, s.starts or -1, s.ends or -1, s.sold, s.held}
+  return {code, s.stock, s.limit, s.hold, s.starts or -1, s.ends or -1, s.sold, s.held, s.retain or -1}
+end
+
+-- retain_seconds: the sale's place in sk:retain (KEYS[rk]), scored by when it is due for
+-- deletion (ends + retain); not there when it has no end or no retain_seconds.
+local function retain_index(rk, sale, s)
+  if s.retain and s.ends then
+    redis.call('ZADD', KEYS[rk], num(s.ends + s.retain), sale)
+  else
+    redis.call('ZREM', KEYS[rk], sale)
+  end
 end
 
 -- The reply shape of an order (after a code): user, qty, status, request_id, created_at,

@@ -1,7 +1,8 @@
 -- put.lua: creates or updates a sale. ARGV: stock, per_user_limit, hold_seconds, starts_at,
--- ends_at (times '' = null), all checked by the caller (sk_sale_conf_check), then the sale id.
+-- ends_at (times '' = null), all checked by the caller (sk_sale_conf_check), then the sale id,
+-- then retain_seconds ('' = null).
 -- KEYS: the sale's seven, then sk:tombstones: a sale made under the id of a deleted one goes on
--- after that one's last order id (delete.lua).
+-- after that one's last order id (delete.lua); then sk:retain (retain_index).
 -- Returns sale_reply(R_CREATED | R_OK, sale) or {R_BELOW_TAKEN}: the new stock must cover what
 -- is sold and held, checked and applied in this one step.
 local s = load_sale()
@@ -11,8 +12,10 @@ if not s then
     redis.call('SET', K.seq, last)
   end
   redis.call('HSET', K.sale, 'stock', ARGV[1], 'limit', ARGV[2], 'hold', ARGV[3], 'starts', ARGV[4],
-             'ends', ARGV[5], 'sold', '0', 'held', '0')
-  return sale_reply(R_CREATED, load_sale())
+             'ends', ARGV[5], 'sold', '0', 'held', '0', 'retain', ARGV[7])
+  s = load_sale()
+  retain_index(9, ARGV[6], s)
+  return sale_reply(R_CREATED, s)
 end
 -- holds past their deadline no longer count against the new stock
 reap(math.floor(clock_ms() / 1000), 1000)
@@ -21,5 +24,7 @@ if tonumber(ARGV[1]) < s.sold + s.held then
   return {R_BELOW_TAKEN}
 end
 redis.call('HSET', K.sale, 'stock', ARGV[1], 'limit', ARGV[2], 'hold', ARGV[3], 'starts', ARGV[4],
-           'ends', ARGV[5])
-return sale_reply(R_OK, load_sale())
+           'ends', ARGV[5], 'retain', ARGV[7])
+s = load_sale()
+retain_index(9, ARGV[6], s)
+return sale_reply(R_OK, s)

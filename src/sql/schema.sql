@@ -8,7 +8,8 @@ CREATE TABLE IF NOT EXISTS sales(
   per_user_limit INTEGER NOT NULL,  -- 0: no limit
   hold_seconds INTEGER NOT NULL,    -- 0: orders are final when taken
   starts_at INTEGER,
-  ends_at INTEGER
+  ends_at INTEGER,
+  retain_seconds INTEGER            -- NULL: kept until deleted; else deleted this long after the end
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS orders(
   sale TEXT NOT NULL,
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS sales_archive(
   per_user_limit INTEGER NOT NULL,
   hold_seconds INTEGER NOT NULL,
   starts_at INTEGER,
-  ends_at INTEGER
+  ends_at INTEGER,
+  retain_seconds INTEGER
 );
 CREATE TABLE IF NOT EXISTS orders_archive(
   sale TEXT NOT NULL,

@@ -81,7 +81,7 @@ def test_an_undescribed_reply_fails():
     api = OpenAPI.get()
     api.check("GET", "/v1/sales/x", 200, {"sale": "x", "stock": 1, "sold": 0, "held": 0, "remaining": 1,
                                          "per_user_limit": 0, "hold_seconds": 0, "starts_at": None,
-                                         "ends_at": None, "state": "open"})
+                                         "ends_at": None, "retain_seconds": None, "state": "open"})
     with pytest.raises(AssertionError, match="not what docs/openapi.yaml says"):
         api.check("GET", "/v1/sales/x", 200, {"sale": "x", "stock": 1})
     with pytest.raises(AssertionError, match="not what docs/openapi.yaml says"):

@@ -90,7 +90,7 @@ static void fuzz_take(const char *p, size_t n)
     }
     /* a take that passed the parser passes the sale's request rules with a user present */
     {
-        sk_sale_conf_t c = {10, 1, 0, SK_NO_TIME, SK_NO_TIME};
+        sk_sale_conf_t c = {10, 1, 0, SK_NO_TIME, SK_NO_TIME, SK_NO_TIME};
         const char *w;
         CHECK(sk_sale_check_take(&c, 1, b.qty, &w) == 0);
     }
@@ -247,7 +247,7 @@ static void fuzz_rules(const uint8_t *d, size_t n)
     }
     CHECK((sk_sale_check_restock(stock, sold, held) == 0) == (stock >= sold + held));
     memset(&v, 0, sizeof(v));
-    v.conf = (sk_sale_conf_t){stock, limit, 0, SK_NO_TIME, SK_NO_TIME};
+    v.conf = (sk_sale_conf_t){stock, limit, 0, SK_NO_TIME, SK_NO_TIME, SK_NO_TIME};
     v.sold = sold;
     v.held = held;
     CHECK(sk_sale_remaining(&v) >= 0);

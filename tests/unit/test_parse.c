@@ -585,6 +585,20 @@ static void conf_limit_and_hold(void **state)
     conf_bad(S("{\"stock\": 1, \"hold_seconds\": -1}"), "hold_seconds must be an integer from 0 to 31536000");
     conf_bad(S("{\"stock\": 1, \"hold_seconds\": null}"), "hold_seconds must be an integer from 0 to 31536000");
     conf_bad(S("{\"stock\": 1, \"hold_seconds\": \"30\"}"), "hold_seconds must be an integer from 0 to 31536000");
+
+    static const char *const rmsg = "retain_seconds must be null or an integer from 0 to 315360000";
+    conf_ok(S("{\"stock\": 1}"), &c);
+    assert_true(c.retain_seconds == SK_NO_TIME);
+    conf_ok(S("{\"stock\": 1, \"retain_seconds\": null}"), &c);
+    assert_true(c.retain_seconds == SK_NO_TIME);
+    conf_ok(S("{\"stock\": 1, \"retain_seconds\": 0}"), &c);
+    assert_int_equal(c.retain_seconds, 0);
+    conf_ok(S("{\"stock\": 1, \"retain_seconds\": 315360000}"), &c);
+    assert_int_equal(c.retain_seconds, 315360000);
+    conf_bad(S("{\"stock\": 1, \"retain_seconds\": 315360001}"), rmsg);
+    conf_bad(S("{\"stock\": 1, \"retain_seconds\": -1}"), rmsg);
+    conf_bad(S("{\"stock\": 1, \"retain_seconds\": 1.5}"), rmsg);
+    conf_bad(S("{\"stock\": 1, \"retain_seconds\": \"60\"}"), rmsg);
 }
 
 static void conf_times(void **state)
