@@ -20,6 +20,7 @@
     XX(STOCK_BELOW_TAKEN, 409, "stock_below_taken", "stock cannot go below sold + held")                               \
     XX(ORDER_NOT_HELD, 409, "order_not_held", "the order is no longer held")                                           \
     XX(SALE_ACTIVE, 409, "sale_active", "a sale can be deleted once it has ended and holds no held order")             \
+    XX(CURSOR_EXPIRED, 410, "cursor_expired", "events after this cursor have left the feed's retention")               \
     XX(UNSUPPORTED_MEDIA_TYPE, 415, "unsupported_media_type",                                                          \
        "a mutating admin request needs Content-Type: application/json")                                                \
     XX(MISDIRECTED, 421, "misdirected_request", "this listener does not answer to that Host")                          \

@@ -100,7 +100,7 @@ typedef struct worker_local_s {
     _Atomic uint64_t seen;       /* the store's epoch at the end of this worker's last loop turn */
     struct worker_local_s *next; /* the store's list of workers (wlock) */
     sqlite3 *db; /* read-only connection for order reads */
-    sqlite3_stmt *get, *list;
+    sqlite3_stmt *get, *list, *feed, *feed_edge;
     int wake_committer; /* work was queued during this turn of the loop (embed_worker_flush) */
 } worker_local_t;
 
@@ -127,7 +127,10 @@ typedef struct embed_s {
 
     /* the committer */
     sqlite3 *db;
-    sqlite3_stmt *ins_order, *ins_sale, *upd_sale, *get_order, *upd_status;
+    sqlite3_stmt *ins_order, *ins_sale, *upd_sale, *get_order, *upd_status, *ins_event;
+    uint64_t feed_seq;          /* the committer's: the last feed seq given (in a commit or not) */
+    uint64_t feed_trimmed;      /* the committer's: the last seq the retention deleted */
+    _Atomic uint64_t feed_mark; /* feed_seq as of the last commit: long-polls read again when it moves */
     pthread_t thread;
     pthread_mutex_t qlock;
     pthread_cond_t qcond;
@@ -671,6 +674,18 @@ static int step_done(sqlite3 *db, sqlite3_stmt *st)
     return 0;
 }
 
+/* The feed's row for an event of order (sale, id), in the caller's transaction. A seq given to a
+ * transaction that rolls back is never given again: the feed has holes, never a repeat. */
+static int insert_event(embed_t *e, const char *sale, uint64_t id, sk_feed_kind_t kind)
+{
+    sqlite3_stmt *st = e->ins_event;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)++e->feed_seq);
+    sqlite3_bind_text(st, 2, sale, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)id);
+    sqlite3_bind_int(st, 4, (int)kind);
+    return step_done(e->db, st);
+}
+
 static int insert_order(embed_t *e, const sk_order_t *o)
 {
     sqlite3_stmt *st = e->ins_order;
@@ -682,7 +697,9 @@ static int insert_order(embed_t *e, const sk_order_t *o)
     bind_text_or_null(st, 6, o->request_id);
     sqlite3_bind_int64(st, 7, o->created_at);
     bind_time(st, 8, o->expires_at);
-    return step_done(e->db, st);
+    if (step_done(e->db, st) != 0)
+        return -1;
+    return insert_event(e, o->sale, o->id, SK_FEED_CREATED);
 }
 
 static int set_status(embed_t *e, const char *sale, uint64_t id, sk_order_status_t status)
@@ -690,7 +707,12 @@ static int set_status(embed_t *e, const char *sale, uint64_t id, sk_order_status
     sqlite3_bind_text(e->upd_status, 1, sk_order_status_name(status), -1, SQLITE_STATIC);
     sqlite3_bind_text(e->upd_status, 2, sale, -1, SQLITE_STATIC);
     sqlite3_bind_int64(e->upd_status, 3, (sqlite3_int64)id);
-    return step_done(e->db, e->upd_status);
+    if (step_done(e->db, e->upd_status) != 0)
+        return -1;
+    sk_feed_kind_t kind = status == SK_ORDER_CONFIRMED   ? SK_FEED_CONFIRMED
+                          : status == SK_ORDER_CANCELLED ? SK_FEED_CANCELLED
+                                                         : SK_FEED_EXPIRED;
+    return insert_event(e, sale, id, kind);
 }
 
 /* Writes what the committer's connection still sees of a lost book where it can be found: a
@@ -838,6 +860,8 @@ static void commit_takes(embed_t *e, sk_store_req_t *head, size_t n)
         ok = 0;
     sk_metrics_commit(n, sk_mono_ms() - t0, ok);
     set_healthy(e, ok);
+    if (ok)
+        atomic_store_explicit(&e->feed_mark, e->feed_seq, memory_order_release);
     while (run != NULL) {
         sk_store_req_t *next = run->next;
         finish_take(e, run, ok ? 0 : SK_EUNAVAILABLE, 1);
@@ -863,6 +887,7 @@ static int in_txn(embed_t *e, int ok)
 {
     if (ok && !e->lost && exec(e->db, "COMMIT") == 0 && book_check(e) == NULL) {
         set_healthy(e, 1);
+        atomic_store_explicit(&e->feed_mark, e->feed_seq, memory_order_release);
         return 0;
     }
     sqlite3_exec(e->db, "ROLLBACK", NULL, NULL, NULL);
@@ -1261,6 +1286,30 @@ static void expire_due(embed_t *e, int64_t now)
         sk_log(SK_LOG_DEBUG, "event=holds_expired count=%zu", n);
 }
 
+/* The feed's retention: the oldest events beyond sk_feed_retain() go, at most 100,000 a
+ * transaction, once they are a 64th of it (so that a trim is not a transaction per event). The
+ * last seq deleted goes to meta in the same transaction: a reader compares its cursor with it in
+ * its own snapshot (read_feed), so a cursor whose next events were deleted is refused, never
+ * silently moved on. */
+static void feed_trim(embed_t *e)
+{
+    uint64_t keep = sk_feed_retain();
+    if (e->feed_seq <= keep)
+        return;
+    uint64_t cut = e->feed_seq - keep;
+    if (cut <= e->feed_trimmed || cut - e->feed_trimmed < keep / 64 + 1)
+        return;
+    if (cut - e->feed_trimmed > 100000)
+        cut = e->feed_trimmed + 100000;
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM events WHERE seq <= %" PRIu64 ";"
+             " INSERT OR REPLACE INTO meta(key, value) VALUES('feed_trimmed', %" PRIu64 ")",
+             cut, cut);
+    if (in_txn(e, exec(e->db, "BEGIN") == 0 && exec(e->db, sql) == 0) == 0)
+        e->feed_trimmed = cut;
+}
+
 /* Twice a second: is the book still there, and, while it could not be written, can it be now?
  * The store comes back by itself when the disk does (a probe write and its fsync), without
  * waiting for a take to try. */
@@ -1274,6 +1323,7 @@ static void watch(embed_t *e)
         return;
     if (atomic_load(&e->healthy)) {
         retire_due(e, sk_now_ms() / 1000);
+        feed_trim(e);
         return;
     }
     in_txn(e, exec(e->db, "BEGIN IMMEDIATE") == 0 && exec(e->db, PROBE) == 0);
@@ -1380,6 +1430,61 @@ static void *committer_main(void *arg)
 
 static const char *const ORDER_COLS = "user, qty, status, request_id, created_at, expires_at";
 
+/* GET /v1/orders: the events after req->cursor, in one read snapshot with the retention's mark
+ * (feed_trim) and the feed's end. Events of deleted sales find no order and are passed over (the
+ * cursor still moves past them). */
+static int read_feed(worker_local_t *w, sk_store_req_t *req)
+{
+    uint64_t after = req->cursor.lo, trimmed = 0, end = 0;
+    size_t cap = 0, rows = 0;
+    int rc = SK_EUNAVAILABLE;
+    if (sqlite3_exec(w->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return SK_EUNAVAILABLE;
+    if (sqlite3_step(w->feed_edge) != SQLITE_ROW)
+        goto out;
+    trimmed = (uint64_t)sqlite3_column_int64(w->feed_edge, 0);
+    end = (uint64_t)sqlite3_column_int64(w->feed_edge, 1);
+    if (end < trimmed)
+        end = trimmed;
+    if (req->cursor.hi != 0 || after > end) { /* not a cursor this feed gave */
+        rc = SK_EBAD_REQUEST;
+        goto out;
+    }
+    if (after < trimmed && after != 0) {
+        rc = SK_ECURSOR_EXPIRED;
+        goto out;
+    }
+    sqlite3_stmt *st = w->feed;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)(after > trimmed ? after : trimmed));
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)req->limit);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        rows++;
+        req->cursor.lo = (uint64_t)sqlite3_column_int64(st, 7);
+        if (sqlite3_column_type(st, 1) == SQLITE_NULL) /* a deleted sale's */
+            continue;
+        if (req->nevents == cap) {
+            cap = cap ? cap * 2 : 64;
+            req->events = sk_realloc(req->events, cap * sizeof(*req->events));
+        }
+        sk_feed_event_t *ev = &req->events[req->nevents++];
+        row_to_order(st, (const char *)sqlite3_column_text(st, 8), 6, &ev->order);
+        ev->cursor = req->cursor;
+        ev->kind = (sk_feed_kind_t)sqlite3_column_int(st, 9);
+        ev->order.status = ev->kind == SK_FEED_CREATED
+                               ? (ev->order.expires_at == SK_NO_TIME ? SK_ORDER_CONFIRMED : SK_ORDER_HELD)
+                           : ev->kind == SK_FEED_CONFIRMED ? SK_ORDER_CONFIRMED
+                           : ev->kind == SK_FEED_CANCELLED ? SK_ORDER_CANCELLED
+                                                           : SK_ORDER_EXPIRED;
+    }
+    sqlite3_reset(st);
+    rc = step == SQLITE_DONE ? 0 : SK_EUNAVAILABLE;
+    req->more = rc == 0 && rows == req->limit;
+out:
+    sqlite3_reset(w->feed_edge);
+    sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL);
+    return rc;
+}
 
 static int read_orders(worker_local_t *w, sk_store_req_t *req)
 {
@@ -1458,6 +1563,9 @@ static int embed_submit(sk_store_worker_t *super, sk_store_req_t *req)
         }
         req->err = req->op == SK_STORE_ORDER_GET ? read_one(w, req) : read_orders(w, req);
         return SK_STORE_DONE;
+    case SK_STORE_FEED:
+        req->err = read_feed(w, req);
+        return SK_STORE_DONE;
     case SK_STORE_SALE_PUT:
     case SK_STORE_SALE_DELETE:
     case SK_STORE_ORDER_CHANGE:
@@ -1493,9 +1601,11 @@ static void embed_worker_close(sk_store_worker_t *super)
         }
     sqlite3_finalize(w->get);
     sqlite3_finalize(w->list);
+    sqlite3_finalize(w->feed);
+    sqlite3_finalize(w->feed_edge);
     sqlite3_close(w->db);
     w->db = NULL;
-    w->get = w->list = NULL;
+    w->get = w->list = w->feed = w->feed_edge = NULL;
     /* a take or change still with the committer (a worker that stopped at its shutdown deadline)
      * is answered through this handle: it is freed with the store, after the committer */
     w->next = e->closed;
@@ -1525,6 +1635,16 @@ static int embed_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store
              ORDER_COLS);
     if (prepare(w->db, sql, &w->list) != 0)
         goto prep_fail;
+    if (prepare(w->db,
+                "SELECT o.user, o.qty, o.status, o.request_id, o.created_at, o.expires_at, ev.id, ev.seq, ev.sale,"
+                " ev.kind FROM events ev LEFT JOIN orders o ON o.sale = ev.sale AND o.id = ev.id"
+                " WHERE ev.seq > ?1 ORDER BY ev.seq LIMIT ?2",
+                &w->feed) != 0 ||
+        prepare(w->db,
+                "SELECT coalesce((SELECT value FROM meta WHERE key = 'feed_trimmed'), 0),"
+                " coalesce((SELECT max(seq) FROM events), 0)",
+                &w->feed_edge) != 0)
+        goto prep_fail;
     atomic_init(&w->seen, atomic_load(&e->epoch));
     pthread_mutex_lock(&e->wlock);
     w->next = e->workers;
@@ -1546,6 +1666,7 @@ static void embed_free(embed_t *e)
     sqlite3_finalize(e->upd_sale);
     sqlite3_finalize(e->get_order);
     sqlite3_finalize(e->upd_status);
+    sqlite3_finalize(e->ins_event);
     sqlite3_close(e->db);
     for (size_t i = 0; i < SALE_SLOTS; i++) {
         esale_t *s = slot_sale(e, i);
@@ -1585,6 +1706,12 @@ static void embed_close(sk_store_t *st)
     embed_free(e);
 }
 
+static uint64_t embed_feed_mark(sk_store_t *st)
+{
+    /* + 1: 0 means "not known" to the caller */
+    return atomic_load_explicit(&((embed_t *)st)->feed_mark, memory_order_acquire) + 1;
+}
+
 static const sk_store_ops_t embed_ops = {
     .name = "sqlite",
     .worker_open = embed_worker_open,
@@ -1592,6 +1719,7 @@ static const sk_store_ops_t embed_ops = {
     .worker_close = embed_worker_close,
     .submit = embed_submit,
     .healthy = embed_healthy,
+    .feed_mark = embed_feed_mark,
     .close = embed_close,
 };
 
@@ -1772,6 +1900,27 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
 }
 
 /* The pid that holds an flock on the file (dev, ino), from /proc/locks; 0 when unknown. */
+/* Where the feed goes on: after the last event written or deleted by the retention. */
+static int feed_open(embed_t *e)
+{
+    sqlite3_stmt *st;
+    if (prepare(e->db,
+                "SELECT coalesce((SELECT value FROM meta WHERE key = 'feed_trimmed'), 0),"
+                " coalesce((SELECT max(seq) FROM events), 0)",
+                &st) != 0)
+        return -1;
+    int ok = sqlite3_step(st) == SQLITE_ROW;
+    if (ok) {
+        e->feed_trimmed = (uint64_t)sqlite3_column_int64(st, 0);
+        e->feed_seq = (uint64_t)sqlite3_column_int64(st, 1);
+        if (e->feed_seq < e->feed_trimmed)
+            e->feed_seq = e->feed_trimmed;
+        atomic_store(&e->feed_mark, e->feed_seq);
+    }
+    sqlite3_finalize(st);
+    return ok ? 0 : -1;
+}
+
 /* A book written before retain_seconds existed gets the column (NULL: kept until deleted). */
 static int migrate(sqlite3 *db)
 {
@@ -1897,7 +2046,9 @@ sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t
         prepare(e->db,
                 "SELECT user, qty, status, request_id, created_at, expires_at FROM orders WHERE sale = ?1 AND id = ?2",
                 &e->get_order) != 0 ||
-        prepare(e->db, "UPDATE orders SET status = ?1 WHERE sale = ?2 AND id = ?3", &e->upd_status) != 0) {
+        prepare(e->db, "UPDATE orders SET status = ?1 WHERE sale = ?2 AND id = ?3", &e->upd_status) != 0 ||
+        prepare(e->db, "INSERT INTO events(seq, sale, id, kind) VALUES(?1, ?2, ?3, ?4)", &e->ins_event) != 0 ||
+        feed_open(e) != 0) {
         snprintf(err, errlen, "cannot prepare statements on %s", path);
         goto fail;
     }

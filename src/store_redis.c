@@ -60,17 +60,19 @@
 
 /* the scripts, generated from the .lua files of src/lua by cmake/embed.cmake */
 extern const char sk_lua_common[], sk_lua_take[], sk_lua_put[], sk_lua_view[], sk_lua_order[], sk_lua_orders[],
-    sk_lua_change[], sk_lua_reap[], sk_lua_delete[];
+    sk_lua_change[], sk_lua_reap[], sk_lua_delete[], sk_lua_feed[], sk_lua_feedtrim[];
 
-enum script_e { S_TAKE, S_PUT, S_VIEW, S_ORDER, S_ORDERS, S_CHANGE, S_REAP, S_DELETE, S_COUNT };
+enum script_e { S_TAKE, S_PUT, S_VIEW, S_ORDER, S_ORDERS, S_CHANGE, S_REAP, S_DELETE, S_FEED, S_FEEDTRIM, S_COUNT };
 
 static const struct {
     const char *name;
     const char *body;
     int readonly; /* sent with flags=no-writes */
 } SCRIPTS[S_COUNT] = {
-    {"take", sk_lua_take, 0},     {"put", sk_lua_put, 0},       {"view", sk_lua_view, 1}, {"order", sk_lua_order, 1},
-    {"orders", sk_lua_orders, 1}, {"change", sk_lua_change, 0}, {"reap", sk_lua_reap, 0}, {"delete", sk_lua_delete, 0},
+    {"take", sk_lua_take, 0},         {"put", sk_lua_put, 0},       {"view", sk_lua_view, 1},
+    {"order", sk_lua_order, 1},       {"orders", sk_lua_orders, 1}, {"change", sk_lua_change, 0},
+    {"reap", sk_lua_reap, 0},         {"delete", sk_lua_delete, 0}, {"feed", sk_lua_feed, 1},
+    {"feedtrim", sk_lua_feedtrim, 0},
 };
 
 /* The scripts' result codes and what each answers: one list for C and Lua. load_scripts() writes
@@ -90,7 +92,8 @@ static const struct {
     XX(BELOW_TAKEN, SK_ESTOCK_BELOW_TAKEN)                                                                             \
     XX(NOT_HELD, SK_EORDER_NOT_HELD)                                                                                   \
     XX(CREATED, 0)                                                                                                     \
-    XX(ACTIVE, SK_ESALE_ACTIVE)
+    XX(ACTIVE, SK_ESALE_ACTIVE)                                                                                        \
+    XX(EXPIRED, SK_ECURSOR_EXPIRED)
 
 enum rcode_e {
 #define XX(name, err) RC_##name,
@@ -131,8 +134,10 @@ static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":ri
 #define NKEYS (sizeof(KEY_SUFFIX) / sizeof(KEY_SUFFIX[0]))
 static const char SALES_KEY[] = "sk:sales";     /* set of every sale id */
 static const char HOLDING_KEY[] = "sk:holding"; /* set of sales that ever had hold_seconds > 0 */
-static const char TOMBSTONES_KEY[] = "sk:tombstones"; /* hash: deleted sale id -> its last order id */
-static const char RETAIN_KEY[] = "sk:retain";         /* sorted set: sales with retain_seconds, by when due */
+static const char TOMBSTONES_KEY[] = "sk:tombstones";     /* hash: deleted sale id -> its last order id */
+static const char FEED_KEY[] = "sk:feed";                 /* stream: every order event of every sale, in one order */
+static const char FEED_TRIMMED_KEY[] = "sk:feed:trimmed"; /* string: the last entry id the retention removed */
+static const char RETAIN_KEY[] = "sk:retain";             /* sorted set: sales with retain_seconds, by when due */
 
 typedef struct redis_s {
     sk_store_t super;
@@ -196,6 +201,8 @@ typedef enum cmd_type_e {
     C_REAP,         /* ... one reap per sale */
     C_RETIRE_DUE,   /* reaper: sales of sk:retain due, then ... */
     C_RETIRE,       /* ... the delete script for each (retain_seconds) */
+    C_FEED,         /* GET /v1/orders */
+    C_FEEDTRIM,     /* reaper: the feed's retention */
     C_WAIT,         /* WAIT after a write (--redis-min-replicas): answers what the write decided */
 } cmd_type_t;
 
@@ -384,9 +391,10 @@ static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 /* The sale's keys, then `extra` global ones (declared as KEYS too, so that Redis knows them). */
 static void args_keys_and(sk_redis_argv_t *a, const char *sale, const char *const *extra, size_t nextra)
 {
-    sk_redis_arg_u(a, NKEYS + nextra);
+    sk_redis_arg_u(a, NKEYS + 1 + nextra);
     for (size_t i = 0; i < NKEYS; i++)
         sk_redis_arg_printf(a, "sk:{%s}%s", sale, KEY_SUFFIX[i]);
+    sk_redis_arg_s(a, FEED_KEY); /* KEYS[8]: scripts that change an order tell the feed (common.lua) */
     for (size_t i = 0; i < nextra; i++)
         sk_redis_arg_s(a, extra[i]);
 }
@@ -467,6 +475,20 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
     case C_REAP:
         args_keys(a, cmd->sale);
         sk_redis_arg_i(a, REAP_MAX);
+        return;
+    case C_FEED:
+        sk_redis_arg_u(a, 3);
+        sk_redis_arg_s(a, FEED_KEY);
+        sk_redis_arg_s(a, FEED_TRIMMED_KEY);
+        sk_redis_arg_s(a, TOMBSTONES_KEY);
+        sk_redis_arg_printf(a, "%llu-%llu", (unsigned long long)req->cursor.hi, (unsigned long long)req->cursor.lo);
+        sk_redis_arg_u(a, req->limit);
+        return;
+    case C_FEEDTRIM:
+        sk_redis_arg_u(a, 2);
+        sk_redis_arg_s(a, FEED_KEY);
+        sk_redis_arg_s(a, FEED_TRIMMED_KEY);
+        sk_redis_arg_u(a, sk_feed_retain());
         return;
     default:
         return;
@@ -820,6 +842,100 @@ static int parse_orders(const redisReply *rep, sk_store_req_t *req)
     return 0;
 }
 
+/* An entry id ("HI-LO") into a cursor. */
+static int parse_cursor(const char *s, size_t len, sk_cursor_t *c)
+{
+    char buf[48];
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return sk_parse_cursor(buf, len, &c->hi, &c->lo);
+}
+
+/* feed.lua's reply: the next cursor, more, then the events, FE_LEN elements each. */
+enum feed_each_e {
+    FE_SALE,
+    FE_EVENT,
+    FE_ORDER,
+    FE_USER,
+    FE_QTY,
+    FE_STATUS,
+    FE_RID,
+    FE_CREATED,
+    FE_EXPIRES,
+    FE_ID,
+    FE_LEN
+};
+
+static int parse_feed(const redisReply *rep, sk_store_req_t *req)
+{
+    static const char *const KINDS[] = {"created", "confirmed", "cancelled", "expired"};
+    const char *s;
+    size_t len;
+    long long more;
+    if (el_str(rep, 1, &s, &len) != 0 || parse_cursor(s, len, &req->cursor) != 0 || el_int(rep, 2, &more) != 0 ||
+        (rep->elements - 3) % FE_LEN != 0)
+        return -1;
+    size_t n = (rep->elements - 3) / FE_LEN;
+    req->events = n > 0 ? sk_calloc(n, sizeof(*req->events)) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *const *e = rep->element + 3 + i * FE_LEN;
+        sk_feed_event_t *ev = &req->events[i];
+        char num[24], sale[SK_SALE_ID_MAX + 1], *end;
+        for (size_t k = 0; k < FE_LEN; k++)
+            if (e[k]->type != REDIS_REPLY_STRING)
+                return -1;
+        req->nevents = i + 1; /* what is filled is disposed */
+        if (e[FE_SALE]->len == 0 || e[FE_SALE]->len > SK_SALE_ID_MAX ||
+            !sk_valid_sale_id(e[FE_SALE]->str, e[FE_SALE]->len))
+            return -1;
+        memcpy(sale, e[FE_SALE]->str, e[FE_SALE]->len);
+        sale[e[FE_SALE]->len] = '\0';
+        ev->kind = 0;
+        for (int k = 0; k < 4; k++)
+            if (e[FE_EVENT]->len == strlen(KINDS[k]) && memcmp(e[FE_EVENT]->str, KINDS[k], e[FE_EVENT]->len) == 0)
+                ev->kind = (sk_feed_kind_t)(k + 1);
+        if (ev->kind == 0 || parse_cursor(e[FE_ID]->str, e[FE_ID]->len, &ev->cursor) != 0 || e[FE_ORDER]->len == 0 ||
+            e[FE_ORDER]->len >= sizeof(num))
+            return -1;
+        memcpy(num, e[FE_ORDER]->str, e[FE_ORDER]->len);
+        num[e[FE_ORDER]->len] = '\0';
+        unsigned long long id = strtoull(num, &end, 10);
+        if (*end != '\0' || id == 0)
+            return -1;
+        /* the order's fields as an order_reply (common.lua) reads them */
+        redisReply f[OR_LEN], *fp[OR_LEN + 1];
+        long long iv[3];
+        const redisReply *src[3] = {e[FE_QTY], e[FE_CREATED], e[FE_EXPIRES]};
+        for (int k = 0; k < 3; k++) {
+            if (src[k]->len >= sizeof(num))
+                return -1;
+            memcpy(num, src[k]->str, src[k]->len);
+            num[src[k]->len] = '\0';
+            iv[k] = src[k]->len == 0 ? -1 : strtoll(num, &end, 10);
+            if (src[k]->len > 0 && *end != '\0')
+                return -1;
+        }
+        memset(f, 0, sizeof(f));
+        f[OR_USER] = *e[FE_USER];
+        f[OR_STATUS] = *e[FE_STATUS];
+        f[OR_REQUEST_ID] = *e[FE_RID];
+        f[OR_QTY] = (redisReply){.type = REDIS_REPLY_INTEGER, .integer = iv[0]};
+        f[OR_CREATED] = (redisReply){.type = REDIS_REPLY_INTEGER, .integer = iv[1]};
+        f[OR_EXPIRES] = (redisReply){.type = REDIS_REPLY_INTEGER, .integer = iv[2]};
+        redisReply arr = {.type = REDIS_REPLY_ARRAY, .elements = OR_LEN + 1, .element = fp};
+        redisReply code = {.type = REDIS_REPLY_INTEGER};
+        fp[0] = &code;
+        for (int k = 0; k < OR_LEN; k++)
+            fp[k + 1] = &f[k];
+        if (parse_order(&arr, 1, sale, id, &ev->order) != 0)
+            return -1;
+    }
+    req->more = more != 0;
+    return 0;
+}
+
 /* The answer of a one-request script command. */
 static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
@@ -855,6 +971,12 @@ static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
                 err = SK_EUNAVAILABLE;
             } else if (req->op == SK_STORE_ORDER_CHANGE && req->change == SK_OP_CANCEL_ORDER) {
                 bump_gen(w->r);
+            }
+            break;
+        case C_FEED:
+            if (parse_feed(rep, req) != 0) {
+                sk_store_req_dispose(req);
+                err = SK_EUNAVAILABLE;
             }
             break;
         case C_ORDERS:
@@ -993,6 +1115,11 @@ static void on_bg(h2o_timeout_entry_t *e)
             free(cmd);
         char due[24];
         snprintf(due, sizeof(due), "%" PRId64, sk_now_ms() / 1000);
+        cmd = cmd_new(w, C_FEEDTRIM, S_FEEDTRIM);
+        if (cmd_send_script(cmd) == 0)
+            w->reaping++;
+        else
+            free(cmd);
         cmd = cmd_new(w, C_RETIRE_DUE, -1);
         if (sk_redis_send(&w->conn, &cmd->super,
                           SK_REDIS_ARGS("ZRANGEBYSCORE", RETAIN_KEY, "-inf", due, "LIMIT", "0", "100")) == 0)
@@ -1034,6 +1161,9 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
     case C_RETIRE:
         retire_done(w, cmd, rep);
         break;
+    case C_FEEDTRIM:
+        w->reaping--;
+        break;
     case C_WAIT:
         wait_done(w, cmd, rep);
         break;
@@ -1068,6 +1198,8 @@ static int redis_submit(sk_store_worker_t *super, sk_store_req_t *req)
         return submit_script(w, req, C_CHANGE, S_CHANGE);
     case SK_STORE_SALE_DELETE:
         return submit_script(w, req, C_DELETE, S_DELETE);
+    case SK_STORE_FEED:
+        return submit_script(w, req, C_FEED, S_FEED);
     default:
         return SK_EINTERNAL;
     }

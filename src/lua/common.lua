@@ -5,7 +5,8 @@
 -- so the helpers below are in scope in every script, and one SHA1 names each composition.
 --
 -- Every script gets the same seven keys of one sale, all with the sale as hash tag, so that one
--- sale lives in one Redis Cluster slot. See docs/redis.md for the layout and the order stream.
+-- sale lives in one Redis Cluster slot, then sk:feed (the winners feed: every script that may
+-- change an order tells it). See docs/redis.md for the layout, the order stream and the feed.
 
 local K = {
   sale = KEYS[1],   -- hash: stock limit hold starts ends sold held  ('' = null time)
@@ -15,7 +16,9 @@ local K = {
   rids = KEYS[5],   -- hash: request_id -> order id, for ever
   seq = KEYS[6],    -- string: the last order id given
   orders = KEYS[7], -- hash: order id -> the order, packed (pack_order)
+  feed = KEYS[8],   -- stream: sk:feed, every order event of every sale (GET /v1/orders)
 }
+local SALE_ID = string.sub(KEYS[1] or '', 5, -2) -- KEYS[1] is 'sk:{' .. sale .. '}'
 
 -- The result codes (R_OK, R_SOLD_OUT, ...) are not defined here: store_redis.c writes them ahead of
 -- this file from its one list, SK_REDIS_RESULTS, which also says what each one answers.
@@ -58,11 +61,20 @@ local function load_order(id)
   return unpack_order(redis.call('HGET', K.orders, id))
 end
 
--- One stream entry: the order as it is after the event.
+-- One feed entry (sk:feed): the sale, the event (created, confirmed, cancelled, expired), then the
+-- order as it is after the event. Same fields as the sale's stream entries, plus the sale.
+local function feed_add(event, id, user, qty, status, request_id, created_at, expires_at)
+  redis.call('XADD', K.feed, '*', 'sale', SALE_ID, 'event', event, 'order', id, 'user', user, 'qty', qty,
+             'status', status, 'request_id', request_id, 'created_at', created_at,
+             'expires_at', expires_at)
+end
+
+-- One stream entry and its feed entry: the order as it is after the event.
 local function emit(event, id, o)
   redis.call('XADD', K.stream, '*', 'event', event, 'order', id, 'user', o.user, 'qty', o.qty,
              'status', o.status, 'request_id', o.request_id, 'created_at', o.created_at,
              'expires_at', o.expires_at)
+  feed_add(event, id, o.user, o.qty, o.status, o.request_id, o.created_at, o.expires_at)
 end
 
 -- Gives an order's units back to the sale (out of `from`: 'held' or 'confirmed') and to the

@@ -1,20 +1,20 @@
 -- put.lua: creates or updates a sale. ARGV: stock, per_user_limit, hold_seconds, starts_at,
 -- ends_at (times '' = null), all checked by the caller (sk_sale_conf_check), then the sale id,
 -- then retain_seconds ('' = null).
--- KEYS: the sale's seven, then sk:tombstones: a sale made under the id of a deleted one goes on
--- after that one's last order id (delete.lua); then sk:retain (retain_index).
+-- KEYS: the sale's seven and sk:feed, then sk:tombstones: a sale made under the id of a deleted
+-- one goes on after that one's last order id (delete.lua); then sk:retain (retain_index).
 -- Returns sale_reply(R_CREATED | R_OK, sale) or {R_BELOW_TAKEN}: the new stock must cover what
 -- is sold and held, checked and applied in this one step.
 local s = load_sale()
 if not s then
-  local last = redis.call('HGET', KEYS[8], ARGV[6])
+  local last = redis.call('HGET', KEYS[9], ARGV[6])
   if last then
     redis.call('SET', K.seq, last)
   end
   redis.call('HSET', K.sale, 'stock', ARGV[1], 'limit', ARGV[2], 'hold', ARGV[3], 'starts', ARGV[4],
              'ends', ARGV[5], 'sold', '0', 'held', '0', 'retain', ARGV[7])
   s = load_sale()
-  retain_index(9, ARGV[6], s)
+  retain_index(10, ARGV[6], s)
   return sale_reply(R_CREATED, s)
 end
 -- holds past their deadline no longer count against the new stock
@@ -26,5 +26,5 @@ end
 redis.call('HSET', K.sale, 'stock', ARGV[1], 'limit', ARGV[2], 'hold', ARGV[3], 'starts', ARGV[4],
            'ends', ARGV[5], 'retain', ARGV[7])
 s = load_sale()
-retain_index(9, ARGV[6], s)
+retain_index(10, ARGV[6], s)
 return sale_reply(R_OK, s)

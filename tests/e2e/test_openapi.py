@@ -68,7 +68,7 @@ def test_every_described_route_exists_and_every_route_is_described(server, sale_
             assert r.status not in (404, 405) or r.body.get("error") not in ("not_found", "method_not_allowed"), \
                 (method, tmpl, r)
     want = {("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/openapi.yaml"), ("GET", "/"), ("GET", "/v1/events"),
-            ("GET", "/v1/sales"), ("GET", "/v1/sales/{sale}"), ("PUT", "/v1/sales/{sale}"),
+            ("GET", "/v1/orders"), ("GET", "/v1/sales"), ("GET", "/v1/sales/{sale}"), ("PUT", "/v1/sales/{sale}"),
             ("DELETE", "/v1/sales/{sale}"), ("GET", "/v1/sales/{sale}/orders.csv"),
             ("POST", "/v1/sales/{sale}/orders"), ("GET", "/v1/sales/{sale}/orders"),
             ("GET", "/v1/sales/{sale}/orders/{order}"), ("POST", "/v1/sales/{sale}/orders/{order}/confirm"),
