@@ -32,9 +32,9 @@ typedef struct sk_feed_s feed_t;
 typedef struct poll_s {
     h2o_generator_t gen; /* first: h2o hands &gen back (streams) */
     sk_store_req_t sreq;
-    h2o_req_t *req;       /* NULL once h2o has freed the request */
+    h2o_req_t *req; /* NULL once h2o has freed the request */
     feed_t *f;
-    h2o_linklist_t link;  /* in f->parked while parked */
+    h2o_linklist_t link; /* in f->parked while parked */
     int action;
     unsigned limit;
     sk_cursor_t after;    /* where the next read starts */
@@ -44,8 +44,8 @@ typedef struct poll_s {
     sk_buf_t out;         /* a stream's write in flight */
     unsigned pending : 1; /* a read is with the store */
     unsigned stream : 1;
-    unsigned busy : 1;    /* a stream's write is in flight */
-    unsigned again : 1;   /* read again as soon as the write is done (there was more) */
+    unsigned busy : 1;  /* a stream's write is in flight */
+    unsigned again : 1; /* read again as soon as the write is done (there was more) */
     unsigned finished : 1;
 } poll_t;
 
@@ -331,8 +331,8 @@ void sk_feed_serve(sk_worker_t *w, h2o_req_t *req, const char *query, size_t qle
     int stream = !head && wants_stream(req);
     if (stream) {
         ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("last-event-id"), -1);
-        if (i >= 0 && sk_parse_cursor(req->headers.entries[i].value.base, req->headers.entries[i].value.len, &hi,
-                                      &lo) != 0) {
+        if (i >= 0 &&
+            sk_parse_cursor(req->headers.entries[i].value.base, req->headers.entries[i].value.len, &hi, &lo) != 0) {
             sk_api_reply_error(req, action, SK_EBAD_REQUEST, "Last-Event-ID must be a cursor from this feed");
             return;
         }

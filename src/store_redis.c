@@ -1161,9 +1161,17 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
     case C_RETIRE:
         retire_done(w, cmd, rep);
         break;
-    case C_FEEDTRIM:
+    case C_FEEDTRIM: { /* a storm past the retention: keep at it while there is more */
         w->reaping--;
+        if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer >= 1000) {
+            cmd_t *more = cmd_new(w, C_FEEDTRIM, S_FEEDTRIM);
+            if (cmd_send_script(more) == 0)
+                w->reaping++;
+            else
+                free(more);
+        }
         break;
+    }
     case C_WAIT:
         wait_done(w, cmd, rep);
         break;

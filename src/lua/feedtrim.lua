@@ -1,5 +1,6 @@
 -- feedtrim.lua: the feed's retention. KEYS: sk:feed, sk:feed:trimmed. ARGV: how many entries to
--- keep. Once the stream holds a 64th more than that, removes the oldest (at most 10,000 a call)
+-- keep. Once the stream holds a 64th more than that, removes the oldest (at most 1,000 a call,
+-- about a millisecond of Redis; the caller calls again at once while it removed 1,000)
 -- and records the id of the last one removed in sk:feed:trimmed, in the same step: feed.lua
 -- refuses a cursor before it (R_EXPIRED), so no reader skips an entry without knowing.
 -- Returns how many entries were removed.
@@ -8,8 +9,8 @@ local n = redis.call('XLEN', KEYS[1]) - keep
 if n < math.floor(keep / 64) + 1 then
   return 0
 end
-if n > 10000 then
-  n = 10000
+if n > 1000 then
+  n = 1000
 end
 local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n)
 local lastid = entries[#entries][1]
