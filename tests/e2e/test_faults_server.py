@@ -452,6 +452,8 @@ def _try_metrics(srv):
 # Every wall-clock read in the server's files, each a timestamp and not a deadline:
 WALL_CLOCK_READS = {
     ("store_redis.c", "ws->deadline = d >= 0 && d < INT64_MAX / 1000 ? mono + (d * 1000 - sk_now_ms()) : INT64_MAX;"),
+    # retain_seconds: which sales are due, a wall-clock time (delete.lua decides by Redis's clock)
+    ("store_redis.c", 'snprintf(due, sizeof(due), "%" PRId64, sk_now_ms() / 1000);'),
     ("dashboard.c", "(long long)sk_now_ms(), SK_DASHBOARD_TICK_MS, sk_store_name(st),"),
     ("log.c", "clock_gettime(CLOCK_REALTIME, &ts); /* a timestamp, the one thing the wall clock is for */"),
     ("accesslog.c", "time_t now = time(NULL);"),
@@ -464,8 +466,8 @@ def test_deadlines_and_caches_use_the_monotonic_clock():
     wall clock is read only for the timestamps listed above (store_redis.c turns Redis's wall-clock
     hold deadline into a monotonic one as it learns it). req->now_ms, the wall clock of a request,
     is compared with sale windows (wall-clock times) only."""
-    files = ["server.c", "store_redis.c", "redis_conn.c", "dashboard.c", "ratelimit.c", "metrics.c", "log.c",
-             "accesslog.c", "config.c", "main.c"]
+    files = ["server.c", "store_redis.c", "redis_conn.c", "dashboard.c", "feed.c", "ratelimit.c", "metrics.c",
+             "log.c", "accesslog.c", "config.c", "main.c"]
     wall = re.compile(r"sk_now_ms\(\)|CLOCK_REALTIME|gettimeofday|\btime\(NULL\)")
     found = set()
     for name in files:

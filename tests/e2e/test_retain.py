@@ -12,10 +12,18 @@ REDIS_CLI = "/usr/bin/redis-cli"
 
 
 def redis_keys(store, sale):
-    """Every key of the sale in Redis (SCAN over the whole keyspace), sorted."""
-    out = subprocess.run([REDIS_CLI, "-h", HOST, "-p", str(store.redis.port), "--raw", "--scan",
-                          "--pattern", "*"], capture_output=True, text=True, timeout=10, check=True).stdout
-    return sorted(k for k in out.split("\n") if "{%s}" % sale in k)
+    """Every key of the sale in Redis (SCAN over the whole keyspace), sorted; and the sale's place
+    in the global sets (sk:sales, sk:holding, sk:retain), which must be gone too."""
+    def cli(*args):
+        return subprocess.run([REDIS_CLI, "-h", HOST, "-p", str(store.redis.port), "--raw", *args],
+                              capture_output=True, text=True, timeout=10, check=True).stdout
+    keys = sorted(k for k in cli("--scan", "--pattern", "*").split("\n") if "{%s}" % sale in k)
+    for cmd in (("SISMEMBER", "sk:sales", sale), ("SISMEMBER", "sk:holding", sale)):
+        if cli(*cmd).strip() != "0":
+            keys.append(cmd[1])
+    if cli("ZSCORE", "sk:retain", sale).strip() != "":
+        keys.append("sk:retain")
+    return keys
 
 
 def wait_gone(srv, s, timeout=15.0):
@@ -44,6 +52,8 @@ def test_retain_deletes_the_sale_after_its_end(server, store, sale_id):
     b = server.take(s, user="bob")
     assert a.status == 201 and b.status == 201
     assert server.sale(s)["retain_seconds"] == 1
+    if store.kind == "redis":
+        assert "sk:retain" in redis_keys(store, s)  # its place in the retain index
     wait_gone(server, s)
     assert time.time() >= ends + 1  # not before ends_at + retain_seconds
     assert_error(server.take(s, user="carol"), 404, "no_such_sale")
