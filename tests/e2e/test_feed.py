@@ -331,3 +331,50 @@ def test_feed_follower_sees_a_storm_exactly_once(server, sale_id):
     stop.set()
     th.join(10)
     assert [e["order"] for e in seen] == [str(i) for i in range(1, n + 1)]
+
+
+def test_feed_stream_heartbeats_and_its_bound(make_server, sale_id):
+    srv = make_server(extra_args=["--threads", "1"], env={"SECKILL_FEED_HEARTBEAT_MS": "200"})
+    st = SSE(srv)
+    assert st.next() == {"retry": "2000"}
+    assert st.next() == {"comment": ":"}  # nothing happens: a heartbeat
+    s = sale_id()
+    srv.put_sale(s, stock=1)
+    assert srv.take(s, user="a").status == 201
+    while True:  # heartbeats may come first
+        f = st.next()
+        if "data" in f:
+            assert f["event"] == "created" and json.loads(f["data"])["order"] == "1"
+            break
+    # at most 64 streams a worker (one worker here): the 65th is refused
+    more = [SSE(srv) for _ in range(63)]
+    assert all(m.r.status == 200 for m in more)
+    r = srv.adm("GET", "/v1/orders", headers={"Accept": "text/event-stream"})
+    assert_error(r, 503, "unavailable")
+    more.pop().close()
+    more.append(wait_for(lambda: (lambda x: x if x.r.status == 200 else x.close())(SSE(srv)),
+                         what="a stream slot to free up"))
+    for m in more + [st]:
+        m.close()
+
+
+def test_feed_shutdown_answers_long_polls_and_ends_streams(make_server):
+    srv = make_server()
+    _, head = follow(srv)
+    got = {}
+
+    def poll():
+        got["body"] = feed(srv, head, wait=60)
+
+    th = threading.Thread(target=poll)
+    th.start()
+    st = SSE(srv)
+    assert st.next() == {"retry": "2000"}
+    time.sleep(0.3)  # parked (if not yet, the stop answers it all the same)
+    t0 = time.monotonic()
+    assert srv.stop() == 0  # exit 0, without waiting for the long-poll or the stream
+    srv.expect_dead = True
+    th.join(20)
+    assert got["body"] == {"events": [], "cursor": head, "more": False}
+    assert time.monotonic() - t0 < 10  # not the 60 s of the wait
+    assert st.r.read() == b""  # the stream ended cleanly
