@@ -136,6 +136,26 @@ static void fuzz_list_query(const char *p, size_t n)
     CHECK(after <= (uint64_t)INT64_MAX);
 }
 
+/* The feed's query and cursors: what parses is in range, and a cursor is canonical (printed
+ * again, it is the same bytes: two spellings of one position would be two cursors). */
+static void fuzz_feed_query(const char *p, size_t n)
+{
+    uint64_t hi = 7, lo = 7;
+    unsigned limit = 0, wait = 99;
+    const char *why = NULL;
+    int rc = sk_parse_feed_query(p, n, &hi, &lo, &limit, &wait, &why);
+    if (rc != 0) {
+        CHECK(rc == SK_EBAD_REQUEST && why != NULL);
+    } else {
+        CHECK(limit >= 1 && limit <= 1000 && wait <= 60);
+    }
+    if (sk_parse_cursor(p, n, &hi, &lo) == 0) {
+        char buf[48];
+        int len = snprintf(buf, sizeof(buf), "%llu-%llu", (unsigned long long)hi, (unsigned long long)lo);
+        CHECK(len > 0 && (size_t)len == n && memcmp(buf, p, n) == 0);
+    }
+}
+
 static void fuzz_idents(const uint8_t *d, size_t n)
 {
     const char *p = (const char *)d;
@@ -212,6 +232,8 @@ static void fuzz_route(const uint8_t *d, size_t n)
      * which is {NULL, 0} when the target has no '?' */
     if (m.action == SK_A_ORDER_LIST)
         fuzz_list_query(m.query.p, m.query.len);
+    if (m.action == SK_A_FEED)
+        fuzz_feed_query(m.query.p, m.query.len);
     if (m.sale.p != NULL)
         (void)sk_valid_sale_id(m.sale.p, m.sale.len);
     if (m.order.p != NULL)
@@ -268,6 +290,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_take(p, size);
     fuzz_sale_conf(p, size);
     fuzz_list_query(p, size);
+    fuzz_feed_query(p, size);
     fuzz_idents(data, size);
     fuzz_route(data, size);
     fuzz_rules(data, size);
