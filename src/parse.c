@@ -384,7 +384,7 @@ static int parse_u64(const char *s, size_t len, uint64_t *out)
 
 int sk_parse_cursor(const char *s, size_t len, uint64_t *hi, uint64_t *lo)
 {
-    const char *dash = memchr(s, '-', len);
+    const char *dash = s != NULL && len > 0 ? memchr(s, '-', len) : NULL;
     if (dash == NULL || parse_u64(s, (size_t)(dash - s), hi) != 0 ||
         parse_u64(dash + 1, len - (size_t)(dash - s) - 1, lo) != 0)
         return -1;

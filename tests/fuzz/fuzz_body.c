@@ -175,7 +175,7 @@ static int within(sk_slice_t s, const char *p, size_t n)
 static int has_sale(sk_action_t a)
 {
     return a != SK_A_HEALTHZ && a != SK_A_METRICS && a != SK_A_SALE_LIST && a != SK_A_DASHBOARD && a != SK_A_EVENTS &&
-           a != SK_A_OPENAPI;
+           a != SK_A_OPENAPI && a != SK_A_FEED;
 }
 
 static int has_order(sk_action_t a)
