@@ -48,6 +48,7 @@ enum {
     NOT_HELD,
     CREATED,
     ACTIVE,
+    EXPIRED,
     NCODES
 };
 
@@ -246,7 +247,8 @@ static int code_err(long long c)
                                      SK_ESTOCK_BELOW_TAKEN,
                                      SK_EORDER_NOT_HELD,
                                      0,
-                                     SK_ESALE_ACTIVE};
+                                     SK_ESALE_ACTIVE,
+                                     SK_ECURSOR_EXPIRED};
     return c >= 0 && c < NCODES ? errs[c] : SK_EUNAVAILABLE;
 }
 
