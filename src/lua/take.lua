@@ -133,6 +133,7 @@ if seq ~= seq0 then
     redis.call('XADD', K.stream, '*', 'event', 'taken', 'order', id, 'user', user, 'qty', qty,
                'status', status, 'request_id', rid, 'created_at', created_at,
                'expires_at', expires_at)
+    feed_add('created', id, user, qty, status, rid, created_at, expires_at)
   end
   redis.call('HSET', K.orders, unpack(packed))
   if #held > 0 then

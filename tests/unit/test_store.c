@@ -146,8 +146,12 @@ static int run1(fx_t *f, sk_store_req_t *r)
 
 static sk_sale_conf_t conf_of(int64_t stock, int64_t limit, int64_t hold)
 {
-    sk_sale_conf_t c = {
-        .stock = stock, .per_user_limit = limit, .hold_seconds = hold, .starts_at = SK_NO_TIME, .ends_at = SK_NO_TIME};
+    sk_sale_conf_t c = {.stock = stock,
+                        .per_user_limit = limit,
+                        .hold_seconds = hold,
+                        .starts_at = SK_NO_TIME,
+                        .ends_at = SK_NO_TIME,
+                        .retain_seconds = SK_NO_TIME};
     return c;
 }
 
