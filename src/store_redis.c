@@ -56,7 +56,7 @@
 #define SOLDOUT_TTL_MS 250     /* how long a learned sold-out is trusted while connected */
 #define BG_TICK_MS 100         /* worker 0's background timer */
 #define SWEEP_IDLE_MS 1000     /* worker 0 asks for due slots at least this often (a hold lasts >= 1 s) */
-#define FEEDTRIM_EVERY_MS 300 /* worker 0 trims the feed this often (not on a cluster) */
+#define FEEDTRIM_EVERY_MS 300  /* worker 0 trims the feed this often (not on a cluster) */
 /* holds per reap call (~5 ms of Redis); a sale with more due gets the next call at once */
 #define REAP_MAX 1000
 
@@ -87,10 +87,10 @@ static const struct {
     const char *body;
     int readonly; /* sent with flags=no-writes */
 } SCRIPTS[S_COUNT] = {
-    {"take", sk_lua_take, 0},       {"put", sk_lua_put, 0},         {"view", sk_lua_view, 1},
-    {"order", sk_lua_order, 1},     {"orders", sk_lua_orders, 1},   {"change", sk_lua_change, 0},
-    {"reap", sk_lua_reap, 0},       {"delete", sk_lua_delete, 0},   {"due_get", sk_lua_due_get, 1},
-    {"due_add", sk_lua_due_add, 0}, {"due_set", sk_lua_due_set, 0}, {"feed", sk_lua_feed, 1},
+    {"take", sk_lua_take, 0},         {"put", sk_lua_put, 0},         {"view", sk_lua_view, 1},
+    {"order", sk_lua_order, 1},       {"orders", sk_lua_orders, 1},   {"change", sk_lua_change, 0},
+    {"reap", sk_lua_reap, 0},         {"delete", sk_lua_delete, 0},   {"due_get", sk_lua_due_get, 1},
+    {"due_add", sk_lua_due_add, 0},   {"due_set", sk_lua_due_set, 0}, {"feed", sk_lua_feed, 1},
     {"feedtrim", sk_lua_feedtrim, 0},
 };
 
@@ -603,7 +603,8 @@ static void args_feed(sk_redis_argv_t *a, const worker_t *w, const char *tag)
 
 /* The sale's keys, then `nextra` keys of its slot's own (SLOT_*; declared as KEYS too, so that
  * Redis knows them). */
-static void args_keys_and(sk_redis_argv_t *a, const worker_t *w, const char *sale, const char *const *extra, size_t nextra)
+static void args_keys_and(sk_redis_argv_t *a, const worker_t *w, const char *sale, const char *const *extra,
+                          size_t nextra)
 {
     const char *tag = sk_redis_slot_tag(sk_redis_sale_slot(sale, strlen(sale)));
     sk_redis_arg_u(a, NKEYS + nextra + 1);
@@ -1402,7 +1403,7 @@ static void due_get_done(worker_t *w, redisReply *rep)
     int64_t wait = SWEEP_IDLE_MS;
     if (n >= DUE_SLOTS_MAX) /* more may be due: again once these are reaped */
         wait = 0;
-    else if (next >= 0 && next < INT64_MAX / 1000 && next * 1000 - now_ms < wait)
+    else if (next >= 0 && next < INT64_MAX / 1000 && now_ms >= 0 && next * 1000 - now_ms < wait)
         wait = next * 1000 - now_ms < 0 ? 0 : next * 1000 - now_ms;
     w->next_reap = sk_mono_ms() + wait;
 }
