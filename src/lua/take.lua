@@ -1,5 +1,6 @@
 -- take.lua: decides and records a batch of takes of one sale, atomically, in arrival order.
--- KEYS: the sale's seven, then its slot's sweep list (sk:slot:{TAG}:due, docs/redis.md).
+-- KEYS: the sale's seven, then its slot's sweep list (sk:slot:{TAG}:due, docs/redis.md), then
+-- the feed (common.lua).
 -- ARGV: n, then n triples: user ('' = anonymous), qty, request_id ('' = none).
 -- Returns {R_NO_SALE} or
 --   {R_OK, remaining, per_user_limit, ends_at (-1), next hold deadline (-1), window open (0/1),
