@@ -1283,7 +1283,9 @@ static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
             }
             if (parse_view(rep, req->sale, &req->view) != 0) {
                 err = SK_EUNAVAILABLE;
-            } else if (req->view.conf.retain_seconds != SK_NO_TIME && req->view.conf.ends_at != SK_NO_TIME) {
+            } else if (req->view.conf.retain_seconds != SK_NO_TIME && req->view.conf.ends_at != SK_NO_TIME &&
+                       req->view.conf.retain_seconds >= 0 && req->view.conf.ends_at >= 0 &&
+                       req->view.conf.retain_seconds <= INT64_MAX - req->view.conf.ends_at) {
                 /* put.lua put the sale into its slot's sweep list for when its retain_seconds
                  * are up: the index learns that time too, so that the sweep comes (reap.lua) */
                 due_add(w, cmd->slot, (long long)(req->view.conf.ends_at + req->view.conf.retain_seconds));
