@@ -16,6 +16,7 @@
 #include "api_internal.h"
 #include "dashboard.h"
 #include "error.h"
+#include "feed.h"
 #include "jwt.h"
 #include "log.h"
 #include "metrics.h"
@@ -118,6 +119,7 @@ static void reply(h2o_req_t *req, int action, int status, const char *outcome, c
                                              [404] = "Not Found",
                                              [405] = "Method Not Allowed",
                                              [409] = "Conflict",
+                                             [410] = "Gone",
                                              [413] = "Payload Too Large",
                                              [415] = "Unsupported Media Type",
                                              [421] = "Misdirected Request",
@@ -362,6 +364,28 @@ static void run_events(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
     sk_dashboard_events(worker_of(req), req);
 }
 
+/* the winners feed (feed.c) */
+static void run_feed(sk_server_t *srv, h2o_req_t *req, const sk_match_t *m)
+{
+    (void)srv;
+    sk_feed_serve(worker_of(req), req, m->query.p, m->query.len, m->action);
+}
+
+void sk_api_reply_error(h2o_req_t *req, int action, int err, const char *message)
+{
+    reply_error(req, action, err, message);
+}
+
+void sk_api_reply(h2o_req_t *req, int action, int status, const char *ctype, const char *body, size_t len)
+{
+    reply(req, action, status, NULL, ctype, body, len);
+}
+
+void sk_api_account(h2o_req_t *req, int action, int status)
+{
+    account(req, action, status, NULL);
+}
+
 /* ---- the export: GET /v1/sales/{sale}/orders.csv ----
  * Every order of a sale, however many, as CSV: the store is asked for a page of EXPORT_PAGE orders
  * at a time, the next page only once h2o has written the previous one (its `proceed`), so memory
@@ -549,6 +573,7 @@ static const action_t ACTIONS[SK_A_COUNT_] = {
     [SK_A_ORDER_EXPORT] = {.run = run_export},
     [SK_A_SALE_DELETE] = {.op = SK_STORE_SALE_DELETE, .render = render_sale},
     [SK_A_OPENAPI] = {.run = run_openapi},
+    [SK_A_FEED] = {.run = run_feed},
 };
 
 /* Sends the answer of a finished store request. */
@@ -1039,6 +1064,7 @@ void sk_api_register(sk_server_t *srv)
 {
     init_error_bodies();
     sk_dashboard_register(srv);
+    sk_feed_register(srv);
     h2o_hostconf_t *hosts[2] = {srv->host_public, srv->host_admin};
     for (int i = 0; i < 2; i++) {
         h2o_pathconf_t *pc = h2o_config_register_path(hosts[i], "/", 0);

@@ -20,6 +20,7 @@
     XX(STOCK_BELOW_TAKEN, 409, "stock_below_taken", "stock cannot go below sold + held")                               \
     XX(ORDER_NOT_HELD, 409, "order_not_held", "the order is no longer held")                                           \
     XX(SALE_ACTIVE, 409, "sale_active", "a sale can be deleted once it has ended and holds no held order")             \
+    XX(CURSOR_EXPIRED, 410, "cursor_expired", "events after this cursor have left the feed's retention")               \
     XX(UNSUPPORTED_MEDIA_TYPE, 415, "unsupported_media_type",                                                          \
        "a mutating admin request needs Content-Type: application/json")                                                \
     XX(MISDIRECTED, 421, "misdirected_request", "this listener does not answer to that Host")                          \
@@ -28,6 +29,7 @@
     XX(RATE_LIMITED, 429, "rate_limited", "too many requests from this client")                                        \
     XX(TOO_MANY_SALES, 507, "too_many_sales", "the server's sale table is full")                                       \
     XX(INTERNAL, 500, "internal", "internal error")                                                                    \
+    XX(FEED_UNAVAILABLE, 501, "feed_unavailable", "the winners feed is not available on a Redis Cluster yet")          \
     XX(UNAVAILABLE, 503, "unavailable", "the store is unreachable or failed; the outcome is unknown")
 
 /* 0 is success; every error is negative so that `if (rc < 0)` reads naturally. */

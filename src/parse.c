@@ -293,7 +293,7 @@ int sk_parse_sale_conf(const char *buf, size_t len, sk_sale_conf_t *out, const c
     const char *key;
     json_t *v, *root;
     int have_stock = 0, rc = SK_EBAD_REQUEST;
-    *out = (sk_sale_conf_t){0, 0, 0, SK_NO_TIME, SK_NO_TIME};
+    *out = (sk_sale_conf_t){0, 0, 0, SK_NO_TIME, SK_NO_TIME, SK_NO_TIME};
     if ((root = load_object(buf, len, why)) == NULL)
         return SK_EBAD_REQUEST;
     json_object_foreach(root, key, v)
@@ -312,6 +312,13 @@ int sk_parse_sale_conf(const char *buf, size_t len, sk_sale_conf_t *out, const c
         } else if (strcmp(key, "hold_seconds") == 0) {
             if (get_int(v, 0, 31536000, &out->hold_seconds) != 0) {
                 fail(why, "hold_seconds must be an integer from 0 to 31536000");
+                goto out;
+            }
+        } else if (strcmp(key, "retain_seconds") == 0) {
+            if (json_is_null(v))
+                out->retain_seconds = SK_NO_TIME;
+            else if (get_int(v, 0, SK_RETAIN_MAX, &out->retain_seconds) != 0) {
+                fail(why, "retain_seconds must be null or an integer from 0 to 315360000");
                 goto out;
             }
         } else if (strcmp(key, "starts_at") == 0 || strcmp(key, "ends_at") == 0) {
@@ -355,6 +362,57 @@ static int query_value(const char *q, size_t len, const char *name, const char *
             return 0;
         q = amp + 1;
     }
+}
+
+/* A decimal below 2^64 without sign or leading zeros ("0" itself allowed). */
+static int parse_u64(const char *s, size_t len, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0 || len > 20 || (len > 1 && s[0] == '0'))
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int sk_parse_cursor(const char *s, size_t len, uint64_t *hi, uint64_t *lo)
+{
+    const char *dash = s != NULL && len > 0 ? memchr(s, '-', len) : NULL;
+    if (dash == NULL || parse_u64(s, (size_t)(dash - s), hi) != 0 ||
+        parse_u64(dash + 1, len - (size_t)(dash - s) - 1, lo) != 0)
+        return -1;
+    return 0;
+}
+
+int sk_parse_feed_query(const char *q, size_t len, uint64_t *hi, uint64_t *lo, unsigned *limit, unsigned *wait,
+                        const char **why)
+{
+    const char *v;
+    size_t vlen;
+    uint64_t n;
+    *hi = *lo = 0;
+    *limit = 100;
+    *wait = 0;
+    if (query_value(q, len, "after", &v, &vlen) && sk_parse_cursor(v, vlen, hi, lo) != 0)
+        return fail(why, "after must be a cursor from this feed");
+    if (query_value(q, len, "limit", &v, &vlen)) {
+        if (parse_u64(v, vlen, &n) != 0 || n < 1 || n > 1000)
+            return fail(why, "limit must be an integer from 1 to 1000");
+        *limit = (unsigned)n;
+    }
+    if (query_value(q, len, "wait", &v, &vlen)) {
+        if (parse_u64(v, vlen, &n) != 0 || n > 60)
+            return fail(why, "wait must be an integer from 0 to 60 (seconds)");
+        *wait = (unsigned)n;
+    }
+    return 0;
 }
 
 int sk_parse_export_query(const char *q, size_t len, int *bom, const char **why)

@@ -52,4 +52,13 @@ int sk_parse_list_query(const char *q, size_t len, uint64_t *after, unsigned *li
  * listing). */
 int sk_parse_export_query(const char *q, size_t len, int *bom, const char **why);
 
+/* Parses a feed cursor "HI-LO" (two decimal integers below 2^64, no sign, no leading zeros);
+ * returns 0, or -1 when it is not one. */
+int sk_parse_cursor(const char *s, size_t len, uint64_t *hi, uint64_t *lo);
+
+/* Parses the query string of the feed, GET /v1/orders: after=CURSOR (default 0-0, the start),
+ * limit=1..1000 (default 100), wait=0..60 seconds (default 0). Other parameters are ignored. */
+int sk_parse_feed_query(const char *q, size_t len, uint64_t *hi, uint64_t *lo, unsigned *limit, unsigned *wait,
+                        const char **why);
+
 #endif

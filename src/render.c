@@ -122,6 +122,8 @@ size_t sk_render_sale(char *buf, const sk_sale_view_t *v, int64_t now)
     put_time(&o, v->conf.starts_at);
     PUT_LIT(&o, ",\"ends_at\":");
     put_time(&o, v->conf.ends_at);
+    PUT_LIT(&o, ",\"retain_seconds\":");
+    put_time(&o, v->conf.retain_seconds);
     PUT_LIT(&o, ",\"state\":");
     put_str(&o, sk_sale_state_name(sk_sale_state(v, now)));
     PUT_LIT(&o, "}");

@@ -35,11 +35,12 @@ static const shape_t shapes[] = {
     {{NULL}, "GET", NULL, {{"GET", SK_A_DASHBOARD, 1}}},
     {{"v1", "events", NULL}, "GET", NULL, {{"GET", SK_A_EVENTS, 1}}},
     {{"openapi.yaml", NULL}, "GET", NULL, {{"GET", SK_A_OPENAPI, 1}}},
+    {{"v1", "orders", NULL}, "GET", NULL, {{"GET", SK_A_FEED, 1}}},
 };
 
-static const char *const names[SK_A_COUNT_] = {"healthz",   "metrics",    "sale_list",    "sale_put",    "sale_get",
-                                               "take",      "order_list", "order_get",    "confirm",     "cancel",
-                                               "dashboard", "events",     "order_export", "sale_delete", "openapi"};
+static const char *const names[SK_A_COUNT_] = {
+    "healthz", "metrics", "sale_list", "sale_put", "sale_get",     "take",        "order_list", "order_get",
+    "confirm", "cancel",  "dashboard", "events",   "order_export", "sale_delete", "openapi",    "feed"};
 
 #define MAX_SEGS 6
 

@@ -21,6 +21,7 @@ typedef enum sk_action_e {
     SK_A_ORDER_EXPORT, /* GET /v1/sales/{sale}/orders.csv: every order of a sale, streamed */
     SK_A_SALE_DELETE,  /* DELETE /v1/sales/{sale} */
     SK_A_OPENAPI,      /* GET /openapi.yaml: docs/openapi.yaml, embedded (admin listener) */
+    SK_A_FEED,         /* GET /v1/orders: the winners feed (feed.c) */
     SK_A_COUNT_
 } sk_action_t;
 

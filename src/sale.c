@@ -21,11 +21,21 @@ int sk_sale_conf_check(const sk_sale_conf_t *c, const char **why)
         *why = "starts_at and ends_at must be null or non-negative integers";
         return SK_EBAD_REQUEST;
     }
+    if (c->retain_seconds != SK_NO_TIME && (c->retain_seconds < 0 || c->retain_seconds > SK_RETAIN_MAX)) {
+        *why = "retain_seconds must be null or an integer from 0 to 315360000";
+        return SK_EBAD_REQUEST;
+    }
     if (c->starts_at != SK_NO_TIME && c->ends_at != SK_NO_TIME && c->ends_at <= c->starts_at) {
         *why = "ends_at must be after starts_at";
         return SK_EBAD_REQUEST;
     }
     return 0;
+}
+
+int sk_sale_retain_due(const sk_sale_conf_t *c, int64_t held, int64_t now)
+{
+    return c->retain_seconds != SK_NO_TIME && c->ends_at != SK_NO_TIME && held == 0 &&
+           now >= c->ends_at + c->retain_seconds;
 }
 
 int sk_sale_window(const sk_sale_conf_t *c, int64_t now)
@@ -52,7 +62,8 @@ int sk_sale_check_take(const sk_sale_conf_t *c, int has_user, int64_t qty, const
 
 int sk_sale_soldout_answer(int64_t per_user_limit, int has_user, int64_t qty)
 {
-    sk_sale_conf_t c = {.per_user_limit = per_user_limit, .starts_at = SK_NO_TIME, .ends_at = SK_NO_TIME};
+    sk_sale_conf_t c = {
+        .per_user_limit = per_user_limit, .starts_at = SK_NO_TIME, .ends_at = SK_NO_TIME, .retain_seconds = SK_NO_TIME};
     const char *why;
     int rc = sk_sale_check_take(&c, has_user, qty, &why);
     return rc != 0 ? rc : SK_ESOLD_OUT;

@@ -40,6 +40,7 @@ typedef struct sk_sale_conf_s {
     int64_t hold_seconds;   /* 0: orders are final when taken */
     int64_t starts_at;      /* SK_NO_TIME: open from creation */
     int64_t ends_at;        /* SK_NO_TIME: never ends */
+    int64_t retain_seconds; /* SK_NO_TIME: kept until deleted; else deleted this long after it ends */
 } sk_sale_conf_t;
 
 /* A sale as GET /v1/sales/{sale} shows it. */
@@ -52,6 +53,12 @@ typedef struct sk_sale_view_s {
 
 /* 0 if the configuration is acceptable, else SK_EBAD_REQUEST with *why set. */
 int sk_sale_conf_check(const sk_sale_conf_t *conf, const char **why);
+
+#define SK_RETAIN_MAX INT64_C(315360000) /* ten years */
+
+/* 1 when a sale with these settings, ended, holding `held` units, is due for deletion at `now`
+ * (retain_seconds past ends_at, nothing held). */
+int sk_sale_retain_due(const sk_sale_conf_t *conf, int64_t held, int64_t now);
 
 /* 0 if buying is allowed at `now`, else SK_ENOT_STARTED or SK_EENDED. */
 int sk_sale_window(const sk_sale_conf_t *conf, int64_t now);

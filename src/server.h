@@ -43,6 +43,7 @@ struct sk_worker_s {
     size_t inflight;                           /* requests waiting for the store */
     int stopping;
     struct sk_dashboard_s *dashboard;          /* dashboard.c: this worker's event streams */
+    struct sk_feed_s *feed;                    /* feed.c: this worker's long-polls and streams */
     uint64_t loop_now_max;                     /* the latest h2o loop time seen (clock steps) */
     pthread_t tid;
 };

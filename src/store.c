@@ -96,7 +96,19 @@ void sk_store_req_dispose(sk_store_req_t *req)
         sk_order_dispose(&req->orders[i]);
     free(req->orders);
     free(req->views);
+    for (size_t i = 0; i < req->nevents; i++)
+        sk_order_dispose(&req->events[i].order);
+    free(req->events);
+    req->events = NULL;
     req->orders = NULL;
     req->views = NULL;
-    req->norders = req->nviews = 0;
+    req->norders = req->nviews = req->nevents = 0;
+}
+
+uint64_t sk_feed_retain(void)
+{
+    const char *v = getenv("SECKILL_FEED_RETAIN"); /* for tests of the retention; undocumented */
+    char *end;
+    unsigned long long n = v != NULL ? strtoull(v, &end, 10) : 0;
+    return v != NULL && *end == '\0' && n > 0 ? (uint64_t)n : SK_FEED_RETAIN_DEFAULT;
 }

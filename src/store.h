@@ -50,7 +50,22 @@ typedef enum sk_store_op_e {
     SK_STORE_ORDER_LIST,
     SK_STORE_ORDER_CHANGE, /* req->change: SK_OP_CONFIRM_ORDER or SK_OP_CANCEL_ORDER */
     SK_STORE_SALE_DELETE,  /* an ended sale without held orders: req->view is the sale as it was */
+    SK_STORE_FEED,         /* the order events after req->cursor, at most req->limit (docs/API.md) */
 } sk_store_op_t;
+
+/* A position in the winners feed: opaque to clients ("HI-LO"). The embedded store's is (0, the
+ * event's sequence number), the Redis store's the entry id of sk:feed (ms, seq). {0, 0} is the
+ * start. Ordered as a pair. */
+typedef struct sk_cursor_s {
+    uint64_t hi, lo;
+} sk_cursor_t;
+
+typedef enum sk_feed_kind_e {
+    SK_FEED_CREATED = 1,
+    SK_FEED_CONFIRMED = 2,
+    SK_FEED_CANCELLED = 3,
+    SK_FEED_EXPIRED = 4,
+} sk_feed_kind_t;
 
 typedef struct sk_order_s {
     char sale[SK_SALE_ID_MAX + 1];
@@ -62,6 +77,14 @@ typedef struct sk_order_s {
     char *user;               /* NULL for anonymous; owned */
     char *request_id;         /* NULL when absent; owned */
 } sk_order_t;
+
+/* One event of the feed: the order as it was right after the event (its status the event's:
+ * held or confirmed for a creation, else the event's own). */
+typedef struct sk_feed_event_s {
+    sk_cursor_t cursor;
+    sk_feed_kind_t kind;
+    sk_order_t order;
+} sk_feed_event_t;
 
 struct sk_store_req_s {
     /* inputs, set by the caller */
@@ -77,7 +100,8 @@ struct sk_store_req_s {
     sk_sale_conf_t conf;                  /* sale put */
     uint64_t order_id;                    /* order get / change; list: after */
     sk_order_op_t change;                 /* order change */
-    unsigned limit;                       /* order list */
+    unsigned limit;                       /* order list, feed */
+    sk_cursor_t cursor;                   /* feed: after this; the store sets the next one */
     int64_t now_ms;                       /* set by sk_store_submit */
     sk_store_worker_t *worker;            /* set by sk_store_submit */
 
@@ -90,7 +114,9 @@ struct sk_store_req_s {
     size_t nviews;
     sk_order_t *orders;       /* order list: owned array */
     size_t norders;
-    int more;                 /* order list: there are orders after the last one */
+    int more;                /* order list: there are orders after the last one; feed: likewise */
+    sk_feed_event_t *events; /* feed: owned array (cursor: where the next read starts) */
+    size_t nevents;
 
     /* private to the environment's post function (e.g. a message link) */
     void *post_link[2];
@@ -112,6 +138,8 @@ typedef struct sk_store_ops_s {
     void (*worker_close)(sk_store_worker_t *w);
     int (*submit)(sk_store_worker_t *w, sk_store_req_t *req);
     int (*healthy)(sk_store_t *st);
+    /* may be NULL: a number that changes whenever the feed gets events (0: not known, poll) */
+    uint64_t (*feed_mark)(sk_store_t *st);
     void (*close)(sk_store_t *st);
 } sk_store_ops_t;
 
@@ -161,6 +189,17 @@ static inline int sk_store_healthy(sk_store_t *st)
 {
     return st->ops->healthy(st);
 }
+
+/* A number that changes whenever the feed gets events, for long-polls to know when to read
+ * again without asking the store; 0 when the store cannot tell (poll). Any thread. */
+static inline uint64_t sk_store_feed_mark(sk_store_t *st)
+{
+    return st->ops->feed_mark != NULL ? st->ops->feed_mark(st) : 0;
+}
+
+/* The feed's retention: events kept (SECKILL_FEED_RETAIN, default SK_FEED_RETAIN_DEFAULT). */
+#define SK_FEED_RETAIN_DEFAULT 1000000
+uint64_t sk_feed_retain(void);
 
 /* On the worker's thread, before its first request: its handle into *out, or -1 with a reason
  * in err (the worker cannot serve). env is copied. */

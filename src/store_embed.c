@@ -12,6 +12,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -76,6 +77,7 @@ typedef struct esale_s {
     _Atomic int64_t hold_seconds;
     _Atomic int64_t starts_at;
     _Atomic int64_t ends_at;
+    _Atomic int64_t retain_seconds;
     _Atomic int64_t avail __attribute__((aligned(64))); /* remaining units; reserved by CAS */
     _Atomic int64_t lowering; /* units taken out of avail by a stock decrease not yet durable */
     _Atomic int64_t held;
@@ -98,7 +100,7 @@ typedef struct worker_local_s {
     _Atomic uint64_t seen;       /* the store's epoch at the end of this worker's last loop turn */
     struct worker_local_s *next; /* the store's list of workers (wlock) */
     sqlite3 *db; /* read-only connection for order reads */
-    sqlite3_stmt *get, *list;
+    sqlite3_stmt *get, *list, *feed, *feed_edge;
     int wake_committer; /* work was queued during this turn of the loop (embed_worker_flush) */
 } worker_local_t;
 
@@ -125,7 +127,10 @@ typedef struct embed_s {
 
     /* the committer */
     sqlite3 *db;
-    sqlite3_stmt *ins_order, *ins_sale, *upd_sale, *get_order, *upd_status;
+    sqlite3_stmt *ins_order, *ins_sale, *upd_sale, *get_order, *upd_status, *ins_event;
+    uint64_t feed_seq;          /* the committer's: the last feed seq given (in a commit or not) */
+    uint64_t feed_trimmed;      /* the committer's: the last seq the retention deleted */
+    _Atomic uint64_t feed_mark; /* feed_seq as of the last commit: long-polls read again when it moves */
     pthread_t thread;
     pthread_mutex_t qlock;
     pthread_cond_t qcond;
@@ -203,6 +208,7 @@ static esale_t *sale_new(const char *id, const sk_sale_conf_t *c)
     atomic_init(&s->hold_seconds, c->hold_seconds);
     atomic_init(&s->starts_at, c->starts_at);
     atomic_init(&s->ends_at, c->ends_at);
+    atomic_init(&s->retain_seconds, c->retain_seconds);
     atomic_init(&s->avail, c->stock);
     atomic_init(&s->held, 0);
     atomic_init(&s->lowering, 0);
@@ -248,6 +254,7 @@ static uint64_t sale_conf(const esale_t *s, sk_sale_conf_t *c)
         c->hold_seconds = atomic_load_explicit(&s->hold_seconds, memory_order_relaxed);
         c->starts_at = atomic_load_explicit(&s->starts_at, memory_order_relaxed);
         c->ends_at = atomic_load_explicit(&s->ends_at, memory_order_relaxed);
+        c->retain_seconds = atomic_load_explicit(&s->retain_seconds, memory_order_relaxed);
         atomic_thread_fence(memory_order_acquire);
         if ((g & 1) == 0 && atomic_load_explicit(&s->gen, memory_order_relaxed) == g)
             return g;
@@ -667,6 +674,18 @@ static int step_done(sqlite3 *db, sqlite3_stmt *st)
     return 0;
 }
 
+/* The feed's row for an event of order (sale, id), in the caller's transaction. A seq given to a
+ * transaction that rolls back is never given again: the feed has holes, never a repeat. */
+static int insert_event(embed_t *e, const char *sale, uint64_t id, sk_feed_kind_t kind)
+{
+    sqlite3_stmt *st = e->ins_event;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)++e->feed_seq);
+    sqlite3_bind_text(st, 2, sale, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)id);
+    sqlite3_bind_int(st, 4, (int)kind);
+    return step_done(e->db, st);
+}
+
 static int insert_order(embed_t *e, const sk_order_t *o)
 {
     sqlite3_stmt *st = e->ins_order;
@@ -678,7 +697,9 @@ static int insert_order(embed_t *e, const sk_order_t *o)
     bind_text_or_null(st, 6, o->request_id);
     sqlite3_bind_int64(st, 7, o->created_at);
     bind_time(st, 8, o->expires_at);
-    return step_done(e->db, st);
+    if (step_done(e->db, st) != 0)
+        return -1;
+    return insert_event(e, o->sale, o->id, SK_FEED_CREATED);
 }
 
 static int set_status(embed_t *e, const char *sale, uint64_t id, sk_order_status_t status)
@@ -686,7 +707,12 @@ static int set_status(embed_t *e, const char *sale, uint64_t id, sk_order_status
     sqlite3_bind_text(e->upd_status, 1, sk_order_status_name(status), -1, SQLITE_STATIC);
     sqlite3_bind_text(e->upd_status, 2, sale, -1, SQLITE_STATIC);
     sqlite3_bind_int64(e->upd_status, 3, (sqlite3_int64)id);
-    return step_done(e->db, e->upd_status);
+    if (step_done(e->db, e->upd_status) != 0)
+        return -1;
+    sk_feed_kind_t kind = status == SK_ORDER_CONFIRMED   ? SK_FEED_CONFIRMED
+                          : status == SK_ORDER_CANCELLED ? SK_FEED_CANCELLED
+                                                         : SK_FEED_EXPIRED;
+    return insert_event(e, sale, id, kind);
 }
 
 /* Writes what the committer's connection still sees of a lost book where it can be found: a
@@ -834,6 +860,8 @@ static void commit_takes(embed_t *e, sk_store_req_t *head, size_t n)
         ok = 0;
     sk_metrics_commit(n, sk_mono_ms() - t0, ok);
     set_healthy(e, ok);
+    if (ok)
+        atomic_store_explicit(&e->feed_mark, e->feed_seq, memory_order_release);
     while (run != NULL) {
         sk_store_req_t *next = run->next;
         finish_take(e, run, ok ? 0 : SK_EUNAVAILABLE, 1);
@@ -849,6 +877,7 @@ static int write_sale(embed_t *e, sqlite3_stmt *st, const char *id, const sk_sal
     sqlite3_bind_int64(st, 4, c->hold_seconds);
     bind_time(st, 5, c->starts_at);
     bind_time(st, 6, c->ends_at);
+    bind_time(st, 7, c->retain_seconds);
     return step_done(e->db, st);
 }
 
@@ -858,6 +887,7 @@ static int in_txn(embed_t *e, int ok)
 {
     if (ok && !e->lost && exec(e->db, "COMMIT") == 0 && book_check(e) == NULL) {
         set_healthy(e, 1);
+        atomic_store_explicit(&e->feed_mark, e->feed_seq, memory_order_release);
         return 0;
     }
     sqlite3_exec(e->db, "ROLLBACK", NULL, NULL, NULL);
@@ -874,6 +904,7 @@ static void publish_conf(esale_t *s, const sk_sale_conf_t *c, int64_t avail_delt
     atomic_store_explicit(&s->hold_seconds, c->hold_seconds, memory_order_relaxed);
     atomic_store_explicit(&s->starts_at, c->starts_at, memory_order_relaxed);
     atomic_store_explicit(&s->ends_at, c->ends_at, memory_order_relaxed);
+    atomic_store_explicit(&s->retain_seconds, c->retain_seconds, memory_order_relaxed);
     atomic_fetch_add(&s->avail, avail_delta);
     atomic_fetch_add(&s->lowering, lowering_delta);
     publish_end(s);
@@ -918,29 +949,62 @@ static uint64_t tombstone(embed_t *e, const char *sale)
  * to the archive tables in one transaction, leaves a tombstone with its last order id, and leaves
  * the table; its memory is freed once no worker can hold it (reclaim). A take decided before the
  * end and committed after the delete finds the sale deleted and is refused as ended. */
+static int delete_now(embed_t *e, esale_t *s, int64_t now, sk_sale_view_t *view);
+
 static void delete_sale(embed_t *e, sk_store_req_t *req)
 {
+    esale_t *s = find_sale(e, req->sale);
+    sk_sale_conf_t conf;
+    int64_t now = req->now_ms / 1000;
+    if (s == NULL) {
+        req->err = SK_ENO_SUCH_SALE;
+    } else {
+        sale_conf(s, &conf);
+        if (conf.ends_at == SK_NO_TIME || now < conf.ends_at || atomic_load(&s->held) > 0)
+            req->err = SK_ESALE_ACTIVE;
+        else
+            req->err = delete_now(e, s, now, &req->view);
+    }
+    sk_store_complete(req);
+}
+
+/* retain_seconds: every sale whose time is up, ended and holding nothing, is deleted as by
+ * DELETE (delete_now). Runs with the book's watch, twice a second, after due holds expired, so a
+ * sale that still held orders goes within half a second of its last hold's end. */
+static void retire_due(embed_t *e, int64_t now)
+{
+    for (size_t i = 0; i < SALE_SLOTS; i++) {
+        esale_t *s = slot_sale(e, i);
+        sk_sale_conf_t conf;
+        sk_sale_view_t view;
+        if (s == NULL)
+            continue;
+        sale_conf(s, &conf);
+        if (!sk_sale_retain_due(&conf, atomic_load(&s->held), now))
+            continue;
+        if (delete_now(e, s, now, &view) == 0)
+            sk_log(SK_LOG_INFO, "event=sale_retired sale=%s ends_at=%" PRId64 " retain_seconds=%" PRId64, view.id,
+                   conf.ends_at, conf.retain_seconds);
+        else
+            return; /* the book cannot be written: the next watch tries again */
+    }
+}
+
+/* Deletes sale s, which has ended and holds nothing: its rows to the archive in one transaction,
+ * then out of the table; `view` gets the sale as it was. SK_EUNAVAILABLE when it cannot be
+ * written. */
+static int delete_now(embed_t *e, esale_t *s, int64_t now, sk_sale_view_t *view)
+{
     static const char *const SQL[] = {
-        "INSERT INTO sales_archive(sale, deleted_at, stock, per_user_limit, hold_seconds, starts_at, ends_at)"
-        " SELECT sale, ?2, stock, per_user_limit, hold_seconds, starts_at, ends_at FROM sales WHERE sale = ?1",
+        /* the archive's columns in the order of schema.sql (an older book's gained retain_seconds last) */
+        "INSERT INTO sales_archive SELECT sale, ?2, stock, per_user_limit, hold_seconds, starts_at, ends_at,"
+        " retain_seconds FROM sales WHERE sale = ?1",
         "INSERT INTO orders_archive(sale, id, user, qty, status, request_id, created_at, expires_at, deleted_at)"
         " SELECT sale, id, user, qty, status, request_id, created_at, expires_at, ?2 FROM orders WHERE sale = ?1",
         "DELETE FROM orders WHERE sale = ?1",
         "DELETE FROM sales WHERE sale = ?1",
         "INSERT OR REPLACE INTO tombstones(sale, last_id) VALUES(?1, ?3)",
     };
-    esale_t *s = find_sale(e, req->sale);
-    sk_sale_conf_t conf;
-    int64_t now = req->now_ms / 1000;
-    if (s == NULL) {
-        req->err = SK_ENO_SUCH_SALE;
-        goto out;
-    }
-    sale_conf(s, &conf);
-    if (conf.ends_at == SK_NO_TIME || now < conf.ends_at || atomic_load(&s->held) > 0) {
-        req->err = SK_ESALE_ACTIVE;
-        goto out;
-    }
     int ok = !e->lost && exec(e->db, "BEGIN") == 0;
     for (size_t i = 0; ok && i < sizeof(SQL) / sizeof(SQL[0]); i++) {
         sqlite3_stmt *st = NULL;
@@ -953,11 +1017,9 @@ static void delete_sale(embed_t *e, sk_store_req_t *req)
         }
         sqlite3_finalize(st);
     }
-    if (in_txn(e, ok) != 0) {
-        req->err = SK_EUNAVAILABLE;
-        goto out;
-    }
-    sale_view(s, &req->view);
+    if (in_txn(e, ok) != 0)
+        return SK_EUNAVAILABLE;
+    sale_view(s, view);
     /* deadlines of its orders (confirmed or cancelled since) point at it: drop them */
     for (size_t i = 0; i < e->nheap;)
         if (e->heap[i].sale == s)
@@ -967,8 +1029,7 @@ static void delete_sale(embed_t *e, sk_store_req_t *req)
     for (size_t i = e->nheap / 2; i-- > 0;)
         heap_down(e, i);
     unpublish_sale(e, s);
-out:
-    sk_store_complete(req);
+    return 0;
 }
 
 /* Frees the deleted sales that no worker can hold any more: those deleted before every worker's
@@ -1224,6 +1285,30 @@ static void expire_due(embed_t *e, int64_t now)
         sk_log(SK_LOG_DEBUG, "event=holds_expired count=%zu", n);
 }
 
+/* The feed's retention: the oldest events beyond sk_feed_retain() go, at most 20,000 a
+ * transaction, once they are a 64th of it (so that a trim is not a transaction per event). The
+ * last seq deleted goes to meta in the same transaction: a reader compares its cursor with it in
+ * its own snapshot (read_feed), so a cursor whose next events were deleted is refused, never
+ * silently moved on. */
+static void feed_trim(embed_t *e)
+{
+    uint64_t keep = sk_feed_retain();
+    if (e->feed_seq <= keep)
+        return;
+    uint64_t cut = e->feed_seq - keep;
+    if (cut <= e->feed_trimmed || cut - e->feed_trimmed < keep / 64 + 1)
+        return;
+    if (cut - e->feed_trimmed > 20000) /* a few ms of the committer's; 40,000 a second */
+        cut = e->feed_trimmed + 20000;
+    char sql[200];
+    snprintf(sql, sizeof(sql),
+             "DELETE FROM events WHERE seq <= %" PRIu64 ";"
+             " INSERT OR REPLACE INTO meta(key, value) VALUES('feed_trimmed', %" PRIu64 ")",
+             cut, cut);
+    if (in_txn(e, exec(e->db, "BEGIN") == 0 && exec(e->db, sql) == 0) == 0)
+        e->feed_trimmed = cut;
+}
+
 /* Twice a second: is the book still there, and, while it could not be written, can it be now?
  * The store comes back by itself when the disk does (a probe write and its fsync), without
  * waiting for a take to try. */
@@ -1233,8 +1318,13 @@ static void watch(embed_t *e)
     if (now < e->next_watch)
         return;
     e->next_watch = now + WATCH_MS;
-    if (book_check(e) != NULL || atomic_load(&e->healthy))
+    if (book_check(e) != NULL)
         return;
+    if (atomic_load(&e->healthy)) {
+        retire_due(e, sk_now_ms() / 1000);
+        feed_trim(e);
+        return;
+    }
     in_txn(e, exec(e->db, "BEGIN IMMEDIATE") == 0 && exec(e->db, PROBE) == 0);
 }
 
@@ -1339,6 +1429,61 @@ static void *committer_main(void *arg)
 
 static const char *const ORDER_COLS = "user, qty, status, request_id, created_at, expires_at";
 
+/* GET /v1/orders: the events after req->cursor, in one read snapshot with the retention's mark
+ * (feed_trim) and the feed's end. Events of deleted sales find no order and are passed over (the
+ * cursor still moves past them). */
+static int read_feed(worker_local_t *w, sk_store_req_t *req)
+{
+    uint64_t after = req->cursor.lo, trimmed = 0, end = 0;
+    size_t cap = 0, rows = 0;
+    int rc = SK_EUNAVAILABLE;
+    if (sqlite3_exec(w->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK)
+        return SK_EUNAVAILABLE;
+    if (sqlite3_step(w->feed_edge) != SQLITE_ROW)
+        goto out;
+    trimmed = (uint64_t)sqlite3_column_int64(w->feed_edge, 0);
+    end = (uint64_t)sqlite3_column_int64(w->feed_edge, 1);
+    if (end < trimmed)
+        end = trimmed;
+    if (req->cursor.hi != 0 || after > end) { /* not a cursor this feed gave */
+        rc = SK_EBAD_REQUEST;
+        goto out;
+    }
+    if (after < trimmed && after != 0) {
+        rc = SK_ECURSOR_EXPIRED;
+        goto out;
+    }
+    sqlite3_stmt *st = w->feed;
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)(after > trimmed ? after : trimmed));
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)req->limit);
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        rows++;
+        req->cursor.lo = (uint64_t)sqlite3_column_int64(st, 7);
+        if (sqlite3_column_type(st, 1) == SQLITE_NULL) /* a deleted sale's */
+            continue;
+        if (req->nevents == cap) {
+            cap = cap ? cap * 2 : 64;
+            req->events = sk_realloc(req->events, cap * sizeof(*req->events));
+        }
+        sk_feed_event_t *ev = &req->events[req->nevents++];
+        row_to_order(st, (const char *)sqlite3_column_text(st, 8), 6, &ev->order);
+        ev->cursor = req->cursor;
+        ev->kind = (sk_feed_kind_t)sqlite3_column_int(st, 9);
+        ev->order.status = ev->kind == SK_FEED_CREATED
+                               ? (ev->order.expires_at == SK_NO_TIME ? SK_ORDER_CONFIRMED : SK_ORDER_HELD)
+                           : ev->kind == SK_FEED_CONFIRMED ? SK_ORDER_CONFIRMED
+                           : ev->kind == SK_FEED_CANCELLED ? SK_ORDER_CANCELLED
+                                                           : SK_ORDER_EXPIRED;
+    }
+    sqlite3_reset(st);
+    rc = step == SQLITE_DONE ? 0 : SK_EUNAVAILABLE;
+    req->more = rc == 0 && rows == req->limit;
+out:
+    sqlite3_reset(w->feed_edge);
+    sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL);
+    return rc;
+}
 
 static int read_orders(worker_local_t *w, sk_store_req_t *req)
 {
@@ -1417,6 +1562,9 @@ static int embed_submit(sk_store_worker_t *super, sk_store_req_t *req)
         }
         req->err = req->op == SK_STORE_ORDER_GET ? read_one(w, req) : read_orders(w, req);
         return SK_STORE_DONE;
+    case SK_STORE_FEED:
+        req->err = read_feed(w, req);
+        return SK_STORE_DONE;
     case SK_STORE_SALE_PUT:
     case SK_STORE_SALE_DELETE:
     case SK_STORE_ORDER_CHANGE:
@@ -1452,9 +1600,11 @@ static void embed_worker_close(sk_store_worker_t *super)
         }
     sqlite3_finalize(w->get);
     sqlite3_finalize(w->list);
+    sqlite3_finalize(w->feed);
+    sqlite3_finalize(w->feed_edge);
     sqlite3_close(w->db);
     w->db = NULL;
-    w->get = w->list = NULL;
+    w->get = w->list = w->feed = w->feed_edge = NULL;
     /* a take or change still with the committer (a worker that stopped at its shutdown deadline)
      * is answered through this handle: it is freed with the store, after the committer */
     w->next = e->closed;
@@ -1484,6 +1634,16 @@ static int embed_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store
              ORDER_COLS);
     if (prepare(w->db, sql, &w->list) != 0)
         goto prep_fail;
+    if (prepare(w->db,
+                "SELECT o.user, o.qty, o.status, o.request_id, o.created_at, o.expires_at, ev.id, ev.seq, ev.sale,"
+                " ev.kind FROM events ev LEFT JOIN orders o ON o.sale = ev.sale AND o.id = ev.id"
+                " WHERE ev.seq > ?1 ORDER BY ev.seq LIMIT ?2",
+                &w->feed) != 0 ||
+        prepare(w->db,
+                "SELECT coalesce((SELECT value FROM meta WHERE key = 'feed_trimmed'), 0),"
+                " coalesce((SELECT max(seq) FROM events), 0)",
+                &w->feed_edge) != 0)
+        goto prep_fail;
     atomic_init(&w->seen, atomic_load(&e->epoch));
     pthread_mutex_lock(&e->wlock);
     w->next = e->workers;
@@ -1505,6 +1665,7 @@ static void embed_free(embed_t *e)
     sqlite3_finalize(e->upd_sale);
     sqlite3_finalize(e->get_order);
     sqlite3_finalize(e->upd_status);
+    sqlite3_finalize(e->ins_event);
     sqlite3_close(e->db);
     for (size_t i = 0; i < SALE_SLOTS; i++) {
         esale_t *s = slot_sale(e, i);
@@ -1544,6 +1705,12 @@ static void embed_close(sk_store_t *st)
     embed_free(e);
 }
 
+static uint64_t embed_feed_mark(sk_store_t *st)
+{
+    /* + 1: 0 means "not known" to the caller */
+    return atomic_load_explicit(&((embed_t *)st)->feed_mark, memory_order_acquire) + 1;
+}
+
 static const sk_store_ops_t embed_ops = {
     .name = "sqlite",
     .worker_open = embed_worker_open,
@@ -1551,6 +1718,7 @@ static const sk_store_ops_t embed_ops = {
     .worker_close = embed_worker_close,
     .submit = embed_submit,
     .healthy = embed_healthy,
+    .feed_mark = embed_feed_mark,
     .close = embed_close,
 };
 
@@ -1586,23 +1754,27 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
     size_t norders = 0;
     int64_t t0 = sk_mono_ms();
     int rc = 0;
-    if (prepare(e->db, "SELECT sale, stock, per_user_limit, hold_seconds, starts_at, ends_at FROM sales", &st) != 0)
+    if (prepare(e->db,
+                "SELECT sale, stock, per_user_limit, hold_seconds, starts_at, ends_at, retain_seconds FROM sales",
+                &st) != 0)
         return REFUSE("cannot read the sales table: %s", sqlite3_errmsg(e->db));
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
         const char *id = (const char *)sqlite3_column_text(st, 0);
         const char *why = NULL;
         sk_sale_conf_t c = {sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2), sqlite3_column_int64(st, 3),
-                            column_time(st, 4), column_time(st, 5)};
+                            column_time(st, 4),          column_time(st, 5),          column_time(st, 6)};
         if (id == NULL || !sk_valid_sale_id(id, (size_t)sqlite3_column_bytes(st, 0)))
             rc = REFUSE("a sale id is not [A-Za-z0-9_.-]{1,64}");
         else if (!valid_int(st, 1, 0) || !valid_int(st, 2, 0) || !valid_int(st, 3, 0) || !valid_int(st, 4, 1) ||
-                 !valid_int(st, 5, 1))
+                 !valid_int(st, 5, 1) || !valid_int(st, 6, 1))
             rc = REFUSE("sale %s: a setting is not an integer", id);
         else if (sk_sale_conf_check(&c, &why) != 0)
             rc = REFUSE("sale %s: %s", id, why);
         else if ((c.starts_at == SK_NO_TIME && sqlite3_column_type(st, 4) != SQLITE_NULL) ||
                  (c.ends_at == SK_NO_TIME && sqlite3_column_type(st, 5) != SQLITE_NULL)) /* -2^63 is not null */
             rc = REFUSE("sale %s: starts_at and ends_at must be null or non-negative integers", id);
+        else if (c.retain_seconds == SK_NO_TIME && sqlite3_column_type(st, 6) != SQLITE_NULL)
+            rc = REFUSE("sale %s: retain_seconds must be null or a non-negative integer", id);
         else if (atomic_load(&e->nsales) >= MAX_SALES)
             rc = REFUSE("sale %s: more than %d sales", id, MAX_SALES);
         else if (find_sale(e, id) != NULL)
@@ -1727,6 +1899,44 @@ static int rebuild(embed_t *e, char *err, size_t errlen)
 }
 
 /* The pid that holds an flock on the file (dev, ino), from /proc/locks; 0 when unknown. */
+/* Where the feed goes on: after the last event written or deleted by the retention. */
+static int feed_open(embed_t *e)
+{
+    sqlite3_stmt *st;
+    if (prepare(e->db,
+                "SELECT coalesce((SELECT value FROM meta WHERE key = 'feed_trimmed'), 0),"
+                " coalesce((SELECT max(seq) FROM events), 0)",
+                &st) != 0)
+        return -1;
+    int ok = sqlite3_step(st) == SQLITE_ROW;
+    if (ok) {
+        e->feed_trimmed = (uint64_t)sqlite3_column_int64(st, 0);
+        e->feed_seq = (uint64_t)sqlite3_column_int64(st, 1);
+        if (e->feed_seq < e->feed_trimmed)
+            e->feed_seq = e->feed_trimmed;
+        atomic_store(&e->feed_mark, e->feed_seq);
+    }
+    sqlite3_finalize(st);
+    return ok ? 0 : -1;
+}
+
+/* A book written before retain_seconds existed gets the column (NULL: kept until deleted). */
+static int migrate(sqlite3 *db)
+{
+    static const char *const TABLES[] = {"sales", "sales_archive"};
+    for (size_t i = 0; i < 2; i++) {
+        char sql[128];
+        sqlite3_stmt *st = NULL;
+        snprintf(sql, sizeof(sql), "SELECT retain_seconds FROM %s LIMIT 0", TABLES[i]);
+        int have = sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK;
+        sqlite3_finalize(st);
+        snprintf(sql, sizeof(sql), "ALTER TABLE %s ADD COLUMN retain_seconds INTEGER", TABLES[i]);
+        if (!have && exec(db, sql) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static long lock_owner(dev_t dev, ino_t ino)
 {
     FILE *f = fopen("/proc/locks", "re");
@@ -1806,6 +2016,10 @@ sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t
         snprintf(err, errlen, "cannot initialise or write %s: %s", path, sqlite3_errmsg(e->db));
         goto fail;
     }
+    if (migrate(e->db) != 0) {
+        snprintf(err, errlen, "cannot add retain_seconds to %s: %s", path, sqlite3_errmsg(e->db));
+        goto fail;
+    }
     if (sqlite3_db_readonly(e->db, "main") == 1) {
         snprintf(err, errlen, "cannot write %s: it opened read-only", path);
         goto fail;
@@ -1821,17 +2035,19 @@ sk_store_t *sk_store_embed_open(const char *path, int threads, char *err, size_t
                 " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 &e->ins_order) != 0 ||
         prepare(e->db,
-                "INSERT INTO sales(sale, stock, per_user_limit, hold_seconds, starts_at, ends_at)"
-                " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO sales(sale, stock, per_user_limit, hold_seconds, starts_at, ends_at, retain_seconds)"
+                " VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 &e->ins_sale) != 0 ||
         prepare(e->db,
-                "UPDATE sales SET stock = ?2, per_user_limit = ?3, hold_seconds = ?4, starts_at = ?5, ends_at = ?6"
-                " WHERE sale = ?1",
+                "UPDATE sales SET stock = ?2, per_user_limit = ?3, hold_seconds = ?4, starts_at = ?5, ends_at = ?6,"
+                " retain_seconds = ?7 WHERE sale = ?1",
                 &e->upd_sale) != 0 ||
         prepare(e->db,
                 "SELECT user, qty, status, request_id, created_at, expires_at FROM orders WHERE sale = ?1 AND id = ?2",
                 &e->get_order) != 0 ||
-        prepare(e->db, "UPDATE orders SET status = ?1 WHERE sale = ?2 AND id = ?3", &e->upd_status) != 0) {
+        prepare(e->db, "UPDATE orders SET status = ?1 WHERE sale = ?2 AND id = ?3", &e->upd_status) != 0 ||
+        prepare(e->db, "INSERT INTO events(seq, sale, id, kind) VALUES(?1, ?2, ?3, ?4)", &e->ins_event) != 0 ||
+        feed_open(e) != 0) {
         snprintf(err, errlen, "cannot prepare statements on %s", path);
         goto fail;
     }

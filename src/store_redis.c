@@ -58,12 +58,14 @@
 #define SOLDOUT_TTL_MS 250     /* how long a learned sold-out is trusted while connected */
 #define BG_TICK_MS 100         /* worker 0's background timer */
 #define SWEEP_IDLE_MS 1000     /* worker 0 asks for due slots at least this often (a hold lasts >= 1 s) */
+#define FEEDTRIM_EVERY_MS 300  /* worker 0 trims the feed this often (not on a cluster) */
 /* holds per reap call (~5 ms of Redis); a sale with more due gets the next call at once */
 #define REAP_MAX 1000
 
 /* the scripts, generated from the .lua files of src/lua by cmake/embed.cmake */
 extern const char sk_lua_common[], sk_lua_take[], sk_lua_put[], sk_lua_view[], sk_lua_order[], sk_lua_orders[],
-    sk_lua_change[], sk_lua_reap[], sk_lua_delete[], sk_lua_due_get[], sk_lua_due_add[], sk_lua_due_set[];
+    sk_lua_change[], sk_lua_reap[], sk_lua_delete[], sk_lua_due_get[], sk_lua_due_add[], sk_lua_due_set[],
+    sk_lua_feed[], sk_lua_feedtrim[];
 
 enum script_e {
     S_TAKE,
@@ -77,6 +79,8 @@ enum script_e {
     S_DUE_GET,
     S_DUE_ADD,
     S_DUE_SET,
+    S_FEED,
+    S_FEEDTRIM,
     S_COUNT
 };
 
@@ -85,10 +89,11 @@ static const struct {
     const char *body;
     int readonly; /* sent with flags=no-writes */
 } SCRIPTS[S_COUNT] = {
-    {"take", sk_lua_take, 0},       {"put", sk_lua_put, 0},         {"view", sk_lua_view, 1},
-    {"order", sk_lua_order, 1},     {"orders", sk_lua_orders, 1},   {"change", sk_lua_change, 0},
-    {"reap", sk_lua_reap, 0},       {"delete", sk_lua_delete, 0},   {"due_get", sk_lua_due_get, 1},
-    {"due_add", sk_lua_due_add, 0}, {"due_set", sk_lua_due_set, 0},
+    {"take", sk_lua_take, 0},         {"put", sk_lua_put, 0},         {"view", sk_lua_view, 1},
+    {"order", sk_lua_order, 1},       {"orders", sk_lua_orders, 1},   {"change", sk_lua_change, 0},
+    {"reap", sk_lua_reap, 0},         {"delete", sk_lua_delete, 0},   {"due_get", sk_lua_due_get, 1},
+    {"due_add", sk_lua_due_add, 0},   {"due_set", sk_lua_due_set, 0}, {"feed", sk_lua_feed, 1},
+    {"feedtrim", sk_lua_feedtrim, 0},
 };
 
 /* The scripts' result codes and what each answers: one list for C and Lua. load_scripts() writes
@@ -108,7 +113,8 @@ static const struct {
     XX(BELOW_TAKEN, SK_ESTOCK_BELOW_TAKEN)                                                                             \
     XX(NOT_HELD, SK_EORDER_NOT_HELD)                                                                                   \
     XX(CREATED, 0)                                                                                                     \
-    XX(ACTIVE, SK_ESALE_ACTIVE)
+    XX(ACTIVE, SK_ESALE_ACTIVE)                                                                                        \
+    XX(EXPIRED, SK_ECURSOR_EXPIRED)
 
 enum rcode_e {
 #define XX(name, err) RC_##name,
@@ -125,7 +131,19 @@ static const int RC_ERR[RC_COUNT_] = {
 
 /* The shapes of the scripts' replies (common.lua's sale_reply and order_reply, take.lua, orders.lua),
  * by element. */
-enum sale_reply_e { SR_CODE, SR_STOCK, SR_LIMIT, SR_HOLD, SR_STARTS, SR_ENDS, SR_SOLD, SR_HELD, SR_LEN };
+/* SR_RETAIN is optional (a reply of SR_LEN elements: null), so that a reply of before it still reads */
+enum sale_reply_e {
+    SR_CODE,
+    SR_STOCK,
+    SR_LIMIT,
+    SR_HOLD,
+    SR_STARTS,
+    SR_ENDS,
+    SR_SOLD,
+    SR_HELD,
+    SR_LEN,
+    SR_RETAIN = SR_LEN
+};
 enum order_reply_e { OR_USER, OR_QTY, OR_STATUS, OR_REQUEST_ID, OR_CREATED, OR_EXPIRES, OR_LEN }; /* after a code */
 enum take_head_e { TH_CODE, TH_REMAINING, TH_LIMIT, TH_ENDS, TH_DEADLINE, TH_OPEN, TH_LEN };
 enum take_each_e { TE_CODE, TE_ID, TE_CREATED, TE_EXPIRES, TE_LEN }; /* per take, after the head */
@@ -140,6 +158,7 @@ static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":ri
 #define SLOT_SALES ":sales"           /* set: the sale ids of the slot */
 #define SLOT_DUE ":due"               /* sorted set: sale id -> its earliest hold deadline (or earlier) */
 #define SLOT_TOMBSTONES ":tombstones" /* hash: deleted sale id -> its last order id */
+#define SLOT_FEED ":feed"             /* Redis Cluster: stream, the feed of the slot's sales (common.lua) */
 /* The index, one of each per deployment (tag {i}), written by plain commands and index scripts
  * only, never with a sale's keys: */
 static const char IDX_SLOTS[] = "sk:idx:{i}:slots"; /* set: slots that may hold sales (put adds first) */
@@ -149,6 +168,10 @@ static const char IDX_VER[] = "sk:idx:{i}:ver";     /* hash: slot -> version (du
 #define REDIRECTS_MAX 5                             /* MOVED / ASK followed per command */
 #define DUE_RETRY_MAX 256                           /* failed due_add calls kept for a retry, per worker */
 #define REINDEX_PER_TICK 200                        /* slots read per 100 ms by the reindex at start */
+/* The winners feed on a single Redis or under Sentinel (a cluster has the slots' SLOT_FEED instead,
+ * and no GET /v1/orders until a relay merges them: docs/redis.md, "The winners feed"): */
+static const char FEED_KEY[] = "sk:feed";                 /* stream: every order event of every sale, in one order */
+static const char FEED_TRIMMED_KEY[] = "sk:feed:trimmed"; /* string: the last entry id the retention removed */
 
 typedef struct redis_s {
     sk_store_t super;
@@ -206,6 +229,8 @@ typedef struct worker_s {
     /* worker 0 only */
     int64_t next_reap;
     size_t reaping; /* sweep commands outstanding */
+    int64_t next_trim;
+    size_t trimming; /* feed retention commands outstanding */
     /* redis-cluster:// only (conn and conn2 above stay down): a connection per master, nodes[i]
      * being the map's node i (and past the map's, nodes learned from a MOVED or ASK) */
     node_t *nodes[SK_REDIS_NODES_MAX];
@@ -245,6 +270,8 @@ typedef enum cmd_type_e {
     C_ASKING,        /* ASKING ahead of a command sent after an ASK redirection */
     C_REINDEX_SLOTS, /* at start: the slots in use, then ... */
     C_REINDEX_SLOT,  /* ... each slot's earliest deadline into the index (due_add) */
+    C_FEED,          /* GET /v1/orders (not on a cluster) */
+    C_FEEDTRIM,      /* worker 0: the feed's retention (not on a cluster) */
     C_WAIT,          /* WAIT after a write (--redis-min-replicas): answers what the write decided */
 } cmd_type_t;
 
@@ -327,6 +354,10 @@ static int parse_view(const redisReply *r, const char *sale, sk_sale_view_t *v)
     v->conf.hold_seconds = x[SR_HOLD];
     v->conf.starts_at = time_of(x[SR_STARTS]);
     v->conf.ends_at = time_of(x[SR_ENDS]);
+    long long retain = -1;
+    if (r->elements > SR_RETAIN && el_int(r, SR_RETAIN, &retain) != 0)
+        return -1;
+    v->conf.retain_seconds = time_of(retain);
     v->sold = x[SR_SOLD];
     v->held = x[SR_HELD] > 0 ? x[SR_HELD] : 0;
     /* only what put.lua can have stored: other numbers are not our data (and would overflow the
@@ -593,16 +624,28 @@ static void wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         ws_maybe_free(w, ws);
 }
 
+/* The last key of every sale script (common.lua's K.feed): the feed, sk:feed, or on a Redis Cluster
+ * the stream of the slot whose tag is `tag`, so that every script touches one slot only. */
+static void args_feed(sk_redis_argv_t *a, const worker_t *w, const char *tag)
+{
+    if (w->r->cl != NULL)
+        sk_redis_arg_printf(a, "sk:slot:{%s}%s", tag, SLOT_FEED);
+    else
+        sk_redis_arg_s(a, FEED_KEY);
+}
+
 /* The sale's keys, then `nextra` keys of its slot's own (SLOT_*; declared as KEYS too, so that
  * Redis knows them). */
-static void args_keys_and(sk_redis_argv_t *a, const char *sale, const char *const *extra, size_t nextra)
+static void args_keys_and(sk_redis_argv_t *a, const worker_t *w, const char *sale, const char *const *extra,
+                          size_t nextra)
 {
     const char *tag = sk_redis_slot_tag(sk_redis_sale_slot(sale, strlen(sale)));
-    sk_redis_arg_u(a, NKEYS + nextra);
+    sk_redis_arg_u(a, NKEYS + nextra + 1);
     for (size_t i = 0; i < NKEYS; i++)
         sk_redis_arg_printf(a, "sk:{%s}%s", sale, KEY_SUFFIX[i]);
     for (size_t i = 0; i < nextra; i++)
         sk_redis_arg_printf(a, "sk:slot:{%s}%s", tag, extra[i]);
+    args_feed(a, w, tag);
 }
 
 /* The index's keys (due_*.lua). */
@@ -613,9 +656,9 @@ static void args_index(sk_redis_argv_t *a)
     sk_redis_arg_s(a, IDX_VER);
 }
 
-static void args_keys(sk_redis_argv_t *a, const char *sale)
+static void args_keys(sk_redis_argv_t *a, const worker_t *w, const char *sale)
 {
-    args_keys_and(a, sale, NULL, 0);
+    args_keys_and(a, w, sale, NULL, 0);
 }
 
 static void args_time(sk_redis_argv_t *a, int64_t t)
@@ -634,7 +677,7 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
     switch (cmd->type) {
     case C_TAKE: {
         static const char *const extra[] = {SLOT_DUE};
-        args_keys_and(a, cmd->ws->id, extra, 1);
+        args_keys_and(a, cmd->w, cmd->ws->id, extra, 1);
         sk_redis_arg_u(a, cmd->nreqs);
         for (const sk_store_req_t *q = req; q != NULL; q = q->next) {
             sk_redis_arg(a, q->user ? q->user : "", q->user ? q->user_len : 0);
@@ -644,47 +687,53 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
         return;
     }
     case C_VIEW:
-        args_keys(a, req->sale);
+        args_keys(a, cmd->w, req->sale);
         return;
     case C_LIST_VIEW:
-        args_keys(a, cmd->sale);
+        args_keys(a, cmd->w, cmd->sale);
         return;
     case C_PUT: {
-        static const char *const extra[] = {SLOT_SALES, SLOT_TOMBSTONES};
-        args_keys_and(a, req->sale, extra, 2);
+        static const char *const extra[] = {SLOT_SALES, SLOT_TOMBSTONES, SLOT_DUE};
+        args_keys_and(a, cmd->w, req->sale, extra, 3);
         sk_redis_arg_i(a, req->conf.stock);
         sk_redis_arg_i(a, req->conf.per_user_limit);
         sk_redis_arg_i(a, req->conf.hold_seconds);
         args_time(a, req->conf.starts_at);
         args_time(a, req->conf.ends_at);
         sk_redis_arg_s(a, req->sale);
+        args_time(a, req->conf.retain_seconds);
         return;
     }
     case C_DELETE: {
         static const char *const extra[] = {SLOT_SALES, SLOT_DUE, SLOT_TOMBSTONES};
-        args_keys_and(a, req->sale, extra, 3);
+        args_keys_and(a, cmd->w, req->sale, extra, 3);
         sk_redis_arg_s(a, req->sale);
         return;
     }
     case C_ORDER:
-        args_keys(a, req->sale);
+        args_keys(a, cmd->w, req->sale);
         sk_redis_arg_u(a, req->order_id);
         return;
     case C_ORDERS:
-        args_keys(a, req->sale);
+        args_keys(a, cmd->w, req->sale);
         sk_redis_arg_u(a, req->order_id);
         sk_redis_arg_u(a, req->limit);
         return;
     case C_CHANGE:
-        args_keys(a, req->sale);
+        args_keys(a, cmd->w, req->sale);
         sk_redis_arg_u(a, req->order_id);
         sk_redis_arg_s(a, sk_order_op_name(req->change));
         return;
-    case C_REAP:
-        sk_redis_arg_u(a, 1);
-        sk_redis_arg_printf(a, "sk:slot:{%s}%s", sk_redis_slot_tag(cmd->sslot), SLOT_DUE);
+    case C_REAP: {
+        const char *tag = sk_redis_slot_tag(cmd->sslot);
+        sk_redis_arg_u(a, 4);
+        sk_redis_arg_printf(a, "sk:slot:{%s}%s", tag, SLOT_DUE);
+        sk_redis_arg_printf(a, "sk:slot:{%s}%s", tag, SLOT_SALES);
+        sk_redis_arg_printf(a, "sk:slot:{%s}%s", tag, SLOT_TOMBSTONES);
+        args_feed(a, cmd->w, tag);
         sk_redis_arg_i(a, REAP_MAX);
         return;
+    }
     case C_DUE_GET:
         args_index(a);
         sk_redis_arg_i(a, DUE_SLOTS_MAX);
@@ -699,6 +748,19 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
         sk_redis_arg_i(a, cmd->sslot);
         sk_redis_arg_i(a, cmd->ver);
         sk_redis_arg_i(a, cmd->next);
+        return;
+    case C_FEED:
+        sk_redis_arg_u(a, 2);
+        sk_redis_arg_s(a, FEED_KEY);
+        sk_redis_arg_s(a, FEED_TRIMMED_KEY);
+        sk_redis_arg_printf(a, "%llu-%llu", (unsigned long long)req->cursor.hi, (unsigned long long)req->cursor.lo);
+        sk_redis_arg_u(a, req->limit);
+        return;
+    case C_FEEDTRIM:
+        sk_redis_arg_u(a, 2);
+        sk_redis_arg_s(a, FEED_KEY);
+        sk_redis_arg_s(a, FEED_TRIMMED_KEY);
+        sk_redis_arg_u(a, sk_feed_retain());
         return;
     default:
         return;
@@ -1142,6 +1204,100 @@ static int parse_orders(const redisReply *rep, sk_store_req_t *req)
     return 0;
 }
 
+/* An entry id ("HI-LO") into a cursor. */
+static int parse_cursor(const char *s, size_t len, sk_cursor_t *c)
+{
+    char buf[48];
+    if (len == 0 || len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return sk_parse_cursor(buf, len, &c->hi, &c->lo);
+}
+
+/* feed.lua's reply: the next cursor, more, then the events, FE_LEN elements each. */
+enum feed_each_e {
+    FE_SALE,
+    FE_EVENT,
+    FE_ORDER,
+    FE_USER,
+    FE_QTY,
+    FE_STATUS,
+    FE_RID,
+    FE_CREATED,
+    FE_EXPIRES,
+    FE_ID,
+    FE_LEN
+};
+
+static int parse_feed(const redisReply *rep, sk_store_req_t *req)
+{
+    static const char *const KINDS[] = {"created", "confirmed", "cancelled", "expired"};
+    const char *s;
+    size_t len;
+    long long more;
+    if (el_str(rep, 1, &s, &len) != 0 || parse_cursor(s, len, &req->cursor) != 0 || el_int(rep, 2, &more) != 0 ||
+        (rep->elements - 3) % FE_LEN != 0)
+        return -1;
+    size_t n = (rep->elements - 3) / FE_LEN;
+    req->events = n > 0 ? sk_calloc(n, sizeof(*req->events)) : NULL;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *const *e = rep->element + 3 + i * FE_LEN;
+        sk_feed_event_t *ev = &req->events[i];
+        char num[24], sale[SK_SALE_ID_MAX + 1], *end;
+        for (size_t k = 0; k < FE_LEN; k++)
+            if (e[k]->type != REDIS_REPLY_STRING)
+                return -1;
+        req->nevents = i + 1; /* what is filled is disposed */
+        if (e[FE_SALE]->len == 0 || e[FE_SALE]->len > SK_SALE_ID_MAX ||
+            !sk_valid_sale_id(e[FE_SALE]->str, e[FE_SALE]->len))
+            return -1;
+        memcpy(sale, e[FE_SALE]->str, e[FE_SALE]->len);
+        sale[e[FE_SALE]->len] = '\0';
+        ev->kind = 0;
+        for (int k = 0; k < 4; k++)
+            if (e[FE_EVENT]->len == strlen(KINDS[k]) && memcmp(e[FE_EVENT]->str, KINDS[k], e[FE_EVENT]->len) == 0)
+                ev->kind = (sk_feed_kind_t)(k + 1);
+        if (ev->kind == 0 || parse_cursor(e[FE_ID]->str, e[FE_ID]->len, &ev->cursor) != 0 || e[FE_ORDER]->len == 0 ||
+            e[FE_ORDER]->len >= sizeof(num))
+            return -1;
+        memcpy(num, e[FE_ORDER]->str, e[FE_ORDER]->len);
+        num[e[FE_ORDER]->len] = '\0';
+        unsigned long long id = strtoull(num, &end, 10);
+        if (*end != '\0' || id == 0)
+            return -1;
+        /* the order's fields as an order_reply (common.lua) reads them */
+        redisReply f[OR_LEN], *fp[OR_LEN + 1];
+        long long iv[3];
+        const redisReply *src[3] = {e[FE_QTY], e[FE_CREATED], e[FE_EXPIRES]};
+        for (int k = 0; k < 3; k++) {
+            if (src[k]->len >= sizeof(num))
+                return -1;
+            memcpy(num, src[k]->str, src[k]->len);
+            num[src[k]->len] = '\0';
+            iv[k] = src[k]->len == 0 ? -1 : strtoll(num, &end, 10);
+            if (src[k]->len > 0 && *end != '\0')
+                return -1;
+        }
+        memset(f, 0, sizeof(f));
+        f[OR_USER] = *e[FE_USER];
+        f[OR_STATUS] = *e[FE_STATUS];
+        f[OR_REQUEST_ID] = *e[FE_RID];
+        f[OR_QTY] = (redisReply){.type = REDIS_REPLY_INTEGER, .integer = iv[0]};
+        f[OR_CREATED] = (redisReply){.type = REDIS_REPLY_INTEGER, .integer = iv[1]};
+        f[OR_EXPIRES] = (redisReply){.type = REDIS_REPLY_INTEGER, .integer = iv[2]};
+        redisReply arr = {.type = REDIS_REPLY_ARRAY, .elements = OR_LEN + 1, .element = fp};
+        redisReply code = {.type = REDIS_REPLY_INTEGER};
+        fp[0] = &code;
+        for (int k = 0; k < OR_LEN; k++)
+            fp[k + 1] = &f[k];
+        if (parse_order(&arr, 1, sale, id, &ev->order) != 0)
+            return -1;
+    }
+    req->more = more != 0;
+    return 0;
+}
+
 /* The answer of a one-request script command. */
 static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
@@ -1165,8 +1321,15 @@ static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
                 err = req->err;
                 break;
             }
-            if (parse_view(rep, req->sale, &req->view) != 0)
+            if (parse_view(rep, req->sale, &req->view) != 0) {
                 err = SK_EUNAVAILABLE;
+            } else if (req->view.conf.retain_seconds != SK_NO_TIME && req->view.conf.ends_at != SK_NO_TIME &&
+                       req->view.conf.retain_seconds >= 0 && req->view.conf.ends_at >= 0 &&
+                       req->view.conf.retain_seconds <= INT64_MAX - req->view.conf.ends_at) {
+                /* put.lua put the sale into its slot's sweep list for when its retain_seconds
+                 * are up: the index learns that time too, so that the sweep comes (reap.lua) */
+                due_add(w, cmd->slot, (long long)(req->view.conf.ends_at + req->view.conf.retain_seconds));
+            }
             req->created = code == RC_CREATED;
             bump_gen(w->r);
             break;
@@ -1177,6 +1340,12 @@ static void req_done(worker_t *w, cmd_t *cmd, redisReply *rep)
                 err = SK_EUNAVAILABLE;
             } else if (req->op == SK_STORE_ORDER_CHANGE && req->change == SK_OP_CANCEL_ORDER) {
                 bump_gen(w->r);
+            }
+            break;
+        case C_FEED:
+            if (parse_feed(rep, req) != 0) {
+                sk_store_req_dispose(req);
+                err = SK_EUNAVAILABLE;
             }
             break;
         case C_ORDERS:
@@ -1276,12 +1445,12 @@ static void due_get_done(worker_t *w, redisReply *rep)
     int64_t wait = SWEEP_IDLE_MS;
     if (n >= DUE_SLOTS_MAX) /* more may be due: again once these are reaped */
         wait = 0;
-    else if (next >= 0 && next < INT64_MAX / 1000 && next * 1000 - now_ms < wait)
+    else if (next >= 0 && next < INT64_MAX / 1000 && now_ms >= 0 && next * 1000 - now_ms < wait)
         wait = next * 1000 - now_ms < 0 ? 0 : next * 1000 - now_ms;
     w->next_reap = sk_mono_ms() + wait;
 }
 
-/* reap.lua's answer: {handled, more, next deadline}: again while more are due, then the slot's
+/* reap.lua's answer: {handled, more, next deadline, retired sale ids...}: again while more are due, then the slot's
  * next deadline into the index. */
 static void reap_done(worker_t *w, cmd_t *done, redisReply *rep)
 {
@@ -1289,8 +1458,11 @@ static void reap_done(worker_t *w, cmd_t *done, redisReply *rep)
     w->reaping--;
     if (reply_code(rep, &n) != 0 || el_int(rep, 1, &more) != 0 || el_int(rep, 2, &next) != 0)
         return;
-    if (n > 0)
+    if (n > 0 || rep->elements > 3)
         bump_gen(w->r);
+    for (size_t i = 3; i < rep->elements; i++) /* the sales whose retain_seconds were up, deleted */
+        if (rep->element[i]->type == REDIS_REPLY_STRING)
+            sk_log(SK_LOG_INFO, "event=sale_retired sale=%.*s", (int)rep->element[i]->len, rep->element[i]->str);
     if (more) { /* a burst of expiries: keep at this slot until it is done */
         reap_slot(w, done->sslot, done->ver);
         return;
@@ -1388,6 +1560,15 @@ static void on_bg(h2o_timeout_entry_t *e)
         w->next_reap = now + SWEEP_IDLE_MS; /* until its answer says when */
         sweep_send(w, cmd);
     }
+    if (w->index == 0 && w->r->cl == NULL && w->trimming == 0 && now >= w->next_trim) {
+        cmd_t *cmd = cmd_new(w, C_FEEDTRIM, S_FEEDTRIM);
+        cmd->slot = sk_redis_key_slot(FEED_KEY, sizeof(FEED_KEY) - 1);
+        w->next_trim = now + FEEDTRIM_EVERY_MS;
+        if (cmd_send(cmd) == 0)
+            w->trimming++;
+        else
+            free(cmd);
+    }
     h2o_timeout_link(w->loop, &w->t_bg, &w->e_bg);
 }
 
@@ -1475,6 +1656,18 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
     case C_REINDEX_SLOT:
         reindex_slot_done(w, cmd, rep);
         break;
+    case C_FEEDTRIM: { /* a storm past the retention: keep at it while there is more */
+        w->trimming--;
+        if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer >= 1000) {
+            cmd_t *more = cmd_new(w, C_FEEDTRIM, S_FEEDTRIM);
+            more->slot = cmd->slot;
+            if (cmd_send(more) == 0)
+                w->trimming++;
+            else
+                free(more);
+        }
+        break;
+    }
     case C_WAIT:
         wait_done(w, cmd, rep);
         break;
@@ -1511,6 +1704,18 @@ static int redis_submit(sk_store_worker_t *super, sk_store_req_t *req)
         return submit_script(w, req, C_CHANGE, S_CHANGE);
     case SK_STORE_SALE_DELETE:
         return submit_script(w, req, C_DELETE, S_DELETE);
+    case SK_STORE_FEED: {
+        if (w->r->cl != NULL) /* no one feed on a cluster until a relay merges the slots' (docs/redis.md) */
+            return SK_EFEED_UNAVAILABLE;
+        cmd_t *cmd = cmd_new(w, C_FEED, S_FEED);
+        cmd->req = req;
+        cmd->slot = sk_redis_key_slot(FEED_KEY, sizeof(FEED_KEY) - 1);
+        if (cmd_send(cmd) != 0) {
+            free(cmd);
+            return SK_EUNAVAILABLE;
+        }
+        return 0;
+    }
     default:
         return SK_EINTERNAL;
     }

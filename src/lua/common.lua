@@ -7,8 +7,10 @@
 -- Every script gets the same seven keys of one sale, all with the sale as hash tag, so that one
 -- sale lives in one Redis Cluster slot, and some scripts also keys of that slot's own (the sales
 -- of the slot, its sweep list, its tombstones: 'sk:slot:{TAG}:...' with a TAG that hashes to the
--- sale's slot), so that every script touches one slot only. See docs/redis.md for the layout and
--- the order stream.
+-- sale's slot), so that every script touches one slot only, and last of all the winners feed's
+-- stream (every script that may change an order tells it): sk:feed on a single Redis or under
+-- Sentinel, the slot's own sk:slot:{TAG}:feed on a Redis Cluster. See docs/redis.md for the
+-- layout, the order stream and the feed.
 
 local K = {
   sale = KEYS[1],   -- hash: stock limit hold starts ends sold held  ('' = null time)
@@ -18,10 +20,17 @@ local K = {
   rids = KEYS[5],   -- hash: request_id -> order id, for ever
   seq = KEYS[6],    -- string: the last order id given
   orders = KEYS[7], -- hash: order id -> the order, packed (pack_order)
+  feed = KEYS[#KEYS], -- stream: the feed (sk:feed, or the slot's on a cluster), always the last key
 }
 
--- The sale's id: KEYS[1] is 'sk:{' .. id .. '}'.
+-- The sale's id: KEYS[1] is 'sk:{' .. id .. '}' (reap.lua, whose KEYS[1] is a slot's, sets it
+-- for each sale it goes through).
 local SALE_ID = string.sub(KEYS[1], 5, -2)
+
+-- On a Redis Cluster the feed is the slot's own stream (no relay merges them yet, docs/redis.md):
+-- each keeps about its last FEED_SLOT_KEEP entries, trimmed as it is written.
+local FEED_SLOT_KEEP = 10000
+local FEED_PER_SLOT = string.sub(K.feed or '', 1, 8) == 'sk:slot:'
 
 -- The result codes (R_OK, R_SOLD_OUT, ...) are not defined here: store_redis.c writes them ahead of
 -- this file from its one list, SK_REDIS_RESULTS, which also says what each one answers.
@@ -64,11 +73,26 @@ local function load_order(id)
   return unpack_order(redis.call('HGET', K.orders, id))
 end
 
--- One stream entry: the order as it is after the event.
+-- One feed entry (K.feed): the sale, the event (created, confirmed, cancelled, expired), then the
+-- order as it is after the event. Same fields as the sale's stream entries, plus the sale.
+local function feed_add(event, id, user, qty, status, request_id, created_at, expires_at)
+  if FEED_PER_SLOT then
+    redis.call('XADD', K.feed, 'MAXLEN', '~', FEED_SLOT_KEEP, '*', 'sale', SALE_ID, 'event', event,
+               'order', id, 'user', user, 'qty', qty, 'status', status, 'request_id', request_id,
+               'created_at', created_at, 'expires_at', expires_at)
+    return
+  end
+  redis.call('XADD', K.feed, '*', 'sale', SALE_ID, 'event', event, 'order', id, 'user', user, 'qty', qty,
+             'status', status, 'request_id', request_id, 'created_at', created_at,
+             'expires_at', expires_at)
+end
+
+-- One stream entry and its feed entry: the order as it is after the event.
 local function emit(event, id, o)
   redis.call('XADD', K.stream, '*', 'event', event, 'order', id, 'user', o.user, 'qty', o.qty,
              'status', o.status, 'request_id', o.request_id, 'created_at', o.created_at,
              'expires_at', o.expires_at)
+  feed_add(event, id, o.user, o.qty, o.status, o.request_id, o.created_at, o.expires_at)
 end
 
 -- Gives an order's units back to the sale (out of `from`: 'held' or 'confirmed') and to the
@@ -127,18 +151,42 @@ end
 
 -- The sale's configuration and counters, or nil when there is no such sale.
 local function load_sale()
-  local c = redis.call('HMGET', K.sale, 'stock', 'limit', 'hold', 'starts', 'ends', 'sold', 'held')
+  local c = redis.call('HMGET', K.sale, 'stock', 'limit', 'hold', 'starts', 'ends', 'sold', 'held',
+                      'retain')
   if not c[1] then
     return nil
   end
   return {stock = tonumber(c[1]), limit = tonumber(c[2]), hold = tonumber(c[3]),
           starts = tonumber(c[4] or ''), ends = tonumber(c[5] or ''), -- nil when null
-          sold = tonumber(c[6]), held = tonumber(c[7])}
+          sold = tonumber(c[6]), held = tonumber(c[7]), retain = tonumber(c[8] or '')}
 end
 
--- The reply shape of a sale: code, stock, limit, hold, starts, ends (-1: null), sold, held.
+-- The reply shape of a sale: code, stock, limit, hold, starts, ends (-1: null), sold, held,
+-- retain (-1: null).
 local function sale_reply(code, s)
-  return {code, s.stock, s.limit, s.hold, s.starts or -1, s.ends or -1, s.sold, s.held}
+  return {code, s.stock, s.limit, s.hold, s.starts or -1, s.ends or -1, s.sold, s.held, s.retain or -1}
+end
+
+-- retain_seconds: when the sale is due for deletion (ends + retain), or nil when it has no end or
+-- no retain_seconds. The slot's sweep list scores the sale by this time too (put.lua, reap.lua).
+local function retain_due(s)
+  if s.retain and s.ends then
+    return s.ends + s.retain
+  end
+  return nil
+end
+
+-- Deletes the sale `id` (loaded as s: ended, nothing held) with every key of it, and takes it out
+-- of its slot's set of sales and sweep list. Its last order id stays in the slot's tombstones, so
+-- that a sale made again under the id goes on after it (put.lua) and no order id is given twice.
+local function drop_sale(id, sales, due, tombstones)
+  local seq = tonumber(redis.call('GET', K.seq) or '0')
+  if seq > tonumber(redis.call('HGET', tombstones, id) or '0') then
+    redis.call('HSET', tombstones, id, num(seq))
+  end
+  redis.call('UNLINK', K.sale, K.users, K.holds, K.stream, K.rids, K.seq, K.orders)
+  redis.call('SREM', sales, id)
+  redis.call('ZREM', due, id)
 end
 
 -- The reply shape of an order (after a code): user, qty, status, request_id, created_at,

@@ -1,7 +1,8 @@
 -- delete.lua: deletes a sale that has ended (by Redis's clock) and holds no held order, with every
 -- key of it, in one step. KEYS: the sale's seven, then its slot's set of sales, sweep list and
--- tombstones. ARGV: the sale id. The sale's last order id stays in the tombstones, so that a sale
--- made again under the id goes on after it (put.lua) and no order id is ever given twice.
+-- tombstones, then the feed (common.lua). ARGV: the sale id. The sale's last order id stays in
+-- the tombstones, so that a sale made again under the id goes on after it (put.lua) and no order
+-- id is ever given twice. (retain_seconds deletes a sale in reap.lua, with the same drop_sale.)
 -- Returns sale_reply(R_OK, the sale as it was), {R_NO_SALE} or {R_ACTIVE}.
 local s = load_sale()
 if not s then
@@ -13,11 +14,5 @@ s = load_sale()
 if not s.ends or now < s.ends or s.held > 0 then
   return {R_ACTIVE}
 end
-local seq = tonumber(redis.call('GET', K.seq) or '0')
-if seq > tonumber(redis.call('HGET', KEYS[10], ARGV[1]) or '0') then
-  redis.call('HSET', KEYS[10], ARGV[1], num(seq))
-end
-redis.call('UNLINK', K.sale, K.users, K.holds, K.stream, K.rids, K.seq, K.orders)
-redis.call('SREM', KEYS[8], ARGV[1])
-redis.call('ZREM', KEYS[9], ARGV[1])
+drop_sale(ARGV[1], KEYS[8], KEYS[9], KEYS[10])
 return sale_reply(R_OK, s)

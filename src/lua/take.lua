@@ -1,5 +1,6 @@
 -- take.lua: decides and records a batch of takes of one sale, atomically, in arrival order.
--- KEYS: the sale's seven, then its slot's sweep list (sk:slot:{TAG}:due, docs/redis.md).
+-- KEYS: the sale's seven, then its slot's sweep list (sk:slot:{TAG}:due, docs/redis.md), then
+-- the feed (common.lua).
 -- ARGV: n, then n triples: user ('' = anonymous), qty, request_id ('' = none).
 -- Returns {R_NO_SALE} or
 --   {R_OK, remaining, per_user_limit, ends_at (-1), next hold deadline (-1), window open (0/1),
@@ -133,6 +134,7 @@ if seq ~= seq0 then
     redis.call('XADD', K.stream, '*', 'event', 'taken', 'order', id, 'user', user, 'qty', qty,
                'status', status, 'request_id', rid, 'created_at', created_at,
                'expires_at', expires_at)
+    feed_add('created', id, user, qty, status, rid, created_at, expires_at)
   end
   redis.call('HSET', K.orders, unpack(packed))
   if #held > 0 then

@@ -8,7 +8,8 @@ CREATE TABLE IF NOT EXISTS sales(
   per_user_limit INTEGER NOT NULL,  -- 0: no limit
   hold_seconds INTEGER NOT NULL,    -- 0: orders are final when taken
   starts_at INTEGER,
-  ends_at INTEGER
+  ends_at INTEGER,
+  retain_seconds INTEGER            -- NULL: kept until deleted; else deleted this long after the end
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS orders(
   sale TEXT NOT NULL,
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS sales_archive(
   per_user_limit INTEGER NOT NULL,
   hold_seconds INTEGER NOT NULL,
   starts_at INTEGER,
-  ends_at INTEGER
+  ends_at INTEGER,
+  retain_seconds INTEGER
 );
 CREATE TABLE IF NOT EXISTS orders_archive(
   sale TEXT NOT NULL,
@@ -47,3 +49,14 @@ CREATE TABLE IF NOT EXISTS orders_archive(
 ) WITHOUT ROWID;
 -- The last order id of each deleted sale id: a sale made again under that id goes on after it.
 CREATE TABLE IF NOT EXISTS tombstones(sale TEXT PRIMARY KEY, last_id INTEGER NOT NULL) WITHOUT ROWID;
+-- The winners feed (GET /v1/orders): one row per order event, written in the transaction of the
+-- change itself (the same group commit as the orders). seq is given by the committer in commit
+-- order and never reused; the order's fields come from `orders` (a deleted sale's events find no
+-- order and are not served). Rows beyond the retention are deleted from the oldest; meta's
+-- 'feed_trimmed' is the last seq deleted.
+CREATE TABLE IF NOT EXISTS events(
+  seq INTEGER PRIMARY KEY,
+  sale TEXT NOT NULL,
+  id INTEGER NOT NULL,
+  kind INTEGER NOT NULL             -- 1 created, 2 confirmed, 3 cancelled, 4 expired
+);

@@ -36,7 +36,7 @@ TEST_WATCHDOG = 150.0  # seconds; a test running longer gets its processes kille
 REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
 ERROR_KEYS = {"error", "message"}
 SALE_KEYS = {"sale", "stock", "sold", "held", "remaining", "per_user_limit", "hold_seconds",
-             "starts_at", "ends_at", "state"}
+             "starts_at", "ends_at", "retain_seconds", "state"}
 ORDER_KEYS = {"sale", "order", "user", "qty", "status", "request_id", "created_at", "expires_at"}
 CSV_HEADER = "sale,order,user,qty,status,request_id,created_at,expires_at"
 

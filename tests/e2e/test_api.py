@@ -16,13 +16,13 @@ TWO53 = 2 ** 53
 
 
 def sale_obj(sale, stock, sold=0, held=0, per_user_limit=0, hold_seconds=0, starts_at=None,
-             ends_at=None, state=None):
+             ends_at=None, state=None, retain_seconds=None):
     remaining = stock - sold - held
     if state is None:
         state = "sold_out" if remaining == 0 else "open"
     return {"sale": sale, "stock": stock, "sold": sold, "held": held, "remaining": remaining,
             "per_user_limit": per_user_limit, "hold_seconds": hold_seconds,
-            "starts_at": starts_at, "ends_at": ends_at, "state": state}
+            "starts_at": starts_at, "ends_at": ends_at, "retain_seconds": retain_seconds, "state": state}
 
 
 # ------------------------------------------------------------------------------------- sales

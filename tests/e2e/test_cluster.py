@@ -129,7 +129,8 @@ def test_storm_over_every_master_is_exact(make_server, store):
 
 @cluster_only
 def test_every_script_touches_one_slot(make_server, store):
-    """The keys a sale's life makes are in its slot, or in its slot's own keys, or in the index."""
+    """The keys a sale's life makes are in its slot, or in its slot's own keys (the winners feed
+    too: a stream per slot), or in the index."""
     srv = make_server()
     sales = sales_on_every_master(store.cluster, 6, "ks")
     for s in sales:
@@ -145,7 +146,7 @@ def test_every_script_touches_one_slot(make_server, store):
             continue
         if k.startswith("sk:slot:{"):
             tag = k[len("sk:slot:{"):k.index("}")]
-            assert k.endswith((":sales", ":due", ":tombstones")), k
+            assert k.endswith((":sales", ":due", ":tombstones", ":feed")), k
             assert any(key_slot(s) == key_slot("{%s}" % tag) for s in sales + ["gone"]), k
         else:
             assert k.startswith("sk:{"), k

@@ -38,7 +38,7 @@ def test_take_is_held(hserver, sale_id):
     o = take_held(hserver, s, 60, user="alice", qty=2, request_id="h1")
     assert hserver.sale(s) == {"sale": s, "stock": 5, "sold": 0, "held": 2, "remaining": 3,
                                "per_user_limit": 2, "hold_seconds": 60, "starts_at": None,
-                               "ends_at": None, "state": "open"}
+                               "ends_at": None, "retain_seconds": None, "state": "open"}
     # held units count against the user's limit
     assert_error(hserver.take(s, user="alice"), 409, "user_limit")
     g = hserver.adm("GET", f"/v1/sales/{s}/orders/{o['order']}")

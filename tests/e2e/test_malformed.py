@@ -58,7 +58,8 @@ def test_huge_numbers_take(victim):
                                          "bad_request"))
 
 
-HUGE_SALE = [(f, n) for f in ("stock", "per_user_limit", "hold_seconds", "starts_at", "ends_at")
+HUGE_SALE = [(f, n) for f in ("stock", "per_user_limit", "hold_seconds", "starts_at", "ends_at",
+                               "retain_seconds")
              for n in (b"1e400", b"99999999999999999999999", b"-99999999999999999999999",
                        b"18446744073709551616", b"9007199254740993")
              if f == "stock" or n != b"9007199254740993"]  # 2^53+1: out of range for stock only

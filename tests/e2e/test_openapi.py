@@ -68,7 +68,7 @@ def test_every_described_route_exists_and_every_route_is_described(server, sale_
             assert r.status not in (404, 405) or r.body.get("error") not in ("not_found", "method_not_allowed"), \
                 (method, tmpl, r)
     want = {("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/openapi.yaml"), ("GET", "/"), ("GET", "/v1/events"),
-            ("GET", "/v1/sales"), ("GET", "/v1/sales/{sale}"), ("PUT", "/v1/sales/{sale}"),
+            ("GET", "/v1/orders"), ("GET", "/v1/sales"), ("GET", "/v1/sales/{sale}"), ("PUT", "/v1/sales/{sale}"),
             ("DELETE", "/v1/sales/{sale}"), ("GET", "/v1/sales/{sale}/orders.csv"),
             ("POST", "/v1/sales/{sale}/orders"), ("GET", "/v1/sales/{sale}/orders"),
             ("GET", "/v1/sales/{sale}/orders/{order}"), ("POST", "/v1/sales/{sale}/orders/{order}/confirm"),
@@ -81,7 +81,7 @@ def test_an_undescribed_reply_fails():
     api = OpenAPI.get()
     api.check("GET", "/v1/sales/x", 200, {"sale": "x", "stock": 1, "sold": 0, "held": 0, "remaining": 1,
                                          "per_user_limit": 0, "hold_seconds": 0, "starts_at": None,
-                                         "ends_at": None, "state": "open"})
+                                         "ends_at": None, "retain_seconds": None, "state": "open"})
     with pytest.raises(AssertionError, match="not what docs/openapi.yaml says"):
         api.check("GET", "/v1/sales/x", 200, {"sale": "x", "stock": 1})
     with pytest.raises(AssertionError, match="not what docs/openapi.yaml says"):

@@ -182,7 +182,8 @@ def test_sweep_index_update_is_retried(make_server, store):
     deadlines) is sent again until it goes through: the hold is then swept at once, though no
     other hold was made in its slot."""
     port = store.redis.port
-    allowed = ["~sk:{*", "~sk:slot:*", "~sk:idx:{i}:slots", "~sk:sales", "~sk:holding", "~sk:tombstones"]
+    allowed = ["~sk:{*", "~sk:slot:*", "~sk:idx:{i}:slots", "~sk:sales", "~sk:holding", "~sk:tombstones",
+               "~sk:feed", "~sk:feed:trimmed"]
     cli(port, "ACL", "SETUSER", "seck", "on", ">pw", "+@all", *allowed)
     srv = Server(f"redis://seck:pw@{HOST}:{port}", str(store.redis.dir) + "-acl", name="acl")
     os.makedirs(srv.workdir, exist_ok=True)
@@ -215,7 +216,8 @@ def test_sweep_index_rebuilt_at_start(store):
     from it): the next start puts every slot's earliest deadline into the index again, and the
     hold is swept."""
     port = store.redis.port
-    allowed = ["~sk:{*", "~sk:slot:*", "~sk:idx:{i}:slots", "~sk:sales", "~sk:holding", "~sk:tombstones"]
+    allowed = ["~sk:{*", "~sk:slot:*", "~sk:idx:{i}:slots", "~sk:sales", "~sk:holding", "~sk:tombstones",
+               "~sk:feed", "~sk:feed:trimmed"]
     cli(port, "ACL", "SETUSER", "seck", "on", ">pw", "+@all", *allowed)
     workdir = str(store.redis.dir) + "-acl"
     os.makedirs(workdir, exist_ok=True)

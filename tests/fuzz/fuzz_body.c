@@ -90,7 +90,7 @@ static void fuzz_take(const char *p, size_t n)
     }
     /* a take that passed the parser passes the sale's request rules with a user present */
     {
-        sk_sale_conf_t c = {10, 1, 0, SK_NO_TIME, SK_NO_TIME};
+        sk_sale_conf_t c = {10, 1, 0, SK_NO_TIME, SK_NO_TIME, SK_NO_TIME};
         const char *w;
         CHECK(sk_sale_check_take(&c, 1, b.qty, &w) == 0);
     }
@@ -136,6 +136,26 @@ static void fuzz_list_query(const char *p, size_t n)
     CHECK(after <= (uint64_t)INT64_MAX);
 }
 
+/* The feed's query and cursors: what parses is in range, and a cursor is canonical (printed
+ * again, it is the same bytes: two spellings of one position would be two cursors). */
+static void fuzz_feed_query(const char *p, size_t n)
+{
+    uint64_t hi = 7, lo = 7;
+    unsigned limit = 0, wait = 99;
+    const char *why = NULL;
+    int rc = sk_parse_feed_query(p, n, &hi, &lo, &limit, &wait, &why);
+    if (rc != 0) {
+        CHECK(rc == SK_EBAD_REQUEST && why != NULL);
+    } else {
+        CHECK(limit >= 1 && limit <= 1000 && wait <= 60);
+    }
+    if (sk_parse_cursor(p, n, &hi, &lo) == 0) {
+        char buf[48];
+        int len = snprintf(buf, sizeof(buf), "%llu-%llu", (unsigned long long)hi, (unsigned long long)lo);
+        CHECK(len > 0 && (size_t)len == n && memcmp(buf, p, n) == 0);
+    }
+}
+
 static void fuzz_idents(const uint8_t *d, size_t n)
 {
     const char *p = (const char *)d;
@@ -155,7 +175,7 @@ static int within(sk_slice_t s, const char *p, size_t n)
 static int has_sale(sk_action_t a)
 {
     return a != SK_A_HEALTHZ && a != SK_A_METRICS && a != SK_A_SALE_LIST && a != SK_A_DASHBOARD && a != SK_A_EVENTS &&
-           a != SK_A_OPENAPI;
+           a != SK_A_OPENAPI && a != SK_A_FEED;
 }
 
 static int has_order(sk_action_t a)
@@ -212,6 +232,8 @@ static void fuzz_route(const uint8_t *d, size_t n)
      * which is {NULL, 0} when the target has no '?' */
     if (m.action == SK_A_ORDER_LIST)
         fuzz_list_query(m.query.p, m.query.len);
+    if (m.action == SK_A_FEED)
+        fuzz_feed_query(m.query.p, m.query.len);
     if (m.sale.p != NULL)
         (void)sk_valid_sale_id(m.sale.p, m.sale.len);
     if (m.order.p != NULL)
@@ -247,7 +269,7 @@ static void fuzz_rules(const uint8_t *d, size_t n)
     }
     CHECK((sk_sale_check_restock(stock, sold, held) == 0) == (stock >= sold + held));
     memset(&v, 0, sizeof(v));
-    v.conf = (sk_sale_conf_t){stock, limit, 0, SK_NO_TIME, SK_NO_TIME};
+    v.conf = (sk_sale_conf_t){stock, limit, 0, SK_NO_TIME, SK_NO_TIME, SK_NO_TIME};
     v.sold = sold;
     v.held = held;
     CHECK(sk_sale_remaining(&v) >= 0);
@@ -268,6 +290,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_take(p, size);
     fuzz_sale_conf(p, size);
     fuzz_list_query(p, size);
+    fuzz_feed_query(p, size);
     fuzz_idents(data, size);
     fuzz_route(data, size);
     fuzz_rules(data, size);

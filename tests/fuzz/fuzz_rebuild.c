@@ -138,8 +138,11 @@ static void build(const char *path, fz_t *f, int hand)
     CHECK(sqlite3_exec(db, "PRAGMA synchronous=OFF; PRAGMA journal_mode=MEMORY; BEGIN", NULL, NULL, NULL) == SQLITE_OK);
     CHECK(sqlite3_exec(db, hand ? SCHEMA_HAND : SCHEMA_STORE, NULL, NULL, NULL) == SQLITE_OK);
     size_t ns = fz_u8(f) % (MAX_SALES + 1), no = fz_u8(f) % (MAX_ORDERS + 1);
-    CHECK(sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO sales VALUES(?1, ?2, ?3, ?4, ?5, ?6)", -1, &st, NULL) ==
-          SQLITE_OK);
+    CHECK(
+        sqlite3_prepare_v2(db,
+                           "INSERT OR IGNORE INTO sales(sale, stock, per_user_limit, hold_seconds, starts_at, ends_at)"
+                           " VALUES(?1, ?2, ?3, ?4, ?5, ?6)",
+                           -1, &st, NULL) == SQLITE_OK);
     for (size_t r = 0; r < ns; r++) {
         const char *cols = "Sulhtt";
         for (int c = 0; c < 6; c++)

@@ -48,6 +48,7 @@ enum {
     NOT_HELD,
     CREATED,
     ACTIVE,
+    EXPIRED,
     NCODES
 };
 
@@ -241,7 +242,8 @@ static int code_err(long long c)
                                      SK_ESTOCK_BELOW_TAKEN,
                                      SK_EORDER_NOT_HELD,
                                      0,
-                                     SK_ESALE_ACTIVE};
+                                     SK_ESALE_ACTIVE,
+                                     SK_ECURSOR_EXPIRED};
     return c >= 0 && c < NCODES ? errs[c] : SK_EUNAVAILABLE;
 }
 
@@ -270,7 +272,12 @@ static int ref_view(rep_t *r, const char *sale, sk_sale_view_t *v)
             return -1;
     memset(v, 0, sizeof(*v));
     snprintf(v->id, sizeof(v->id), "%s", sale);
-    v->conf = (sk_sale_conf_t){x[1], x[2], x[3], tm(x[4]), tm(x[5])};
+    long long retain = -1; /* optional: a reply of 8 elements has none */
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 8 && !el_i(r, 8, &retain))
+        return -1;
+    v->conf = (sk_sale_conf_t){x[1], x[2], x[3], tm(x[4]), tm(x[5]), tm(retain)};
+    if (v->conf.retain_seconds != SK_NO_TIME && v->conf.retain_seconds > SK_RETAIN_MAX)
+        return -1;
     v->sold = x[6];
     v->held = x[7] > 0 ? x[7] : 0;
     if (!units(x[1]) || !units(x[2]) || x[3] < 0 || x[3] > 31536000 || !units(x[6]) || !units(v->held))

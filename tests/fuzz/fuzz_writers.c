@@ -181,7 +181,8 @@ FZ_ORACLE static void check_sale_json(const sk_sale_view_t *v, int64_t now)
     size_t n = sk_render_sale(buf, v, now);
     CHECK(n > 0 && n < SK_RENDER_MAX);
     json_t *j = load(buf, n);
-    CHECK(json_object_size(j) == 10);
+    CHECK(json_object_size(j) == 11);
+    check_int(j, "retain_seconds", v->conf.retain_seconds, 1);
     check_str(j, "sale", v->id);
     check_int(j, "stock", v->conf.stock, 0);
     check_int(j, "sold", v->sold, 0);
@@ -337,6 +338,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     v.conf.hold_seconds = fz_i64(&f);
     v.conf.starts_at = draw_time(&f);
     v.conf.ends_at = draw_time(&f);
+    v.conf.retain_seconds = draw_time(&f);
     check_sale_json(&v, now);
     return 0;
 }

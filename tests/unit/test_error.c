@@ -33,6 +33,7 @@ static const expect_t expected[] = {
     {SK_ESTOCK_BELOW_TAKEN, 409, "stock_below_taken"},
     {SK_EORDER_NOT_HELD, 409, "order_not_held"},
     {SK_ESALE_ACTIVE, 409, "sale_active"},
+    {SK_ECURSOR_EXPIRED, 410, "cursor_expired"},
     {SK_EUNSUPPORTED_MEDIA_TYPE, 415, "unsupported_media_type"},
     {SK_EMISDIRECTED, 421, "misdirected_request"},
     {SK_EBODY_TOO_LARGE, 413, "body_too_large"},
@@ -40,6 +41,7 @@ static const expect_t expected[] = {
     {SK_ERATE_LIMITED, 429, "rate_limited"},
     {SK_ETOO_MANY_SALES, 507, "too_many_sales"},
     {SK_EINTERNAL, 500, "internal"},
+    {SK_EFEED_UNAVAILABLE, 501, "feed_unavailable"},
     {SK_EUNAVAILABLE, 503, "unavailable"},
 };
 #define NEXPECTED (sizeof(expected) / sizeof(expected[0]))
@@ -62,7 +64,7 @@ static void table_size(void **state)
 {
     (void)state;
     assert_int_equal(SK_ERR_COUNT, NEXPECTED);
-    assert_int_equal(SK_ERR_COUNT, 23);
+    assert_int_equal(SK_ERR_COUNT, 25);
 }
 
 static void codes_are_distinct(void **state)

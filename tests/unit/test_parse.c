@@ -585,6 +585,20 @@ static void conf_limit_and_hold(void **state)
     conf_bad(S("{\"stock\": 1, \"hold_seconds\": -1}"), "hold_seconds must be an integer from 0 to 31536000");
     conf_bad(S("{\"stock\": 1, \"hold_seconds\": null}"), "hold_seconds must be an integer from 0 to 31536000");
     conf_bad(S("{\"stock\": 1, \"hold_seconds\": \"30\"}"), "hold_seconds must be an integer from 0 to 31536000");
+
+    static const char *const rmsg = "retain_seconds must be null or an integer from 0 to 315360000";
+    conf_ok(S("{\"stock\": 1}"), &c);
+    assert_true(c.retain_seconds == SK_NO_TIME);
+    conf_ok(S("{\"stock\": 1, \"retain_seconds\": null}"), &c);
+    assert_true(c.retain_seconds == SK_NO_TIME);
+    conf_ok(S("{\"stock\": 1, \"retain_seconds\": 0}"), &c);
+    assert_int_equal(c.retain_seconds, 0);
+    conf_ok(S("{\"stock\": 1, \"retain_seconds\": 315360000}"), &c);
+    assert_int_equal(c.retain_seconds, 315360000);
+    conf_bad(S("{\"stock\": 1, \"retain_seconds\": 315360001}"), rmsg);
+    conf_bad(S("{\"stock\": 1, \"retain_seconds\": -1}"), rmsg);
+    conf_bad(S("{\"stock\": 1, \"retain_seconds\": 1.5}"), rmsg);
+    conf_bad(S("{\"stock\": 1, \"retain_seconds\": \"60\"}"), rmsg);
 }
 
 static void conf_times(void **state)
@@ -792,6 +806,51 @@ static void order_ids(void **state)
     assert_true(sk_parse_order_id(S("99999999999999999999999")) == 0);
 }
 
+/* ---- the feed: after=CURSOR&limit=N&wait=S, and cursors ---- */
+
+static void feed_query(void **state)
+{
+    uint64_t hi, lo;
+    unsigned limit, wait;
+    const char *why = NULL;
+    (void)state;
+    assert_int_equal(sk_parse_feed_query(NULL, 0, &hi, &lo, &limit, &wait, &why), 0);
+    assert_true(hi == 0 && lo == 0 && limit == 100 && wait == 0);
+    assert_int_equal(
+        sk_parse_feed_query(S("after=1795768071731-3&limit=1000&wait=60&x=1"), &hi, &lo, &limit, &wait, &why), 0);
+    assert_true(hi == UINT64_C(1795768071731) && lo == 3 && limit == 1000 && wait == 60);
+    assert_int_equal(sk_parse_feed_query(S("after=18446744073709551615-0"), &hi, &lo, &limit, &wait, &why), 0);
+    assert_true(hi == UINT64_MAX && lo == 0);
+    static const struct {
+        const char *q, *why;
+    } bad[] = {
+        {"after=", "after must be a cursor from this feed"},
+        {"after=5", "after must be a cursor from this feed"},
+        {"after=-5", "after must be a cursor from this feed"},
+        {"after=5-", "after must be a cursor from this feed"},
+        {"after=05-1", "after must be a cursor from this feed"},
+        {"after=5-01", "after must be a cursor from this feed"},
+        {"after=5-1-2", "after must be a cursor from this feed"},
+        {"after=+5-1", "after must be a cursor from this feed"},
+        {"after=18446744073709551616-0", "after must be a cursor from this feed"},
+        {"limit=0", "limit must be an integer from 1 to 1000"},
+        {"limit=1001", "limit must be an integer from 1 to 1000"},
+        {"limit=", "limit must be an integer from 1 to 1000"},
+        {"wait=61", "wait must be an integer from 0 to 60 (seconds)"},
+        {"wait=1.5", "wait must be an integer from 0 to 60 (seconds)"},
+        {"wait=-1", "wait must be an integer from 0 to 60 (seconds)"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        assert_int_equal(sk_parse_feed_query(bad[i].q, strlen(bad[i].q), &hi, &lo, &limit, &wait, &why),
+                         SK_EBAD_REQUEST);
+        assert_string_equal(why, bad[i].why);
+    }
+    assert_int_equal(sk_parse_cursor(S("0-0"), &hi, &lo), 0);
+    assert_int_equal(sk_parse_cursor(S("0-"), &hi, &lo), -1);
+    assert_int_equal(sk_parse_cursor(S("-0"), &hi, &lo), -1);
+}
+
 /* ---- order listing query: after=ORDER&limit=N ---- */
 
 static int list(const char *q, size_t len, uint64_t *after, unsigned *limit, const char **why)
@@ -916,6 +975,7 @@ int main(void)
         cmocka_unit_test(ident_utf8),
         cmocka_unit_test(ident_length),
         cmocka_unit_test(order_ids),
+        cmocka_unit_test(feed_query),
         cmocka_unit_test(list_query_defaults),
         cmocka_unit_test(list_query_absent),
         cmocka_unit_test(list_query_values),

@@ -83,17 +83,18 @@ static void sale_roundtrip(void **state)
 {
     (void)state;
     char buf[SK_RENDER_MAX];
-    sk_sale_view_t v = {.conf = {100, 1, 0, SK_NO_TIME, 2000}, .sold = 60, .held = 3};
+    sk_sale_view_t v = {.conf = {100, 1, 0, SK_NO_TIME, 2000, SK_NO_TIME}, .sold = 60, .held = 3};
     strcpy(v.id, "s1");
     size_t n = sk_render_sale(buf, &v, 1000);
-    assert_memory_equal(buf,
-                        "{\"sale\":\"s1\",\"stock\":100,\"sold\":60,\"held\":3,\"remaining\":37,\"per_user_limit\":1,"
-                        "\"hold_seconds\":0,\"starts_at\":null,\"ends_at\":2000,\"state\":\"open\"}",
-                        n);
+    assert_memory_equal(
+        buf,
+        "{\"sale\":\"s1\",\"stock\":100,\"sold\":60,\"held\":3,\"remaining\":37,\"per_user_limit\":1,"
+        "\"hold_seconds\":0,\"starts_at\":null,\"ends_at\":2000,\"retain_seconds\":null,\"state\":\"open\"}",
+        n);
     n = sk_render_sale(buf, &v, 2000);
     json_t *j = parse(buf, n);
     assert_string_equal(json_string_value(json_object_get(j, "state")), "ended");
-    assert_int_equal(json_object_size(j), 10);
+    assert_int_equal(json_object_size(j), 11);
     json_decref(j);
 }
 
@@ -103,13 +104,14 @@ static void numbers_exact(void **state)
     (void)state;
     char buf[SK_RENDER_MAX];
     sk_sale_view_t v = {.conf = {INT64_C(9007199254740992), INT64_C(9007199254740992), 31536000, 0,
-                                 INT64_C(253402300799)},
-                        .sold = INT64_C(9007199254740992), .held = 0};
+                                 INT64_C(253402300799), SK_RETAIN_MAX},
+                        .sold = INT64_C(9007199254740992),
+                        .held = 0};
     strcpy(v.id, "m");
     size_t n = sk_render_sale(buf, &v, 1);
     const char *want = "{\"sale\":\"m\",\"stock\":9007199254740992,\"sold\":9007199254740992,\"held\":0,"
                        "\"remaining\":0,\"per_user_limit\":9007199254740992,\"hold_seconds\":31536000,"
-                       "\"starts_at\":0,\"ends_at\":253402300799,\"state\":\"sold_out\"}";
+                       "\"starts_at\":0,\"ends_at\":253402300799,\"retain_seconds\":315360000,\"state\":\"sold_out\"}";
     assert_int_equal(n, strlen(want));
     assert_memory_equal(buf, want, n);
     sk_order_t o = {.id = 1, .qty = 1, .status = SK_ORDER_CONFIRMED, .created_at = 0, .expires_at = 9,

@@ -50,6 +50,7 @@ static const route_t routes[] = {
     OK(ADM, "GET", "/v1/events?token=a%20b", SK_A_EVENTS, NULL, NULL, "token=a%20b"),
     OK(ADM, "HEAD", "/v1/events", SK_A_EVENTS, NULL, NULL, NULL),
     OK(ADM, "GET", "/openapi.yaml", SK_A_OPENAPI, NULL, NULL, NULL),
+    OK(ADM, "GET", "/v1/orders?after=0-0&wait=5", SK_A_FEED, NULL, NULL, "after=0-0&wait=5"),
     /* HEAD is answered as GET */
     OK(ADM, "HEAD", "/healthz", SK_A_HEALTHZ, NULL, NULL, NULL),
     OK(ADM, "HEAD", "/metrics", SK_A_METRICS, NULL, NULL, NULL),
@@ -113,6 +114,7 @@ static const route_t routes[] = {
     NF(PUB, "POST", "/"),
     NF(PUB, "GET", "/v1/events"),
     NF(PUB, "GET", "/openapi.yaml"),
+    NF(PUB, "GET", "/v1/orders"),
     NF(ADM, "GET", "/openapi.yml"),
     NF(PUB, "GET", "/v1/events?token=t"),
     NF(PUB, "POST", "/v1/events"),
@@ -315,7 +317,8 @@ static void action_names(void **state)
     assert_string_equal(sk_action_name(SK_A_OPENAPI), "openapi");
     assert_string_equal(sk_action_name(SK_A_COUNT_), "unknown");
     assert_string_equal(sk_action_name((sk_action_t)-1), "unknown");
-    assert_int_equal(SK_A_COUNT_, 15);
+    assert_int_equal(SK_A_COUNT_, 16);
+    assert_string_equal(sk_action_name(SK_A_FEED), "feed");
     assert_string_equal(sk_action_name(SK_A_OPENAPI), "openapi");
     assert_string_equal(sk_action_name(SK_A_SALE_DELETE), "sale_delete");
     assert_string_equal(sk_action_name(SK_A_ORDER_EXPORT), "order_export");

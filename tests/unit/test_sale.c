@@ -16,7 +16,7 @@
 
 static sk_sale_conf_t conf(int64_t stock, int64_t limit, int64_t hold, int64_t starts, int64_t ends)
 {
-    sk_sale_conf_t c = {stock, limit, hold, starts, ends};
+    sk_sale_conf_t c = {stock, limit, hold, starts, ends, SK_NO_TIME};
     return c;
 }
 
@@ -117,6 +117,31 @@ static void conf_times(void **state)
     assert_int_equal(check(conf(1, 0, 0, 100, 101), &why), 0);
     assert_int_equal(check(conf(1, 0, 0, 0, 1), &why), 0);
     assert_int_equal(check(conf(1, 0, 0, 0, 0), &why), SK_EBAD_REQUEST);
+}
+
+/* ---- sk_sale_retain_due: retain_seconds after ends_at, nothing held ---- */
+
+static void retain_due(void **state)
+{
+    (void)state;
+    sk_sale_conf_t c = conf(1, 0, 0, NT, 100);
+    const char *why;
+    assert_int_equal(sk_sale_retain_due(&c, 0, 1000000), 0); /* no retain_seconds: kept */
+    c.retain_seconds = 0;
+    assert_int_equal(sk_sale_conf_check(&c, &why), 0);
+    assert_int_equal(sk_sale_retain_due(&c, 0, 99), 0);
+    assert_int_equal(sk_sale_retain_due(&c, 0, 100), 1);
+    assert_int_equal(sk_sale_retain_due(&c, 1, 100), 0); /* still holds */
+    c.retain_seconds = 60;
+    assert_int_equal(sk_sale_retain_due(&c, 0, 159), 0);
+    assert_int_equal(sk_sale_retain_due(&c, 0, 160), 1);
+    c.ends_at = NT;
+    assert_int_equal(sk_sale_retain_due(&c, 0, 1000000), 0); /* never ends */
+    c.retain_seconds = SK_RETAIN_MAX + 1;
+    assert_int_equal(sk_sale_conf_check(&c, &why), SK_EBAD_REQUEST);
+    assert_string_equal(why, "retain_seconds must be null or an integer from 0 to 315360000");
+    c.retain_seconds = -1;
+    assert_int_equal(sk_sale_conf_check(&c, &why), SK_EBAD_REQUEST);
 }
 
 /* ---- sk_sale_window: starts_at inclusive, ends_at exclusive ---- */
@@ -539,6 +564,7 @@ int main(void)
         cmocka_unit_test(conf_limit_range),
         cmocka_unit_test(conf_hold_range),
         cmocka_unit_test(conf_times),
+        cmocka_unit_test(retain_due),
         cmocka_unit_test(window_bounds),
         cmocka_unit_test(window_open_ended),
         cmocka_unit_test(window_one_second),

@@ -146,8 +146,12 @@ static int run1(fx_t *f, sk_store_req_t *r)
 
 static sk_sale_conf_t conf_of(int64_t stock, int64_t limit, int64_t hold)
 {
-    sk_sale_conf_t c = {
-        .stock = stock, .per_user_limit = limit, .hold_seconds = hold, .starts_at = SK_NO_TIME, .ends_at = SK_NO_TIME};
+    sk_sale_conf_t c = {.stock = stock,
+                        .per_user_limit = limit,
+                        .hold_seconds = hold,
+                        .starts_at = SK_NO_TIME,
+                        .ends_at = SK_NO_TIME,
+                        .retain_seconds = SK_NO_TIME};
     return c;
 }
 
@@ -698,6 +702,39 @@ static void hold_expiry(void **state)
     sk_order_dispose(&a);
 }
 
+/* retain_seconds on every backend (on Redis through the slot's sweep list, reap.lua), and the
+ * winners feed where it exists: a Redis Cluster answers SK_EFEED_UNAVAILABLE at once. */
+static void retain_and_feed(void **state)
+{
+    fx_t *f = *state;
+    char s[SK_SALE_ID_MAX + 1];
+    sk_sale_view_t v;
+    new_sale(f, s);
+    sk_sale_conf_t c = conf_of(5, 0, 0);
+    c.ends_at = now_s() + 1;
+    c.retain_seconds = 0;
+    put_ok(f, s, c);
+    assert_int_equal(take(f, s, "alice", 1, NULL, NULL, NULL), 0);
+    sk_store_req_t r = {.op = SK_STORE_FEED, .limit = 100};
+    int err = run1(f, &r);
+    if (backend->redis == 2) {
+        assert_int_equal(err, SK_EFEED_UNAVAILABLE);
+    } else {
+        assert_int_equal(err, 0);
+        int seen = 0;
+        for (size_t i = 0; i < r.nevents; i++)
+            seen += strcmp(r.events[i].order.sale, s) == 0 && r.events[i].kind == SK_FEED_CREATED;
+        assert_int_equal(seen, 1);
+    }
+    sk_store_req_dispose(&r);
+    int64_t until = sk_mono_ms() + WAIT_MS;
+    do { /* deleted once ends_at + 0 s has passed */
+        assert_true(sk_mono_ms() < until);
+        h2o_evloop_run(f->loop, 50);
+    } while (view(f, s, &v) == 0);
+    assert_int_equal(view(f, s, &v), SK_ENO_SUCH_SALE);
+}
+
 static void order_list(void **state)
 {
     fx_t *f = *state;
@@ -1228,6 +1265,7 @@ static void redis_deadline(void **state)
         cmocka_unit_test_setup_teardown(holds, setup, teardown),                                                       \
         cmocka_unit_test_setup_teardown(hold_expiry, setup, teardown),                                                 \
         cmocka_unit_test_setup_teardown(order_list, setup, teardown),                                                  \
+        cmocka_unit_test_setup_teardown(retain_and_feed, setup, teardown),                                             \
         cmocka_unit_test_setup_teardown(reopen, setup, teardown),                                                      \
         cmocka_unit_test_setup_teardown(delete_sale, setup, teardown),                                                 \
         cmocka_unit_test_setup_teardown(delete_many, setup, teardown)
