@@ -864,6 +864,10 @@ def test_definite_refusals_are_503_and_unhealthy(tmp_path, sale_id):
     counted by reason, /healthz is 503 while writes are refused, and both come back."""
     a = Node(str(tmp_path), "a").start()
     b = Node(str(tmp_path), "b", replicaof=a.port).start()
+    # b must hold a's data before it is made the master below (else a, resynced from it, loses the
+    # sale: CI once saw that manual failover 0.7 s after b's start, before b's first sync)
+    wait_for(lambda: "master_link_status:up" in (cli(b.port, "INFO", "replication") or ""), 10,
+             "b never synced from a")
     try:
         srv = Server(f"redis://{HOST}:{a.port}", str(tmp_path))
         srv.start()
@@ -887,7 +891,9 @@ def test_definite_refusals_are_503_and_unhealthy(tmp_path, sale_id):
             # READONLY: the master demoted while buyers keep coming (no idle probe runs first)
             buyers = Buyers([srv], sid, threads=6).start()
             time.sleep(0.5)
-            # a manual failover to b: a, demoted, then syncs from b and keeps its data
+            # a manual failover to b: a, demoted, then syncs from b and keeps its data (WAIT: b
+            # has every write a took, the sale among them)
+            assert int(cli(a.port, "WAIT", "1", "5000") or 0) == 1
             assert cli(b.port, "REPLICAOF", "NO", "ONE") == "OK"
             assert cli(a.port, "REPLICAOF", HOST, b.port) == "OK"
             wait_for(lambda: not healthy(srv), 5, "/healthz 200 on a demoted master")
