@@ -48,6 +48,22 @@ static int parse_userinfo(sk_redis_conf_t *conf, const char *p, const char *at)
 }
 
 /* HOST[:PORT] or [V6][:PORT] in [p, end) */
+/* [[USER]:PASSWORD@] at *p, up to the last '@' before end (a password may hold one): parsed into
+ * conf and skipped. 0, or -1 when it is malformed. */
+static int skip_userinfo(sk_redis_conf_t *conf, const char **p, const char *end)
+{
+    const char *at = NULL;
+    for (const char *q = *p; q < end; q++)
+        if (*q == '@')
+            at = q;
+    if (at == NULL)
+        return 0;
+    if (parse_userinfo(conf, *p, at) != 0)
+        return -1;
+    *p = at + 1;
+    return 0;
+}
+
 static int parse_hostport(const char *p, const char *end, int defport, sk_redis_addr_t *a)
 {
     const char *hs, *he;
@@ -76,7 +92,7 @@ static int parse_hostport(const char *p, const char *end, int defport, sk_redis_
 
 static int parse_sentinel(sk_redis_conf_t *conf, const char *url)
 {
-    const char *p = url + strlen("redis-sentinel://"), *hash = strchr(p, '#'), *slash, *end, *at = NULL;
+    const char *p = url + strlen("redis-sentinel://"), *hash = strchr(p, '#'), *slash, *end;
     long v;
     if (hash == NULL || hash[1] == '\0')
         return -1;
@@ -87,14 +103,8 @@ static int parse_sentinel(sk_redis_conf_t *conf, const char *url)
             return -1;
     slash = memchr(p, '/', (size_t)(hash - p));
     end = slash ? slash : hash;
-    for (const char *q = p; q < end; q++) /* the last '@': a password may hold one */
-        if (*q == '@')
-            at = q;
-    if (at != NULL) {
-        if (parse_userinfo(conf, p, at) != 0)
-            return -1;
-        p = at + 1;
-    }
+    if (skip_userinfo(conf, &p, end) != 0)
+        return -1;
     while (p < end) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         const char *e = comma ? comma : end;
@@ -122,16 +132,10 @@ static int parse_sentinel(sk_redis_conf_t *conf, const char *url)
  * has only DB 0), nothing after the hosts. */
 static int parse_cluster(sk_redis_conf_t *conf, const char *url)
 {
-    const char *p = url + strlen("redis-cluster://"), *end = p + strlen(p), *at = NULL;
+    const char *p = url + strlen("redis-cluster://"), *end = p + strlen(p);
     conf->cluster = 1;
-    for (const char *q = p; q < end; q++) /* the last '@': a password may hold one */
-        if (*q == '@')
-            at = q;
-    if (at != NULL) {
-        if (parse_userinfo(conf, p, at) != 0)
-            return -1;
-        p = at + 1;
-    }
+    if (skip_userinfo(conf, &p, end) != 0)
+        return -1;
     while (p < end) {
         const char *comma = memchr(p, ',', (size_t)(end - p));
         const char *e = comma ? comma : end;

@@ -591,26 +591,6 @@ static void heap_push(embed_t *e, deadline_t d)
     e->heap[i] = d;
 }
 
-static deadline_t heap_pop(embed_t *e)
-{
-    deadline_t top = e->heap[0], last = e->heap[--e->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= e->nheap)
-            break;
-        if (c + 1 < e->nheap && e->heap[c + 1].at < e->heap[c].at)
-            c++;
-        if (e->heap[c].at >= last.at)
-            break;
-        e->heap[i] = e->heap[c];
-        i = c;
-    }
-    if (e->nheap > 0)
-        e->heap[i] = last;
-    return top;
-}
-
 /* Restores the heap below i (after an entry there was replaced). */
 static void heap_down(embed_t *e, size_t i)
 {
@@ -627,6 +607,16 @@ static void heap_down(embed_t *e, size_t i)
         i = c;
     }
     e->heap[i] = x;
+}
+
+static deadline_t heap_pop(embed_t *e)
+{
+    deadline_t top = e->heap[0];
+    if (--e->nheap > 0) {
+        e->heap[0] = e->heap[e->nheap];
+        heap_down(e, 0);
+    }
+    return top;
 }
 
 static int exec(sqlite3 *db, const char *sql)
