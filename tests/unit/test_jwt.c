@@ -1,7 +1,7 @@
 /* test_jwt.c: buyer tokens (jwt.h): base64url, the key ring's rules, the exact edges of exp,
  * nbf, iat and the leeway, aud, the algorithm taken from the key, the claims' direct scan against
- * jansson, and the cache across a key ring's replacement. Tokens are HS256, signed here with
- * OpenSSL's EVP_Q_mac. */
+ * jansson, and the cache across a key ring's replacement. Tokens are HS256, made by
+ * tests/support/jws_sign.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,40 +11,17 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "jws_sign.h"
 #include "jwt.h"
 
 #define NOW 1800000000
 static const char SECRET[] = "unit-secret-0123456789abcdef-0123456789";
 
-static size_t b64(const char *in, size_t n, char *out)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    const unsigned char *u = (const unsigned char *)in;
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)u[i] << 16 | (i + 1 < n ? (unsigned)u[i + 1] << 8 : 0) | (i + 2 < n ? u[i + 2] : 0);
-        out[o++] = a[v >> 18];
-        out[o++] = a[(v >> 12) & 63];
-        if (i + 1 < n)
-            out[o++] = a[(v >> 6) & 63];
-        if (i + 2 < n)
-            out[o++] = a[v & 63];
-    }
-    out[o] = '\0';
-    return o;
-}
-
 /* An HS256 token of header and claims, signed with `secret`. */
 static const char *tok(const char *header, const char *claims, const char *secret)
 {
     static char t[2048];
-    unsigned char mac[64];
-    size_t n = b64(header, strlen(header), t), ml = 0;
-    t[n++] = '.';
-    n += b64(claims, strlen(claims), t + n);
-    EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, secret, strlen(secret), (unsigned char *)t, n, mac, sizeof(mac), &ml);
-    t[n++] = '.';
-    b64((const char *)mac, ml, t + n);
+    assert_true(sk_test_jws_mint("HS256", NULL, secret, header, claims, t) > 0);
     return t;
 }
 
@@ -225,7 +202,7 @@ static void cache_follows_the_ring(void **state)
     assert_int_equal(sk_jwt_keys_add_secret(k2, NULL, "the next secret, thirty-two bytes long", 38, err, sizeof(err)),
                      0);
     snprintf(cl, sizeof(cl), "{\"sub\":\"u\",\"exp\":%d}", NOW + 10);
-    char t[1024];
+    char t[2048];
     snprintf(t, sizeof(t), "%s", tok(HS, cl, SECRET));
     assert_int_equal(sk_jwt_verify_cached(k1, t, strlen(t), NOW, 30, NULL, &c, &why), 0);
     assert_int_equal(sk_jwt_verify_cached(k1, t, strlen(t), NOW, 30, NULL, &c, &why), 0); /* a hit */
