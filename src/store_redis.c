@@ -571,7 +571,8 @@ static int cmd_send(cmd_t *cmd)
                                    : sk_redis_send(c, &cmd->super, SK_REDIS_ARGS(cmd->verb, cmd->key));
     if (sk_redis_send_script(c, &cmd->super) != 0)
         return -1;
-    if (w->r->conf.min_replicas > 0 && (cmd->type == C_TAKE || cmd->type == C_PUT || cmd->type == C_CHANGE))
+    if (w->r->conf.min_replicas > 0 &&
+        (cmd->type == C_TAKE || cmd->type == C_PUT || cmd->type == C_CHANGE || cmd->type == C_DELETE))
         send_wait(w, c, cmd);
     return 0;
 }

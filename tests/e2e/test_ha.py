@@ -672,11 +672,13 @@ def test_old_master_restarted_during_and_after_failover(cluster_steady, servers,
 @runs
 def test_replica_down_with_min_replicas(cluster, servers, sale_id, run):
     """With --redis-min-replicas 1 and the replication link cut: 503 with Retry-After, /healthz
-    503, nothing acknowledged; both back once the link heals."""
+    503, nothing acknowledged (takes, and a sale's deletion); both back once the link heals."""
     a, = servers(cluster.url, ["--redis-min-replicas", "1", "--redis-wait-timeout", "100"])
     wait_for(lambda: healthy(a), 10, "not healthy at start")
-    s = sale_id("ha")
+    s, ended = sale_id("ha"), sale_id("ha-ended")
     put_sale(a, s, stock=100)
+    r = a.adm("PUT", f"/v1/sales/{ended}", {"stock": 10, "ends_at": int(time.time())})
+    assert r.status == 201, r
     assert a.take(s, user="before", request_id="rb").status == 201
     cluster.proxy.cut_link()
     cluster.replica.kill9()
@@ -686,10 +688,13 @@ def test_replica_down_with_min_replicas(cluster, servers, sale_id, run):
         assert r.status == 503, r
         assert r.headers.get("retry-after") == "1", r.headers
         assert r.body["error"] == "unavailable", r.body
+    # a deletion is a write like the others: not acknowledged before a replica has it
+    r = a.adm("DELETE", f"/v1/sales/{ended}")
+    assert r.status == 503 and r.headers.get("retry-after") == "1", r
     assert a.pub("GET", "/healthz").status == 503
     m = a.adm("GET", "/metrics").body
     waits = [ln for ln in m.split("\n") if ln.startswith("seckill_redis_wait_timeouts_total ")]
-    assert waits and int(waits[0].split()[1]) >= 20, waits
+    assert waits and int(waits[0].split()[1]) >= 21, waits
     cluster.proxy.heal()
     cluster.replica.start()
     wait_for(lambda: healthy(a), 15, "/healthz not back with the replica")
@@ -699,6 +704,9 @@ def test_replica_down_with_min_replicas(cluster, servers, sale_id, run):
         assert r.status in (200, 201), r
     assert a.sale(s)["sold"] == 21
     assert len(orders_on(cluster.replica.port, s)) == 21
+    # the deletion's retry decides too: it ran on the master (gone now) or it runs now
+    assert a.adm("DELETE", f"/v1/sales/{ended}").status in (200, 404)
+    assert a.adm("GET", f"/v1/sales/{ended}").status == 404
 
 
 @runs
