@@ -18,7 +18,10 @@ pid=$!
 until grep -q 'listening admin' "$dir/out" 2>/dev/null; do sleep 0.1; done
 pub=$(awk '/listening public/ {print $NF}' "$dir/out" | sed 's/.*://')
 adm=$(awk '/listening admin/ {print $NF}' "$dir/out" | sed 's/.*://')
-rss() { awk '/VmRSS/ {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status"; }
+rss() { # VmRSS, and of it the process's own memory (RssAnon: the heap, not SQLite's mapped -shm)
+  awk '/^VmRSS/ {r = $2} /^RssAnon/ {a = $2} END {printf "%.1f MiB (anon %.1f MiB)", r / 1024, a / 1024}' \
+    "/proc/$pid/status"
+}
 freed() { grep -o 'event=sales_freed count=[0-9]*' "$dir/err" | awk -F= '{n += $3} END {print n + 0}'; }
 sold() { curl -sf "127.0.0.1:$adm/metrics" | awk '/^seckill_sale_sold/ {s += $2} END {print s + 0}'; }
 json='Content-Type: application/json'

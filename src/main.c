@@ -10,6 +10,30 @@
 #include "util.h"
 #ifdef SK_MIMALLOC
 #include <mimalloc.h>
+#include <pthread.h>
+/* util.h's sk_mem_collect. mimalloc returns a free page to the system only some time after it
+ * became free (its decommit delays, 25 and 500 ms by default, which spare a busy thread giving
+ * back and taking again the same pages), and only at a later collection, which an idle worker
+ * never makes: the delays are 0 for the collection (one thread's at a time), then as they were. */
+static pthread_mutex_t collecting = PTHREAD_MUTEX_INITIALIZER;
+static long decommit_delay, segment_decommit_delay; /* mimalloc's, read at start */
+static void mem_collect(void)
+{
+    pthread_mutex_lock(&collecting);
+    mi_option_set(mi_option_decommit_delay, 0);
+    mi_option_set(mi_option_segment_decommit_delay, 0);
+    mi_collect(true);
+    mi_option_set(mi_option_decommit_delay, decommit_delay);
+    mi_option_set(mi_option_segment_decommit_delay, segment_decommit_delay);
+    pthread_mutex_unlock(&collecting);
+}
+#else
+#include <malloc.h>
+/* util.h's sk_mem_collect: glibc's free memory back to the system, from every arena */
+static void mem_collect(void)
+{
+    malloc_trim(0);
+}
 #endif
 
 /* -t: every problem of the configuration on stderr, nothing opened; 0 when there is none. */
@@ -50,7 +74,10 @@ int main(int argc, char **argv)
         sk_config_dispose(&cfg);
         return 1;
     }
+    sk_mem_collect = mem_collect;
 #ifdef SK_MIMALLOC
+    decommit_delay = mi_option_get(mi_option_decommit_delay);
+    segment_decommit_delay = mi_option_get(mi_option_segment_decommit_delay);
     int v = mi_version(); /* also keeps the link to libmimalloc under --as-needed */
     sk_log(SK_LOG_INFO, "event=allocator name=mimalloc version=%d.%d.%d", v / 100, v / 10 % 10, v % 10);
 #else

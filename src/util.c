@@ -16,6 +16,8 @@ static void oom(size_t n)
     abort();
 }
 
+void (*sk_mem_collect)(void);
+
 void *sk_malloc(size_t n)
 {
     void *p = malloc(n ? n : 1);

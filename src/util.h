@@ -16,6 +16,13 @@ char *sk_strndup(const char *s, size_t n); /* NULL in, NULL out */
  * result, cut to fit, is always NUL-terminated. Returns out. */
 char *sk_url_redact(const char *url, char *out, size_t outlen);
 
+/* Gives what the calling thread has freed back to the system, where the allocator keeps it for
+ * the thread otherwise: mimalloc keeps a thread's freed pages (and the frees other threads made
+ * into them) for that thread's next allocations. Set by main.c for the allocator seckilld is
+ * linked with; NULL (the library and the tests) does nothing. Called after freeing much at once
+ * (deleted sales, store_embed.c), never on a request's path. */
+extern void (*sk_mem_collect)(void);
+
 int64_t sk_now_ms(void); /* wall clock, milliseconds since the epoch */
 int64_t sk_mono_ms(void);
 
