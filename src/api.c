@@ -21,6 +21,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "parse.h"
+#include "phr.h"
 #include "proxy.h"
 #include "ratelimit.h"
 #include "render.h"
@@ -671,18 +672,6 @@ int sk_api_token_ok(const h2o_req_t *req, const char *token)
         return 0;
     return CRYPTO_memcmp(v.base + 7, token, tlen) == 0;
 }
-
-/* h2o's own request parser (picohttpparser, in libh2o): the head is read again exactly as h2o
- * read it */
-struct phr_header {
-    const char *name;
-    size_t name_len;
-    const char *value;
-    size_t value_len;
-};
-int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len, const char **path,
-                      size_t *path_len, int *minor_version, struct phr_header *headers, size_t *num_headers,
-                      size_t last_len);
 
 static int name_is(const struct phr_header *h, const char *lit, size_t n)
 {

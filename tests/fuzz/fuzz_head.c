@@ -27,18 +27,8 @@
 #include "dashboard.h"
 #include "error.h"
 #include "fuzz_util.h"
+#include "phr.h"
 #include "router.h"
-
-/* picohttpparser, as built into libh2o (its header is not installed) */
-struct phr_header {
-    const char *name;
-    size_t name_len;
-    const char *value;
-    size_t value_len;
-};
-int phr_parse_request(const char *buf, size_t len, const char **method, size_t *method_len, const char **path,
-                      size_t *path_len, int *minor_version, struct phr_header *headers, size_t *num_headers,
-                      size_t last_len);
 
 #define MAX_HEADERS 100 /* h2o's H2O_MAX_HEADERS */
 
