@@ -311,6 +311,27 @@ static void disc_on_auth(redisAsyncContext *ac, void *reply, void *privdata)
     (void)privdata;
 }
 
+/* An asynchronous connection to sentinel i on loop, with data, the callbacks and (where there is
+ * a password) the AUTH queued; NULL when it cannot even start (nothing is left to free). */
+static redisAsyncContext *sentinel_connect(h2o_loop_t *loop, const sk_redis_conf_t *conf, int i, sk_redis_ev_t *ev,
+                                           void *data, redisConnectCallback *on_connect,
+                                           redisDisconnectCallback *on_disconnect)
+{
+    const char *pw = conf->sentinel_password ? conf->sentinel_password : conf->password;
+    redisAsyncContext *ac = redisAsyncConnect(conf->sentinels[i].host, conf->sentinels[i].port);
+    if (ac == NULL || ac->err || sk_redis_attach(ev, ac, loop) != 0) {
+        if (ac != NULL)
+            redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = data;
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    if (pw != NULL)
+        redisAsyncCommand(ac, disc_on_auth, NULL, "AUTH %s", pw);
+    return ac;
+}
+
 sk_redis_disc_t *sk_redis_disc_start(h2o_loop_t *loop, const sk_redis_conf_t *conf, void (*ready)(void *ctx), void *ctx)
 {
     sk_redis_disc_t *d = sk_calloc(1, sizeof(*d));
@@ -318,25 +339,17 @@ sk_redis_disc_t *sk_redis_disc_start(h2o_loop_t *loop, const sk_redis_conf_t *co
     d->ready = ready;
     d->ctx = ctx;
     d->finishing = 1; /* no ready() while starting: a refused connect may end a query at once */
-    const char *pw = conf->sentinel_password ? conf->sentinel_password : conf->password;
     for (int i = 0; i < conf->nsentinels; i++) {
         query_t *q = &d->q[d->nq++];
         q->d = d;
         q->left = Q_N;
-        redisAsyncContext *ac = redisAsyncConnect(conf->sentinels[i].host, conf->sentinels[i].port);
-        if (ac == NULL || ac->err || sk_redis_attach(&q->ev, ac, loop) != 0) {
-            if (ac != NULL)
-                redisAsyncFree(ac);
+        redisAsyncContext *ac = sentinel_connect(loop, conf, i, &q->ev, q, disc_on_connect, disc_on_disconnect);
+        if (ac == NULL) {
             q->done = 1;
             d->ndone++;
             continue;
         }
-        ac->data = q;
         q->ac = ac;
-        redisAsyncSetConnectCallback(ac, disc_on_connect);
-        redisAsyncSetDisconnectCallback(ac, disc_on_disconnect);
-        if (pw != NULL)
-            redisAsyncCommand(ac, disc_on_auth, NULL, "AUTH %s", pw);
         redisAsyncCommand(ac, disc_on_reply, (void *)(intptr_t)Q_ADDR, "SENTINEL get-master-addr-by-name %s",
                           conf->master_name);
         redisAsyncCommand(ac, disc_on_reply, (void *)(intptr_t)Q_MASTER, "SENTINEL MASTER %s", conf->master_name);
@@ -501,20 +514,12 @@ static void sub_on_message(redisAsyncContext *ac, void *reply, void *privdata)
 static void sub_connect(sk_redis_watch_t *w, int i)
 {
     sub_t *s = &w->subs[i];
-    const char *pw = w->conf->sentinel_password ? w->conf->sentinel_password : w->conf->password;
-    redisAsyncContext *ac = redisAsyncConnect(w->conf->sentinels[i].host, w->conf->sentinels[i].port);
-    if (ac == NULL || ac->err || sk_redis_attach(&s->ev, ac, w->loop) != 0) {
-        if (ac != NULL)
-            redisAsyncFree(ac);
+    redisAsyncContext *ac = sentinel_connect(w->loop, w->conf, i, &s->ev, s, sub_on_connect, sub_on_disconnect);
+    if (ac == NULL) {
         sub_gone(s);
         return;
     }
-    ac->data = s;
     s->ac = ac;
-    redisAsyncSetConnectCallback(ac, sub_on_connect);
-    redisAsyncSetDisconnectCallback(ac, sub_on_disconnect);
-    if (pw != NULL)
-        redisAsyncCommand(ac, disc_on_auth, NULL, "AUTH %s", pw);
     redisAsyncCommand(ac, sub_on_message, s, "SUBSCRIBE +switch-master");
 }
 
