@@ -64,8 +64,8 @@
 #define RELAY_BATCH 500   /* entries per copy (relay.lua) */
 #define RELAY_PAR 16      /* slots relayed at once */
 #define RELAY_TRIES 8     /* copies of a slot refused (another relay moved on) per round */
-#define RELAY_SLOT_KEEP_MS                                                                                             \
-    10000 /* a slot stream keeps its copied entries this long (a failover of the merged feed's master) */
+/* a slot stream keeps its copied entries this long (for a failover of the merged feed's master) */
+#define RELAY_SLOT_KEEP_MS 5000
 /* holds per reap call (~5 ms of Redis); a sale with more due gets the next call at once */
 #define REAP_MAX 1000
 
@@ -354,6 +354,7 @@ typedef struct cmd_s {
     size_t bloblen;
     int tries;    /* C_RELAY_*: copies refused so far */
     int at_end;   /* C_RELAY_COPY: the entries reach the stream's end as read */
+    int gap;      /* C_RELAY_COPY: the entry at the position had gone */
     char pos[48]; /* C_RELAY_READ, C_RELAY_COPY: the position read after */
 } cmd_t;
 
@@ -619,10 +620,11 @@ static int cmd_send(cmd_t *cmd)
     if (cmd->type == C_REINDEX_SLOT)
         return sk_redis_send(c, &cmd->super, SK_REDIS_ARGS("ZRANGE", cmd->key, "0", "0", "WITHSCORES"));
     if (cmd->type == C_RELAY_READ) {
-        char start[52], count[16];
-        snprintf(start, sizeof(start), "%s%s", strcmp(cmd->pos, "0-0") == 0 ? "-" : "(",
-                 strcmp(cmd->pos, "0-0") == 0 ? "" : cmd->pos);
-        snprintf(count, sizeof(count), "%d", RELAY_BATCH);
+        /* from the position itself, which is still there unless entries were lost (relay_read_done) */
+        int none = strcmp(cmd->pos, "0-0") == 0;
+        char count[16];
+        snprintf(count, sizeof(count), "%d", RELAY_BATCH + !none);
+        const char *start = none ? "-" : cmd->pos;
         return sk_redis_send(c, &cmd->super, SK_REDIS_ARGS("XRANGE", cmd->key, start, "+", "COUNT", count));
     }
     if (cmd->type == C_RELAY_TRIM)
@@ -1751,14 +1753,12 @@ static void mp_str(sk_buf_t *b, const char *s, size_t n)
     sk_buf_append(b, s, n);
 }
 
-/* XRANGE's reply as relay.lua's argument: an array of {id, field, value, ...}. -1 when it is not
- * a stream's range. */
-static int relay_pack(const redisReply *rep, sk_buf_t *b)
+/* XRANGE's reply from its element `from` on as relay.lua's argument: an array of {id, field,
+ * value, ...}. -1 when it is not a stream's range. */
+static int relay_pack(const redisReply *rep, size_t from, sk_buf_t *b)
 {
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
-        return -1;
-    mp_head(b, rep->elements, 0x90, 0xdc, 0xdd);
-    for (size_t i = 0; i < rep->elements; i++) {
+    mp_head(b, rep->elements - from, 0x90, 0xdc, 0xdd);
+    for (size_t i = from; i < rep->elements; i++) {
         const redisReply *e = rep->element[i];
         if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
             e->element[1]->type != REDIS_REPLY_ARRAY)
@@ -1840,10 +1840,29 @@ static void relay_pos_done(worker_t *w, cmd_t *cmd, redisReply *rep)
     relay_read(w, cmd->sslot, cmd->ver, cmd->tries);
 }
 
+/* The slot stream from its position on: the entry at the position itself comes first (and is not
+ * copied again), unless it has gone. The relay's own trim keeps it (RELAY_SLOT_KEEP_MS before the
+ * newest position), so it has gone only when the stream was capped (common.lua's FEED_SLOT_KEEP:
+ * the relay fell that far behind) or its master failed over without it: entries may have been
+ * lost, which the copy's answer logs when the position was the stored one. */
 static void relay_read_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
     sk_buf_t b = {0};
-    if (relay_pack(rep, &b) != 0) {
+    size_t from = 0;
+    int none = strcmp(cmd->pos, "0-0") == 0, gap = 0;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        relay_end_job(w, 1);
+        return;
+    }
+    if (!none && rep->elements > 0) {
+        const redisReply *e = rep->element[0];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 && e->element[0]->type == REDIS_REPLY_STRING &&
+            e->element[0]->len == strlen(cmd->pos) && memcmp(e->element[0]->str, cmd->pos, e->element[0]->len) == 0)
+            from = 1;
+        else
+            gap = 1;
+    }
+    if (relay_pack(rep, from, &b) != 0) {
         sk_buf_dispose(&b);
         relay_end_job(w, 1);
         return;
@@ -1851,10 +1870,11 @@ static void relay_read_done(worker_t *w, cmd_t *cmd, redisReply *rep)
     cmd_t *copy = relay_cmd(w, C_RELAY_COPY, S_RELAY, cmd->sslot, cmd->ver, cmd->tries);
     copy->slot = w->r->feed_slot;
     snprintf(copy->pos, sizeof(copy->pos), "%s", cmd->pos); /* what was read after */
-    copy->at_end = rep->elements < RELAY_BATCH;
+    copy->at_end = rep->elements - from < RELAY_BATCH;
     copy->blob = b.p;
     copy->bloblen = b.len;
-    copy->nreqs = rep->elements; /* how many entries */
+    copy->nreqs = rep->elements - from; /* how many entries */
+    copy->gap = gap;
     if (relay_send(copy) != 0)
         relay_end_job(w, 1);
 }
@@ -1875,6 +1895,8 @@ static void relay_copy_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         relay_end_job(w, 1);
         return;
     }
+    if (code == RC_OK && cmd->gap) /* the position was the stored one: what followed it may be lost */
+        sk_log(SK_LOG_WARN, "event=feed_relay_gap slot=%d after=%s copied_to=%.*s", slot, cmd->pos, (int)len, s);
     rl->pos[slot].hi = c.hi;
     rl->pos[slot].lo = c.lo;
     rl->pos[slot].known = 1;

@@ -29,8 +29,9 @@ local SALE_ID = string.sub(KEYS[1], 5, -2)
 
 -- On a Redis Cluster the feed is the slot's own stream, which worker 0 of every instance copies
 -- into the one merged stream sk:{feed} (relay.lua, docs/redis.md): each keeps about its last
--- FEED_SLOT_KEEP entries, trimmed as it is written (the relay trims what it copied sooner).
-local FEED_SLOT_KEEP = 10000
+-- FEED_SLOT_KEEP entries, trimmed as it is written: a bound for a relay that stalls (the relay
+-- itself trims what it copied a few seconds after copying it).
+local FEED_SLOT_KEEP = 100000
 local FEED_PER_SLOT = string.sub(K.feed or '', 1, 8) == 'sk:slot:'
 
 -- The result codes (R_OK, R_SOLD_OUT, ...) are not defined here: store_redis.c writes them ahead of
