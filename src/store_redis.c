@@ -168,6 +168,7 @@ static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":ri
 #define SLOT_DUE ":due"               /* sorted set: sale id -> its earliest hold deadline (or earlier) */
 #define SLOT_TOMBSTONES ":tombstones" /* hash: deleted sale id -> its last order id */
 #define SLOT_FEED ":feed"             /* Redis Cluster: stream, the feed of the slot's sales (common.lua) */
+#define SLOT_RELAYED ":relayed" /* Redis Cluster with --redis-min-replicas: string, the relay's last read position */
 /* The index, one of each per deployment (tag {i}), written by plain commands and index scripts
  * only, never with a sale's keys: */
 static const char IDX_SLOTS[] = "sk:idx:{i}:slots"; /* set: slots that may hold sales (put adds first) */
@@ -289,7 +290,9 @@ typedef struct relay_s {
     struct {
         uint64_t hi, lo;
         int known;
+        int64_t copied_at; /* mono ms of this relay's last copy into it */
     } pos[SK_REDIS_SLOTS]; /* each slot stream's position in sk:{feed}:pos, as last seen */
+    int feed_lost;         /* the merged feed's master was unreachable: recheck once it is back */
 } relay_t;
 
 typedef enum cmd_type_e {
@@ -318,6 +321,8 @@ typedef enum cmd_type_e {
     C_RELAY_READ,    /* ... XRANGE of its feed stream after it, then ... */
     C_RELAY_COPY,    /* ... relay.lua (again while more), then ... */
     C_RELAY_TRIM,    /* ... XTRIM of what was copied a while ago */
+    C_RELAY_SYNC,    /* with --redis-min-replicas, after the read: a write on the slot's master, then ... */
+    C_RELAY_WAIT,    /* ... WAIT: what was read is on the replicas before it is copied */
     C_RELAY_MARK,    /* any worker on a cluster: relay_mark.lua */
     C_WAIT,          /* WAIT after a write (--redis-min-replicas): answers what the write decided */
 } cmd_type_t;
@@ -352,10 +357,11 @@ typedef struct cmd_s {
     char sale[SK_SALE_ID_MAX + 1]; /* C_LIST_VIEW */
     char *blob;                    /* C_RELAY_COPY: the entries (MessagePack); C_RELAY_MARK: the slots; owned */
     size_t bloblen;
-    int tries;    /* C_RELAY_*: copies refused so far */
-    int at_end;   /* C_RELAY_COPY: the entries reach the stream's end as read */
-    int gap;      /* C_RELAY_COPY: the entry at the position had gone */
-    char pos[48]; /* C_RELAY_READ, C_RELAY_COPY: the position read after */
+    int tries;          /* C_RELAY_*: copies refused so far */
+    int at_end;         /* C_RELAY_COPY: the entries reach the stream's end as read */
+    int gap;            /* C_RELAY_COPY: the entry at the position had gone */
+    char pos[48];       /* C_RELAY_READ, C_RELAY_COPY: the position read after */
+    struct cmd_s *then; /* C_RELAY_WAIT: the copy it lets go; owned */
 } cmd_t;
 
 /* ---- replies ---- */
@@ -629,6 +635,12 @@ static int cmd_send(cmd_t *cmd)
     }
     if (cmd->type == C_RELAY_TRIM)
         return sk_redis_send(c, &cmd->super, SK_REDIS_ARGS("XTRIM", cmd->key, "MINID", cmd->val));
+    if (cmd->type == C_RELAY_WAIT) {
+        char n[16], ms[16];
+        snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
+        snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
+        return sk_redis_send(c, &cmd->super, SK_REDIS_ARGS("WAIT", n, ms));
+    }
     if (cmd->super.script == NULL)
         return cmd->val[0] != '\0' ? sk_redis_send(c, &cmd->super, SK_REDIS_ARGS(cmd->verb, cmd->key, cmd->val))
                                    : sk_redis_send(c, &cmd->super, SK_REDIS_ARGS(cmd->verb, cmd->key));
@@ -1875,6 +1887,46 @@ static void relay_read_done(worker_t *w, cmd_t *cmd, redisReply *rep)
     copy->bloblen = b.len;
     copy->nreqs = rep->elements - from; /* how many entries */
     copy->gap = gap;
+    if (w->r->conf.min_replicas > 0 && copy->nreqs > 0) {
+        /* --redis-min-replicas: nothing is copied that a failover of the slot's master could
+         * still lose with its order. A write after the read, on the same connection, then WAIT:
+         * once the replicas have that write they have every entry read before it. */
+        cmd_t *sync = relay_cmd(w, C_RELAY_SYNC, -1, cmd->sslot, 0, 0), *wait;
+        char key[64];
+        sync->slot = cmd->sslot;
+        sync->via = cmd->super.conn;
+        slot_key(key, sizeof(key), cmd->sslot, SLOT_RELAYED);
+        cmd_plain(sync, "SET", key, cmd->pos);
+        if (relay_send(sync) != 0) {
+            free(copy->blob);
+            free(copy);
+            relay_end_job(w, 1);
+            return;
+        }
+        wait = relay_cmd(w, C_RELAY_WAIT, -1, cmd->sslot, 0, 0);
+        wait->via = cmd->super.conn;
+        wait->then = copy;
+        if (relay_send(wait) != 0) {
+            free(copy->blob);
+            free(copy);
+            relay_end_job(w, 1);
+        }
+        return;
+    }
+    if (relay_send(copy) != 0)
+        relay_end_job(w, 1);
+}
+
+static void relay_wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    cmd_t *copy = cmd->then;
+    cmd->then = NULL;
+    if (!sk_redis_conn_waited(cmd->super.conn, rep)) { /* not on enough replicas yet: the mark stays */
+        free(copy->blob);
+        free(copy);
+        relay_end_job(w, 1);
+        return;
+    }
     if (relay_send(copy) != 0)
         relay_end_job(w, 1);
 }
@@ -1900,6 +1952,8 @@ static void relay_copy_done(worker_t *w, cmd_t *cmd, redisReply *rep)
     rl->pos[slot].hi = c.hi;
     rl->pos[slot].lo = c.lo;
     rl->pos[slot].known = 1;
+    if (code == RC_OK && cmd->nreqs > 0)
+        rl->pos[slot].copied_at = sk_mono_ms();
     if (code == RC_OK && cmd->nreqs > 0 && c.hi > RELAY_SLOT_KEEP_MS) {
         /* what was copied a while ago leaves the slot stream (failing is harmless: the next does it) */
         cmd_t *trim = relay_cmd(w, C_RELAY_TRIM, -1, slot, 0, 0);
@@ -1966,12 +2020,41 @@ static void relay_poll_done(worker_t *w, redisReply *rep)
     relay_run(w);
 }
 
+/* The merged feed's master back after it was out of reach (a failover may have lost its last
+ * copies, positions and marks together): the slots this relay copied into lately are marked
+ * again, while their streams still hold what was copied (RELAY_SLOT_KEEP_MS), and every position
+ * is read again. */
+static void relay_recheck(worker_t *w)
+{
+    relay_t *rl = w->relay;
+    int64_t since = sk_mono_ms() - RELAY_SLOT_KEEP_MS;
+    int n = 0;
+    for (int i = 0; i < SK_REDIS_SLOTS; i++) {
+        rl->pos[i].known = 0;
+        if (rl->pos[i].copied_at != 0 && rl->pos[i].copied_at >= since) {
+            relay_mark(w, i);
+            n++;
+        }
+    }
+    if (n > 0)
+        sk_log(SK_LOG_INFO, "event=feed_relay_recheck slots=%d", n);
+}
+
 /* The start of a round, when its time has come and none is running. */
 static void relay_tick(worker_t *w)
 {
     relay_t *rl = w->relay;
-    if (rl == NULL || w->closing || rl->polling || rl->out > 0 || rl->next < rl->ntodo ||
-        sk_mono_ms() < rl->next_poll || !route_up(w, w->r->feed_slot))
+    if (rl == NULL || w->closing)
+        return;
+    if (!route_up(w, w->r->feed_slot)) {
+        rl->feed_lost = 1;
+        return;
+    }
+    if (rl->feed_lost) {
+        rl->feed_lost = 0;
+        relay_recheck(w);
+    }
+    if (rl->polling || rl->out > 0 || rl->next < rl->ntodo || sk_mono_ms() < rl->next_poll)
         return;
     cmd_t *cmd = cmd_new(w, C_RELAY_POLL, -1);
     cmd->slot = w->r->feed_slot;
@@ -2067,7 +2150,7 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
     cmd_t *cmd = (cmd_t *)super;
     worker_t *w = cmd->w;
     if (rep != NULL && rep->type == REDIS_REPLY_ERROR && w->r->cl != NULL && cmd->type != C_ASKING &&
-        cmd->type != C_WAIT && redirect(cmd, rep))
+        cmd->type != C_WAIT && cmd->type != C_RELAY_WAIT && redirect(cmd, rep))
         return;
     /* on a cluster, a script that may have written its slot's feed stream: the relay is told */
     if (w->r->cl != NULL && (cmd->type == C_TAKE || cmd->type == C_CHANGE || cmd->type == C_REAP ||
@@ -2141,6 +2224,10 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
         relay_copy_done(w, cmd, rep);
         break;
     case C_RELAY_TRIM:
+    case C_RELAY_SYNC:
+        break;
+    case C_RELAY_WAIT:
+        relay_wait_done(w, cmd, rep);
         break;
     default:
         req_done(w, cmd, rep);
