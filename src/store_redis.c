@@ -61,9 +61,11 @@
 #define FEEDTRIM_EVERY_MS 300  /* worker 0 trims the feed this often (not on a cluster) */
 /* Redis Cluster: the relay of the slots' feed streams into the merged feed (worker 0) */
 #define RELAY_IDLE_MS 200 /* it reads the marks this often while a round finds none */
-#define RELAY_BATCH 500   /* entries per copy (relay.lua) */
-#define RELAY_PAR 16      /* slots relayed at once */
-#define RELAY_TRIES 8     /* copies of a slot refused (another relay moved on) per round */
+#define RELAY_BUSY_MS 20  /* ... but this often for RELAY_TAIL_MS after a round that had some */
+#define RELAY_TAIL_MS 300
+#define RELAY_BATCH 500 /* entries per copy (relay.lua) */
+#define RELAY_PAR 16    /* slots relayed at once */
+#define RELAY_TRIES 8   /* copies of a slot refused (another relay moved on) per round */
 /* a slot stream keeps its copied entries this long (for a failover of the merged feed's master) */
 #define RELAY_SLOT_KEEP_MS 5000
 /* holds per reap call (~5 ms of Redis); a sale with more due gets the next call at once */
@@ -293,6 +295,10 @@ typedef struct relay_s {
         int64_t copied_at; /* mono ms of this relay's last copy into it */
     } pos[SK_REDIS_SLOTS]; /* each slot stream's position in sk:{feed}:pos, as last seen */
     int feed_lost;         /* the merged feed's master was unreachable: recheck once it is back */
+    int64_t last_work;     /* mono ms of the last round that had marks */
+    h2o_timeout_t t_busy;  /* RELAY_BUSY_MS: the next round soon after a busy one */
+    h2o_timeout_entry_t e_busy;
+    worker_t *w;
 } relay_t;
 
 typedef enum cmd_type_e {
@@ -1989,10 +1995,27 @@ static void relay_run(worker_t *w)
     if (rl->out > 0 || rl->next < rl->ntodo)
         return;
     int64_t now = sk_mono_ms();
-    rl->next_poll = rl->ntodo > 0 && !rl->failed ? now : now + RELAY_IDLE_MS;
+    if (rl->ntodo > 0 && !rl->failed) {
+        rl->last_work = now;
+        rl->next_poll = now;
+    } else if (!rl->failed && now - rl->last_work < RELAY_TAIL_MS) {
+        /* a storm's last marks may be on their way: look again soon rather than at the next idle
+         * read (a follower's lag at the end of a storm) */
+        rl->next_poll = now + RELAY_BUSY_MS;
+        if (!h2o_timeout_is_linked(&rl->e_busy))
+            h2o_timeout_link(w->loop, &rl->t_busy, &rl->e_busy);
+    } else {
+        rl->next_poll = now + RELAY_IDLE_MS;
+    }
     rl->ntodo = rl->next = 0;
     rl->failed = 0;
     relay_tick(w);
+}
+
+static void on_relay_busy(h2o_timeout_entry_t *e)
+{
+    relay_t *rl = SK_CONTAINER_OF(e, relay_t, e_busy);
+    relay_tick(rl->w);
 }
 
 static void relay_poll_done(worker_t *w, redisReply *rep)
@@ -2054,7 +2077,7 @@ static void relay_tick(worker_t *w)
         rl->feed_lost = 0;
         relay_recheck(w);
     }
-    if (rl->polling || rl->out > 0 || rl->next < rl->ntodo || sk_mono_ms() < rl->next_poll)
+    if (rl->polling || rl->out > 0 || rl->next < rl->ntodo || sk_mono_ms() + 1 < rl->next_poll)
         return;
     cmd_t *cmd = cmd_new(w, C_RELAY_POLL, -1);
     cmd->slot = w->r->feed_slot;
@@ -2314,8 +2337,12 @@ static int redis_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store
     w->two = r->conf.min_replicas > 0;
     if (r->cl != NULL) { /* a connection per master instead (cluster_sync) */
         memset(w->slot_node, 0xff, sizeof(w->slot_node));
-        if (w->index == 0)
+        if (w->index == 0) {
             w->relay = sk_calloc(1, sizeof(*w->relay));
+            w->relay->w = w;
+            h2o_timeout_init(w->loop, &w->relay->t_busy, RELAY_BUSY_MS);
+            w->relay->e_busy.cb = on_relay_busy;
+        }
         sk_redis_conn_init_down(&w->conn, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
         if (w->two)
             sk_redis_conn_init_down(&w->conn2, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
@@ -2345,8 +2372,12 @@ static void redis_worker_close(sk_store_worker_t *super)
     w->nnodes = 0;
     nodes_dispose(w);
     free(w->reindex_slots);
-    if (w->relay != NULL)
+    if (w->relay != NULL) {
         free(w->relay->todo);
+        if (h2o_timeout_is_linked(&w->relay->e_busy))
+            h2o_timeout_unlink(&w->relay->e_busy);
+        h2o_timeout_dispose(w->loop, &w->relay->t_busy);
+    }
     free(w->relay);
     run_failq(w);
     sk_map_dispose(&w->sales, ws_free);
