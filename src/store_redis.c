@@ -29,7 +29,9 @@
  * +switch-master watch (redis_ha.c), which moves every worker's connections.
  *
  * Worker 0 of each instance also sweeps held orders past their deadline: it asks the index for
- * the slots due (at the next deadline, and at least every SWEEP_IDLE_MS), and reaps only those. */
+ * the slots due (at the next deadline, and at least every SWEEP_IDLE_MS), and reaps only those.
+ * On a Redis Cluster it also relays the slots' feed streams into the one merged feed, reading
+ * only the slots that workers marked after their scripts ("the relay", below). */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,10 +64,10 @@
 /* Redis Cluster: the relay of the slots' feed streams into the merged feed (worker 0) */
 #define RELAY_IDLE_MS 200 /* it reads the marks this often while a round finds none */
 #define RELAY_BUSY_MS 20  /* ... but this often for RELAY_TAIL_MS after a round that had some */
-#define RELAY_TAIL_MS 300
-#define RELAY_BATCH 500 /* entries per copy (relay.lua) */
-#define RELAY_PAR 16    /* slots relayed at once */
-#define RELAY_TRIES 8   /* copies of a slot refused (another relay moved on) per round */
+#define RELAY_TAIL_MS 300 /* (a storm's last marks may still be on their way) */
+#define RELAY_BATCH 500   /* entries per copy (relay.lua) */
+#define RELAY_PAR 16      /* slots relayed at once */
+#define RELAY_TRIES 8     /* copies of a slot refused (another relay moved on) per round */
 /* a slot stream keeps its copied entries this long (for a failover of the merged feed's master) */
 #define RELAY_SLOT_KEEP_MS 5000
 /* holds per reap call (~5 ms of Redis); a sale with more due gets the next call at once */
@@ -180,8 +182,8 @@ static const char IDX_VER[] = "sk:idx:{i}:ver";     /* hash: slot -> version (du
 #define REDIRECTS_MAX 5                             /* MOVED / ASK followed per command */
 #define DUE_RETRY_MAX 256                           /* failed due_add calls kept for a retry, per worker */
 #define REINDEX_PER_TICK 200                        /* slots read per 100 ms by the reindex at start */
-/* The winners feed on a single Redis or under Sentinel (a cluster has the slots' SLOT_FEED instead,
- * and no GET /v1/orders until a relay merges them: docs/redis.md, "The winners feed"): */
+/* The winners feed on a single Redis or under Sentinel (a cluster's scripts write the slots'
+ * SLOT_FEED instead, which the relay merges into CL_FEED_KEY: docs/redis.md, "The winners feed"): */
 static const char FEED_KEY[] = "sk:feed";                 /* stream: every order event of every sale, in one order */
 static const char FEED_TRIMMED_KEY[] = "sk:feed:trimmed"; /* string: the last entry id the retention removed */
 /* On a Redis Cluster the merged feed and what the relay keeps next to it, all in the slot of {feed}
@@ -320,11 +322,11 @@ typedef enum cmd_type_e {
     C_ASKING,        /* ASKING ahead of a command sent after an ASK redirection */
     C_REINDEX_SLOTS, /* at start: the slots in use, then ... */
     C_REINDEX_SLOT,  /* ... each slot's earliest deadline into the index (due_add) */
-    C_FEED,          /* GET /v1/orders (not on a cluster) */
+    C_FEED,          /* GET /v1/orders */
     C_FEEDTRIM,      /* worker 0: the feed's retention (not on a cluster) */
     C_RELAY_POLL,    /* worker 0 on a cluster: the marked slots, then per slot ... */
     C_RELAY_POS,     /* ... its position, if not known, then ... */
-    C_RELAY_READ,    /* ... XRANGE of its feed stream after it, then ... */
+    C_RELAY_READ,    /* ... XRANGE of its feed stream from it, then ... */
     C_RELAY_COPY,    /* ... relay.lua (again while more), then ... */
     C_RELAY_TRIM,    /* ... XTRIM of what was copied a while ago */
     C_RELAY_SYNC,    /* with --redis-min-replicas, after the read: a write on the slot's master, then ... */
@@ -1998,7 +2000,7 @@ static void relay_run(worker_t *w)
     if (rl->ntodo > 0 && !rl->failed) {
         rl->last_work = now;
         rl->next_poll = now;
-    } else if (!rl->failed && now - rl->last_work < RELAY_TAIL_MS) {
+    } else if (!rl->failed && !w->closing && now - rl->last_work < RELAY_TAIL_MS) {
         /* a storm's last marks may be on their way: look again soon rather than at the next idle
          * read (a follower's lag at the end of a storm) */
         rl->next_poll = now + RELAY_BUSY_MS;
