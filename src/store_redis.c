@@ -193,6 +193,7 @@ static const char CL_FEED_TRIMMED_KEY[] = "sk:{feed}:trimmed"; /* string: as FEE
 static const char CL_FEED_GONE_KEY[] = "sk:{feed}:gone";       /* hash: deleted sale -> its last order id */
 static const char CL_FEED_POS_KEY[] = "sk:{feed}:pos";         /* hash: slot stream -> last entry id copied */
 static const char CL_FEED_DIRTY_KEY[] = "sk:{feed}:dirty";     /* hash: slot -> mark version (relay_mark.lua) */
+static const char CL_FEED_MARKSEQ_KEY[] = "sk:{feed}:markseq"; /* string: the marks' versions' counter */
 
 typedef struct redis_s {
     sk_store_t super;
@@ -868,8 +869,9 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
         sk_redis_arg(a, cmd->blob, cmd->bloblen);
         return;
     case C_RELAY_MARK:
-        sk_redis_arg_u(a, 1);
+        sk_redis_arg_u(a, 2);
         sk_redis_arg_s(a, CL_FEED_DIRTY_KEY);
+        sk_redis_arg_s(a, CL_FEED_MARKSEQ_KEY);
         sk_redis_arg(a, cmd->blob, cmd->bloblen);
         return;
     default:
@@ -1656,7 +1658,7 @@ static void reindex_slot_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 /* ---- Redis Cluster: the relay of the slots' feed streams into one merged feed ----
  *
  * Every script that may write a slot's feed stream is followed, from the worker that sent it, by a
- * mark of that slot in sk:{feed}:dirty (relay_mark.lua: its version moves on). Worker 0 of every
+ * mark of that slot in sk:{feed}:dirty (relay_mark.lua: a version never given before). Worker 0 of every
  * instance reads the marks (every RELAY_IDLE_MS while there are none, at once after a round that
  * had some), and for each marked slot reads its stream after the slot's position and copies the
  * entries with relay.lua, which lands them only if the position is still the stored one and
