@@ -4,9 +4,11 @@ orders (default 100,000) taken with ab over 64 keep-alive connections. Prints ho
 follower saw, whether each order was seen exactly once and in order, the storm's rate, and the
 follower's lag at the end: from the storm's last answer to the follower holding the last event.
 
-Usage: bench/feed.py [sqlite|redis] [N]
+Usage: bench/feed.py [sqlite|redis|redis-cluster] [N]
 Env:   SECKILLD (default build/seckilld), REDIS_SERVER (default /usr/bin/redis-server)
-Needs: ab (apache2-utils); redis-server for the Redis store (appendonly yes, appendfsync always).
+Needs: ab (apache2-utils); redis-server for the Redis stores (appendonly yes, appendfsync always);
+       redis-cli too for redis-cluster (3 masters, no replicas, made by the e2e suite's RedisCluster:
+       the follower reads the merged feed that the relay fills, docs/redis.md).
 """
 import http.client
 import json
@@ -44,8 +46,14 @@ def main():
         sys.exit("bench/feed.py: needs ab (apache2-utils)")
     d = tempfile.mkdtemp(prefix="seckill-feed.")
     procs = []
+    cluster = None
     try:
-        if STORE == "redis":
+        if STORE == "redis-cluster":
+            sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
+            import conftest  # the e2e suite's RedisCluster
+            cluster = conftest.RedisCluster(d, masters=3, replicas=0).start()
+            url = cluster.url
+        elif STORE == "redis":
             port = free_port()
             procs.append(subprocess.Popen([REDIS, "--port", str(port), "--bind", "127.0.0.1", "--dir", d,
                                            "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
@@ -114,6 +122,8 @@ def main():
               f"exactly_once={sorted(ids) == list(range(1, N + 1))}")
         print(f"lag at the end: {max(0.0, t_last - t_end) * 1000:.0f} ms (last answer of the storm -> last event "
               f"at the follower)")
+        if STORE == "redis-cluster":  # the relay's own report of entries lost before it copied them
+            print(f"relay gaps logged: {open(f'{d}/err').read().count('event=feed_relay_gap')}")
         ok = sorted(ids) == list(range(1, N + 1)) and ids == sorted(ids) and t_last - t_end < 1.0
         sys.exit(0 if ok else 1)
     finally:
@@ -123,6 +133,8 @@ def main():
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if cluster is not None:
+            cluster.stop()
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -29,7 +29,6 @@
     XX(RATE_LIMITED, 429, "rate_limited", "too many requests from this client")                                        \
     XX(TOO_MANY_SALES, 507, "too_many_sales", "the server's sale table is full")                                       \
     XX(INTERNAL, 500, "internal", "internal error")                                                                    \
-    XX(FEED_UNAVAILABLE, 501, "feed_unavailable", "the winners feed is not available on a Redis Cluster yet")          \
     XX(UNAVAILABLE, 503, "unavailable", "the store is unreachable or failed; the outcome is unknown")
 
 /* 0 is success; every error is negative so that `if (rc < 0)` reads naturally. */

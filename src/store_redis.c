@@ -29,7 +29,9 @@
  * +switch-master watch (redis_ha.c), which moves every worker's connections.
  *
  * Worker 0 of each instance also sweeps held orders past their deadline: it asks the index for
- * the slots due (at the next deadline, and at least every SWEEP_IDLE_MS), and reaps only those. */
+ * the slots due (at the next deadline, and at least every SWEEP_IDLE_MS), and reaps only those.
+ * On a Redis Cluster it also relays the slots' feed streams into the one merged feed, reading
+ * only the slots that workers marked after their scripts ("the relay", below). */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,13 +61,22 @@
 #define BG_TICK_MS 100         /* worker 0's background timer */
 #define SWEEP_IDLE_MS 1000     /* worker 0 asks for due slots at least this often (a hold lasts >= 1 s) */
 #define FEEDTRIM_EVERY_MS 300  /* worker 0 trims the feed this often (not on a cluster) */
+/* Redis Cluster: the relay of the slots' feed streams into the merged feed (worker 0) */
+#define RELAY_IDLE_MS 200 /* it reads the marks this often while a round finds none */
+#define RELAY_BUSY_MS 20  /* ... but this often for RELAY_TAIL_MS after a round that had some */
+#define RELAY_TAIL_MS 300 /* (a storm's last marks may still be on their way) */
+#define RELAY_BATCH 500   /* entries per copy (relay.lua) */
+#define RELAY_PAR 16      /* slots relayed at once */
+#define RELAY_TRIES 8     /* copies of a slot refused (another relay moved on) per round */
+/* a slot stream keeps its copied entries this long (for a failover of the merged feed's master) */
+#define RELAY_SLOT_KEEP_MS 5000
 /* holds per reap call (~5 ms of Redis); a sale with more due gets the next call at once */
 #define REAP_MAX 1000
 
 /* the scripts, generated from the .lua files of src/lua by cmake/embed.cmake */
 extern const char sk_lua_common[], sk_lua_take[], sk_lua_put[], sk_lua_view[], sk_lua_order[], sk_lua_orders[],
     sk_lua_change[], sk_lua_reap[], sk_lua_delete[], sk_lua_due_get[], sk_lua_due_add[], sk_lua_due_set[],
-    sk_lua_feed[], sk_lua_feedtrim[];
+    sk_lua_feed[], sk_lua_feedtrim[], sk_lua_relay[], sk_lua_relay_mark[];
 
 enum script_e {
     S_TAKE,
@@ -81,6 +92,8 @@ enum script_e {
     S_DUE_SET,
     S_FEED,
     S_FEEDTRIM,
+    S_RELAY,
+    S_RELAY_MARK,
     S_COUNT
 };
 
@@ -93,7 +106,7 @@ static const struct {
     {"order", sk_lua_order, 1},       {"orders", sk_lua_orders, 1},   {"change", sk_lua_change, 0},
     {"reap", sk_lua_reap, 0},         {"delete", sk_lua_delete, 0},   {"due_get", sk_lua_due_get, 1},
     {"due_add", sk_lua_due_add, 0},   {"due_set", sk_lua_due_set, 0}, {"feed", sk_lua_feed, 1},
-    {"feedtrim", sk_lua_feedtrim, 0},
+    {"feedtrim", sk_lua_feedtrim, 0}, {"relay", sk_lua_relay, 0},     {"relay_mark", sk_lua_relay_mark, 0},
 };
 
 /* The scripts' result codes and what each answers: one list for C and Lua. load_scripts() writes
@@ -159,6 +172,7 @@ static const char *const KEY_SUFFIX[] = {"", ":users", ":holds", ":stream", ":ri
 #define SLOT_DUE ":due"               /* sorted set: sale id -> its earliest hold deadline (or earlier) */
 #define SLOT_TOMBSTONES ":tombstones" /* hash: deleted sale id -> its last order id */
 #define SLOT_FEED ":feed"             /* Redis Cluster: stream, the feed of the slot's sales (common.lua) */
+#define SLOT_RELAYED ":relayed" /* Redis Cluster with --redis-min-replicas: string, the relay's last read position */
 /* The index, one of each per deployment (tag {i}), written by plain commands and index scripts
  * only, never with a sale's keys: */
 static const char IDX_SLOTS[] = "sk:idx:{i}:slots"; /* set: slots that may hold sales (put adds first) */
@@ -168,10 +182,18 @@ static const char IDX_VER[] = "sk:idx:{i}:ver";     /* hash: slot -> version (du
 #define REDIRECTS_MAX 5                             /* MOVED / ASK followed per command */
 #define DUE_RETRY_MAX 256                           /* failed due_add calls kept for a retry, per worker */
 #define REINDEX_PER_TICK 200                        /* slots read per 100 ms by the reindex at start */
-/* The winners feed on a single Redis or under Sentinel (a cluster has the slots' SLOT_FEED instead,
- * and no GET /v1/orders until a relay merges them: docs/redis.md, "The winners feed"): */
+/* The winners feed on a single Redis or under Sentinel (a cluster's scripts write the slots'
+ * SLOT_FEED instead, which the relay merges into CL_FEED_KEY: docs/redis.md, "The winners feed"): */
 static const char FEED_KEY[] = "sk:feed";                 /* stream: every order event of every sale, in one order */
 static const char FEED_TRIMMED_KEY[] = "sk:feed:trimmed"; /* string: the last entry id the retention removed */
+/* On a Redis Cluster the merged feed and what the relay keeps next to it, all in the slot of {feed}
+ * (relay.lua; docs/redis.md, "The winners feed on a Redis Cluster"): */
+static const char CL_FEED_KEY[] = "sk:{feed}";                 /* stream: every order event, merged */
+static const char CL_FEED_TRIMMED_KEY[] = "sk:{feed}:trimmed"; /* string: as FEED_TRIMMED_KEY */
+static const char CL_FEED_GONE_KEY[] = "sk:{feed}:gone";       /* hash: deleted sale -> its last order id */
+static const char CL_FEED_POS_KEY[] = "sk:{feed}:pos";         /* hash: slot stream -> last entry id copied */
+static const char CL_FEED_DIRTY_KEY[] = "sk:{feed}:dirty";     /* hash: slot -> mark version (relay_mark.lua) */
+static const char CL_FEED_MARKSEQ_KEY[] = "sk:{feed}:markseq"; /* string: the marks' versions' counter */
 
 typedef struct redis_s {
     sk_store_t super;
@@ -181,6 +203,7 @@ typedef struct redis_s {
     sk_redis_shared_t shared; /* health and +switch-master, shared by the connections */
     sk_redis_cluster_t *cl;   /* redis-cluster://: the slot map; NULL otherwise */
     int idx_slot;             /* the slot of the index keys (IDX_*) */
+    int feed_slot;            /* the slot of the feed's keys (sk:feed, or CL_FEED_* on a cluster) */
     _Atomic uint64_t gen; /* bumped when this instance may have given units back */
     sk_redis_script_t scripts[S_COUNT];
 } redis_t;
@@ -249,7 +272,37 @@ typedef struct worker_s {
     int reindex;        /* 0: to do, 1: listing, 2: going through slots, 3: done */
     int *reindex_slots; /* the slots in use */
     size_t nreindex, reindex_next, reindex_out;
+    /* Redis Cluster: slots whose feed stream this worker's scripts may have written, to be marked
+     * for the relay (relay_mark.lua), one call in flight at a time */
+    uint8_t dirty[SK_REDIS_SLOTS / 8];
+    size_t ndirty;
+    int marking;
+    struct relay_s *relay; /* worker 0 on a cluster: the relay */
+    int closing;
 } worker_t;
+
+/* Worker 0's relay on a Redis Cluster: rounds of (read the marks, relay each marked slot). */
+typedef struct relay_s {
+    int polling;       /* the marks' read in flight */
+    int64_t next_poll; /* mono ms */
+    struct {
+        int slot;
+        long long ver;
+    } * todo; /* the round's marked slots */
+    size_t ntodo, next, cap;
+    size_t out; /* slots being relayed */
+    int failed; /* a command of the round failed: the next round waits RELAY_IDLE_MS */
+    struct {
+        uint64_t hi, lo;
+        int known;
+        int64_t copied_at; /* mono ms of this relay's last copy into it */
+    } pos[SK_REDIS_SLOTS]; /* each slot stream's position in sk:{feed}:pos, as last seen */
+    int feed_lost;         /* the merged feed's master was unreachable: recheck once it is back */
+    int64_t last_work;     /* mono ms of the last round that had marks */
+    h2o_timeout_t t_busy;  /* RELAY_BUSY_MS: the next round soon after a busy one */
+    h2o_timeout_entry_t e_busy;
+    worker_t *w;
+} relay_t;
 
 typedef enum cmd_type_e {
     C_TAKE,         /* a batch of takes of one sale */
@@ -270,8 +323,16 @@ typedef enum cmd_type_e {
     C_ASKING,        /* ASKING ahead of a command sent after an ASK redirection */
     C_REINDEX_SLOTS, /* at start: the slots in use, then ... */
     C_REINDEX_SLOT,  /* ... each slot's earliest deadline into the index (due_add) */
-    C_FEED,          /* GET /v1/orders (not on a cluster) */
+    C_FEED,          /* GET /v1/orders */
     C_FEEDTRIM,      /* worker 0: the feed's retention (not on a cluster) */
+    C_RELAY_POLL,    /* worker 0 on a cluster: the marked slots, then per slot ... */
+    C_RELAY_POS,     /* ... its position, if not known, then ... */
+    C_RELAY_READ,    /* ... XRANGE of its feed stream from it, then ... */
+    C_RELAY_COPY,    /* ... relay.lua (again while more), then ... */
+    C_RELAY_TRIM,    /* ... XTRIM of what was copied a while ago */
+    C_RELAY_SYNC,    /* with --redis-min-replicas, after the read: a write on the slot's master, then ... */
+    C_RELAY_WAIT,    /* ... WAIT: what was read is on the replicas before it is copied */
+    C_RELAY_MARK,    /* any worker on a cluster: relay_mark.lua */
     C_WAIT,          /* WAIT after a write (--redis-min-replicas): answers what the write decided */
 } cmd_type_t;
 
@@ -303,6 +364,13 @@ typedef struct cmd_s {
     char key[64];
     char val[SK_SALE_ID_MAX + 1];
     char sale[SK_SALE_ID_MAX + 1]; /* C_LIST_VIEW */
+    char *blob;                    /* C_RELAY_COPY: the entries (MessagePack); C_RELAY_MARK: the slots; owned */
+    size_t bloblen;
+    int tries;          /* C_RELAY_*: copies refused so far */
+    int at_end;         /* C_RELAY_COPY: the entries reach the stream's end as read */
+    int gap;            /* C_RELAY_COPY: the entry at the position had gone */
+    char pos[48];       /* C_RELAY_READ, C_RELAY_COPY: the position read after */
+    struct cmd_s *then; /* C_RELAY_WAIT: the copy it lets go; owned */
 } cmd_t;
 
 /* ---- replies ---- */
@@ -566,6 +634,22 @@ static int cmd_send(cmd_t *cmd)
         return -1;
     if (cmd->type == C_REINDEX_SLOT)
         return sk_redis_send(c, &cmd->super, SK_REDIS_ARGS("ZRANGE", cmd->key, "0", "0", "WITHSCORES"));
+    if (cmd->type == C_RELAY_READ) {
+        /* from the position itself, which is still there unless entries were lost (relay_read_done) */
+        int none = strcmp(cmd->pos, "0-0") == 0;
+        char count[16];
+        snprintf(count, sizeof(count), "%d", RELAY_BATCH + !none);
+        const char *start = none ? "-" : cmd->pos;
+        return sk_redis_send(c, &cmd->super, SK_REDIS_ARGS("XRANGE", cmd->key, start, "+", "COUNT", count));
+    }
+    if (cmd->type == C_RELAY_TRIM)
+        return sk_redis_send(c, &cmd->super, SK_REDIS_ARGS("XTRIM", cmd->key, "MINID", cmd->val));
+    if (cmd->type == C_RELAY_WAIT) {
+        char n[16], ms[16];
+        snprintf(n, sizeof(n), "%d", w->r->conf.min_replicas);
+        snprintf(ms, sizeof(ms), "%d", w->r->conf.wait_timeout_ms);
+        return sk_redis_send(c, &cmd->super, SK_REDIS_ARGS("WAIT", n, ms));
+    }
     if (cmd->super.script == NULL)
         return cmd->val[0] != '\0' ? sk_redis_send(c, &cmd->super, SK_REDIS_ARGS(cmd->verb, cmd->key, cmd->val))
                                    : sk_redis_send(c, &cmd->super, SK_REDIS_ARGS(cmd->verb, cmd->key));
@@ -751,9 +835,16 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
         sk_redis_arg_i(a, cmd->next);
         return;
     case C_FEED:
-        sk_redis_arg_u(a, 2);
-        sk_redis_arg_s(a, FEED_KEY);
-        sk_redis_arg_s(a, FEED_TRIMMED_KEY);
+        if (cmd->w->r->cl != NULL) {
+            sk_redis_arg_u(a, 3);
+            sk_redis_arg_s(a, CL_FEED_KEY);
+            sk_redis_arg_s(a, CL_FEED_TRIMMED_KEY);
+            sk_redis_arg_s(a, CL_FEED_GONE_KEY);
+        } else {
+            sk_redis_arg_u(a, 2);
+            sk_redis_arg_s(a, FEED_KEY);
+            sk_redis_arg_s(a, FEED_TRIMMED_KEY);
+        }
         sk_redis_arg_printf(a, "%llu-%llu", (unsigned long long)req->cursor.hi, (unsigned long long)req->cursor.lo);
         sk_redis_arg_u(a, req->limit);
         return;
@@ -762,6 +853,27 @@ static void cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
         sk_redis_arg_s(a, FEED_KEY);
         sk_redis_arg_s(a, FEED_TRIMMED_KEY);
         sk_redis_arg_u(a, sk_feed_retain());
+        return;
+    case C_RELAY_COPY:
+        sk_redis_arg_u(a, 5);
+        sk_redis_arg_s(a, CL_FEED_KEY);
+        sk_redis_arg_s(a, CL_FEED_TRIMMED_KEY);
+        sk_redis_arg_s(a, CL_FEED_GONE_KEY);
+        sk_redis_arg_s(a, CL_FEED_POS_KEY);
+        sk_redis_arg_s(a, CL_FEED_DIRTY_KEY);
+        sk_redis_arg_s(a, cmd->key);
+        sk_redis_arg_s(a, cmd->pos);
+        sk_redis_arg_i(a, cmd->sslot);
+        sk_redis_arg_i(a, cmd->ver);
+        sk_redis_arg_i(a, cmd->at_end);
+        sk_redis_arg_u(a, sk_feed_retain());
+        sk_redis_arg(a, cmd->blob, cmd->bloblen);
+        return;
+    case C_RELAY_MARK:
+        sk_redis_arg_u(a, 2);
+        sk_redis_arg_s(a, CL_FEED_DIRTY_KEY);
+        sk_redis_arg_s(a, CL_FEED_MARKSEQ_KEY);
+        sk_redis_arg(a, cmd->blob, cmd->bloblen);
         return;
     default:
         return;
@@ -1476,6 +1588,8 @@ static void reap_done(worker_t *w, cmd_t *done, redisReply *rep)
     sweep_send(w, cmd);
 }
 
+static void relay_mark(worker_t *w, int slot);
+
 /* The reindex at start (worker 0): SMEMBERS of the slots in use, then, REINDEX_PER_TICK slots per
  * tick, each slot's earliest deadline (ZRANGE of its sweep list) into the index. */
 static void reindex_tick(worker_t *w)
@@ -1524,6 +1638,10 @@ static void reindex_slots_done(worker_t *w, redisReply *rep)
             sk_redis_parse_number(m->str, m->str + m->len, SK_REDIS_SLOTS - 1, &v) == 0)
             w->reindex_slots[w->nreindex++] = (int)v;
     }
+    /* on a cluster, each slot's feed stream once too: what an instance that died between a script
+     * and its mark left there is relayed */
+    for (size_t i = 0; w->r->cl != NULL && i < w->nreindex; i++)
+        relay_mark(w, w->reindex_slots[i]);
     w->reindex = 2;
 }
 
@@ -1536,6 +1654,444 @@ static void reindex_slot_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         if (at > 0)
             due_add(w, cmd->sslot, at);
     }
+}
+
+/* ---- Redis Cluster: the relay of the slots' feed streams into one merged feed ----
+ *
+ * Every script that may write a slot's feed stream is followed, from the worker that sent it, by a
+ * mark of that slot in sk:{feed}:dirty (relay_mark.lua: a version never given before). Worker 0 of every
+ * instance reads the marks (every RELAY_IDLE_MS while there are none, at once after a round that
+ * had some), and for each marked slot reads its stream after the slot's position and copies the
+ * entries with relay.lua, which lands them only if the position is still the stored one and
+ * clears the mark only if its version is still the one read: a mark set after the read stays for
+ * the next round, and the entry it stands for was written before it. docs/redis.md has the
+ * argument. Idle, this costs one HGETALL per RELAY_IDLE_MS, whatever the number of sales. */
+
+static void relay_run(worker_t *w);
+static void relay_tick(worker_t *w);
+
+static int bit_get(const uint8_t *b, int i)
+{
+    return (b[i >> 3] >> (i & 7)) & 1;
+}
+
+static void bit_set(uint8_t *b, int i)
+{
+    b[i >> 3] |= (uint8_t)(1u << (i & 7));
+}
+
+static void mark_again(worker_t *w, const cmd_t *cmd);
+
+/* Sends the marks gathered (one relay_mark.lua call in flight per worker; what fails is kept for
+ * the next tick). */
+static void mark_flush(worker_t *w)
+{
+    if (w->marking || w->ndirty == 0 || w->closing)
+        return;
+    sk_buf_t b = {0};
+    for (int i = 0; i < SK_REDIS_SLOTS; i++)
+        if (bit_get(w->dirty, i)) {
+            sk_buf_printf(&b, "%s%d", b.len > 0 ? " " : "", i);
+            w->dirty[i >> 3] &= (uint8_t) ~(1u << (i & 7));
+        }
+    w->ndirty = 0;
+    cmd_t *cmd = cmd_new(w, C_RELAY_MARK, S_RELAY_MARK);
+    cmd->slot = w->r->feed_slot;
+    cmd->blob = b.p;
+    cmd->bloblen = b.len;
+    if (cmd_send(cmd) != 0) {
+        mark_again(w, cmd); /* the next tick */
+        free(cmd->blob);
+        free(cmd);
+        return;
+    }
+    w->marking = 1;
+}
+
+/* The slots of a mark call that may not have run: marked again on the next tick. */
+static void mark_again(worker_t *w, const cmd_t *cmd)
+{
+    const char *p = cmd->blob, *end = cmd->blob + cmd->bloblen;
+    while (p != NULL && p < end) {
+        int slot = atoi(p);
+        if (slot >= 0 && slot < SK_REDIS_SLOTS && !bit_get(w->dirty, slot)) {
+            bit_set(w->dirty, slot);
+            w->ndirty++;
+        }
+        p = memchr(p, ' ', (size_t)(end - p));
+        if (p != NULL)
+            p++;
+    }
+}
+
+/* A script that may have written the feed stream of `slot` has answered. */
+static void relay_mark(worker_t *w, int slot)
+{
+    if (slot < 0 || slot >= SK_REDIS_SLOTS)
+        return;
+    if (!bit_get(w->dirty, slot)) {
+        bit_set(w->dirty, slot);
+        w->ndirty++;
+    }
+    mark_flush(w);
+}
+
+static void mark_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    w->marking = 0;
+    if (rep == NULL || rep->type != REDIS_REPLY_INTEGER) { /* it may have run: marking again is harmless */
+        mark_again(w, cmd);
+        return; /* again on the next tick */
+    }
+    mark_flush(w);
+}
+
+/* MessagePack (as Redis's cmsgpack reads it): an array header, a string. */
+static void mp_head(sk_buf_t *b, size_t n, unsigned char fix, unsigned char b16, unsigned char b32)
+{
+    unsigned char h[5];
+    size_t len;
+    if (fix != 0 && n < (fix == 0x90 ? 16u : 32u)) {
+        h[0] = (unsigned char)(fix | n);
+        len = 1;
+    } else if (n < 65536) {
+        h[0] = b16;
+        h[1] = (unsigned char)(n >> 8);
+        h[2] = (unsigned char)n;
+        len = 3;
+    } else {
+        h[0] = b32;
+        h[1] = (unsigned char)(n >> 24);
+        h[2] = (unsigned char)(n >> 16);
+        h[3] = (unsigned char)(n >> 8);
+        h[4] = (unsigned char)n;
+        len = 5;
+    }
+    sk_buf_append(b, (const char *)h, len);
+}
+
+static void mp_str(sk_buf_t *b, const char *s, size_t n)
+{
+    mp_head(b, n, 0xa0, 0xda, 0xdb);
+    sk_buf_append(b, s, n);
+}
+
+/* XRANGE's reply from its element `from` on as relay.lua's argument: an array of {id, field,
+ * value, ...}. -1 when it is not a stream's range. */
+static int relay_pack(const redisReply *rep, size_t from, sk_buf_t *b)
+{
+    mp_head(b, rep->elements - from, 0x90, 0xdc, 0xdd);
+    for (size_t i = from; i < rep->elements; i++) {
+        const redisReply *e = rep->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+            e->element[1]->type != REDIS_REPLY_ARRAY)
+            return -1;
+        const redisReply *f = e->element[1];
+        mp_head(b, f->elements + 1, 0x90, 0xdc, 0xdd);
+        mp_str(b, e->element[0]->str, e->element[0]->len);
+        for (size_t k = 0; k < f->elements; k++) {
+            if (f->element[k]->type != REDIS_REPLY_STRING)
+                return -1;
+            mp_str(b, f->element[k]->str, f->element[k]->len);
+        }
+    }
+    return 0;
+}
+
+static void relay_end_job(worker_t *w, int failed)
+{
+    relay_t *rl = w->relay;
+    rl->out--;
+    if (failed)
+        rl->failed = 1;
+    relay_run(w);
+}
+
+/* The slot stream's key and position into a relay command. */
+static cmd_t *relay_cmd(worker_t *w, cmd_type_t type, int script, int slot, long long ver, int tries)
+{
+    cmd_t *cmd = cmd_new(w, type, script);
+    cmd->sslot = slot;
+    cmd->ver = ver;
+    cmd->tries = tries;
+    slot_key(cmd->key, sizeof(cmd->key), slot, SLOT_FEED);
+    snprintf(cmd->pos, sizeof(cmd->pos), "%llu-%llu", (unsigned long long)w->relay->pos[slot].hi,
+             (unsigned long long)w->relay->pos[slot].lo);
+    return cmd;
+}
+
+static int relay_send(cmd_t *cmd)
+{
+    if (cmd_send(cmd) == 0)
+        return 0;
+    free(cmd->blob);
+    free(cmd);
+    return -1;
+}
+
+/* Reads a slot's stream after its position (asks for the position first when it is not known). */
+static void relay_read(worker_t *w, int slot, long long ver, int tries)
+{
+    relay_t *rl = w->relay;
+    cmd_t *cmd;
+    if (!rl->pos[slot].known) {
+        char stream[64];
+        cmd = relay_cmd(w, C_RELAY_POS, -1, slot, ver, tries);
+        cmd->slot = w->r->feed_slot;
+        slot_key(stream, sizeof(stream), slot, SLOT_FEED);
+        cmd_plain(cmd, "HGET", CL_FEED_POS_KEY, stream);
+    } else {
+        cmd = relay_cmd(w, C_RELAY_READ, -1, slot, ver, tries);
+        cmd->slot = slot;
+    }
+    if (relay_send(cmd) != 0)
+        relay_end_job(w, 1);
+}
+
+static void relay_pos_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    relay_t *rl = w->relay;
+    sk_cursor_t c = {0, 0};
+    if (rep == NULL || (rep->type != REDIS_REPLY_NIL && rep->type != REDIS_REPLY_STRING) ||
+        (rep->type == REDIS_REPLY_STRING && parse_cursor(rep->str, rep->len, &c) != 0)) {
+        relay_end_job(w, 1);
+        return;
+    }
+    rl->pos[cmd->sslot].hi = c.hi;
+    rl->pos[cmd->sslot].lo = c.lo;
+    rl->pos[cmd->sslot].known = 1;
+    relay_read(w, cmd->sslot, cmd->ver, cmd->tries);
+}
+
+/* The slot stream from its position on: the entry at the position itself comes first (and is not
+ * copied again), unless it has gone. The relay's own trim keeps it (RELAY_SLOT_KEEP_MS before the
+ * newest position), so it has gone only when the stream was capped (common.lua's FEED_SLOT_KEEP:
+ * the relay fell that far behind) or its master failed over without it: entries may have been
+ * lost, which the copy's answer logs when the position was the stored one. */
+static void relay_read_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    sk_buf_t b = {0};
+    size_t from = 0;
+    int none = strcmp(cmd->pos, "0-0") == 0, gap = 0;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        relay_end_job(w, 1);
+        return;
+    }
+    if (!none && rep->elements > 0) {
+        const redisReply *e = rep->element[0];
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 && e->element[0]->type == REDIS_REPLY_STRING &&
+            e->element[0]->len == strlen(cmd->pos) && memcmp(e->element[0]->str, cmd->pos, e->element[0]->len) == 0)
+            from = 1;
+        else
+            gap = 1;
+    }
+    if (relay_pack(rep, from, &b) != 0) {
+        sk_buf_dispose(&b);
+        relay_end_job(w, 1);
+        return;
+    }
+    cmd_t *copy = relay_cmd(w, C_RELAY_COPY, S_RELAY, cmd->sslot, cmd->ver, cmd->tries);
+    copy->slot = w->r->feed_slot;
+    snprintf(copy->pos, sizeof(copy->pos), "%s", cmd->pos); /* what was read after */
+    copy->at_end = rep->elements - from < RELAY_BATCH;
+    copy->blob = b.p;
+    copy->bloblen = b.len;
+    copy->nreqs = rep->elements - from; /* how many entries */
+    copy->gap = gap;
+    if (w->r->conf.min_replicas > 0 && copy->nreqs > 0) {
+        /* --redis-min-replicas: nothing is copied that a failover of the slot's master could
+         * still lose with its order. A write after the read, on the same connection, then WAIT:
+         * once the replicas have that write they have every entry read before it. */
+        cmd_t *sync = relay_cmd(w, C_RELAY_SYNC, -1, cmd->sslot, 0, 0), *wait;
+        char key[64];
+        sync->slot = cmd->sslot;
+        sync->via = cmd->super.conn;
+        slot_key(key, sizeof(key), cmd->sslot, SLOT_RELAYED);
+        cmd_plain(sync, "SET", key, cmd->pos);
+        if (relay_send(sync) != 0) {
+            free(copy->blob);
+            free(copy);
+            relay_end_job(w, 1);
+            return;
+        }
+        wait = relay_cmd(w, C_RELAY_WAIT, -1, cmd->sslot, 0, 0);
+        wait->via = cmd->super.conn;
+        wait->then = copy;
+        if (relay_send(wait) != 0) {
+            free(copy->blob);
+            free(copy);
+            relay_end_job(w, 1);
+        }
+        return;
+    }
+    if (relay_send(copy) != 0)
+        relay_end_job(w, 1);
+}
+
+static void relay_wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    cmd_t *copy = cmd->then;
+    cmd->then = NULL;
+    if (!sk_redis_conn_waited(cmd->super.conn, rep)) { /* not on enough replicas yet: the mark stays */
+        free(copy->blob);
+        free(copy);
+        relay_end_job(w, 1);
+        return;
+    }
+    if (relay_send(copy) != 0)
+        relay_end_job(w, 1);
+}
+
+static void relay_copy_done(worker_t *w, cmd_t *cmd, redisReply *rep)
+{
+    relay_t *rl = w->relay;
+    long long code;
+    const char *s;
+    size_t len;
+    sk_cursor_t c;
+    int slot = cmd->sslot;
+    if (reply_code(rep, &code) != 0 || (code != RC_OK && code != RC_REPLAY) || el_str(rep, 1, &s, &len) != 0 ||
+        parse_cursor(s, len, &c) != 0) {
+        if (rep != NULL && rep->type == REDIS_REPLY_ERROR)
+            sk_log(SK_LOG_WARN, "event=feed_relay_error slot=%d error=\"%.*s\"", slot, (int)rep->len, rep->str);
+        rl->pos[slot].known = 0;
+        relay_end_job(w, 1);
+        return;
+    }
+    if (code == RC_OK && cmd->gap) /* the position was the stored one: what followed it may be lost */
+        sk_log(SK_LOG_WARN, "event=feed_relay_gap slot=%d after=%s copied_to=%.*s", slot, cmd->pos, (int)len, s);
+    rl->pos[slot].hi = c.hi;
+    rl->pos[slot].lo = c.lo;
+    rl->pos[slot].known = 1;
+    if (code == RC_OK && cmd->nreqs > 0)
+        rl->pos[slot].copied_at = sk_mono_ms();
+    if (code == RC_OK && cmd->nreqs > 0 && c.hi > RELAY_SLOT_KEEP_MS) {
+        /* what was copied a while ago leaves the slot stream (failing is harmless: the next does it) */
+        cmd_t *trim = relay_cmd(w, C_RELAY_TRIM, -1, slot, 0, 0);
+        trim->slot = slot;
+        snprintf(trim->val, sizeof(trim->val), "%llu-0", (unsigned long long)(c.hi - RELAY_SLOT_KEEP_MS));
+        relay_send(trim);
+    }
+    if (code == RC_REPLAY) { /* another relay moved on (or this one was behind): read after the stored one */
+        if (cmd->tries + 1 >= RELAY_TRIES) {
+            relay_end_job(w, 0); /* the mark stays: the next round */
+            return;
+        }
+        relay_read(w, slot, cmd->ver, cmd->tries + 1);
+        return;
+    }
+    if (!cmd->at_end) {
+        relay_read(w, slot, cmd->ver, cmd->tries);
+        return;
+    }
+    relay_end_job(w, 0);
+}
+
+/* Starts the round's next slots, at most RELAY_PAR at once; at its end the next round is asked
+ * for at once if this one had marks and no failure. */
+static void relay_run(worker_t *w)
+{
+    relay_t *rl = w->relay;
+    while (!w->closing && rl->out < RELAY_PAR && rl->next < rl->ntodo) {
+        size_t k = rl->next++;
+        rl->out++;
+        relay_read(w, rl->todo[k].slot, rl->todo[k].ver, 0);
+    }
+    if (rl->out > 0 || rl->next < rl->ntodo)
+        return;
+    int64_t now = sk_mono_ms();
+    if (rl->ntodo > 0 && !rl->failed) {
+        rl->last_work = now;
+        rl->next_poll = now;
+    } else if (!rl->failed && !w->closing && now - rl->last_work < RELAY_TAIL_MS) {
+        /* a storm's last marks may be on their way: look again soon rather than at the next idle
+         * read (a follower's lag at the end of a storm) */
+        rl->next_poll = now + RELAY_BUSY_MS;
+        if (!h2o_timeout_is_linked(&rl->e_busy))
+            h2o_timeout_link(w->loop, &rl->t_busy, &rl->e_busy);
+    } else {
+        rl->next_poll = now + RELAY_IDLE_MS;
+    }
+    rl->ntodo = rl->next = 0;
+    rl->failed = 0;
+    relay_tick(w);
+}
+
+static void on_relay_busy(h2o_timeout_entry_t *e)
+{
+    relay_t *rl = SK_CONTAINER_OF(e, relay_t, e_busy);
+    relay_tick(rl->w);
+}
+
+static void relay_poll_done(worker_t *w, redisReply *rep)
+{
+    relay_t *rl = w->relay;
+    long v;
+    rl->polling = 0;
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        rl->next_poll = sk_mono_ms() + RELAY_IDLE_MS;
+        return;
+    }
+    if (rl->cap < rep->elements / 2) {
+        rl->cap = rep->elements / 2;
+        rl->todo = sk_realloc(rl->todo, rl->cap * sizeof(*rl->todo));
+    }
+    rl->ntodo = rl->next = 0;
+    for (size_t i = 0; i + 1 < rep->elements; i += 2) {
+        const redisReply *k = rep->element[i], *x = rep->element[i + 1];
+        if (k->type == REDIS_REPLY_STRING && x->type == REDIS_REPLY_STRING &&
+            sk_redis_parse_number(k->str, k->str + k->len, SK_REDIS_SLOTS - 1, &v) == 0) {
+            rl->todo[rl->ntodo].slot = (int)v;
+            rl->todo[rl->ntodo++].ver = strtoll(x->str, NULL, 10);
+        }
+    }
+    relay_run(w);
+}
+
+/* The merged feed's master back after it was out of reach (a failover may have lost its last
+ * copies, positions and marks together): the slots this relay copied into lately are marked
+ * again, while their streams still hold what was copied (RELAY_SLOT_KEEP_MS), and every position
+ * is read again. */
+static void relay_recheck(worker_t *w)
+{
+    relay_t *rl = w->relay;
+    int64_t since = sk_mono_ms() - RELAY_SLOT_KEEP_MS;
+    int n = 0;
+    for (int i = 0; i < SK_REDIS_SLOTS; i++) {
+        rl->pos[i].known = 0;
+        if (rl->pos[i].copied_at != 0 && rl->pos[i].copied_at >= since) {
+            relay_mark(w, i);
+            n++;
+        }
+    }
+    if (n > 0)
+        sk_log(SK_LOG_INFO, "event=feed_relay_recheck slots=%d", n);
+}
+
+/* The start of a round, when its time has come and none is running. */
+static void relay_tick(worker_t *w)
+{
+    relay_t *rl = w->relay;
+    if (rl == NULL || w->closing)
+        return;
+    if (!route_up(w, w->r->feed_slot)) {
+        rl->feed_lost = 1;
+        return;
+    }
+    if (rl->feed_lost) {
+        rl->feed_lost = 0;
+        relay_recheck(w);
+    }
+    if (rl->polling || rl->out > 0 || rl->next < rl->ntodo || sk_mono_ms() + 1 < rl->next_poll)
+        return;
+    cmd_t *cmd = cmd_new(w, C_RELAY_POLL, -1);
+    cmd->slot = w->r->feed_slot;
+    cmd_plain(cmd, "HGETALL", CL_FEED_DIRTY_KEY, NULL);
+    rl->next_poll = sk_mono_ms() + RELAY_IDLE_MS;
+    if (cmd_send(cmd) == 0)
+        rl->polling = 1;
+    else
+        free(cmd);
 }
 
 static void on_bg(h2o_timeout_entry_t *e)
@@ -1561,9 +2117,13 @@ static void on_bg(h2o_timeout_entry_t *e)
         w->next_reap = now + SWEEP_IDLE_MS; /* until its answer says when */
         sweep_send(w, cmd);
     }
+    if (w->r->cl != NULL) { /* the feed's relay: marks that failed, worker 0's rounds */
+        mark_flush(w);
+        relay_tick(w);
+    }
     if (w->index == 0 && w->r->cl == NULL && w->trimming == 0 && now >= w->next_trim) {
         cmd_t *cmd = cmd_new(w, C_FEEDTRIM, S_FEEDTRIM);
-        cmd->slot = sk_redis_key_slot(FEED_KEY, sizeof(FEED_KEY) - 1);
+        cmd->slot = w->r->feed_slot;
         w->next_trim = now + FEEDTRIM_EVERY_MS;
         if (cmd_send(cmd) == 0)
             w->trimming++;
@@ -1618,8 +2178,12 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
     cmd_t *cmd = (cmd_t *)super;
     worker_t *w = cmd->w;
     if (rep != NULL && rep->type == REDIS_REPLY_ERROR && w->r->cl != NULL && cmd->type != C_ASKING &&
-        cmd->type != C_WAIT && redirect(cmd, rep))
+        cmd->type != C_WAIT && cmd->type != C_RELAY_WAIT && redirect(cmd, rep))
         return;
+    /* on a cluster, a script that may have written its slot's feed stream: the relay is told */
+    if (w->r->cl != NULL && (cmd->type == C_TAKE || cmd->type == C_CHANGE || cmd->type == C_REAP ||
+                             cmd->type == C_PUT || cmd->type == C_DELETE))
+        relay_mark(w, cmd->slot);
     switch (cmd->type) {
     case C_TAKE:
         take_done(w, cmd, rep);
@@ -1672,12 +2236,34 @@ static void on_cmd(sk_redis_cmd_t *super, redisReply *rep)
     case C_WAIT:
         wait_done(w, cmd, rep);
         break;
+    case C_RELAY_MARK:
+        mark_done(w, cmd, rep);
+        break;
+    case C_RELAY_POLL:
+        relay_poll_done(w, rep);
+        break;
+    case C_RELAY_POS:
+        relay_pos_done(w, cmd, rep);
+        break;
+    case C_RELAY_READ:
+        relay_read_done(w, cmd, rep);
+        break;
+    case C_RELAY_COPY:
+        relay_copy_done(w, cmd, rep);
+        break;
+    case C_RELAY_TRIM:
+    case C_RELAY_SYNC:
+        break;
+    case C_RELAY_WAIT:
+        relay_wait_done(w, cmd, rep);
+        break;
     default:
         req_done(w, cmd, rep);
         break;
     }
     if (cmd->wait != NULL) /* its reply came: the WAIT holds what it answers */
         cmd->wait->of = NULL;
+    free(cmd->blob);
     free(cmd);
 }
 
@@ -1706,11 +2292,9 @@ static int redis_submit(sk_store_worker_t *super, sk_store_req_t *req)
     case SK_STORE_SALE_DELETE:
         return submit_script(w, req, C_DELETE, S_DELETE);
     case SK_STORE_FEED: {
-        if (w->r->cl != NULL) /* no one feed on a cluster until a relay merges the slots' (docs/redis.md) */
-            return SK_EFEED_UNAVAILABLE;
         cmd_t *cmd = cmd_new(w, C_FEED, S_FEED);
         cmd->req = req;
-        cmd->slot = sk_redis_key_slot(FEED_KEY, sizeof(FEED_KEY) - 1);
+        cmd->slot = w->r->feed_slot;
         if (cmd_send(cmd) != 0) {
             free(cmd);
             return SK_EUNAVAILABLE;
@@ -1758,6 +2342,12 @@ static int redis_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store
     w->two = r->conf.min_replicas > 0;
     if (r->cl != NULL) { /* a connection per master instead (cluster_sync) */
         memset(w->slot_node, 0xff, sizeof(w->slot_node));
+        if (w->index == 0) {
+            w->relay = sk_calloc(1, sizeof(*w->relay));
+            w->relay->w = w;
+            h2o_timeout_init(w->loop, &w->relay->t_busy, RELAY_BUSY_MS);
+            w->relay->e_busy.cb = on_relay_busy;
+        }
         sk_redis_conn_init_down(&w->conn, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
         if (w->two)
             sk_redis_conn_init_down(&w->conn2, w->loop, w->index, &r->conf, r->scripts, S_COUNT, &r->shared);
@@ -1778,6 +2368,7 @@ static int redis_worker_open(sk_store_t *st, const sk_store_env_t *env, sk_store
 static void redis_worker_close(sk_store_worker_t *super)
 {
     worker_t *w = (worker_t *)super;
+    w->closing = 1;                  /* the relay starts nothing more */
     sk_redis_conn_dispose(&w->conn); /* every waiting request is answered */
     if (w->two)
         sk_redis_conn_dispose(&w->conn2);
@@ -1786,6 +2377,13 @@ static void redis_worker_close(sk_store_worker_t *super)
     w->nnodes = 0;
     nodes_dispose(w);
     free(w->reindex_slots);
+    if (w->relay != NULL) {
+        free(w->relay->todo);
+        if (h2o_timeout_is_linked(&w->relay->e_busy))
+            h2o_timeout_unlink(&w->relay->e_busy);
+        h2o_timeout_dispose(w->loop, &w->relay->t_busy);
+    }
+    free(w->relay);
     run_failq(w);
     sk_map_dispose(&w->sales, ws_free);
     if (h2o_timeout_is_linked(&w->e_bg))
@@ -1870,6 +2468,8 @@ static sk_store_t *redis_open(const char *url, int threads, const sk_store_opts_
     if (r->conf.wait_timeout_ms <= 0)
         r->conf.wait_timeout_ms = 100;
     r->idx_slot = sk_redis_key_slot(IDX_SLOTS, strlen(IDX_SLOTS));
+    r->feed_slot = r->conf.cluster ? sk_redis_key_slot(CL_FEED_KEY, strlen(CL_FEED_KEY))
+                                   : sk_redis_key_slot(FEED_KEY, strlen(FEED_KEY));
     sk_redis_slot_tag(0); /* the slots' tags, once, before the workers */
     /* what will not heal stops the start; a Redis that is down does not */
     if (check && sk_redis_check_start(&r->conf, err, errlen) != 0) {

@@ -27,9 +27,11 @@ local K = {
 -- for each sale it goes through).
 local SALE_ID = string.sub(KEYS[1], 5, -2)
 
--- On a Redis Cluster the feed is the slot's own stream (no relay merges them yet, docs/redis.md):
--- each keeps about its last FEED_SLOT_KEEP entries, trimmed as it is written.
-local FEED_SLOT_KEEP = 10000
+-- On a Redis Cluster the feed is the slot's own stream, which worker 0 of every instance copies
+-- into the one merged stream sk:{feed} (relay.lua, docs/redis.md): each keeps about its last
+-- FEED_SLOT_KEEP entries, trimmed as it is written: a bound for a relay that stalls (the relay
+-- itself trims what it copied a few seconds after copying it).
+local FEED_SLOT_KEEP = 100000
 local FEED_PER_SLOT = string.sub(K.feed or '', 1, 8) == 'sk:slot:'
 
 -- The result codes (R_OK, R_SOLD_OUT, ...) are not defined here: store_redis.c writes them ahead of
@@ -187,6 +189,43 @@ local function drop_sale(id, sales, due, tombstones)
   redis.call('UNLINK', K.sale, K.users, K.holds, K.stream, K.rids, K.seq, K.orders)
   redis.call('SREM', sales, id)
   redis.call('ZREM', due, id)
+  if FEED_PER_SLOT then
+    -- on a cluster feed.lua cannot look into the sale's slot: the deletion travels to the merged
+    -- feed in the slot's stream, after every event of the sale, as {gone = id, upto = its last
+    -- order id} (relay.lua records it in sk:{feed}:gone; readers pass over this entry)
+    redis.call('XADD', K.feed, 'MAXLEN', '~', FEED_SLOT_KEEP, '*', 'gone', id, 'upto',
+               redis.call('HGET', tombstones, id) or '0')
+  end
+end
+
+-- The feed's retention (feedtrim.lua; relay.lua on a cluster): once `stream` holds a 64th more
+-- than `keep` entries, removes the oldest (at most 1,000 a call) and records the id of the last
+-- one removed in `trimmed` in the same step, so that feed.lua refuses a cursor before it. With
+-- `gone` (a cluster's sk:{feed}:gone, sale -> its last order id when deleted), a deletion entry
+-- that leaves takes its record with it: every entry of the sale it covers was before it.
+-- Returns how many entries were removed.
+local function trim_feed(stream, trimmed, gone, keep)
+  local n = redis.call('XLEN', stream) - keep
+  if n < math.floor(keep / 64) + 1 then
+    return 0
+  end
+  if n > 1000 then
+    n = 1000
+  end
+  local entries = redis.call('XRANGE', stream, '-', '+', 'COUNT', n)
+  local lastid = entries[#entries][1]
+  local hi, lo = string.match(lastid, '^(%d+)-(%d+)$')
+  redis.call('XTRIM', stream, 'MINID', hi .. '-' .. string.format('%d', tonumber(lo) + 1))
+  redis.call('SET', trimmed, lastid)
+  if gone then
+    for _, e in ipairs(entries) do
+      local f = e[2]
+      if f[1] == 'gone' and redis.call('HGET', gone, f[2]) == f[4] then
+        redis.call('HDEL', gone, f[2])
+      end
+    end
+  end
+  return #entries
 end
 
 -- The reply shape of an order (after a code): user, qty, status, request_id, created_at,

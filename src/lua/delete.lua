@@ -2,7 +2,9 @@
 -- key of it, in one step. KEYS: the sale's seven, then its slot's set of sales, sweep list and
 -- tombstones, then the feed (common.lua). ARGV: the sale id. The sale's last order id stays in
 -- the tombstones, so that a sale made again under the id goes on after it (put.lua) and no order
--- id is ever given twice. (retain_seconds deletes a sale in reap.lua, with the same drop_sale.)
+-- id is ever given twice; on a cluster a {gone, upto} entry also goes to the slot's feed stream,
+-- for the merged feed (common.lua's drop_sale). (retain_seconds deletes a sale in reap.lua, with
+-- the same drop_sale.)
 -- Returns sale_reply(R_OK, the sale as it was), {R_NO_SALE} or {R_ACTIVE}.
 local s = load_sale()
 if not s then

@@ -1,20 +1,8 @@
--- feedtrim.lua: the feed's retention. KEYS: sk:feed, sk:feed:trimmed. ARGV: how many entries to
--- keep. Once the stream holds a 64th more than that, removes the oldest (at most 1,000 a call,
--- about a millisecond of Redis; the caller calls again at once while it removed 1,000)
--- and records the id of the last one removed in sk:feed:trimmed, in the same step: feed.lua
--- refuses a cursor before it (R_EXPIRED), so no reader skips an entry without knowing.
+-- feedtrim.lua: the feed's retention on a single Redis or under Sentinel (on a cluster relay.lua
+-- trims sk:{feed} as it copies). KEYS: sk:feed, sk:feed:trimmed. ARGV: how many entries to keep.
+-- Once the stream holds a 64th more than that, removes the oldest (at most 1,000 a call, about a
+-- millisecond of Redis; the caller calls again at once while it removed 1,000) and records the
+-- id of the last one removed in sk:feed:trimmed, in the same step: feed.lua refuses a cursor
+-- before it (R_EXPIRED), so no reader skips an entry without knowing (common.lua's trim_feed).
 -- Returns how many entries were removed.
-local keep = tonumber(ARGV[1])
-local n = redis.call('XLEN', KEYS[1]) - keep
-if n < math.floor(keep / 64) + 1 then
-  return 0
-end
-if n > 1000 then
-  n = 1000
-end
-local entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', n)
-local lastid = entries[#entries][1]
-local hi, lo = string.match(lastid, '^(%d+)-(%d+)$')
-redis.call('XTRIM', KEYS[1], 'MINID', hi .. '-' .. string.format('%d', tonumber(lo) + 1))
-redis.call('SET', KEYS[2], lastid)
-return #entries
+return trim_feed(KEYS[1], KEYS[2], nil, tonumber(ARGV[1]))

@@ -1,7 +1,8 @@
 """Redis Cluster (issue 16): what only a cluster can show. The whole store suite also runs against
 a cluster (the `redis-cluster` store of conftest.py); here: storms over sales on every master, a
 slot moved to another master in the middle of a storm, the kill -9 of a master with
---redis-min-replicas 1, and the key layout (every script touches one slot).
+--redis-min-replicas 1 (both with the merged winners feed checked against the books), and the
+key layout (every script touches one slot).
 
 The destructive tests share one cluster of their own (module scope), in this order: the
 migration moves one slot, the failover kills one master last."""
@@ -146,7 +147,7 @@ def test_every_script_touches_one_slot(make_server, store):
             continue
         if k.startswith("sk:slot:{"):
             tag = k[len("sk:slot:{"):k.index("}")]
-            assert k.endswith((":sales", ":due", ":tombstones", ":feed")), k
+            assert k.endswith((":sales", ":due", ":tombstones", ":feed", ":relayed")), k
             assert any(key_slot(s) == key_slot("{%s}" % tag) for s in sales + ["gone"]), k
         else:
             assert k.startswith("sk:{"), k
@@ -157,6 +158,28 @@ def test_every_script_touches_one_slot(make_server, store):
 
 # --------------------------------------------------------------------------------------------
 # a cluster of our own: a slot migrated, a master killed
+
+
+def check_feed(srv, sales, stock):
+    """The merged winners feed (the relay's, docs/redis.md) holds each sale's orders once, each
+    created event in the order of the sale, as the book has them."""
+    def read():
+        evs, after = [], "0-0"
+        while True:
+            r = srv.adm("GET", f"/v1/orders?after={after}&limit=1000")
+            assert r.status == 200, r
+            evs += r.body["events"]
+            after = r.body["cursor"]
+            if not r.body["more"]:
+                break
+        per = {s: [(e["order"], e["user"]) for e in evs if e["sale"] == s and e["event"] == "created"]
+               for s in sales}
+        return per if all(len(v) >= stock for v in per.values()) else None
+
+    per = wait_for(read, 30, "every order in the merged feed")
+    for s in sales:
+        book = {o["order"]: o["user"] for o in srv.orders(s)}
+        assert per[s] == sorted(book.items(), key=lambda kv: int(kv[0])), s
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +249,7 @@ def test_slot_migrated_mid_storm(own_cluster, tmp_path):
                 acked[sale].append(body)
         assert all(len(acked[x]) == 300 for x in sales), {x: len(acked[x]) for x in sales}
         check_books(srv, sales, 300, acked)
+        check_feed(srv, sales, 300)  # the moved slot's feed stream moved with it
         assert srv.adm("GET", "/healthz").status == 200
     finally:
         srv.stop()
@@ -284,5 +308,6 @@ def test_master_killed_loses_nothing_acknowledged(own_cluster, tmp_path):
                     assert first[rid] == body, (first[rid], body)
         assert all(len(acked[x]) == 200 for x in sales)
         check_books(srv, sales, 200, acked)
+        check_feed(srv, sales, 200)  # no event of an order the failover lost, none twice
     finally:
         srv.stop()
