@@ -216,7 +216,10 @@ def measure(rev, args, base):
         won, secs = storm(c, take, "c", args.storm, args.batch, args.depth)
         cpu1 = proc_cpu(r.p.pid)
         assert won == args.storm, won
-        st = info(c, "commandstats")["cmdstat_evalsha"]
+        cs = info(c, "commandstats")
+        out["inner"] = {k[8:]: int(dict(x.split("=") for x in v.split(","))["usec"]) / won
+                        for k, v in cs.items() if k != "cmdstat_evalsha"}
+        st = cs["cmdstat_evalsha"]
         f = dict(x.split("=") for x in st.split(","))
         out["calls"] = int(f["calls"])
         out["script_us"] = int(f["usec"]) / won
@@ -264,6 +267,8 @@ def main():
             print(f"  CPU: {o['script_us']:.2f} us per winning take in the script (cmdstat_evalsha usec / takes, "
                   f"{args.storm / o['calls']:.1f} takes a call); {o['proc_us']:.2f} us of redis-server CPU "
                   f"(/proc) per take")
+            print("  of which the commands it runs, us per take: " + ", ".join(
+                f"{k} {v:.2f}" for k, v in sorted(o["inner"].items(), key=lambda kv: -kv[1]) if v >= 0.01))
             print(f"  ceiling: {o['rate']:,.0f} winning takes/s with redis-server at {o['cpu_share'] * 100:.0f}% "
                   f"of a core; AOF {o['aof_bytes'] / (args.orders + args.storm):.0f} B per take")
 

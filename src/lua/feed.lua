@@ -7,7 +7,7 @@
 -- {R_OK, next cursor, more (0/1), then per event: sale, event, order, user, qty, status,
 -- request_id, created_at, expires_at, cursor}. Entries of a deleted sale are passed over; the next
 -- cursor still moves past them. An entry is of a deleted sale when its order is not in its sale's
--- orders hash: orders leave it only when the sale is deleted, and a sale made again under the id
+-- orders (its key of layout 2, else the orders hash of layout 1, common.lua): orders leave it only when the sale is deleted, and a sale made again under the id
 -- goes on after the deleted one's last order id (its slot's tombstone, put.lua), so this is the
 -- tombstone's test (order id at or below it) without naming the slot's key, whose tag only C
 -- knows. The sale's orders key is not declared: a single Redis allows that, a cluster never runs
@@ -46,7 +46,9 @@ for _, e in ipairs(entries) do
   for i = 1, #e[2], 2 do
     f[e[2][i]] = e[2][i + 1]
   end
-  if redis.call('HEXISTS', 'sk:{' .. f.sale .. '}:orders', f.order) == 1 then
+  local p = 'sk:{' .. f.sale .. '}'
+  if redis.call('HEXISTS', p .. ':o:' .. math.floor(tonumber(f.order) / ORDERS_PER_KEY), f.order) == 1
+     or redis.call('HEXISTS', p .. ':orders', f.order) == 1 then
     local n = #out
     out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = f.sale, f.event, f.order, f.user, f.qty
     out[n + 6], out[n + 7], out[n + 8], out[n + 9], out[n + 10] = f.status, f.request_id, f.created_at,
