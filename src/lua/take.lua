@@ -97,8 +97,9 @@ for i = 0, n - 1 do
       end
       allowed = qty <= s.limit and t <= s.limit - qty
     end
+    local ids = num(seq + 1) -- the order's id, if it wins
     if rid ~= '' then
-      if not allowed or redis.call('HSETNX', rkey(rid), rid, num(seq + 1)) == 0 then
+      if not allowed or redis.call('HSETNX', rkey(rid), rid, ids) == 0 then
         prev, prev_user, prev_qty, created, exp = by_rid(rid)
       end
     end
@@ -127,16 +128,17 @@ for i = 0, n - 1 do
       if rid ~= '' then
         new_rids[rid] = {user, qty, id}
       end
-      local ids = num(id)
       local k = #feed
       feed[k + 1], feed[k + 2], feed[k + 3], feed[k + 4] = ids, user, qtys, rid
-      local ok = okey(id)
-      local p = packed[ok]
-      if not p then
-        p = {}
-        packed[ok] = p
-        okeys[#okeys + 1] = ok
+      local ok = okeys[#okeys]
+      if not ok or (B and id % ORDERS_PER_KEY == 0) then
+        ok = okey(id) -- the batch's first order, or the first of a key of layout 2
+        if not packed[ok] then
+          packed[ok] = {}
+          okeys[#okeys + 1] = ok
+        end
       end
+      local p = packed[ok]
       p[#p + 1], p[#p + 2] = ids, pack_order(status, qtys, created_at, expires_at, user, rid)
       if s.hold > 0 then
         held[#held + 1] = expires_at
