@@ -16,7 +16,11 @@ as src/store_redis.c's load_scripts() does, then:
   redis-server process's CPU from /proc/PID/stat over the storm (the AOF's write and fsync
   included), and winning takes/s (the one-hot-sale ceiling on one Redis core).
 
+With --callgrind T, first: redis-server's user-space instructions per winning take (callgrind,
+a run with T takes against one with none), which the machine's other load does not change.
+
 Usage: bench/take_cost.py [--before REV] [--orders N] [--storm C] [--batch B] [--depth D] [--rounds R]
+                          [--callgrind T]
 Env:   REDIS_SERVER (default /usr/bin/redis-server), BENCH_DIR (where Redis writes its AOF;
        default a new directory under /tmp)
 """
@@ -123,11 +127,13 @@ def proc_cpu(pid):
 
 
 class Redis:
-    def __init__(self, d):
+    def __init__(self, d, wrap=()):
         self.port = free_port()
-        self.p = subprocess.Popen([REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", d, "--appendonly",
-                                   "yes", "--appendfsync", "always", "--save", ""], stdout=subprocess.DEVNULL)
-        for _ in range(200):
+        self.p = subprocess.Popen(list(wrap) + [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", d,
+                                                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                                                "--auto-aof-rewrite-percentage", "0"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(1200):
             try:
                 self.c = Conn(self.port)
                 self.c.call("PING")
@@ -233,6 +239,34 @@ def measure(rev, args, base):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def instructions(rev, takes, batch, base):
+    """redis-server's user-space instructions (callgrind's Ir) from its start to its end, with
+    `takes` winning takes of one sale in between."""
+    lua, names = sources(rev)
+    d = tempfile.mkdtemp(prefix="take_cost.", dir=base)
+    out = os.path.join(d, "callgrind.out")
+    r = Redis(d, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"])
+    try:
+        c = r.c
+        take = c.call("SCRIPT", "LOAD", compose(lua, names, "take"))
+        putsha = c.call("SCRIPT", "LOAD", compose(lua, names, "put"))
+        put(c, putsha, "c", 1000000)
+        if takes:
+            won, _ = storm(c, take, "c", takes, batch, 1)
+            assert won == takes, won
+        c.send("SHUTDOWN", "NOSAVE")
+        r.p.wait(120)
+        with open(out) as f:
+            for ln in f:
+                if ln.startswith("summary:") or ln.startswith("totals:"):
+                    return int(ln.split()[1])
+        raise RuntimeError("no callgrind total")
+    finally:
+        if r.p.poll() is None:
+            r.stop()
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def aof_size_path(d):
     best, size = None, -1
     for root, _, files in os.walk(d):
@@ -252,8 +286,17 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--callgrind", type=int, default=0, metavar="T",
+                    help="also count redis-server's instructions per take under callgrind (T takes against none)")
     args = ap.parse_args()
     base = os.environ.get("BENCH_DIR") or None
+    if args.callgrind:
+        for label, rev in ((f"before ({args.before})", args.before), ("after (working tree)", None)):
+            i0 = instructions(rev, 0, args.batch, base)
+            i1 = instructions(rev, args.callgrind, args.batch, base)
+            print(f"{label}: {(i1 - i0) / args.callgrind:,.0f} instructions per winning take in redis-server "
+                  f"(callgrind Ir, user space; {args.callgrind} takes in calls of {args.batch} against none)",
+                  flush=True)
     print(f"# {args.orders} orders (memory), {args.storm} takes (CPU), {args.batch} takes a call, "
           f"{args.depth} calls in flight; redis-server appendonly yes appendfsync always")
     for rnd in range(args.rounds):

@@ -147,18 +147,34 @@ local function stream_on()
   return STREAM_ON
 end
 
--- One feed entry (K.feed): the sale, the event (created, confirmed, cancelled, expired), then the
--- order as it is after the event. Same fields as the sale's stream entries, plus the sale.
+-- One feed entry (K.feed): the sale, the order id, then in one field `o` the event (created,
+-- confirmed, cancelled, expired) and the order as it is after the event, joined by tabs: event,
+-- user, qty, status, request_id, created_at, expires_at (feed entries of version 2; version 1
+-- had one field each, as the sale's stream: feed_fields reads both). Three fields rather than
+-- nine make the XADD, its copy in the AOF and the entry cheaper (docs/redis.md).
 local function feed_add(event, id, user, qty, status, request_id, created_at, expires_at)
+  local o = event .. '\t' .. user .. '\t' .. qty .. '\t' .. status .. '\t' .. request_id .. '\t' .. created_at .. '\t'
+            .. expires_at
   if FEED_PER_SLOT then
-    redis.call('XADD', K.feed, 'MAXLEN', '~', FEED_SLOT_KEEP, '*', 'sale', SALE_ID, 'event', event,
-               'order', id, 'user', user, 'qty', qty, 'status', status, 'request_id', request_id,
-               'created_at', created_at, 'expires_at', expires_at)
+    redis.call('XADD', K.feed, 'MAXLEN', '~', FEED_SLOT_KEEP, '*', 'sale', SALE_ID, 'order', id, 'o', o)
     return
   end
-  redis.call('XADD', K.feed, '*', 'sale', SALE_ID, 'event', event, 'order', id, 'user', user, 'qty', qty,
-             'status', status, 'request_id', request_id, 'created_at', created_at,
-             'expires_at', expires_at)
+  redis.call('XADD', K.feed, '*', 'sale', SALE_ID, 'order', id, 'o', o)
+end
+
+-- A feed entry's fields (as XRANGE gives them: name, value, ...) as a table of strings: sale,
+-- event, order, user, qty, status, request_id, created_at, expires_at; either version.
+local function feed_fields(kv)
+  local f = {}
+  for i = 1, #kv, 2 do
+    f[kv[i]] = kv[i + 1]
+  end
+  if f.o then
+    f.event, f.user, f.qty, f.status, f.request_id, f.created_at, f.expires_at =
+      string.match(f.o, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+    f.o = nil
+  end
+  return f
 end
 
 -- One stream entry and its feed entry: the order as it is after the event.

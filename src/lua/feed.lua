@@ -42,10 +42,7 @@ local entries = redis.call('XRANGE', KEYS[1], '(' .. start, '+', 'COUNT', limit)
 local out = {R_OK, ARGV[1], #entries == limit and 1 or 0}
 for _, e in ipairs(entries) do
   out[2] = e[1]
-  local f = {}
-  for i = 1, #e[2], 2 do
-    f[e[2][i]] = e[2][i + 1]
-  end
+  local f = feed_fields(e[2])
   local p = 'sk:{' .. f.sale .. '}'
   if redis.call('HEXISTS', p .. ':o:' .. math.floor(tonumber(f.order) / ORDERS_PER_KEY), f.order) == 1
      or redis.call('HEXISTS', p .. ':orders', f.order) == 1 then

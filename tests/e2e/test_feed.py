@@ -413,7 +413,9 @@ def test_feed_on_a_cluster_is_501(server, store, sale_id):
     entries = resp(store.cluster.master_of_slot(slot), "XRANGE", "sk:slot:{%d}:feed" % tag, "-", "+")
     got = []
     for _, f in entries:
-        d = dict(zip(f[::2], f[1::2]))
+        d = dict(zip(f[::2], f[1::2]))  # feed entries of version 2 (docs/redis.md): sale, order, o
+        d.update(zip(("event", "user", "qty", "status", "request_id", "created_at", "expires_at"),
+                     d.pop("o").split("\t")))
         if d["sale"] == s:
             got.append((d["order"], d["event"], d["user"]))
     assert got == [("1", "created", "ann"), ("2", "created", "bob"), ("3", "created", "cy"),
