@@ -79,7 +79,7 @@ end
 -- The key holding order id (a number or a decimal string).
 local function okey(id)
   if B then
-    return K.sale .. ':o:' .. math.floor(tonumber(id) / ORDERS_PER_KEY)
+    return K.sale .. ':o:' .. num(math.floor(tonumber(id) / ORDERS_PER_KEY))
   end
   return K.orders
 end
@@ -97,13 +97,13 @@ end
 -- The keys holding a request id's order id and a user's units.
 local function rkey(rid)
   if B then
-    return K.sale .. ':r:' .. (B > 1 and shash(rid) % B or 0)
+    return K.sale .. ':r:' .. (B > 1 and num(shash(rid) % B) or '0')
   end
   return K.rids
 end
 local function ukey(user)
   if B then
-    return K.sale .. ':u:' .. (B > 1 and shash(user) % B or 0)
+    return K.sale .. ':u:' .. (B > 1 and num(shash(user) % B) or '0')
   end
   return K.users
 end
