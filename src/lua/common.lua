@@ -147,13 +147,17 @@ local function stream_on()
   return STREAM_ON
 end
 
--- One feed entry (K.feed): the sale, the order id, then in one field `o` the event (created,
--- confirmed, cancelled, expired) and the order as it is after the event, joined by tabs: event,
--- user, qty, status, request_id, created_at, expires_at (feed entries of version 2; version 1
--- had one field each, as the sale's stream: feed_fields reads both). Three fields rather than
--- nine make the XADD, its copy in the AOF and the entry cheaper (docs/redis.md).
+-- One feed entry (K.feed): the sale, the order id, then in one field `o` the event and the order
+-- as it is after it, joined by tabs: the event as a letter (FEED_EVENT), user, qty, request_id,
+-- created_at, expires_at. The order's status is not written: it follows from the event (created:
+-- held when the order has an expires_at, else confirmed; any other event: the event's own name).
+-- These are feed entries of version 2; version 1 had nine fields, as the sale's stream:
+-- feed_fields reads both, and is the one place that decodes an entry. Three short fields rather
+-- than nine make the XADD, its copy in the AOF and the entry cheaper (docs/redis.md).
+local FEED_EVENT = {created = 'n', confirmed = 'c', cancelled = 'x', expired = 'e'}
+local FEED_EVENT_NAME = {n = 'created', c = 'confirmed', x = 'cancelled', e = 'expired'}
 local function feed_add(event, id, user, qty, status, request_id, created_at, expires_at)
-  local o = event .. '\t' .. user .. '\t' .. qty .. '\t' .. status .. '\t' .. request_id .. '\t' .. created_at .. '\t'
+  local o = FEED_EVENT[event] .. '\t' .. user .. '\t' .. qty .. '\t' .. request_id .. '\t' .. created_at .. '\t'
             .. expires_at
   if FEED_PER_SLOT then
     redis.call('XADD', K.feed, 'MAXLEN', '~', FEED_SLOT_KEEP, '*', 'sale', SALE_ID, 'order', id, 'o', o)
@@ -170,8 +174,17 @@ local function feed_fields(kv)
     f[kv[i]] = kv[i + 1]
   end
   if f.o then
-    f.event, f.user, f.qty, f.status, f.request_id, f.created_at, f.expires_at =
-      string.match(f.o, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+    local ev
+    ev, f.user, f.qty, f.request_id, f.created_at, f.expires_at =
+      string.match(f.o, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+    f.event = FEED_EVENT_NAME[ev] or ev
+    if f.event ~= 'created' then
+      f.status = f.event
+    elseif f.expires_at ~= '' then
+      f.status = 'held'
+    else
+      f.status = 'confirmed'
+    end
     f.o = nil
   end
   return f

@@ -414,8 +414,8 @@ def test_feed_on_a_cluster_is_501(server, store, sale_id):
     got = []
     for _, f in entries:
         d = dict(zip(f[::2], f[1::2]))  # feed entries of version 2 (docs/redis.md): sale, order, o
-        d.update(zip(("event", "user", "qty", "status", "request_id", "created_at", "expires_at"),
-                     d.pop("o").split("\t")))
+        d.update(zip(("event", "user", "qty", "request_id", "created_at", "expires_at"), d.pop("o").split("\t")))
+        d["event"] = {"n": "created", "c": "confirmed", "x": "cancelled", "e": "expired"}[d["event"]]
         if d["sale"] == s:
             got.append((d["order"], d["event"], d["user"]))
     assert got == [("1", "created", "ann"), ("2", "created", "bob"), ("3", "created", "cy"),
