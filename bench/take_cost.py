@@ -17,7 +17,8 @@ as src/store_redis.c's load_scripts() does, then:
   included), and winning takes/s (the one-hot-sale ceiling on one Redis core).
 
 With --callgrind T, first: redis-server's user-space instructions per winning take (callgrind,
-a run with T takes against one with none), which the machine's other load does not change.
+a run with T takes against one with T/2, so that start-up and warm-up cancel out), which the
+machine's other load does not change.
 
 Usage: bench/take_cost.py [--before REV] [--orders N] [--storm C] [--batch B] [--depth D] [--rounds R]
                           [--callgrind T]
@@ -287,16 +288,17 @@ def main():
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--callgrind", type=int, default=0, metavar="T",
-                    help="also count redis-server's instructions per take under callgrind (T takes against none)")
+                    help="also count redis-server's instructions per take under callgrind (T takes against T/2)")
     args = ap.parse_args()
     base = os.environ.get("BENCH_DIR") or None
     if args.callgrind:
         for label, rev in ((f"before ({args.before})", args.before), ("after (working tree)", None)):
-            i0 = instructions(rev, 0, args.batch, base)
+            half = args.callgrind // 2
+            i0 = instructions(rev, half, args.batch, base)
             i1 = instructions(rev, args.callgrind, args.batch, base)
-            print(f"{label}: {(i1 - i0) / args.callgrind:,.0f} instructions per winning take in redis-server "
-                  f"(callgrind Ir, user space; {args.callgrind} takes in calls of {args.batch} against none)",
-                  flush=True)
+            print(f"{label}: {(i1 - i0) / (args.callgrind - half):,.0f} instructions per winning take in "
+                  f"redis-server (callgrind Ir, user space; {args.callgrind} takes in calls of {args.batch} "
+                  f"against {half})", flush=True)
     print(f"# {args.orders} orders (memory), {args.storm} takes (CPU), {args.batch} takes a call, "
           f"{args.depth} calls in flight; redis-server appendonly yes appendfsync always")
     for rnd in range(args.rounds):
