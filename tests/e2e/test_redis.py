@@ -1,6 +1,7 @@
 """The Redis store's own promises (issue 3): the order stream, SCRIPT FLUSH in the middle of
 traffic, starting while Redis is down, and the password in the URL or the environment."""
 
+import collections
 import os
 import subprocess
 import threading
@@ -194,6 +195,50 @@ def test_old_layout_is_migrated_at_start(make_server, store):
     srv.restart()
     assert sorted(x["sale"] for x in srv.adm("GET", "/v1/sales").body["sales"]) == ["gone", "old"]
     assert "redis_layout_migrated" not in srv.stderr_tail()
+
+
+@redis_only
+def test_layout_2_keys_and_their_limits(server, store, sale_id):
+    """A sale made on a single Redis is of layout 2 (docs/redis.md, "Layouts"): its orders, request
+    ids and users are in small keys that Redis keeps as listpacks. An order too long for one (a
+    128-byte user and request id) or a key with more than 128 buyers (the stock raised after the
+    sale was made with b = 1) turns that key into a hash table: every answer stays exact."""
+    port = store.redis.port
+    s = sale_id()
+    server.put_sale(s, stock=10, per_user_limit=1)
+    assert cli(port, "HGET", "sk:{%s}" % s, "b").strip() == "1"
+    a = server.take(s, user="ann", request_id="ra").body
+    assert cli(port, "OBJECT", "ENCODING", "sk:{%s}:o:0" % s).strip() == "listpack"
+    assert stored_orders(port, s)[a["order"]] == ["confirmed", "1", str(a["created_at"]), "", "ann", "ra"]
+    assert cli(port, "HGET", "sk:{%s}:o:0" % s, a["order"]).startswith("c\t1\t")
+    for k in ("r", "u"):
+        assert cli(port, "OBJECT", "ENCODING", "sk:{%s}:%s:0" % (s, k)).strip() == "listpack"
+    long_user, long_rid = "u" * 128, "r" * 128
+    b = server.take(s, user=long_user, request_id=long_rid)
+    assert b.status == 201, b
+    for k in ("o", "r", "u"):
+        assert cli(port, "OBJECT", "ENCODING", "sk:{%s}:%s:0" % (s, k)).strip() == "hashtable"
+    r = server.take(s, user=long_user, request_id=long_rid)
+    assert r.status == 200 and r.body["order"] == b.body["order"], r
+    assert_error(server.take(s, user=long_user, request_id="another"), 409, "user_limit")
+    assert_error(server.take(s, user="bob", request_id=long_rid), 409, "request_id_reused")
+    # 300 buyers in the one key of each kind that b = 1 gives (the stock raised after the sale was made)
+    server.put_sale(s, expect=200, stock=400, per_user_limit=1)
+    assert cli(port, "HGET", "sk:{%s}" % s, "b").strip() == "1"
+    res = storm(server.public_port, [("POST", f"/v1/sales/{s}/orders", {"user": f"b{i}", "request_id": f"q{i}"})
+                                     for i in range(300)], threads=8)
+    assert sorted(st for st, _ in res) == [201] * 300, collections.Counter(st for st, _ in res)
+    res = storm(server.public_port, [("POST", f"/v1/sales/{s}/orders", {"user": f"b{i}", "request_id": f"q{i}"})
+                                     for i in range(300)], threads=8)
+    assert sorted(st for st, _ in res) == [200] * 300  # every one a replay
+    assert int(cli(port, "HLEN", "sk:{%s}:r:0" % s)) == 302 and int(cli(port, "HLEN", "sk:{%s}:u:0" % s)) == 302
+    book = server.orders(s)
+    assert len(book) == 302 and [o["order"] for o in book] == [str(i) for i in range(1, 303)]
+    assert server.sale(s)["sold"] == 302
+    assert sorted(stored_orders(port, s)) == sorted(str(i) for i in range(1, 303))
+    assert resp(port, "SCAN", "0", "MATCH", "sk:{%s}:o:*" % s, "COUNT", 1000)[1] != []
+    assert sorted(resp(port, "SCAN", "0", "MATCH", "sk:{%s}:o:*" % s, "COUNT", 1000)[1]) == \
+        ["sk:{%s}:o:%d" % (s, i) for i in range(5)]  # ids 1-302: 64 a key
 
 
 @redis_only
