@@ -31,6 +31,7 @@ typedef struct block_s {
     counter_t take_batches[9];    /* takes per take script call, by batch_bounds */
     counter_t take_batch_calls, take_batch_sum;
     counter_t redis_refused[SK_REDIS_REFUSED_KINDS_];
+    counter_t redis_redirects[SK_REDIS_REDIRECT_KINDS_];
 } block_t;
 
 typedef struct commit_block_s {
@@ -122,6 +123,12 @@ void sk_metrics_redis_refused(int kind)
 {
     if (kind >= 0 && kind < SK_REDIS_REFUSED_KINDS_)
         inc(&me()->redis_refused[kind], 1);
+}
+
+void sk_metrics_redis_redirect(int kind)
+{
+    if (kind >= 0 && kind < SK_REDIS_REDIRECT_KINDS_)
+        inc(&me()->redis_redirects[kind], 1);
 }
 
 void sk_metrics_commit(size_t n, int64_t ms, int ok)
@@ -318,6 +325,14 @@ void sk_metrics_render(sk_buf_t *o)
                   "--redis-min-replicas replicas in time (answered 503, outcome unknown).\n"
                   "# TYPE seckill_redis_wait_timeouts_total counter\nseckill_redis_wait_timeouts_total %llu\n",
                   (unsigned long long)SUM(redis_refused[SK_REDIS_REFUSED_WAIT]));
+    sk_buf_printf(o,
+                  "# HELP seckill_redis_redirects_total Redis Cluster redirections followed: moved (the slot had "
+                  "moved) or ask (the slot was moving: sent again after ASKING) (Redis store).\n"
+                  "# TYPE seckill_redis_redirects_total counter\n"
+                  "seckill_redis_redirects_total{kind=\"moved\"} %llu\nseckill_redis_redirects_total{kind=\"ask\"} "
+                  "%llu\n",
+                  (unsigned long long)SUM(redis_redirects[SK_REDIS_REDIRECT_MOVED]),
+                  (unsigned long long)SUM(redis_redirects[SK_REDIS_REDIRECT_ASK]));
     sk_buf_printf(o,
                   "# HELP seckill_commit_batches_total Committer transactions (embedded store).\n"
                   "# TYPE seckill_commit_batches_total counter\nseckill_commit_batches_total %llu\n"

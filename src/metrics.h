@@ -37,6 +37,11 @@ enum {
 };
 void sk_metrics_redis_refused(int kind);
 
+/* A Redis Cluster redirection the Redis store followed: MOVED (the slot has moved) or ASK (the
+ * slot is moving: the command went again, after ASKING, to the node named). */
+enum { SK_REDIS_REDIRECT_MOVED, SK_REDIS_REDIRECT_ASK, SK_REDIS_REDIRECT_KINDS_ };
+void sk_metrics_redis_redirect(int kind);
+
 /* Calls cb for each take outcome that /metrics shows (won, replayed, sold_out, user_limit and
  * every other error code seen), with its count summed over the threads. */
 void sk_metrics_each_take(void (*cb)(const char *outcome, uint64_t n, void *arg), void *arg);

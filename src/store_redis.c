@@ -39,6 +39,7 @@
 #include "error.h"
 #include "log.h"
 #include "map.h"
+#include "metrics.h"
 #include "parse.h"
 #include "redis_conn.h"
 #include "redis_cluster.h"
@@ -2157,6 +2158,7 @@ static int redirect(cmd_t *cmd, const redisReply *rep)
     if (kind == 1)
         w->slot_node[slot] = (uint8_t)at;
     cmd->redirects++;
+    sk_metrics_redis_redirect(kind == 2 ? SK_REDIS_REDIRECT_ASK : SK_REDIS_REDIRECT_MOVED);
     if (cmd->wait != NULL)
         cmd->wait->of = NULL; /* the WAIT sent behind it answers nothing now (wait_done): */
     cmd->wait = NULL;         /* cmd_send sends one behind it where it goes */

@@ -4,7 +4,7 @@
 -- as expired (its units return, once), whatever the op; confirm: held -> confirmed, confirmed
 -- stays; cancel: held or confirmed -> cancelled (units return), cancelled stays; anything else
 -- is order_not_held. Repeating an op changes nothing and tells the stream nothing.
-if redis.call('EXISTS', K.sale) == 0 then
+if not layout() then
   return {R_NO_SALE}
 end
 local id = ARGV[1]

@@ -50,13 +50,76 @@ local function clock_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- An order as K.orders stores it: status, qty, created_at, expires_at, user, request_id, joined
--- by tabs ('' for a null). user and request_id never hold a control character (src/parse.c), so
--- a tab cannot be part of a field. One hash field per order, rather than a hash per order, lets a
--- batch of takes write all its orders with one HSET.
+-- The sale's layout (docs/redis.md, "Layouts"). Layout 1: the orders, request ids and users of a
+-- sale are one hash each (K.orders, K.rids, K.users). Layout 2 (sales made by this version on a
+-- single Redis or under Sentinel, where a script may use keys it does not declare): they are
+-- spread over small hashes that Redis keeps as listpacks (about 4 times smaller than a hash's
+-- table): the orders ORDERS_PER_KEY ids a key ('sk:{sale}:o:' .. id div ORDERS_PER_KEY), request
+-- ids and users over B keys each ('sk:{sale}:r:' / 'sk:{sale}:u:' .. a hash of the string mod B),
+-- B fixed when the sale is made, from its stock (PER_BUCKET entries a key on average). On a
+-- Redis Cluster, where every key a script touches must be declared (or a slot in migration could
+-- run a script against a half-moved sale), sales keep layout 1. The sale's field 'b' holds B:
+-- absent for layout 1.
+local ORDERS_PER_KEY = 64
+local PER_BUCKET = 64
+local B = nil          -- the sale's B, nil for layout 1 (set by load_sale / layout)
+local B_OF = nil       -- the K.sale B was read for
+
+-- Reads the sale's layout (once per sale a script goes through); false when there is no sale.
+local function layout()
+  if B_OF ~= K.sale then
+    local c = redis.call('HMGET', K.sale, 'stock', 'b')
+    if not c[1] then
+      B, B_OF = nil, nil
+      return false
+    end
+    B, B_OF = tonumber(c[2] or ''), K.sale
+  end
+  return true
+end
+
+-- The key holding order id (a number or a decimal string).
+local function okey(id)
+  if B then
+    return K.sale .. ':o:' .. num(math.floor(tonumber(id) / ORDERS_PER_KEY))
+  end
+  return K.orders
+end
+
+-- A cheap hash of a string (its length, its first and last 8 bytes), exact in Lua's doubles.
+local function shash(v)
+  local a, b, c, d, e, f, g, h = string.byte(v, 1, 8)
+  local x = ((((((((#v * 31 + (a or 0)) * 31 + (b or 0)) * 31 + (c or 0)) * 31 + (d or 0)) * 31 + (e or 0)) * 31
+    + (f or 0)) * 31 + (g or 0)) * 31 + (h or 0))
+  a, b, c, d, e, f, g, h = string.byte(v, -8, -1)
+  return x + (((((((((a or 0) * 31 + (b or 0)) * 31 + (c or 0)) * 31 + (d or 0)) * 31 + (e or 0)) * 31
+    + (f or 0)) * 31 + (g or 0)) * 31 + (h or 0)) * 7)
+end
+
+-- The keys holding a request id's order id and a user's units.
+local function rkey(rid)
+  if B then
+    return K.sale .. ':r:' .. (B > 1 and num(shash(rid) % B) or '0')
+  end
+  return K.rids
+end
+local function ukey(user)
+  if B then
+    return K.sale .. ':u:' .. (B > 1 and num(shash(user) % B) or '0')
+  end
+  return K.users
+end
+
+-- An order as stored: status, qty, created_at, expires_at, user, request_id, joined by tabs ('' for
+-- a null). user and request_id never hold a control character (src/parse.c), so a tab cannot be
+-- part of a field. Layout 2 writes the status as its first letter (h, c, x for cancelled, e); both
+-- forms are read. One hash field per order lets a batch of takes write its orders with one HSET
+-- per key.
+local SHORT = {held = 'h', confirmed = 'c', cancelled = 'x', expired = 'e'}
+local LONG = {h = 'held', c = 'confirmed', x = 'cancelled', e = 'expired'}
 local function pack_order(status, qty, created_at, expires_at, user, request_id)
-  return status .. '\t' .. qty .. '\t' .. created_at .. '\t' .. expires_at .. '\t' .. user .. '\t'
-         .. request_id
+  return (B and SHORT[status] or status) .. '\t' .. qty .. '\t' .. created_at .. '\t' .. expires_at .. '\t' .. user
+         .. '\t' .. request_id
 end
 
 -- The packed order v (from HGET/HMGET) as a table of strings, or nil when v is false.
@@ -66,34 +129,76 @@ local function unpack_order(v)
   end
   local status, qty, created, expires, user, rid =
     string.match(v, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
-  return {user = user, qty = qty, status = status, request_id = rid, created_at = created,
+  return {user = user, qty = qty, status = LONG[status] or status, request_id = rid, created_at = created,
           expires_at = expires}
 end
 
 -- A stored order as a table of strings (user and request_id '' when absent), or nil.
 local function load_order(id)
-  return unpack_order(redis.call('HGET', K.orders, id))
+  layout()
+  return unpack_order(redis.call('HGET', okey(id), id))
 end
 
--- One feed entry (K.feed): the sale, the event (created, confirmed, cancelled, expired), then the
--- order as it is after the event. Same fields as the sale's stream entries, plus the sale.
+-- The sale's own stream (K.stream) is written only when it exists: a consumer that wants it
+-- creates it (XGROUP CREATE ... MKSTREAM); the winners feed carries every event (docs/redis.md).
+local STREAM_OF, STREAM_ON = nil, false
+local function stream_on()
+  if STREAM_OF ~= K.stream then
+    STREAM_OF, STREAM_ON = K.stream, redis.call('EXISTS', K.stream) == 1
+  end
+  return STREAM_ON
+end
+
+-- One feed entry (K.feed): the sale, the order id, then in one field `o` the event and the order
+-- as it is after it, joined by tabs: the event as a letter (FEED_EVENT), user, qty, request_id,
+-- created_at, expires_at. The order's status is not written: it follows from the event (created:
+-- held when the order has an expires_at, else confirmed; any other event: the event's own name).
+-- These are feed entries of version 2; version 1 had nine fields, as the sale's stream:
+-- feed_fields reads both, and is the one place that decodes an entry. Three short fields rather
+-- than nine make the XADD, its copy in the AOF and the entry cheaper (docs/redis.md).
+local FEED_EVENT = {created = 'n', confirmed = 'c', cancelled = 'x', expired = 'e'}
+local FEED_EVENT_NAME = {n = 'created', c = 'confirmed', x = 'cancelled', e = 'expired'}
 local function feed_add(event, id, user, qty, status, request_id, created_at, expires_at)
+  local o = FEED_EVENT[event] .. '\t' .. user .. '\t' .. qty .. '\t' .. request_id .. '\t' .. created_at .. '\t'
+            .. expires_at
   if FEED_PER_SLOT then
-    redis.call('XADD', K.feed, 'MAXLEN', '~', FEED_SLOT_KEEP, '*', 'sale', SALE_ID, 'event', event,
-               'order', id, 'user', user, 'qty', qty, 'status', status, 'request_id', request_id,
-               'created_at', created_at, 'expires_at', expires_at)
+    redis.call('XADD', K.feed, 'MAXLEN', '~', FEED_SLOT_KEEP, '*', 'sale', SALE_ID, 'order', id, 'o', o)
     return
   end
-  redis.call('XADD', K.feed, '*', 'sale', SALE_ID, 'event', event, 'order', id, 'user', user, 'qty', qty,
-             'status', status, 'request_id', request_id, 'created_at', created_at,
-             'expires_at', expires_at)
+  redis.call('XADD', K.feed, '*', 'sale', SALE_ID, 'order', id, 'o', o)
+end
+
+-- A feed entry's fields (as XRANGE gives them: name, value, ...) as a table of strings: sale,
+-- event, order, user, qty, status, request_id, created_at, expires_at; either version.
+local function feed_fields(kv)
+  local f = {}
+  for i = 1, #kv, 2 do
+    f[kv[i]] = kv[i + 1]
+  end
+  if f.o then
+    local ev
+    ev, f.user, f.qty, f.request_id, f.created_at, f.expires_at =
+      string.match(f.o, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+    f.event = FEED_EVENT_NAME[ev] or ev
+    if f.event ~= 'created' then
+      f.status = f.event
+    elseif f.expires_at ~= '' then
+      f.status = 'held'
+    else
+      f.status = 'confirmed'
+    end
+    f.o = nil
+  end
+  return f
 end
 
 -- One stream entry and its feed entry: the order as it is after the event.
 local function emit(event, id, o)
-  redis.call('XADD', K.stream, '*', 'event', event, 'order', id, 'user', o.user, 'qty', o.qty,
-             'status', o.status, 'request_id', o.request_id, 'created_at', o.created_at,
-             'expires_at', o.expires_at)
+  if stream_on() then
+    redis.call('XADD', K.stream, '*', 'event', event, 'order', id, 'user', o.user, 'qty', o.qty,
+               'status', o.status, 'request_id', o.request_id, 'created_at', o.created_at,
+               'expires_at', o.expires_at)
+  end
   feed_add(event, id, o.user, o.qty, o.status, o.request_id, o.created_at, o.expires_at)
 end
 
@@ -102,15 +207,18 @@ end
 local function give_back(o, from)
   local q = tonumber(o.qty)
   redis.call('HINCRBY', K.sale, from == 'held' and 'held' or 'sold', num(-q))
-  if o.user ~= '' and redis.call('HINCRBY', K.users, o.user, num(-q)) <= 0 then
-    redis.call('HDEL', K.users, o.user)
+  if o.user ~= '' then
+    local uk = ukey(o.user)
+    if redis.call('HINCRBY', uk, o.user, num(-q)) <= 0 then
+      redis.call('HDEL', uk, o.user)
+    end
   end
 end
 
 -- Sets an order's status and tells the stream.
 local function set_status(id, o, status)
   o.status = status
-  redis.call('HSET', K.orders, id,
+  redis.call('HSET', okey(id), id,
              pack_order(status, o.qty, o.created_at, o.expires_at, o.user, o.request_id))
   emit(status, id, o)
 end
@@ -144,8 +252,9 @@ local function reap(now, max)
     redis.call('HINCRBY', K.sale, 'held', num(-units))
   end
   for _, u in ipairs(users) do
-    if redis.call('HINCRBY', K.users, u, num(-per_user[u])) <= 0 then
-      redis.call('HDEL', K.users, u)
+    local uk = ukey(u)
+    if redis.call('HINCRBY', uk, u, num(-per_user[u])) <= 0 then
+      redis.call('HDEL', uk, u)
     end
   end
   return #due
@@ -154,10 +263,12 @@ end
 -- The sale's configuration and counters, or nil when there is no such sale.
 local function load_sale()
   local c = redis.call('HMGET', K.sale, 'stock', 'limit', 'hold', 'starts', 'ends', 'sold', 'held',
-                      'retain')
+                      'retain', 'b')
   if not c[1] then
+    B, B_OF = nil, nil
     return nil
   end
+  B, B_OF = tonumber(c[9] or ''), K.sale
   return {stock = tonumber(c[1]), limit = tonumber(c[2]), hold = tonumber(c[3]),
           starts = tonumber(c[4] or ''), ends = tonumber(c[5] or ''), -- nil when null
           sold = tonumber(c[6]), held = tonumber(c[7]), retain = tonumber(c[8] or '')}
@@ -186,7 +297,30 @@ local function drop_sale(id, sales, due, tombstones)
   if seq > tonumber(redis.call('HGET', tombstones, id) or '0') then
     redis.call('HSET', tombstones, id, num(seq))
   end
+  layout()
+  if B then
+    -- layout 2: every key the sale may have (an absent one costs nothing), 1,000 a call
+    local ks = {}
+    local function add(k)
+      ks[#ks + 1] = k
+      if #ks == 1000 then
+        redis.call('UNLINK', unpack(ks))
+        ks = {}
+      end
+    end
+    for i = 0, math.floor(seq / ORDERS_PER_KEY) do
+      add(K.sale .. ':o:' .. i)
+    end
+    for i = 0, B - 1 do
+      add(K.sale .. ':r:' .. i)
+      add(K.sale .. ':u:' .. i)
+    end
+    if #ks > 0 then
+      redis.call('UNLINK', unpack(ks))
+    end
+  end
   redis.call('UNLINK', K.sale, K.users, K.holds, K.stream, K.rids, K.seq, K.orders)
+  B_OF = nil
   redis.call('SREM', sales, id)
   redis.call('ZREM', due, id)
   if FEED_PER_SLOT then

@@ -8,13 +8,14 @@
 -- {R_OK, next cursor, more (0/1), then per event: sale, event, order, user, qty, status,
 -- request_id, created_at, expires_at, cursor}. Entries of a deleted sale are passed over, and so
 -- are a cluster's deletion entries ({gone, upto}, common.lua's drop_sale); the next cursor still
--- moves past them. This script is the one place where a feed entry's fields are read.
+-- moves past them. Entries are decoded by common.lua's feed_fields (both versions), the one place
+-- where a feed entry's fields are read.
 -- An entry is of a deleted sale when its order id is at or below the sale's tombstone (its last
 -- order id when deleted): a sale made again under the id goes on after it (put.lua). On a cluster
 -- the tombstone is the one the relay copied into sk:{feed}:gone. On a single Redis it is tested
 -- without naming the slot's tombstones key, whose tag only C knows: the order is not in its
--- sale's orders hash (orders leave it only when the sale is deleted); that key is not declared,
--- which a single Redis allows.
+-- sale's orders (its key of layout 2, else the orders hash of layout 1, common.lua; orders leave
+-- them only when the sale is deleted); those keys are not declared, which a single Redis allows.
 local function id_of(s)
   local hi, lo = string.match(s, '^(%d+)-(%d+)$')
   return tonumber(hi), tonumber(lo)
@@ -46,7 +47,9 @@ local out = {R_OK, ARGV[1], #entries == limit and 1 or 0}
 local gone, tomb = KEYS[3], {}
 local function live(f)
   if not gone then
-    return redis.call('HEXISTS', 'sk:{' .. f.sale .. '}:orders', f.order) == 1
+    local p = 'sk:{' .. f.sale .. '}'
+    return redis.call('HEXISTS', p .. ':o:' .. math.floor(tonumber(f.order) / ORDERS_PER_KEY), f.order) == 1
+      or redis.call('HEXISTS', p .. ':orders', f.order) == 1
   end
   if tomb[f.sale] == nil then
     tomb[f.sale] = tonumber(redis.call('HGET', gone, f.sale) or '0')
@@ -55,10 +58,7 @@ local function live(f)
 end
 for _, e in ipairs(entries) do
   out[2] = e[1]
-  local f = {}
-  for i = 1, #e[2], 2 do
-    f[e[2][i]] = e[2][i + 1]
-  end
+  local f = feed_fields(e[2])
   if f.gone == nil and live(f) then
     local n = #out
     out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = f.sale, f.event, f.order, f.user, f.qty

@@ -1,6 +1,6 @@
 -- order.lua (read-only): one order. ARGV: order id.
 -- Returns {R_NO_SALE}, {R_NO_ORDER} or order_reply(R_OK, order) with the stored status.
-if redis.call('EXISTS', K.sale) == 0 then
+if not layout() then
   return {R_NO_SALE}
 end
 local o = load_order(ARGV[1])

@@ -3,7 +3,7 @@
 -- created_at, expires_at (-1)}; more is 1 when orders exist after the last one returned.
 -- Order ids are dense (INCR inside the take script, which writes nothing else before deciding),
 -- so the page is a range of ids.
-if redis.call('EXISTS', K.sale) == 0 then
+if not layout() then
   return {R_NO_SALE}
 end
 local last = tonumber(redis.call('GET', K.seq) or '0')
@@ -15,15 +15,23 @@ while id <= last and #ids < limit do
   ids[#ids + 1] = num(id)
   id = id + 1
 end
-if #ids > 0 then
-  for i, v in ipairs(redis.call('HMGET', K.orders, unpack(ids))) do
+-- one HMGET per key the ids are in (layout 2: ORDERS_PER_KEY ids a key)
+local from = 1
+while from <= #ids do
+  local key = okey(ids[from])
+  local to = from
+  while to < #ids and okey(ids[to + 1]) == key do
+    to = to + 1
+  end
+  for i, v in ipairs(redis.call('HMGET', key, unpack(ids, from, to))) do
     local o = unpack_order(v)
     if o then
-      for _, f in ipairs(order_reply(tonumber(ids[i]), o)) do
+      for _, f in ipairs(order_reply(tonumber(ids[from + i - 1]), o)) do
         out[#out + 1] = f
       end
     end
   end
+  from = to + 1
 end
 if id <= last then
   out[2] = 1

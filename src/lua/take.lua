@@ -10,8 +10,9 @@
 -- The rules are those of src/sale.c, checked in the order of docs/API.md: user required,
 -- request id (a replay is answered even when sold out or ended), window, stock (sold out is
 -- sold out for everybody), the user's allowance.
--- The whole batch is decided first, reading only, then written: every kind of key once per batch
--- (the orders with one HSET, the users' totals with one HSET, ...), and a stream entry per order.
+-- A winning take writes its user's units and its request id as it is decided (below); the orders
+-- are written once per key per batch, then a feed entry per order (and a stream entry, when the
+-- sale's stream exists), then the counters once.
 local now_ms = clock_ms()
 local now = math.floor(now_ms / 1000)
 reap(now, 100)
@@ -35,125 +36,146 @@ if s.hold > 0 then
 end
 local status = s.hold > 0 and 'held' or 'confirmed'
 local created_at, expires_at = num(now), s.hold > 0 and num(expires) or ''
-local taken = {}    -- user -> units, as of now in this batch
-local added = {}    -- user -> units this batch adds
-local users = {}    -- the users of `added`, in order
+local taken = {}    -- user -> units, as of now in this batch (per_user_limit only)
 local new_rids = {} -- request_id -> {user, qty, id} of an order made by this batch
-local orders = {}   -- the new orders: id, user, qty, request_id (strings), 4 slots each
-local packed = {}   -- HSET arguments for K.orders: id, pack_order(...), ...
+local feed = {}     -- the new orders for the feed: id, user, qty, request_id (strings), 4 slots each
+local packed = {}   -- order key -> HSET arguments: id, pack_order(...), ...
+local okeys = {}    -- the order keys of `packed`, in order
+local held = {}     -- ZADD arguments for K.holds
 -- the reply: the header (filled in at the end), then code, id, created_at, expires_at per take
 local out = {R_OK, 0, 0, 0, 0, 0}
+local open = window == R_OK
 
-local function taken_by(user)
-  local t = taken[user]
-  if not t then
-    t = tonumber(redis.call('HGET', K.users, user)) or 0
-    taken[user] = t
+-- The order a request id names, if any: its id, user, qty, created_at, expires_at (-1).
+local function by_rid(rid)
+  local prev = redis.call('HGET', rkey(rid), rid)
+  if prev then
+    local o = load_order(prev)
+    if o then
+      return prev, o.user, tonumber(o.qty), tonumber(o.created_at), tonumber(o.expires_at) or -1
+    end
   end
-  return t
+  return prev, nil, nil, 0, -1
 end
 
+-- The writes of a take that wins are made as it is decided, each key's once: a user's units
+-- (HSETNX for one who holds none, the common case; else HINCRBY), its request id (HSETNX, which
+-- also tells whether the id is known: then nothing is written, or the user's HSETNX is undone).
 local n = tonumber(ARGV[1])
 for i = 0, n - 1 do
-  local user, qty, rid = ARGV[2 + 3 * i], tonumber(ARGV[3 + 3 * i]), ARGV[4 + 3 * i]
+  local user, qtys, rid = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
+  local qty = tonumber(qtys)
   local code, id, created, exp = R_OK, 0, 0, -1
   local prev, prev_user, prev_qty
-  if rid ~= '' then
-    local mine = new_rids[rid]
-    if mine then
-      prev, prev_user, prev_qty, created, exp = mine[3], mine[1], mine[2], now, expires
-    else
-      prev = redis.call('HGET', K.rids, rid)
-      if prev then
-        local o = load_order(prev)
-        if o then
-          prev_user, prev_qty = o.user, tonumber(o.qty)
-          created, exp = tonumber(o.created_at), tonumber(o.expires_at) or -1
+  local mine = rid ~= '' and new_rids[rid]
+  if mine then
+    prev, prev_user, prev_qty, created, exp = mine[3], mine[1], mine[2], now, expires
+  end
+  if s.limit > 0 and user == '' then
+    code, prev = R_BAD_REQUEST, nil
+  elseif not prev and (not open or s.stock - s.sold - s.held < qty) then
+    -- cannot win: only a known request id changes the answer
+    if rid ~= '' then
+      prev, prev_user, prev_qty, created, exp = by_rid(rid)
+    end
+    if not prev then
+      code = open and R_SOLD_OUT or window
+    end
+  elseif not prev then
+    local uk = user ~= '' and ukey(user)
+    local fresh = false -- the user held nothing and now holds qty (written)
+    local allowed = true
+    if s.limit > 0 then
+      local t = taken[user]
+      if not t then
+        if qty <= s.limit and redis.call('HSETNX', uk, user, qtys) == 1 then
+          t, fresh = 0, true
+        else
+          t = tonumber(redis.call('HGET', uk, user)) or 0
         end
+        taken[user] = t
+      end
+      allowed = qty <= s.limit and t <= s.limit - qty
+    end
+    local ids = num(seq + 1) -- the order's id, if it wins
+    if rid ~= '' then
+      if not allowed or redis.call('HSETNX', rkey(rid), rid, ids) == 0 then
+        prev, prev_user, prev_qty, created, exp = by_rid(rid)
+      end
+    end
+    if prev then
+      if fresh then
+        redis.call('HDEL', uk, user)
+      end
+    elseif not allowed then
+      code = R_USER_LIMIT
+    else
+      seq = seq + 1
+      id, created, exp = seq, now, expires
+      if s.hold > 0 then
+        s.held = s.held + qty
+      else
+        s.sold = s.sold + qty
+      end
+      if user ~= '' then
+        if s.limit > 0 then
+          taken[user] = taken[user] + qty
+        end
+        if not fresh then
+          redis.call('HINCRBY', uk, user, qtys)
+        end
+      end
+      if rid ~= '' then
+        new_rids[rid] = {user, qty, id}
+      end
+      local k = #feed
+      feed[k + 1], feed[k + 2], feed[k + 3], feed[k + 4] = ids, user, qtys, rid
+      local ok = okeys[#okeys]
+      if not ok or (B and id % ORDERS_PER_KEY == 0) then
+        ok = okey(id) -- the batch's first order, or the first of a key of layout 2
+        if not packed[ok] then
+          packed[ok] = {}
+          okeys[#okeys + 1] = ok
+        end
+      end
+      local p = packed[ok]
+      p[#p + 1], p[#p + 2] = ids, pack_order(status, qtys, created_at, expires_at, user, rid)
+      if s.hold > 0 then
+        held[#held + 1] = expires_at
+        held[#held + 1] = ids
       end
     end
   end
-  if s.limit > 0 and user == '' then
-    code = R_BAD_REQUEST
-  elseif prev then
+  if prev then
     if prev_user ~= user or prev_qty ~= qty then
       code, created, exp = R_REUSED, 0, -1
     else
       code, id = R_REPLAY, tonumber(prev)
     end
-  elseif window ~= R_OK then
-    code = window
-  elseif s.stock - s.sold - s.held < qty then
-    code = R_SOLD_OUT
-  elseif s.limit > 0 and (qty > s.limit or taken_by(user) > s.limit - qty) then
-    code = R_USER_LIMIT
-  else
-    seq = seq + 1
-    id, created, exp = seq, now, expires
-    if s.hold > 0 then
-      s.held = s.held + qty
-    else
-      s.sold = s.sold + qty
-    end
-    if user ~= '' then
-      if not added[user] then
-        added[user] = 0
-        users[#users + 1] = user
-      end
-      added[user] = added[user] + qty
-      if s.limit > 0 then
-        taken[user] = taken_by(user) + qty
-      end
-    end
-    if rid ~= '' then
-      new_rids[rid] = {user, qty, id}
-    end
-    local ids, qtys = num(id), ARGV[3 + 3 * i]
-    local k = #orders
-    orders[k + 1], orders[k + 2], orders[k + 3], orders[k + 4] = ids, user, qtys, rid
-    k = #packed
-    packed[k + 1], packed[k + 2] = ids, pack_order(status, qtys, created_at, expires_at, user, rid)
   end
   local k = #out
   out[k + 1], out[k + 2], out[k + 3], out[k + 4] = code, id, created, exp
 end
 
--- record: one call per kind of key for the whole batch, and one stream entry per order
+-- record: the orders with one HSET per key, then the sale's stream (when it exists) and the feed
 if seq ~= seq0 then
-  local held, rids = {}, {}
-  for k = 1, #orders, 4 do
-    local id, user, qty, rid = orders[k], orders[k + 1], orders[k + 2], orders[k + 3]
-    if s.hold > 0 then
-      held[#held + 1] = expires_at
-      held[#held + 1] = id
+  for _, ok in ipairs(okeys) do
+    redis.call('HSET', ok, unpack(packed[ok]))
+  end
+  local stream = stream_on()
+  for k = 1, #feed, 4 do
+    local id, user, qty, rid = feed[k], feed[k + 1], feed[k + 2], feed[k + 3]
+    if stream then
+      redis.call('XADD', K.stream, '*', 'event', 'taken', 'order', id, 'user', user, 'qty', qty,
+                 'status', status, 'request_id', rid, 'created_at', created_at,
+                 'expires_at', expires_at)
     end
-    if rid ~= '' then
-      rids[#rids + 1] = rid
-      rids[#rids + 1] = id
-    end
-    redis.call('XADD', K.stream, '*', 'event', 'taken', 'order', id, 'user', user, 'qty', qty,
-               'status', status, 'request_id', rid, 'created_at', created_at,
-               'expires_at', expires_at)
     feed_add('created', id, user, qty, status, rid, created_at, expires_at)
   end
-  redis.call('HSET', K.orders, unpack(packed))
   if #held > 0 then
     redis.call('ZADD', K.holds, unpack(held))
     -- the slot's sweep list (KEYS[8]): this sale is due at its earliest deadline at the latest
     redis.call('ZADD', KEYS[8], 'LT', expires_at, SALE_ID)
-  end
-  if #rids > 0 then
-    redis.call('HSET', K.rids, unpack(rids))
-  end
-  if #users > 0 then
-    -- each user's new total: with a limit, taken[] already holds it; without one, read them all
-    local totals = {}
-    local stored = s.limit > 0 and {} or redis.call('HMGET', K.users, unpack(users))
-    for i, u in ipairs(users) do
-      totals[#totals + 1] = u
-      totals[#totals + 1] = num(s.limit > 0 and taken[u] or (tonumber(stored[i]) or 0) + added[u])
-    end
-    redis.call('HSET', K.users, unpack(totals))
   end
   redis.call('SET', K.seq, num(seq))
   if s.sold ~= sold0 then

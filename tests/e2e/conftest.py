@@ -364,6 +364,30 @@ class RedisCluster:
                 proc.wait(5)
 
 
+ORDERS_PER_KEY = 64  # src/lua/common.lua: layout 2 keeps 64 order ids a key
+LONG_STATUS = {"h": "held", "c": "confirmed", "x": "cancelled", "e": "expired"}
+
+
+def stored_orders(port, sale):
+    """order id -> [status, qty, created_at, expires_at, user, request_id] as the Redis at `port`
+    stores them, in either layout of docs/redis.md (layout 2's one-letter status spelled out)."""
+    packed = {}
+    keys = [f"sk:{{{sale}}}:orders"]
+    cursor = "0"
+    while True:
+        cursor, found = resp(port, "SCAN", cursor, "MATCH", f"sk:{{{sale}}}:o:*", "COUNT", 1000)
+        keys += found
+        if cursor == "0":
+            break
+    for k in keys:
+        flat = resp(port, "HGETALL", k)
+        for j in range(0, len(flat), 2):
+            f = flat[j + 1].split("\t")
+            f[0] = LONG_STATUS.get(f[0], f[0])
+            packed[flat[j]] = f
+    return packed
+
+
 def key_slot(key):
     """Redis Cluster's slot of a key (CRC16/XMODEM of its hash tag)."""
     k = key.encode()

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import HOST, REDIS_SERVER, Server, _pdeathsig, _track, free_port, redis_data_dir, request
+from conftest import HOST, REDIS_SERVER, Server, _pdeathsig, _track, free_port, redis_data_dir, request, stored_orders
 
 REDIS_SENTINEL = "/usr/bin/redis-sentinel"
 REDIS_CLI = "/usr/bin/redis-cli"
@@ -466,10 +466,7 @@ def put_sale(srv, sale, stock=1000000):
 
 def orders_on(port, sale):
     """order id -> user, as the master at `port` has them."""
-    out = subprocess.run([REDIS_CLI, "-h", HOST, "-p", str(port), "--raw", "HGETALL", f"sk:{{{sale}}}:orders"],
-                         capture_output=True, text=True, timeout=20).stdout.split("\n")
-    out = [x for x in out if x != ""]
-    return {out[i]: out[i + 1].split("\t")[4] for i in range(0, len(out) - 1, 2)}
+    return {i: f[4] for i, f in stored_orders(port, sale).items()}
 
 
 def check_nothing_lost(cluster, buyers, sale):

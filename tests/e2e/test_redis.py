@@ -1,6 +1,7 @@
 """The Redis store's own promises (issue 3): the order stream, SCRIPT FLUSH in the middle of
 traffic, starting while Redis is down, and the password in the URL or the environment."""
 
+import collections
 import os
 import subprocess
 import threading
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import HOST, Redis, Server, assert_error, storm
+from conftest import HOST, Redis, Server, assert_error, resp, storm, stored_orders
 
 redis_only = pytest.mark.parametrize("store", ["redis"], indirect=True)
 REDIS_CLI = "/usr/bin/redis-cli"
@@ -44,8 +45,11 @@ def stream(port, sale):
 
 @redis_only
 def test_order_stream_records_every_change(server, store, sale_id):
+    """A sale's own stream, once a consumer has made it (docs/redis.md, "The order stream"), gets
+    every change of every order, in order, in the same step."""
     s = sale_id()
     server.put_sale(s, stock=5, hold_seconds=60)
+    cli(store.redis.port, "XGROUP", "CREATE", "sk:{%s}:stream" % s, "orders", "$", "MKSTREAM")
     a = server.take(s, user="alice", request_id="ra").body
     b = server.take(s, user="bob", qty=2).body
     assert server.take(s, user="alice", request_id="ra").status == 200  # a replay writes nothing
@@ -63,6 +67,23 @@ def test_order_stream_records_every_change(server, store, sale_id):
     ], got
     e = stream(store.redis.port, s)[0]
     assert e["created_at"] == str(a["created_at"]) and e["expires_at"] == str(a["expires_at"])
+
+
+@redis_only
+def test_no_order_stream_unless_made(server, store, sale_id):
+    """Layout 2 writes a sale's own stream only when it exists: without one, takes, a confirm and a
+    cancel leave no stream key; the winners feed has every event."""
+    s = sale_id()
+    server.put_sale(s, stock=5, hold_seconds=60)
+    a = server.take(s, user="alice", request_id="ra").body
+    server.take(s, user="bob", qty=2)
+    assert server.adm("POST", f"/v1/sales/{s}/orders/{a['order']}/confirm").status == 200
+    assert server.adm("POST", f"/v1/sales/{s}/orders/{a['order']}/cancel").status == 200
+    assert cli(store.redis.port, "EXISTS", "sk:{%s}:stream" % s).strip() == "0"
+    events = [(e["event"], e["order"]) for e in server.adm("GET", "/v1/orders?limit=1000").body["events"]
+              if e["sale"] == s]
+    assert events == [("created", a["order"]), ("created", "2"), ("confirmed", a["order"]),
+                      ("cancelled", a["order"])], events
 
 
 @redis_only
@@ -177,6 +198,92 @@ def test_old_layout_is_migrated_at_start(make_server, store):
 
 
 @redis_only
+def test_layout_2_keys_and_their_limits(server, store, sale_id):
+    """A sale made on a single Redis is of layout 2 (docs/redis.md, "Layouts"): its orders, request
+    ids and users are in small keys that Redis keeps as listpacks. An order too long for one (a
+    128-byte user and request id) or a key with more than 128 buyers (the stock raised after the
+    sale was made with b = 1) turns that key into a hash table: every answer stays exact."""
+    port = store.redis.port
+    s = sale_id()
+    server.put_sale(s, stock=10, per_user_limit=1)
+    assert cli(port, "HGET", "sk:{%s}" % s, "b").strip() == "1"
+    a = server.take(s, user="ann", request_id="ra").body
+    assert cli(port, "OBJECT", "ENCODING", "sk:{%s}:o:0" % s).strip() == "listpack"
+    assert stored_orders(port, s)[a["order"]] == ["confirmed", "1", str(a["created_at"]), "", "ann", "ra"]
+    assert cli(port, "HGET", "sk:{%s}:o:0" % s, a["order"]).startswith("c\t1\t")
+    for k in ("r", "u"):
+        assert cli(port, "OBJECT", "ENCODING", "sk:{%s}:%s:0" % (s, k)).strip() == "listpack"
+    long_user, long_rid = "u" * 128, "r" * 128
+    b = server.take(s, user=long_user, request_id=long_rid)
+    assert b.status == 201, b
+    for k in ("o", "r", "u"):
+        assert cli(port, "OBJECT", "ENCODING", "sk:{%s}:%s:0" % (s, k)).strip() == "hashtable"
+    r = server.take(s, user=long_user, request_id=long_rid)
+    assert r.status == 200 and r.body["order"] == b.body["order"], r
+    assert_error(server.take(s, user=long_user, request_id="another"), 409, "user_limit")
+    assert_error(server.take(s, user="bob", request_id=long_rid), 409, "request_id_reused")
+    # 300 buyers in the one key of each kind that b = 1 gives (the stock raised after the sale was made)
+    server.put_sale(s, expect=200, stock=400, per_user_limit=1)
+    assert cli(port, "HGET", "sk:{%s}" % s, "b").strip() == "1"
+    res = storm(server.public_port, [("POST", f"/v1/sales/{s}/orders", {"user": f"b{i}", "request_id": f"q{i}"})
+                                     for i in range(300)], threads=8)
+    assert sorted(st for st, _ in res) == [201] * 300, collections.Counter(st for st, _ in res)
+    res = storm(server.public_port, [("POST", f"/v1/sales/{s}/orders", {"user": f"b{i}", "request_id": f"q{i}"})
+                                     for i in range(300)], threads=8)
+    assert sorted(st for st, _ in res) == [200] * 300  # every one a replay
+    assert int(cli(port, "HLEN", "sk:{%s}:r:0" % s)) == 302 and int(cli(port, "HLEN", "sk:{%s}:u:0" % s)) == 302
+    book = server.orders(s)
+    assert len(book) == 302 and [o["order"] for o in book] == [str(i) for i in range(1, 303)]
+    assert server.sale(s)["sold"] == 302
+    assert sorted(stored_orders(port, s)) == sorted(str(i) for i in range(1, 303))
+    assert resp(port, "SCAN", "0", "MATCH", "sk:{%s}:o:*" % s, "COUNT", 1000)[1] != []
+    assert sorted(resp(port, "SCAN", "0", "MATCH", "sk:{%s}:o:*" % s, "COUNT", 1000)[1]) == \
+        ["sk:{%s}:o:%d" % (s, i) for i in range(5)]  # ids 1-302: 64 a key
+
+
+@redis_only
+def test_sale_of_layout_1_keeps_working(make_server, store):
+    """A sale as the version before layout 2 wrote it (one hash each for its orders, request ids and
+    users, its own stream, listed in the global sk:sales): after a start of this version every
+    order reads the same, a request id replays its order (or is refused for another buyer), the
+    user's total holds the limit, new orders go on in the same keys and the stream gets them."""
+    port = store.redis.port
+    now = int(cli(port, "TIME").split("\n")[0])
+    cli(port, "HSET", "sk:{o1}", "stock", "10", "limit", "2", "hold", "0", "starts", "", "ends", "",
+        "sold", "2", "held", "0", "retain", "")
+    cli(port, "HSET", "sk:{o1}:orders", "1", f"confirmed\t1\t{now}\t\tann\tra1",
+        "2", f"confirmed\t1\t{now}\t\tbob\trb1")
+    cli(port, "HSET", "sk:{o1}:rids", "ra1", "1", "rb1", "2")
+    cli(port, "HSET", "sk:{o1}:users", "ann", "1", "bob", "1")
+    cli(port, "SET", "sk:{o1}:seq", "2")
+    for i, u, r in ((1, "ann", "ra1"), (2, "bob", "rb1")):
+        cli(port, "XADD", "sk:{o1}:stream", "*", "event", "taken", "order", str(i), "user", u, "qty", "1",
+            "status", "confirmed", "request_id", r, "created_at", str(now), "expires_at", "")
+    cli(port, "SADD", "sk:sales", "o1")
+    srv = make_server()
+    assert [x["sale"] for x in srv.adm("GET", "/v1/sales").body["sales"]] == ["o1"]
+    book = srv.orders("o1")
+    assert [(o["order"], o["user"], o["qty"], o["status"], o["request_id"], o["created_at"]) for o in book] == [
+        ("1", "ann", 1, "confirmed", "ra1", now), ("2", "bob", 1, "confirmed", "rb1", now)], book
+    r = srv.take("o1", user="ann", request_id="ra1")
+    assert r.status == 200 and r.body["order"] == "1" and r.body["created_at"] == now, r
+    assert_error(srv.take("o1", user="bob", request_id="ra1"), 409, "request_id_reused")
+    assert srv.take("o1", user="ann", request_id="ra2").body["order"] == "3"
+    assert_error(srv.take("o1", user="ann", request_id="ra3"), 409, "user_limit")
+    assert srv.adm("POST", "/v1/sales/o1/orders/1/cancel").status == 200
+    assert cli(port, "HGET", "sk:{o1}:users", "ann").strip() == "1"
+    assert srv.take("o1", user="ann", request_id="ra3").body["order"] == "4"
+    assert srv.take("o1", user="ann", request_id="ra3").status == 200  # a replay of a new order
+    assert cli(port, "HGET", "sk:{o1}:users", "ann").strip() == "2"
+    assert cli(port, "HGET", "sk:{o1}:rids", "ra3").strip() == "4"
+    assert srv.sale("o1")["sold"] == 3
+    assert sorted(stored_orders(port, "o1")) == ["1", "2", "3", "4"]
+    assert cli(port, "HLEN", "sk:{o1}:orders").strip() == "4"  # still layout 1: no sk:{o1}:o:N key
+    assert resp(port, "SCAN", "0", "MATCH", "sk:{o1}:[oru]:*", "COUNT", "1000")[1] == []
+    assert [e["event"] for e in stream(port, "o1")] == ["taken", "taken", "taken", "cancelled", "taken"]
+
+
+@redis_only
 def test_sweep_index_update_is_retried(make_server, store):
     """A take's due_add.lua that Redis refuses (here an ACL keeps the user off the index of
     deadlines) is sent again until it goes through: the hold is then swept at once, though no
@@ -198,11 +305,11 @@ def test_sweep_index_update_is_retried(make_server, store):
         while int(cli(port, "TIME").split("\n")[0]) < due + 1:
             time.sleep(0.05)
         time.sleep(0.5)
-        assert cli(port, "HGET", "sk:{h}:orders", "1").startswith("held\t")
+        assert stored_orders(port, "h")["1"][0] == "held"
         assert cli(port, "EXISTS", "sk:idx:{i}:due").strip() == "0"
         cli(port, "ACL", "SETUSER", "seck", "~sk:idx:*")
         deadline = time.monotonic() + 5
-        while not cli(port, "HGET", "sk:{h}:orders", "1").startswith("expired\t"):
+        while stored_orders(port, "h")["1"][0] != "expired":
             assert time.monotonic() < deadline, "the hold was never swept"
             time.sleep(0.05)
         assert srv.sale("h")["held"] == 0
@@ -233,7 +340,7 @@ def test_sweep_index_rebuilt_at_start(store):
     srv = Server(f"redis://seck:pw@{HOST}:{port}", workdir, name="acl2").start()
     try:
         deadline = time.monotonic() + 10
-        while not cli(port, "HGET", "sk:{h}:orders", "1").startswith("expired\t"):
+        while stored_orders(port, "h")["1"][0] != "expired":
             assert time.monotonic() < deadline, "the hold was never swept"
             time.sleep(0.05)
     finally:
