@@ -1,8 +1,8 @@
 /* fuzz_rebuild.c: libFuzzer target for the rows the embedded store reads back at start
- * (rebuild() in store_embed.c). The input is an order book: its schema (the store's, or tables
- * made by hand without its types and keys, as an operator's edit could leave them) and rows of
- * sales and orders, every value drawn with any SQLite type. The book is written to a file in a
- * fresh directory, then opened with sk_store_embed_open, as seckilld does at start.
+ * (sk_embed_rebuild() in embed_rebuild.c). The input is an order book: its schema (the store's,
+ * or tables made by hand without its types and keys, as an operator's edit could leave them)
+ * and rows of sales and orders, every value drawn with any SQLite type. The book is written to a
+ * file in a fresh directory, then opened with sk_store_embed_open, as seckilld does at start.
  *
  * Oracles: a reference reading of the same rows (written here, from what SQLite holds) says
  * whether the book keeps the store's rules; the store must refuse exactly the books that break
