@@ -576,10 +576,13 @@ static int cmd_send(cmd_t *cmd)
     return 0;
 }
 
-/* Answers a write's request now, or when its WAIT has answered. */
+/* Answers a write's request now, or when its WAIT has answered. Only what reports a write waits
+ * for the WAIT (a take's order, a replay of one, a put, a confirm or cancel done): a refusal
+ * (sold_out, user_limit, ...) acknowledges nothing that a failover could lose, and answers at
+ * the script's reply (docs/redis.md, "What a refusal means across a failover"). */
 static void answer(cmd_t *cmd, sk_store_req_t *req)
 {
-    if (cmd->wait == NULL) {
+    if (cmd->wait == NULL || req->err != 0) {
         req->cb(req);
         return;
     }
@@ -918,6 +921,33 @@ static void ws_flush(worker_t *w, wsale_t *ws)
     free(cmd);
 }
 
+/* Answers from the sold-out cache, just learned, the takes that wait in the sale's queue (they
+ * came while the call that taught it was in flight: that call's decision is as fresh for them as
+ * for those that come next). Those it cannot answer (a request_id) stay queued in order. */
+static void ws_drain_soldout(worker_t *w, wsale_t *ws)
+{
+    sk_store_req_t *done = NULL, **dtail = &done, **pp = &ws->qhead;
+    while (*pp != NULL) {
+        sk_store_req_t *q = *pp;
+        if (fast_answer(w, ws, q)) {
+            *pp = q->next;
+            q->next = NULL;
+            *dtail = q;
+            dtail = &q->next;
+            ws->qlen--;
+        } else {
+            pp = &q->next;
+        }
+    }
+    ws->qtail = pp;
+    /* answered once the queue is whole again: a callback may queue a take of this sale */
+    for (sk_store_req_t *q = done, *next; q != NULL; q = next) {
+        next = q->next;
+        q->next = NULL;
+        q->cb(q);
+    }
+}
+
 /* h: the take reply's head (take.lua, TH_*) */
 static void learn_soldout(wsale_t *ws, const cmd_t *cmd, const long long *h)
 {
@@ -1013,10 +1043,13 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
             ok = el_int(rep, i, &h[i]) == 0;
         ok = ok && rep->elements == TH_LEN + TE_LEN * cmd->nreqs;
     }
-    if (ok && h[TH_CODE] == RC_OK && h[TH_OPEN] == 1 && h[TH_REMAINING] == 0) /* open and nothing left */
+    if (ok && h[TH_CODE] == RC_OK && h[TH_OPEN] == 1 && h[TH_REMAINING] == 0) { /* open and nothing left */
         learn_soldout(ws, cmd, h);
-    else
+        if (ws->qlen > 0)
+            ws_drain_soldout(w, ws);
+    } else {
         ws_forget(ws);
+    }
 
     /* keep the pipe busy before answering */
     if (ws->qlen > 0 && may_send(w, ws))
