@@ -1045,7 +1045,8 @@ def test_refusals_do_not_wait_for_replicas(tmp_path, servers, sale_id):
     that queued behind a call in flight are answered from the sold-out cache as soon as that
     call's reply teaches it, not sent to Redis after the call's WAIT. Seen from Redis: when a
     refusal reaches its buyer, the call's WAIT is still blocked on the master (the replication
-    link delays every chunk by 0.4 s, so a WAIT takes some 0.8 s)."""
+    link delays every chunk by 0.4 s, so a WAIT takes some 0.8 s); and the take answered from the
+    cache made no script call of its own (/metrics)."""
     import http.client
     master = Node(str(tmp_path), "master").start()
     proxy = Proxy(master.port)
@@ -1125,10 +1126,13 @@ def test_refusals_do_not_wait_for_replicas(tmp_path, servers, sale_id):
         assert out[lost][2] >= 1, f"the sold_out waited for the WAIT: {out}"
         # the last unit goes to y; c, queued behind y's call, is answered from the cache that
         # y's reply teaches, while y's WAIT waits
+        calls0 = metric(a, "seckill_redis_take_batch_size_count")
         out = storm(s2, "y", ["c"])
         assert out["y"][:2] == (201, None), out
         assert out["c"][:2] == (409, "sold_out"), out
         assert out["c"][2] >= 1, f"c's answer waited for y's WAIT: {out}"
+        # c never went to Redis (sent after y's WAIT, its own call would have answered it)
+        assert metric(a, "seckill_redis_take_batch_size_count") - calls0 == 1
         assert metric(a, "seckill_redis_wait_timeouts_total") == 0
         for s, n in ((s0, 2), (s1, 2), (s2, 1)):
             wait_for(lambda: len(orders_on(replica.port, s)) == n, 10, "the orders did not reach the replica")
