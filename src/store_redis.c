@@ -193,6 +193,8 @@ typedef struct wsale_s {
     sk_store_req_t **qtail;
     size_t qlen;
     int soldout;           /* the cache below is set */
+    int probe_next;        /* the cache aged out: the next call is a probe (see may_send) */
+    int probing;           /* a probe is in flight */
     uint64_t gen;          /* the store's gen when the call that taught it was sent */
     int64_t fresh_until;   /* mono ms: trusted until then while connected */
     int64_t deadline;      /* mono ms: never trusted past the sale's next hold deadline */
@@ -291,6 +293,7 @@ typedef struct cmd_s {
     size_t nreqs;
     wsale_t *ws;                   /* take; a take call's WAIT: the sale it counts in flight for */
     uint64_t gen;                  /* take: r->gen when sent */
+    int probe;                     /* take: the first call after the sold-out cache aged out */
     list_t *list;                  /* C_LIST_* */
     struct cmd_s *wait;            /* a write's WAIT, which answers its requests */
     struct cmd_s *of;              /* a WAIT: its write, until that write's reply has come */
@@ -859,9 +862,13 @@ static int fast_answer(worker_t *w, wsale_t *ws, sk_store_req_t *req)
         return 0;
     /* how long it is trusted is monotonic time: a wall clock stepped back must not stretch it */
     int64_t mono = sk_mono_ms();
-    if (ws->gen != atomic_load_explicit(&w->r->gen, memory_order_relaxed) || mono >= ws->deadline ||
-        (route_up(w, ws->slot) && mono >= ws->fresh_until)) {
+    if (ws->gen != atomic_load_explicit(&w->r->gen, memory_order_relaxed) || mono >= ws->deadline) {
+        ws_forget(ws); /* units may have come back */
+        return 0;
+    }
+    if (route_up(w, ws->slot) && mono >= ws->fresh_until) {
         ws_forget(ws);
+        ws->probe_next = 1; /* only its age: most likely still sold out */
         return 0;
     }
     /* the window is Redis's wall clock: keep a second of margin against skew */
@@ -893,6 +900,9 @@ static void ws_flush(worker_t *w, wsale_t *ws)
     sk_store_req_t **tail = &cmd->req;
     cmd->ws = ws;
     cmd->gen = atomic_load(&w->r->gen);
+    cmd->probe = ws->probe_next && ws->inflight == 0;
+    ws->probe_next = 0;
+    ws->probing |= cmd->probe;
     while (ws->qhead != NULL && cmd->nreqs < w->r->batch_max) {
         sk_store_req_t *q = ws->qhead;
         ws->qhead = q->next;
@@ -910,6 +920,8 @@ static void ws_flush(worker_t *w, wsale_t *ws)
         return;
     /* the connection is going: nothing queued here could go out later either */
     ws->inflight--;
+    if (cmd->probe)
+        ws->probing = 0;
     *tail = ws->qhead;
     ws->qhead = NULL;
     ws->qtail = &ws->qhead;
@@ -986,9 +998,15 @@ static void fill_take(sk_store_req_t *q, const long long *v)
     q->created = v[TE_CODE] == RC_OK;
 }
 
-/* Whether the takes waiting for a sale go out now (see PIPELINE). */
+/* Whether the takes waiting for a sale go out now (see PIPELINE). While a probe is in flight (the
+ * first call after the sold-out cache aged out) no second call goes out: the sale is most likely
+ * still sold out, and the probe's reply then answers what queued meanwhile from the cache
+ * (ws_drain_soldout) instead of a second call making PIPELINE_MIN buyers or more wait for Redis
+ * (BENCHMARKS.md, the mixed sale's p99 with WAIT). */
 static int may_send(worker_t *w, wsale_t *ws)
 {
+    if (ws->probing)
+        return ws->inflight == 0 || ws->qlen >= w->r->batch_max;
     return ws->inflight == 0 || (ws->inflight < PIPELINE && ws->qlen >= PIPELINE_MIN) ||
            ws->qlen >= w->r->batch_max;
 }
@@ -1038,6 +1056,8 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         cmd->wait->ws = ws;
     else
         ws->inflight--;
+    if (cmd->probe)
+        ws->probing = 0;
     if (ok && h[TH_CODE] == RC_OK) {
         for (size_t i = 1; ok && i < TH_LEN; i++)
             ok = el_int(rep, i, &h[i]) == 0;

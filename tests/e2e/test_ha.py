@@ -1038,6 +1038,55 @@ class RedisInfo:
         self.sock.close()
 
 
+def held_storm(a, master_port, info, sale, first, then):
+    """The take of `first` goes out alone and is held in Redis (CLIENT PAUSE WRITE, at most 1 s:
+    seckilld's command deadline is 1.2 s) while the takes of `then` reach seckilld (--threads 1)
+    and queue behind it; then Redis goes on. Returns {name: (status, error, the master's blocked
+    clients when the answer came)}; a name is a user, "#..." after it telling apart two takes of
+    one user. `info`: a RedisInfo of the master."""
+    import http.client
+    names = [first] + then
+    conns = {n: http.client.HTTPConnection(HOST, a.public_port, timeout=10) for n in names + ["probe"]}
+    for c in conns.values():
+        c.connect()
+    path = f"/v1/sales/{sale}/orders"
+    out = {}
+
+    def send(n, body=None):
+        body = body if body is not None else json.dumps({"user": n.split("#")[0]}).encode()
+        conns[n].request("POST", path, body=body, headers={"Content-Type": "application/json"})
+
+    def answer(n):
+        r = read_response(conns[n], "POST")
+        out[n] = (r.status, r.body.get("error") if isinstance(r.body, dict) else None,
+                  info.field("clients", "blocked_clients"))
+        OpenAPI.get().check("POST", path, r.status, r.body)
+
+    def probe():
+        # a request the one worker answers itself (no store): once it is answered, that
+        # worker has read every take sent before it
+        send("probe", b"{")
+        r = read_response(conns["probe"], "POST")
+        assert r.status == 400, r
+
+    assert cli(master_port, "CLIENT", "PAUSE", "1000", "WRITE") == "OK"
+    ts = []
+    for n in names:
+        send(n)
+        ts.append(threading.Thread(target=answer, args=(n,)))
+        ts[-1].start()
+        if n == first:
+            probe()  # first is in flight: the others queue behind it
+    probe()
+    assert cli(master_port, "CLIENT", "UNPAUSE") == "OK"
+    for t in ts:
+        t.join(15)
+    for c in conns.values():
+        c.close()
+    assert sorted(out) == sorted(names), out
+    return out
+
+
 def test_refusals_do_not_wait_for_replicas(tmp_path, servers, sale_id):
     """With --redis-min-replicas only an answer that reports a write waits for its WAIT (the 201s):
     a refusal (sold_out, user_limit) acknowledges nothing a failover could lose, so it is answered
@@ -1047,7 +1096,6 @@ def test_refusals_do_not_wait_for_replicas(tmp_path, servers, sale_id):
     refusal reaches its buyer, the call's WAIT is still blocked on the master (the replication
     link delays every chunk by 0.4 s, so a WAIT takes some 0.8 s); and the take answered from the
     cache made no script call of its own (/metrics)."""
-    import http.client
     master = Node(str(tmp_path), "master").start()
     proxy = Proxy(master.port)
     replica = Node(str(tmp_path), "replica", replicaof=proxy.port).start()
@@ -1066,60 +1114,13 @@ def test_refusals_do_not_wait_for_replicas(tmp_path, servers, sale_id):
         proxy.delay = 0.4
         assert info.field("clients", "blocked_clients") == 0
 
-        def storm(sale, first, then):
-            """The take of `first` goes out alone and is held in Redis (CLIENT PAUSE WRITE, at most
-            1 s: seckilld's command deadline is 1.2 s) while the takes of `then` reach seckilld
-            and queue behind it; then Redis goes on. Returns {name: (status, error, the
-            master's blocked clients when the answer came)}; a name is a user, "#..." after it
-            telling apart two takes of one user."""
-            names = [first] + then
-            conns = {n: http.client.HTTPConnection(HOST, a.public_port, timeout=10) for n in names + ["probe"]}
-            for c in conns.values():
-                c.connect()
-            path = f"/v1/sales/{sale}/orders"
-            out = {}
-
-            def send(n, body=None):
-                body = body if body is not None else json.dumps({"user": n.split("#")[0]}).encode()
-                conns[n].request("POST", path, body=body, headers={"Content-Type": "application/json"})
-
-            def answer(n):
-                r = read_response(conns[n], "POST")
-                out[n] = (r.status, r.body.get("error") if isinstance(r.body, dict) else None,
-                          info.field("clients", "blocked_clients"))
-                OpenAPI.get().check("POST", path, r.status, r.body)
-
-            def probe():
-                # a request the one worker answers itself (no store): once it is answered, that
-                # worker has read every take sent before it
-                send("probe", b"{")
-                r = read_response(conns["probe"], "POST")
-                assert r.status == 400, r
-
-            assert cli(master.port, "CLIENT", "PAUSE", "1000", "WRITE") == "OK"
-            ts = []
-            for n in names:
-                send(n)
-                ts.append(threading.Thread(target=answer, args=(n,)))
-                ts[-1].start()
-                if n == first:
-                    probe()  # first is in flight: the others queue behind it
-            probe()
-            assert cli(master.port, "CLIENT", "UNPAUSE") == "OK"
-            for t in ts:
-                t.join(15)
-            for c in conns.values():
-                c.close()
-            assert sorted(out) == sorted(names), out
-            return out
-
         # one call decides a win and a refusal: the refusal is answered while its WAIT waits
         # (the first take, x, went alone; the others queued behind it and go as one call)
-        out = storm(s0, "x", ["x#2", "a"])
+        out = held_storm(a, master.port, info, s0, "x", ["x#2", "a"])
         assert out["x"][:2] == (201, None) and out["a"][:2] == (201, None), out
         assert out["x#2"][:2] == (409, "user_limit"), out
         assert out["x#2"][2] >= 1, f"the user_limit waited for the WAIT: {out}"
-        out = storm(s1, "x", ["a", "b"])
+        out = held_storm(a, master.port, info, s1, "x", ["a", "b"])
         assert out["x"][:2] == (201, None), out
         assert sorted([out["a"][:2], out["b"][:2]]) == [(201, None), (409, "sold_out")], out
         lost = "a" if out["a"][0] == 409 else "b"
@@ -1127,7 +1128,7 @@ def test_refusals_do_not_wait_for_replicas(tmp_path, servers, sale_id):
         # the last unit goes to y; c, queued behind y's call, is answered from the cache that
         # y's reply teaches, while y's WAIT waits
         calls0 = metric(a, "seckill_redis_take_batch_size_count")
-        out = storm(s2, "y", ["c"])
+        out = held_storm(a, master.port, info, s2, "y", ["c"])
         assert out["y"][:2] == (201, None), out
         assert out["c"][:2] == (409, "sold_out"), out
         assert out["c"][2] >= 1, f"c's answer waited for y's WAIT: {out}"
@@ -1143,3 +1144,31 @@ def test_refusals_do_not_wait_for_replicas(tmp_path, servers, sale_id):
         replica.stop()
         master.stop()
         proxy.stop()
+
+
+def test_no_second_call_behind_a_sold_out_probe(tmp_path, servers, sale_id):
+    """When a worker's sold-out cache ages out (250 ms), its next take goes to Redis alone (a
+    probe) and no second call follows it, however many takes queue meanwhile (a second call used
+    to go out at PIPELINE_MIN, 32, making those buyers wait for Redis too): the probe's reply,
+    sold out again, answers them all from the cache. Counted in /metrics: one take call."""
+    master = Node(str(tmp_path), "master").start()
+    info = None
+    try:
+        a, = servers(f"redis://{HOST}:{master.port}", ["--threads", "1"])
+        wait_for(lambda: healthy(a), 10, "not healthy at start")
+        info = RedisInfo(master.port)
+        s = sale_id("probe")
+        put_sale(a, s, stock=1)
+        r = request(a.public_port, "POST", f"/v1/sales/{s}/orders", {"user": "w"})
+        assert r.status == 201, r  # the last unit: the worker now knows the sale sold out
+        time.sleep(0.3)  # past the cache's 250 ms (docs/redis.md): the next take is a probe
+        calls0 = metric(a, "seckill_redis_take_batch_size_count")
+        takes0 = metric(a, "seckill_redis_take_batch_size_sum")
+        out = held_storm(a, master.port, info, s, "p", [f"q{i}" for i in range(40)])
+        assert {v[:2] for v in out.values()} == {(409, "sold_out")}, out
+        assert metric(a, "seckill_redis_take_batch_size_count") - calls0 == 1
+        assert metric(a, "seckill_redis_take_batch_size_sum") - takes0 == 1
+    finally:
+        if info is not None:
+            info.close()
+        master.stop()
