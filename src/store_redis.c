@@ -999,14 +999,15 @@ static void fill_take(sk_store_req_t *q, const long long *v)
 }
 
 /* Whether the takes waiting for a sale go out now (see PIPELINE). While a probe is in flight (the
- * first call after the sold-out cache aged out) no second call goes out: the sale is most likely
- * still sold out, and the probe's reply then answers what queued meanwhile from the cache
- * (ws_drain_soldout) instead of a second call making PIPELINE_MIN buyers or more wait for Redis
- * (BENCHMARKS.md, the mixed sale's p99 with WAIT). */
+ * first call after the sold-out cache aged out) nothing else goes out, however many queue: the
+ * sale is most likely still sold out, and the probe's reply then answers them all from the cache
+ * (ws_drain_soldout) instead of second and third calls making PIPELINE_MIN buyers or more wait
+ * for Redis (BENCHMARKS.md, the mixed sale's p99 with WAIT). Their wait is bounded by the
+ * probe's command deadline. */
 static int may_send(worker_t *w, wsale_t *ws)
 {
     if (ws->probing)
-        return ws->inflight == 0 || ws->qlen >= w->r->batch_max;
+        return ws->inflight == 0;
     return ws->inflight == 0 || (ws->inflight < PIPELINE && ws->qlen >= PIPELINE_MIN) ||
            ws->qlen >= w->r->batch_max;
 }
