@@ -217,6 +217,8 @@ typedef struct wsale_s {
     sk_store_req_t **qtail;
     size_t qlen;
     int soldout;           /* the cache below is set */
+    int probe_next;        /* the cache aged out: the next call is a probe (see may_send) */
+    int probing;           /* a probe is in flight */
     uint64_t gen;          /* the store's gen when the call that taught it was sent */
     int64_t fresh_until;   /* mono ms: trusted until then while connected */
     int64_t deadline;      /* mono ms: never trusted past the sale's next hold deadline */
@@ -353,6 +355,7 @@ typedef struct cmd_s {
     size_t nreqs;
     wsale_t *ws;                   /* take; a take call's WAIT: the sale it counts in flight for */
     uint64_t gen;                  /* take: r->gen when sent */
+    int probe;                     /* take: the first call after the sold-out cache aged out */
     list_t *list;                  /* C_LIST_* */
     struct cmd_s *wait;            /* a write's WAIT, which answers its requests */
     struct cmd_s *of;              /* a WAIT: its write, until that write's reply has come */
@@ -662,10 +665,13 @@ static int cmd_send(cmd_t *cmd)
     return 0;
 }
 
-/* Answers a write's request now, or when its WAIT has answered. */
+/* Answers a write's request now, or when its WAIT has answered. Only what reports a write waits
+ * for the WAIT (a take's order, a replay of one, a put, a confirm or cancel done): a refusal
+ * (sold_out, user_limit, ...) acknowledges nothing that a failover could lose, and answers at
+ * the script's reply (docs/redis.md, "What a refusal means across a failover"). */
 static void answer(cmd_t *cmd, sk_store_req_t *req)
 {
-    if (cmd->wait == NULL) {
+    if (cmd->wait == NULL || req->err != 0) {
         req->cb(req);
         return;
     }
@@ -970,9 +976,13 @@ static int fast_answer(worker_t *w, wsale_t *ws, sk_store_req_t *req)
         return 0;
     /* how long it is trusted is monotonic time: a wall clock stepped back must not stretch it */
     int64_t mono = sk_mono_ms();
-    if (ws->gen != atomic_load_explicit(&w->r->gen, memory_order_relaxed) || mono >= ws->deadline ||
-        (route_up(w, ws->slot) && mono >= ws->fresh_until)) {
+    if (ws->gen != atomic_load_explicit(&w->r->gen, memory_order_relaxed) || mono >= ws->deadline) {
+        ws_forget(ws); /* units may have come back */
+        return 0;
+    }
+    if (route_up(w, ws->slot) && mono >= ws->fresh_until) {
         ws_forget(ws);
+        ws->probe_next = 1; /* only its age: most likely still sold out */
         return 0;
     }
     /* the window is Redis's wall clock: keep a second of margin against skew */
@@ -1004,6 +1014,9 @@ static void ws_flush(worker_t *w, wsale_t *ws)
     sk_store_req_t **tail = &cmd->req;
     cmd->ws = ws;
     cmd->gen = atomic_load(&w->r->gen);
+    cmd->probe = ws->probe_next && ws->inflight == 0;
+    ws->probe_next = 0;
+    ws->probing |= cmd->probe;
     while (ws->qhead != NULL && cmd->nreqs < w->r->batch_max) {
         sk_store_req_t *q = ws->qhead;
         ws->qhead = q->next;
@@ -1021,6 +1034,8 @@ static void ws_flush(worker_t *w, wsale_t *ws)
         return;
     /* the connection is going: nothing queued here could go out later either */
     ws->inflight--;
+    if (cmd->probe)
+        ws->probing = 0;
     *tail = ws->qhead;
     ws->qhead = NULL;
     ws->qtail = &ws->qhead;
@@ -1030,6 +1045,33 @@ static void ws_flush(worker_t *w, wsale_t *ws)
         fail_later(w, q);
     }
     free(cmd);
+}
+
+/* Answers from the sold-out cache, just learned, the takes that wait in the sale's queue (they
+ * came while the call that taught it was in flight: that call's decision is as fresh for them as
+ * for those that come next). Those it cannot answer (a request_id) stay queued in order. */
+static void ws_drain_soldout(worker_t *w, wsale_t *ws)
+{
+    sk_store_req_t *done = NULL, **dtail = &done, **pp = &ws->qhead;
+    while (*pp != NULL) {
+        sk_store_req_t *q = *pp;
+        if (fast_answer(w, ws, q)) {
+            *pp = q->next;
+            q->next = NULL;
+            *dtail = q;
+            dtail = &q->next;
+            ws->qlen--;
+        } else {
+            pp = &q->next;
+        }
+    }
+    ws->qtail = pp;
+    /* answered once the queue is whole again: a callback may queue a take of this sale */
+    for (sk_store_req_t *q = done, *next; q != NULL; q = next) {
+        next = q->next;
+        q->next = NULL;
+        q->cb(q);
+    }
 }
 
 /* h: the take reply's head (take.lua, TH_*) */
@@ -1070,9 +1112,16 @@ static void fill_take(sk_store_req_t *q, const long long *v)
     q->created = v[TE_CODE] == RC_OK;
 }
 
-/* Whether the takes waiting for a sale go out now (see PIPELINE). */
+/* Whether the takes waiting for a sale go out now (see PIPELINE). While a probe is in flight (the
+ * first call after the sold-out cache aged out) nothing else goes out, however many queue: the
+ * sale is most likely still sold out, and the probe's reply then answers them all from the cache
+ * (ws_drain_soldout) instead of second and third calls making PIPELINE_MIN buyers or more wait
+ * for Redis (BENCHMARKS.md, the mixed sale's p99 with WAIT). Their wait is bounded by the
+ * probe's command deadline. */
 static int may_send(worker_t *w, wsale_t *ws)
 {
+    if (ws->probing)
+        return ws->inflight == 0;
     return ws->inflight == 0 || (ws->inflight < PIPELINE && ws->qlen >= PIPELINE_MIN) ||
            ws->qlen >= w->r->batch_max;
 }
@@ -1122,15 +1171,20 @@ static void take_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         cmd->wait->ws = ws;
     else
         ws->inflight--;
+    if (cmd->probe)
+        ws->probing = 0;
     if (ok && h[TH_CODE] == RC_OK) {
         for (size_t i = 1; ok && i < TH_LEN; i++)
             ok = el_int(rep, i, &h[i]) == 0;
         ok = ok && rep->elements == TH_LEN + TE_LEN * cmd->nreqs;
     }
-    if (ok && h[TH_CODE] == RC_OK && h[TH_OPEN] == 1 && h[TH_REMAINING] == 0) /* open and nothing left */
+    if (ok && h[TH_CODE] == RC_OK && h[TH_OPEN] == 1 && h[TH_REMAINING] == 0) { /* open and nothing left */
         learn_soldout(ws, cmd, h);
-    else
+        if (ws->qlen > 0)
+            ws_drain_soldout(w, ws);
+    } else {
         ws_forget(ws);
+    }
 
     /* keep the pipe busy before answering */
     if (ws->qlen > 0 && may_send(w, ws))

@@ -8,6 +8,7 @@ What every failover case checks, from the clients' side: every order a client wa
 id was given to two buyers; no unit was sold twice (the sale's `sold` is the number of orders
 on the final master, and no buyer has two orders)."""
 
+import json
 import os
 import signal
 import socket
@@ -17,7 +18,8 @@ import time
 
 import pytest
 
-from conftest import HOST, REDIS_SERVER, Server, _pdeathsig, _track, free_port, redis_data_dir, request, stored_orders
+from conftest import (HOST, REDIS_SERVER, OpenAPI, Server, _pdeathsig, _track, free_port, read_response, redis_data_dir,
+                      request, stored_orders)
 
 REDIS_SENTINEL = "/usr/bin/redis-sentinel"
 REDIS_CLI = "/usr/bin/redis-cli"
@@ -1035,4 +1037,161 @@ def test_script_flush_with_min_replicas(tmp_path, servers, sale_id):
         assert metric(a, "seckill_redis_wait_timeouts_total") == 0
     finally:
         replica.stop()
+        master.stop()
+
+
+class RedisInfo:
+    """INFO on a connection of its own, kept open: fast enough to ask right when an answer comes."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection((HOST, port), timeout=5)
+        self.f = self.sock.makefile("rb")
+        self.lock = threading.Lock()
+
+    def field(self, section, name):
+        with self.lock:
+            self.sock.sendall(f"INFO {section}\r\n".encode())
+            body = self.f.read(int(self.f.readline()[1:]) + 2)  # $LEN, then LEN bytes
+        for ln in body.decode().split("\r\n"):
+            if ln.startswith(name + ":"):
+                return int(ln.split(":")[1])
+        raise AssertionError(f"no {name} in INFO {section}")
+
+    def close(self):
+        self.sock.close()
+
+
+def held_storm(a, master_port, info, sale, first, then):
+    """The take of `first` goes out alone and is held in Redis (CLIENT PAUSE WRITE, at most 1 s:
+    seckilld's command deadline is 1.2 s) while the takes of `then` reach seckilld (--threads 1)
+    and queue behind it; then Redis goes on. Returns {name: (status, error, the master's blocked
+    clients when the answer came)}; a name is a user, "#..." after it telling apart two takes of
+    one user. `info`: a RedisInfo of the master."""
+    import http.client
+    names = [first] + then
+    conns = {n: http.client.HTTPConnection(HOST, a.public_port, timeout=10) for n in names + ["probe"]}
+    for c in conns.values():
+        c.connect()
+    path = f"/v1/sales/{sale}/orders"
+    out = {}
+
+    def send(n, body=None):
+        body = body if body is not None else json.dumps({"user": n.split("#")[0]}).encode()
+        conns[n].request("POST", path, body=body, headers={"Content-Type": "application/json"})
+
+    def answer(n):
+        r = read_response(conns[n], "POST")
+        out[n] = (r.status, r.body.get("error") if isinstance(r.body, dict) else None,
+                  info.field("clients", "blocked_clients"))
+        OpenAPI.get().check("POST", path, r.status, r.body)
+
+    def probe():
+        # a request the one worker answers itself (no store): once it is answered, that
+        # worker has read every take sent before it
+        send("probe", b"{")
+        r = read_response(conns["probe"], "POST")
+        assert r.status == 400, r
+
+    assert cli(master_port, "CLIENT", "PAUSE", "1000", "WRITE") == "OK"
+    ts = []
+    for n in names:
+        send(n)
+        ts.append(threading.Thread(target=answer, args=(n,)))
+        ts[-1].start()
+        if n == first:
+            probe()  # first is in flight: the others queue behind it
+    probe()
+    assert cli(master_port, "CLIENT", "UNPAUSE") == "OK"
+    for t in ts:
+        t.join(15)
+    for c in conns.values():
+        c.close()
+    assert sorted(out) == sorted(names), out
+    return out
+
+
+def test_refusals_do_not_wait_for_replicas(tmp_path, servers, sale_id):
+    """With --redis-min-replicas only an answer that reports a write waits for its WAIT (the 201s):
+    a refusal (sold_out, user_limit) acknowledges nothing a failover could lose, so it is answered
+    at the script's reply while the WAIT still waits for the replica (docs/redis.md). And takes
+    that queued behind a call in flight are answered from the sold-out cache as soon as that
+    call's reply teaches it, not sent to Redis after the call's WAIT. Seen from Redis: when a
+    refusal reaches its buyer, the call's WAIT is still blocked on the master (the replication
+    link delays every chunk by 0.4 s, so a WAIT takes some 0.8 s); and the take answered from the
+    cache made no script call of its own (/metrics)."""
+    master = Node(str(tmp_path), "master").start()
+    proxy = Proxy(master.port)
+    replica = Node(str(tmp_path), "replica", replicaof=proxy.port).start()
+    info = None
+    try:
+        wait_for(lambda: "master_link_status:up" in (cli(replica.port, "INFO", "replication") or ""), 10,
+                 "the replica did not sync")
+        a, = servers(f"redis://{HOST}:{master.port}", ["--redis-min-replicas", "1", "--redis-wait-timeout", "1000",
+                                                       "--threads", "1"])
+        wait_for(lambda: healthy(a), 10, "not healthy at start")
+        info = RedisInfo(master.port)
+        s0, s1, s2 = sale_id("limit"), sale_id("refuse"), sale_id("drain")
+        put_sale(a, s0, stock=10)
+        put_sale(a, s1, stock=2)
+        put_sale(a, s2, stock=1)
+        proxy.delay = 0.4
+        assert info.field("clients", "blocked_clients") == 0
+
+        # one call decides a win and a refusal: the refusal is answered while its WAIT waits
+        # (the first take, x, went alone; the others queued behind it and go as one call)
+        out = held_storm(a, master.port, info, s0, "x", ["x#2", "a"])
+        assert out["x"][:2] == (201, None) and out["a"][:2] == (201, None), out
+        assert out["x#2"][:2] == (409, "user_limit"), out
+        assert out["x#2"][2] >= 1, f"the user_limit waited for the WAIT: {out}"
+        out = held_storm(a, master.port, info, s1, "x", ["a", "b"])
+        assert out["x"][:2] == (201, None), out
+        assert sorted([out["a"][:2], out["b"][:2]]) == [(201, None), (409, "sold_out")], out
+        lost = "a" if out["a"][0] == 409 else "b"
+        assert out[lost][2] >= 1, f"the sold_out waited for the WAIT: {out}"
+        # the last unit goes to y; c, queued behind y's call, is answered from the cache that
+        # y's reply teaches, while y's WAIT waits
+        calls0 = metric(a, "seckill_redis_take_batch_size_count")
+        out = held_storm(a, master.port, info, s2, "y", ["c"])
+        assert out["y"][:2] == (201, None), out
+        assert out["c"][:2] == (409, "sold_out"), out
+        assert out["c"][2] >= 1, f"c's answer waited for y's WAIT: {out}"
+        # c never went to Redis (sent after y's WAIT, its own call would have answered it)
+        assert metric(a, "seckill_redis_take_batch_size_count") - calls0 == 1
+        assert metric(a, "seckill_redis_wait_timeouts_total") == 0
+        for s, n in ((s0, 2), (s1, 2), (s2, 1)):
+            wait_for(lambda: len(orders_on(replica.port, s)) == n, 10, "the orders did not reach the replica")
+    finally:
+        proxy.delay = 0.0
+        if info is not None:
+            info.close()
+        replica.stop()
+        master.stop()
+        proxy.stop()
+
+
+def test_no_second_call_behind_a_sold_out_probe(tmp_path, servers, sale_id):
+    """When a worker's sold-out cache ages out (250 ms), its next take goes to Redis alone (a
+    probe) and no second call follows it, however many takes queue meanwhile (a second call used
+    to go out at PIPELINE_MIN, 32, making those buyers wait for Redis too): the probe's reply,
+    sold out again, answers them all from the cache. Counted in /metrics: one take call."""
+    master = Node(str(tmp_path), "master").start()
+    info = None
+    try:
+        a, = servers(f"redis://{HOST}:{master.port}", ["--threads", "1"])
+        wait_for(lambda: healthy(a), 10, "not healthy at start")
+        info = RedisInfo(master.port)
+        s = sale_id("probe")
+        put_sale(a, s, stock=1)
+        r = request(a.public_port, "POST", f"/v1/sales/{s}/orders", {"user": "w"})
+        assert r.status == 201, r  # the last unit: the worker now knows the sale sold out
+        time.sleep(0.3)  # past the cache's 250 ms (docs/redis.md): the next take is a probe
+        calls0 = metric(a, "seckill_redis_take_batch_size_count")
+        takes0 = metric(a, "seckill_redis_take_batch_size_sum")
+        out = held_storm(a, master.port, info, s, "p", [f"q{i}" for i in range(40)])
+        assert {v[:2] for v in out.values()} == {(409, "sold_out")}, out
+        assert metric(a, "seckill_redis_take_batch_size_count") - calls0 == 1
+        assert metric(a, "seckill_redis_take_batch_size_sum") - takes0 == 1
+    finally:
+        if info is not None:
+            info.close()
         master.stop()
