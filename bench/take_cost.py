@@ -4,7 +4,7 @@ two versions of the scripts side by side on the same machine in the same run.
 
 For each version (REV's src/lua and result codes, read with `git show`, and the working tree's):
 a fresh redis-server (appendonly yes, appendfsync always, no RDB), the scripts composed exactly
-as src/store_redis.c's load_scripts() does, then:
+as src/redis_args.c's sk_store_redis_load_scripts() does, then:
 
 - memory: a sale of N units, per_user_limit 1, taken by N buyers with 10-byte users and 11-byte
   request ids in calls of BATCH takes; `used_memory` before and after (per order), and
@@ -95,7 +95,13 @@ def sources(rev):
         return subprocess.run(["git", "-C", ROOT, "show", f"{rev}:{path}"], check=True, capture_output=True,
                               text=True).stdout
     lua = {n: show(f"src/lua/{n}.lua") for n in ("common", "take", "put")}
-    c = show("src/store_redis.c")
+    # the list is in store_redis_internal.h, or in store_redis.c at a REV before the split
+    try:
+        c = show("src/store_redis_internal.h")
+    except (OSError, subprocess.CalledProcessError):
+        c = ""
+    if "#define SK_REDIS_RESULTS(XX)" not in c:
+        c = show("src/store_redis.c")
     block = c[c.index("#define SK_REDIS_RESULTS(XX)"):]
     block = block[:block.index("enum rcode_e")]
     names = re.findall(r"XX\((\w+),", block)

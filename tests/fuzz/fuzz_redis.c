@@ -1,12 +1,13 @@
 /* fuzz_redis.c: libFuzzer target for Redis replies: every reply handler of the Redis store
- * (store_redis.c: takes, sale views and puts, sale listings, orders and order listings,
- * confirm/cancel, the reaper) and the ROLE check of redis_conn.c. The input draws a command and
- * its requests, then reply trees: encoded as RESP and read by hiredis's own reader, so the trees
- * are exactly what hiredis hands the store (arrays, bulk and status strings, errors, integers,
- * nils, nested). Half of them are shaped like the scripts' replies, with any value in any slot,
- * so that the handlers get past their first check. The replies reach the handlers through
- * redis_conn.c's reply path (store_redis_internal.h: an offline store whose connection never comes
- * up, so what a handler sends next fails as on a lost connection).
+ * (store_redis.c, redis_requests.c, redis_sweep.c, reading through redis_reply.c: takes, sale
+ * views and puts, sale listings, orders and order listings, confirm/cancel, the reaper) and the
+ * ROLE check of redis_conn.c. The input draws a command and its requests, then reply trees:
+ * encoded as RESP and read by hiredis's own reader, so the trees are exactly what hiredis hands
+ * the store (arrays, bulk and status strings, errors, integers, nils, nested). Half of them are
+ * shaped like the scripts' replies, with any value in any slot, so that the handlers get past
+ * their first check. The replies reach the handlers through redis_conn.c's reply path
+ * (store_redis_internal.h, redis_offline.c: an offline store whose connection never comes up, so
+ * what a handler sends next fails as on a lost connection).
  *
  * Oracles: every request is answered exactly once; a reference decoder written here says what
  * each handler must answer (the error, or every field of the view or order it read), including
@@ -32,7 +33,7 @@
 #define MAX_REQS 6
 #define MAX_REPS 4
 
-/* the scripts' result codes, written again here as the reference (store_redis.c: SK_REDIS_RESULTS) */
+/* the scripts' result codes, written again here as the reference (store_redis_internal.h: SK_REDIS_RESULTS) */
 enum {
     OK,
     REPLAY,
