@@ -27,6 +27,7 @@
 #include "log.h"
 #include "redis_conn_internal.h"
 #include "render.h"
+#include "sale.h"
 #include "store_redis_internal.h"
 #include "util.h"
 
@@ -667,21 +668,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             check_order(&t->order, &want);
             CHECK(t->created == (v[0] == OK));
         }
-        for (size_t i = n; i < n + queued; i++) /* flushed behind it, on a connection that is down */
-            CHECK(reqs[i].err == SK_EUNAVAILABLE);
+        /* whether the sold-out cache it taught answers a take now: the window open, the next hold
+         * deadline not come (a second of margin either way: the clock moved between the reads) */
+        int64_t now = sk_now_ms();
+        int64_t deadline = h[4] >= 0 && h[4] < INT64_MAX / 1000 ? h[4] * 1000 : INT64_MAX, ends = tm(h[3]);
+        int open = now + 1000 < deadline && (ends == SK_NO_TIME || now / 1000 + 1 < ends - 1);
+        int closed = now - 1000 >= deadline || (ends != SK_NO_TIME && now / 1000 - 1 >= ends - 1);
+        /* queued behind it: a take without a request id is answered from that cache when it was
+         * learned (store_redis.c's drain), any other is flushed on a connection that is down */
+        for (size_t i = n; i < n + queued; i++) {
+            const sk_store_req_t *w = &reqs[i];
+            int cached = sk_sale_soldout_answer(h[2], w->user != NULL, w->qty);
+            /* the window by the request's own clock (now_ms), as the cache reads it */
+            int ended = ends != SK_NO_TIME && w->now_ms / 1000 >= ends - 1;
+            if (!learned || w->request_id != NULL || ended || now - 1000 >= deadline)
+                CHECK(w->err == SK_EUNAVAILABLE);
+            else if (now + 1000 < deadline)
+                CHECK(w->err == cached);
+            else
+                CHECK(w->err == SK_EUNAVAILABLE || w->err == cached);
+        }
         /* the next take without a request id: at once from the sold-out cache, or unavailable */
         sk_store_req_t next = {.op = SK_STORE_TAKE, .cb = never_cb, .qty = 1, .user = USERS[fz_u8(&f) & 1]};
         snprintf(next.sale, sizeof(next.sale), "%s", sale);
         next.user_len = next.user ? strlen(next.user) : 0;
-        int64_t now = sk_now_ms();
         int rc = sk_store_submit(store, &next);
         if (!learned) {
             CHECK(rc == SK_EUNAVAILABLE);
         } else {
-            int64_t deadline = h[4] >= 0 && h[4] < INT64_MAX / 1000 ? h[4] * 1000 : INT64_MAX, ends = tm(h[3]);
-            /* a second of margin either way: the clock moved between the two reads */
-            int open = now + 1000 < deadline && (ends == SK_NO_TIME || now / 1000 + 1 < ends - 1);
-            int closed = now - 1000 >= deadline || (ends != SK_NO_TIME && now / 1000 - 1 >= ends - 1);
             if (open) {
                 CHECK(rc == SK_STORE_DONE);
                 CHECK(next.err == (h[2] > 0 && next.user == NULL ? SK_EBAD_REQUEST : SK_ESOLD_OUT));
