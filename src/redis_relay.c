@@ -212,6 +212,19 @@ static int relay_send(cmd_t *cmd)
     return -1;
 }
 
+/* Sends a copy whose turn has come (after its WAIT, if any); the job ends failed if it cannot go
+ * out, or (go == 0) is not to go: the mark stays, and the next round copies it again. */
+static void relay_send_copy(worker_t *w, cmd_t *copy, int go)
+{
+    if (!go) {
+        free(copy->blob);
+        free(copy);
+        relay_end_job(w, 1);
+    } else if (relay_send(copy) != 0) {
+        relay_end_job(w, 1);
+    }
+}
+
 /* Reads a slot's stream after its position (asks for the position first when it is not known). */
 static void relay_read(worker_t *w, int slot, long long ver, int tries)
 {
@@ -292,37 +305,25 @@ static void relay_read_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         slot_key(key, sizeof(key), cmd->sslot, SLOT_RELAYED);
         cmd_plain(sync, "SET", key, cmd->pos);
         if (relay_send(sync) != 0) {
-            free(copy->blob);
-            free(copy);
-            relay_end_job(w, 1);
+            relay_send_copy(w, copy, 0);
             return;
         }
         wait = relay_cmd(w, C_RELAY_WAIT, -1, cmd->sslot, 0, 0);
         wait->via = cmd->super.conn;
         wait->then = copy;
-        if (relay_send(wait) != 0) {
-            free(copy->blob);
-            free(copy);
-            relay_end_job(w, 1);
-        }
+        if (relay_send(wait) != 0)
+            relay_send_copy(w, copy, 0);
         return;
     }
-    if (relay_send(copy) != 0)
-        relay_end_job(w, 1);
+    relay_send_copy(w, copy, 1);
 }
 
 static void relay_wait_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 {
     cmd_t *copy = cmd->then;
     cmd->then = NULL;
-    if (!sk_redis_conn_waited(cmd->super.conn, rep)) { /* not on enough replicas yet: the mark stays */
-        free(copy->blob);
-        free(copy);
-        relay_end_job(w, 1);
-        return;
-    }
-    if (relay_send(copy) != 0)
-        relay_end_job(w, 1);
+    /* not on enough replicas yet: not copied, the mark stays */
+    relay_send_copy(w, copy, sk_redis_conn_waited(cmd->super.conn, rep));
 }
 
 static void relay_copy_done(worker_t *w, cmd_t *cmd, redisReply *rep)

@@ -266,8 +266,7 @@ class Cluster:
         for i in range(1, replicas):
             self.replicas.append(Node(workdir, f"replica{i + 1}", replicaof=self.master.port, password=password).start())
         for r in self.replicas:
-            wait_for(lambda: "master_link_status:up" in (cli(r.port, "INFO", "replication") or ""), 10,
-                     f"{r.name} did not sync")
+            wait_synced(r.port, f"{r.name} did not sync")
         self.sentinels = [Sentinel(workdir, i, self.master.port) for i in range(3)]
         for x, port in zip(self.sentinels, sentinel_ports or ()):
             x.port = port
@@ -380,6 +379,11 @@ def servers(tmp_path):
         pytest.fail("\n".join(problems), pytrace=False)
 
 
+def wait_synced(port, what):
+    """Waits (10 s at most) until the replica at `port` has its link to its master up."""
+    wait_for(lambda: "master_link_status:up" in (cli(port, "INFO", "replication") or ""), 10, what)
+
+
 def healthy(srv):
     try:
         return srv.pub("GET", "/healthz", timeout=2).status == 200
@@ -455,15 +459,19 @@ class Buyers:
         assert not self.errors, self.errors[:5]
 
 
-def put_sale(srv, sale, stock=1000000):
-    """PUT a sale, again after a 503 (a WAIT that timed out on a busy machine)."""
-    deadline = time.monotonic() + 10
-    while True:
-        r = srv.adm("PUT", f"/v1/sales/{sale}", {"stock": stock, "per_user_limit": 1})
-        if r.status != 503 or time.monotonic() > deadline:
-            assert r.status in (200, 201), r
-            return
+def until_decided(call, bound=10):
+    """call() again while it answers 503 (outcome unknown: a WAIT that timed out on a busy
+    machine), for `bound` seconds at most; returns the last answer."""
+    deadline = time.monotonic() + bound
+    while (r := call()).status == 503 and time.monotonic() < deadline:
         time.sleep(0.1)
+    return r
+
+
+def put_sale(srv, sale, stock=1000000):
+    """PUT a sale, again after a 503."""
+    r = until_decided(lambda: srv.adm("PUT", f"/v1/sales/{sale}", {"stock": stock, "per_user_limit": 1}))
+    assert r.status in (200, 201), r
 
 
 def orders_on(port, sale):
@@ -709,19 +717,12 @@ def test_replica_down_with_min_replicas(cluster, servers, sale_id, run):
     # the retries decide: each buyer has at most one order, all on the replica too (a retry may
     # meet a WAIT that timed out once more on a loaded machine: 503 again, and retried again)
     for i in range(20):
-        deadline = time.monotonic() + 10
-        while True:
-            r = a.take(s, user=f"x{i}", request_id=f"rx{i}")
-            if r.status != 503 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        r = until_decided(lambda: a.take(s, user=f"x{i}", request_id=f"rx{i}"))
         assert r.status in (200, 201), r
     assert a.sale(s)["sold"] == 21
     assert len(orders_on(cluster.replica.port, s)) == 21
     # the deletion's retry decides too: it ran on the master (gone now) or it runs now
-    deadline = time.monotonic() + 10
-    while (r := a.adm("DELETE", f"/v1/sales/{ended}")).status == 503 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    r = until_decided(lambda: a.adm("DELETE", f"/v1/sales/{ended}"))
     assert r.status in (200, 404), r
     assert a.adm("GET", f"/v1/sales/{ended}").status == 404
 
@@ -891,8 +892,7 @@ def test_definite_refusals_are_503_and_unhealthy(tmp_path, sale_id):
     b = Node(str(tmp_path), "b", replicaof=a.port).start()
     # b must hold a's data before it is made the master below (else a, resynced from it, loses the
     # sale: CI once saw that manual failover 0.7 s after b's start, before b's first sync)
-    wait_for(lambda: "master_link_status:up" in (cli(b.port, "INFO", "replication") or ""), 10,
-             "b never synced from a")
+    wait_synced(b.port, "b never synced from a")
     try:
         srv = Server(f"redis://{HOST}:{a.port}", str(tmp_path))
         srv.start()
@@ -955,8 +955,7 @@ def test_take_call_in_flight_until_its_wait(tmp_path, servers, sale_id):
     proxy = Proxy(master.port)
     replica = Node(str(tmp_path), "replica", replicaof=proxy.port).start()
     try:
-        wait_for(lambda: "master_link_status:up" in (cli(replica.port, "INFO", "replication") or ""), 10,
-                 "the replica did not sync")
+        wait_synced(replica.port, "the replica did not sync")
         a, = servers(f"redis://{HOST}:{master.port}", ["--redis-min-replicas", "1", "--redis-wait-timeout", "1000",
                                                              "--threads", "1"])
         wait_for(lambda: healthy(a), 10, "not healthy at start")
@@ -1020,8 +1019,7 @@ def test_script_flush_with_min_replicas(tmp_path, servers, sale_id):
     master = Node(str(tmp_path), "master").start()
     replica = Node(str(tmp_path), "replica", replicaof=master.port).start()
     try:
-        wait_for(lambda: "master_link_status:up" in (cli(replica.port, "INFO", "replication") or ""), 10,
-                 "the replica did not sync")
+        wait_synced(replica.port, "the replica did not sync")
         a, = servers(f"redis://{HOST}:{master.port}", ["--redis-min-replicas", "1", "--redis-wait-timeout", "1000",
                                                        "--threads", "1"])
         wait_for(lambda: healthy(a), 10, "not healthy at start")
@@ -1124,8 +1122,7 @@ def test_refusals_do_not_wait_for_replicas(tmp_path, servers, sale_id):
     replica = Node(str(tmp_path), "replica", replicaof=proxy.port).start()
     info = None
     try:
-        wait_for(lambda: "master_link_status:up" in (cli(replica.port, "INFO", "replication") or ""), 10,
-                 "the replica did not sync")
+        wait_synced(replica.port, "the replica did not sync")
         a, = servers(f"redis://{HOST}:{master.port}", ["--redis-min-replicas", "1", "--redis-wait-timeout", "1000",
                                                        "--threads", "1"])
         wait_for(lambda: healthy(a), 10, "not healthy at start")
