@@ -27,9 +27,10 @@ static void mem_collect(void)
     mi_option_set(mi_option_segment_decommit_delay, segment_decommit_delay);
     pthread_mutex_unlock(&collecting);
 }
-#else
+#elif !defined(SK_SANITIZED)
 #include <malloc.h>
-/* util.h's sk_mem_collect: glibc's free memory back to the system, from every arena */
+/* util.h's sk_mem_collect: glibc's free memory back to the system, from every arena (not under a
+ * sanitizer: its allocator replaces glibc's, whose arenas malloc_trim would walk uninitialised) */
 static void mem_collect(void)
 {
     malloc_trim(0);
@@ -74,7 +75,9 @@ int main(int argc, char **argv)
         sk_config_dispose(&cfg);
         return 1;
     }
+#if defined(SK_MIMALLOC) || !defined(SK_SANITIZED)
     sk_mem_collect = mem_collect;
+#endif
 #ifdef SK_MIMALLOC
     decommit_delay = mi_option_get(mi_option_decommit_delay);
     segment_decommit_delay = mi_option_get(mi_option_segment_decommit_delay);
