@@ -133,6 +133,12 @@ def proc_cpu(pid):
     return (int(x[11]) + int(x[12])) / TICKS  # utime + stime
 
 
+def proc_sys(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        x = f.read().rsplit(")", 1)[1].split()
+    return int(x[12]) / TICKS  # stime: the kernel's share (the AOF's write and fsync, the socket)
+
+
 class Redis:
     def __init__(self, d, wrap=()):
         self.port = free_port()
@@ -225,9 +231,9 @@ def measure(rev, args, base):
         # CPU and the ceiling
         put(c, putsha, "c", args.storm)
         c.call("CONFIG", "RESETSTAT")
-        cpu0 = proc_cpu(r.p.pid)
+        cpu0, sys0 = proc_cpu(r.p.pid), proc_sys(r.p.pid)
         won, secs = storm(c, take, "c", args.storm, args.batch, args.depth)
-        cpu1 = proc_cpu(r.p.pid)
+        cpu1, sys1 = proc_cpu(r.p.pid), proc_sys(r.p.pid)
         assert won == args.storm, won
         cs = info(c, "commandstats")
         out["inner"] = {k[8:]: int(dict(x.split("=") for x in v.split(","))["usec"]) / won
@@ -237,6 +243,7 @@ def measure(rev, args, base):
         out["calls"] = int(f["calls"])
         out["script_us"] = int(f["usec"]) / won
         out["proc_us"] = (cpu1 - cpu0) * 1e6 / won
+        out["sys_us"] = (sys1 - sys0) * 1e6 / won
         out["rate"] = won / secs
         out["cpu_share"] = (cpu1 - cpu0) / secs
         out["aof_bytes"] = os.path.getsize(aof_size_path(d)) if aof_size_path(d) else 0
@@ -317,7 +324,7 @@ def main():
                 print(f"    {k:<18} {n:>6} keys  {b:6.1f} B per order")
             print(f"  CPU: {o['script_us']:.2f} us per winning take in the script (cmdstat_evalsha usec / takes, "
                   f"{args.storm / o['calls']:.1f} takes a call); {o['proc_us']:.2f} us of redis-server CPU "
-                  f"(/proc) per take")
+                  f"(/proc) per take, {o['sys_us']:.2f} of it in the kernel")
             print("  of which the commands it runs, us per take: " + ", ".join(
                 f"{k} {v:.2f}" for k, v in sorted(o["inner"].items(), key=lambda kv: -kv[1]) if v >= 0.01))
             print(f"  ceiling: {o['rate']:,.0f} winning takes/s with redis-server at {o['cpu_share'] * 100:.0f}% "

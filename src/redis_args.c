@@ -211,18 +211,20 @@ void sk_store_redis_cmd_args(sk_redis_cmd_t *super, sk_redis_argv_t *a)
         sk_redis_arg_u(a, req->limit);
         return;
     case C_FEEDTRIM:
-        sk_redis_arg_u(a, 2);
+        sk_redis_arg_u(a, 3);
         sk_redis_arg_s(a, FEED_KEY);
         sk_redis_arg_s(a, FEED_TRIMMED_KEY);
+        sk_redis_arg_s(a, FEED_EXTRA_KEY);
         sk_redis_arg_u(a, sk_feed_retain());
         return;
     case C_RELAY_COPY:
-        sk_redis_arg_u(a, 5);
+        sk_redis_arg_u(a, 6);
         sk_redis_arg_s(a, CL_FEED_KEY);
         sk_redis_arg_s(a, CL_FEED_TRIMMED_KEY);
         sk_redis_arg_s(a, CL_FEED_GONE_KEY);
         sk_redis_arg_s(a, CL_FEED_POS_KEY);
         sk_redis_arg_s(a, CL_FEED_DIRTY_KEY);
+        sk_redis_arg_s(a, CL_FEED_EXTRA_KEY);
         sk_redis_arg_s(a, cmd->key);
         sk_redis_arg_s(a, cmd->pos);
         sk_redis_arg_i(a, cmd->sslot);

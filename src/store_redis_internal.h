@@ -150,6 +150,7 @@ static const char IDX_VER[] = "sk:idx:{i}:ver";     /* hash: slot -> version (du
  * SLOT_FEED instead, which the relay merges into CL_FEED_KEY: docs/redis.md, "The winners feed"): */
 static const char FEED_KEY[] = "sk:feed";                 /* stream: every order event of every sale, in one order */
 static const char FEED_TRIMMED_KEY[] = "sk:feed:trimmed"; /* string: the last entry id the retention removed */
+static const char FEED_EXTRA_KEY[] = "sk:feed:extra";     /* integer: events beyond one an entry (feed_extra) */
 /* On a Redis Cluster the merged feed and what the relay keeps next to it, all in the slot of {feed}
  * (relay.lua; docs/redis.md, "The winners feed on a Redis Cluster"): */
 static const char CL_FEED_KEY[] = "sk:{feed}";                 /* stream: every order event, merged */
@@ -158,6 +159,7 @@ static const char CL_FEED_GONE_KEY[] = "sk:{feed}:gone";       /* hash: deleted 
 static const char CL_FEED_POS_KEY[] = "sk:{feed}:pos";         /* hash: slot stream -> last entry id copied */
 static const char CL_FEED_DIRTY_KEY[] = "sk:{feed}:dirty";     /* hash: slot -> mark version (relay_mark.lua) */
 static const char CL_FEED_MARKSEQ_KEY[] = "sk:{feed}:markseq"; /* string: the marks' versions' counter */
+static const char CL_FEED_EXTRA_KEY[] = "sk:{feed}:extra";     /* integer: as FEED_EXTRA_KEY */
 
 #define RELAY_BATCH 500 /* entries per copy (relay.lua), read by the relay's XRANGE */
 

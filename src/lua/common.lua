@@ -149,47 +149,143 @@ local function stream_on()
   return STREAM_ON
 end
 
--- One feed entry (K.feed): the sale, the order id, then in one field `o` the event and the order
--- as it is after it, joined by tabs: the event as a letter (FEED_EVENT), user, qty, request_id,
+-- The winners feed (K.feed, docs/redis.md "The winners feed"). An entry holds one event or, from
+-- take.lua, the orders one take call made (version 3): every event has its own cursor, and an
+-- entry's id is its last event's cursor, the events before it having the ids just below it in
+-- the same millisecond (an entry of k events with id H-L: H-(L-k+1) .. H-L). feed_xadd gives an
+-- entry of k > 1 events such an id, above every id given before.
+-- Version 2 (one event): `sale`, `order` (the order id) and `o`, the event and the order as it is
+-- after it, joined by tabs: the event as a letter (FEED_EVENT), user, qty, request_id,
 -- created_at, expires_at. The order's status is not written: it follows from the event (created:
 -- held when the order has an expires_at, else confirmed; any other event: the event's own name).
--- These are feed entries of version 2; version 1 had nine fields, as the sale's stream:
--- feed_fields reads both, and is the one place that decodes an entry. Three short fields rather
--- than nine make the XADD, its copy in the AOF and the entry cheaper (docs/redis.md).
+-- Version 3 (created events of one sale): `sale`, `n` (how many events), `e`: the events joined
+-- by newlines, each the order id then what `o` holds, joined by tabs. Version 1 had nine fields,
+-- as the sale's stream. feed_fields reads every version, and is the one place that decodes an
+-- entry. One entry per take call rather than per order makes a take's feed cost one XADD a call
+-- (docs/redis.md, BENCHMARKS.md "Cheap takes").
 local FEED_EVENT = {created = 'n', confirmed = 'c', cancelled = 'x', expired = 'e'}
 local FEED_EVENT_NAME = {n = 'created', c = 'confirmed', x = 'cancelled', e = 'expired'}
+
+-- An entry id's two numbers.
+local function id_parts(s)
+  local h, l = string.match(s, '^(%d+)-(%d+)$')
+  return tonumber(h), tonumber(l)
+end
+
+-- stream -> {ms, seq} of the last id this script gave it (feed_xadd)
+local FEED_LAST = {}
+
+-- Adds an entry of k events (fields: the rest) to stream, trimmed to about `maxlen` entries when
+-- given; returns its id. An entry of one event takes Redis's next id ('*'); one of k > 1 events
+-- takes H-L with L - k + 1 above the stream's last id in the same millisecond H (the later of
+-- now and the last id's), so that its k cursors are above every cursor given before.
+local function feed_xadd(stream, k, maxlen, ...)
+  local id = '*'
+  if k > 1 then
+    local last = FEED_LAST[stream]
+    if last == nil then
+      last = false
+      local e = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+      if e[1] then
+        last = {id_parts(e[1][1])}
+      elseif redis.call('EXISTS', stream) == 1 then
+        -- emptied by the retention: its last id is still the floor of the next
+        local info = redis.call('XINFO', 'STREAM', stream)
+        for i = 1, #info, 2 do
+          if info[i] == 'last-generated-id' then
+            last = {id_parts(info[i + 1])}
+          end
+        end
+      end
+    end
+    local now = clock_ms()
+    if last and last[1] >= now then
+      id = num(last[1]) .. '-' .. num(last[2] + k)
+    else
+      id = num(now) .. '-' .. num(k - 1)
+    end
+  end
+  local got
+  if maxlen then
+    got = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, id, ...)
+  else
+    got = redis.call('XADD', stream, id, ...)
+  end
+  FEED_LAST[stream] = {id_parts(got)}
+  return got
+end
+
+-- The count of the feed's events beyond one an entry, sk:feed:extra (on a cluster the merged
+-- feed's is sk:{feed}:extra, relay.lua; slot streams have none): the retention counts events,
+-- XLEN counts entries. A single Redis allows take.lua not to declare it.
+local function feed_extra(stream)
+  return stream .. ':extra'
+end
+
+-- One event of one order, as an entry of version 2.
 local function feed_add(event, id, user, qty, status, request_id, created_at, expires_at)
   local o = FEED_EVENT[event] .. '\t' .. user .. '\t' .. qty .. '\t' .. request_id .. '\t' .. created_at .. '\t'
             .. expires_at
-  if FEED_PER_SLOT then
-    redis.call('XADD', K.feed, 'MAXLEN', '~', FEED_SLOT_KEEP, '*', 'sale', SALE_ID, 'order', id, 'o', o)
-    return
-  end
-  redis.call('XADD', K.feed, '*', 'sale', SALE_ID, 'order', id, 'o', o)
+  feed_xadd(K.feed, 1, FEED_PER_SLOT and FEED_SLOT_KEEP or nil, 'sale', SALE_ID, 'order', id, 'o', o)
 end
 
--- A feed entry's fields (as XRANGE gives them: name, value, ...) as a table of strings: sale,
--- event, order, user, qty, status, request_id, created_at, expires_at; either version.
+-- The created events of one take call (`ev`: each the order id, 'n', user, qty, request_id,
+-- created_at, expires_at joined by tabs), as one entry of version 3.
+local function feed_add_created(ev)
+  local k = #ev
+  feed_xadd(K.feed, k, FEED_PER_SLOT and FEED_SLOT_KEEP or nil, 'sale', SALE_ID, 'n', num(k), 'e',
+            table.concat(ev, '\n'))
+  if k > 1 and not FEED_PER_SLOT then
+    redis.call('INCRBY', feed_extra(K.feed), num(k - 1))
+  end
+end
+
+-- How many events an entry (its fields as XRANGE gives them) holds.
+local function feed_count(kv)
+  if kv[3] == 'n' then
+    return tonumber(kv[4])
+  end
+  return 1
+end
+
+-- The event of `ev` (a letter or, version 1, a name), and the order's status after it.
+local function feed_event(ev, expires_at)
+  local event = FEED_EVENT_NAME[ev] or ev
+  if event ~= 'created' then
+    return event, event
+  elseif expires_at ~= '' then
+    return event, 'held'
+  end
+  return event, 'confirmed'
+end
+
+-- A feed entry's events (its fields as XRANGE gives them: name, value, ...) as a list of tables
+-- of strings: sale, event, order, user, qty, status, request_id, created_at, expires_at; every
+-- version. A cluster's deletion entry ({gone, upto}) is one table with those two fields.
 local function feed_fields(kv)
   local f = {}
   for i = 1, #kv, 2 do
     f[kv[i]] = kv[i + 1]
   end
+  if f.e then
+    local list = {}
+    for line in string.gmatch(f.e, '[^\n]+') do
+      local g, ev = {sale = f.sale}, nil
+      g.order, ev, g.user, g.qty, g.request_id, g.created_at, g.expires_at =
+        string.match(line, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+      g.event, g.status = feed_event(ev, g.expires_at)
+      list[#list + 1] = g
+    end
+    return list
+  end
   if f.o then
     local ev
     ev, f.user, f.qty, f.request_id, f.created_at, f.expires_at =
       string.match(f.o, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
-    f.event = FEED_EVENT_NAME[ev] or ev
-    if f.event ~= 'created' then
-      f.status = f.event
-    elseif f.expires_at ~= '' then
-      f.status = 'held'
-    else
-      f.status = 'confirmed'
-    end
+    f.event, f.status = feed_event(ev, f.expires_at)
     f.o = nil
   end
-  return f
+  return {f}
 end
 
 -- One stream entry and its feed entry: the order as it is after the event.
@@ -333,33 +429,46 @@ local function drop_sale(id, sales, due, tombstones)
 end
 
 -- The feed's retention (feedtrim.lua; relay.lua on a cluster): once `stream` holds a 64th more
--- than `keep` entries, removes the oldest (at most 1,000 a call) and records the id of the last
--- one removed in `trimmed` in the same step, so that feed.lua refuses a cursor before it. With
--- `gone` (a cluster's sk:{feed}:gone, sale -> its last order id when deleted), a deletion entry
--- that leaves takes its record with it: every entry of the sale it covers was before it.
+-- than `keep` events (its entries plus the count in `extra`, feed_extra), removes the oldest
+-- entries holding at most that many more (at most 1,000 entries a call; at least `keep` events
+-- stay, and fewer than 64 more than that once an entry of a take call is next) and records the id of
+-- the last one removed in `trimmed` in the same step, so that feed.lua refuses a cursor before it.
+-- With `gone` (a cluster's sk:{feed}:gone, sale -> its last order id when deleted), a deletion
+-- entry that leaves takes its record with it: every entry of the sale it covers was before it.
 -- Returns how many entries were removed.
-local function trim_feed(stream, trimmed, gone, keep)
-  local n = redis.call('XLEN', stream) - keep
-  if n < math.floor(keep / 64) + 1 then
+local function trim_feed(stream, trimmed, gone, keep, extra)
+  local over = redis.call('XLEN', stream) + tonumber(redis.call('GET', extra) or '0') - keep
+  if over < math.floor(keep / 64) + 1 then
     return 0
   end
-  if n > 1000 then
-    n = 1000
+  local entries = redis.call('XRANGE', stream, '-', '+', 'COUNT', math.min(over, 1000))
+  local n, events, xs = 0, 0, 0
+  for i, e in ipairs(entries) do
+    local k = feed_count(e[2])
+    if events + k > over then
+      break -- never fewer than `keep` events
+    end
+    n, events, xs = i, events + k, xs + k - 1
   end
-  local entries = redis.call('XRANGE', stream, '-', '+', 'COUNT', n)
-  local lastid = entries[#entries][1]
+  if n == 0 then
+    return 0
+  end
+  local lastid = entries[n][1]
   local hi, lo = string.match(lastid, '^(%d+)-(%d+)$')
   redis.call('XTRIM', stream, 'MINID', hi .. '-' .. string.format('%d', tonumber(lo) + 1))
   redis.call('SET', trimmed, lastid)
+  if xs > 0 then
+    redis.call('DECRBY', extra, num(xs))
+  end
   if gone then
-    for _, e in ipairs(entries) do
-      local f = e[2]
+    for i = 1, n do
+      local f = entries[i][2]
       if f[1] == 'gone' and redis.call('HGET', gone, f[2]) == f[4] then
         redis.call('HDEL', gone, f[2])
       end
     end
   end
-  return #entries
+  return n
 end
 
 -- The reply shape of an order (after a code): user, qty, status, request_id, created_at,

@@ -11,8 +11,8 @@
 -- request id (a replay is answered even when sold out or ended), window, stock (sold out is
 -- sold out for everybody), the user's allowance.
 -- A winning take writes its user's units and its request id as it is decided (below); the orders
--- are written once per key per batch, then a feed entry per order (and a stream entry, when the
--- sale's stream exists), then the counters once.
+-- are written once per key per batch, then one feed entry for them all (and a stream entry per
+-- order, when the sale's stream exists), then the counters once.
 local now_ms = clock_ms()
 local now = math.floor(now_ms / 1000)
 reap(now, 100)
@@ -157,12 +157,12 @@ for i = 0, n - 1 do
   out[k + 1], out[k + 2], out[k + 3], out[k + 4] = code, id, created, exp
 end
 
--- record: the orders with one HSET per key, then the sale's stream (when it exists) and the feed
+-- record: the orders with one HSET per key, then the sale's stream (when it exists) and the feed's entry
 if seq ~= seq0 then
   for _, ok in ipairs(okeys) do
     redis.call('HSET', ok, unpack(packed[ok]))
   end
-  local stream = stream_on()
+  local stream, ev, tail = stream_on(), {}, '\t' .. created_at .. '\t' .. expires_at
   for k = 1, #feed, 4 do
     local id, user, qty, rid = feed[k], feed[k + 1], feed[k + 2], feed[k + 3]
     if stream then
@@ -170,8 +170,9 @@ if seq ~= seq0 then
                  'status', status, 'request_id', rid, 'created_at', created_at,
                  'expires_at', expires_at)
     end
-    feed_add('created', id, user, qty, status, rid, created_at, expires_at)
+    ev[#ev + 1] = id .. '\tn\t' .. user .. '\t' .. qty .. '\t' .. rid .. tail
   end
+  feed_add_created(ev)
   if #held > 0 then
     redis.call('ZADD', K.holds, unpack(held))
     -- the slot's sweep list (KEYS[8]): this sale is due at its earliest deadline at the latest

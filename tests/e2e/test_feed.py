@@ -385,6 +385,46 @@ def test_feed_follower_sees_a_storm_exactly_once(server, sale_id):
     assert [e["order"] for e in seen] == [str(i) for i in range(1, n + 1)]
 
 
+@redis_stores
+def test_feed_entry_per_take_call_gives_each_event_a_cursor(server, store, sale_id):
+    """On Redis a take call's orders are one feed entry (version 3, docs/redis.md): a storm makes
+    entries of several events, and a reader going one event at a time (limit=1) gets each once,
+    with cursors that only grow, the ones inside an entry included; the same from the start with
+    a page of 1000; a cursor inside an entry resumes right after its event."""
+    s = sale_id()
+    n = 400
+    server.put_sale(s, stock=n)
+    _, start = follow(server)
+    res = storm(server.public_port, [("POST", f"/v1/sales/{s}/orders", {"user": f"u{i}"}) for i in range(n)],
+                threads=16)
+    assert [st for st, _ in res].count(201) == n
+    if store.cluster is not None:
+        port, key = store.cluster.master_of_slot(key_slot("{feed}")), "sk:{feed}"
+    else:
+        port, key = store.redis.port, "sk:feed"
+    every = wait_for(lambda: (lambda e: e if len(e) == n else None)(follow(server, start)[0]),
+                     what="every event in the feed")
+    assert [e["order"] for e in every] == [str(i) for i in range(1, n + 1)]
+    entries = resp(port, "XRANGE", key, "(" + start, "+")
+    sizes = [int(dict(zip(f[::2], f[1::2])).get("n", "1")) for _, f in entries]
+    assert sum(sizes) == n and max(sizes) > 1, sizes  # entries of several events
+    assert len(entries) < n
+    one, after = [], start
+    for _ in range(n):
+        b = feed(server, after, limit=1)
+        assert len(b["events"]) == 1 and b["more"] is True  # a full page (every store)
+        assert cur(b["cursor"]) > cur(after) and b["cursor"] == b["events"][0]["cursor"]
+        one.append(b["events"][0])
+        after = b["cursor"]
+    assert one == every
+    assert feed(server, after)["events"] == []
+    # inside an entry of several events: on from its second event
+    i = next(j for j, (_, f) in enumerate(entries) if int(dict(zip(f[::2], f[1::2])).get("n", "1")) > 1)
+    k = sum(sizes[:i])  # events before that entry
+    b = feed(server, every[k]["cursor"], limit=2)
+    assert b["events"] == every[k + 1:k + 3]
+
+
 @feed_stores
 def test_feed_stream_heartbeats_and_its_bound(make_server, sale_id):
     srv = make_server(extra_args=["--threads", "1"], env={"SECKILL_FEED_HEARTBEAT_MS": "200"})
