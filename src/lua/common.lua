@@ -158,8 +158,10 @@ end
 -- after it, joined by tabs: the event as a letter (FEED_EVENT), user, qty, request_id,
 -- created_at, expires_at. The order's status is not written: it follows from the event (created:
 -- held when the order has an expires_at, else confirmed; any other event: the event's own name).
--- Version 3 (created events of one sale): `sale`, `n` (how many events), `e`: the events joined
--- by newlines, each the order id then what `o` holds, joined by tabs. Version 1 had nine fields,
+-- Version 3 (the orders one take call made, consecutive ids): `sale`, `n` (how many), `o` (the
+-- first order id), `t` (created_at and expires_at, the same for all, joined by a tab), `e`: per
+-- order user, qty and request_id joined by tabs, the orders joined by newlines; the event is
+-- `created` for each. Version 1 had nine fields,
 -- as the sale's stream. feed_fields reads every version, and is the one place that decodes an
 -- entry. One entry per take call rather than per order makes a take's feed cost one XADD a call
 -- (docs/redis.md, BENCHMARKS.md "Cheap takes").
@@ -229,12 +231,12 @@ local function feed_add(event, id, user, qty, status, request_id, created_at, ex
   feed_xadd(K.feed, 1, FEED_PER_SLOT and FEED_SLOT_KEEP or nil, 'sale', SALE_ID, 'order', id, 'o', o)
 end
 
--- The created events of one take call (`ev`: each the order id, 'n', user, qty, request_id,
--- created_at, expires_at joined by tabs), as one entry of version 3.
-local function feed_add_created(ev)
+-- The created events of one take call, as one entry of version 3: `first` the first order id (a
+-- string), `ev` per order user, qty and request_id joined by tabs.
+local function feed_add_created(first, ev, created_at, expires_at)
   local k = #ev
-  feed_xadd(K.feed, k, FEED_PER_SLOT and FEED_SLOT_KEEP or nil, 'sale', SALE_ID, 'n', num(k), 'e',
-            table.concat(ev, '\n'))
+  feed_xadd(K.feed, k, FEED_PER_SLOT and FEED_SLOT_KEEP or nil, 'sale', SALE_ID, 'n', num(k), 'o', first, 't',
+            created_at .. '\t' .. expires_at, 'e', table.concat(ev, '\n'))
   if k > 1 and not FEED_PER_SLOT then
     redis.call('INCRBY', feed_extra(K.feed), num(k - 1))
   end
@@ -268,13 +270,15 @@ local function feed_fields(kv)
     f[kv[i]] = kv[i + 1]
   end
   if f.e then
-    local list = {}
+    local list, id = {}, tonumber(f.o)
+    local created, expires = string.match(f.t, '^([^\t]*)\t(.*)$')
+    local event, status = feed_event('n', expires)
     for line in string.gmatch(f.e, '[^\n]+') do
-      local g, ev = {sale = f.sale}, nil
-      g.order, ev, g.user, g.qty, g.request_id, g.created_at, g.expires_at =
-        string.match(line, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
-      g.event, g.status = feed_event(ev, g.expires_at)
+      local g = {sale = f.sale, order = num(id), event = event, status = status, created_at = created,
+                 expires_at = expires}
+      g.user, g.qty, g.request_id = string.match(line, '^([^\t]*)\t([^\t]*)\t(.*)$')
       list[#list + 1] = g
+      id = id + 1
     end
     return list
   end

@@ -162,7 +162,7 @@ if seq ~= seq0 then
   for _, ok in ipairs(okeys) do
     redis.call('HSET', ok, unpack(packed[ok]))
   end
-  local stream, ev, tail = stream_on(), {}, '\t' .. created_at .. '\t' .. expires_at
+  local stream, ev = stream_on(), {}
   for k = 1, #feed, 4 do
     local id, user, qty, rid = feed[k], feed[k + 1], feed[k + 2], feed[k + 3]
     if stream then
@@ -170,9 +170,9 @@ if seq ~= seq0 then
                  'status', status, 'request_id', rid, 'created_at', created_at,
                  'expires_at', expires_at)
     end
-    ev[#ev + 1] = id .. '\tn\t' .. user .. '\t' .. qty .. '\t' .. rid .. tail
+    ev[#ev + 1] = user .. '\t' .. qty .. '\t' .. rid
   end
-  feed_add_created(ev)
+  feed_add_created(feed[1], ev, created_at, expires_at) -- the batch's ids are consecutive
   if #held > 0 then
     redis.call('ZADD', K.holds, unpack(held))
     -- the slot's sweep list (KEYS[8]): this sale is due at its earliest deadline at the latest
