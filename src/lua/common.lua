@@ -39,8 +39,10 @@ local FEED_PER_SLOT = string.sub(K.feed or '', 1, 8) == 'sk:slot:'
 
 -- An integer as Redis wants it: tostring() would print 2^53 as 9.007199254741e+15. '%d' formats a
 -- C long (64 bits), exact for every integer up to 2^53, and costs less than '%.0f'.
+-- (Hot functions of the standard library, as locals: a global costs a table lookup each use.)
+local format, byte, tonumber, call = string.format, string.byte, tonumber, redis.call
 local function num(n)
-  return string.format('%d', n)
+  return format('%d', n)
 end
 
 -- Redis's own clock, in milliseconds: every instance agrees on it. Scripts are replicated by
@@ -88,10 +90,10 @@ end
 
 -- A cheap hash of a string (its length, its first and last 8 bytes), exact in Lua's doubles.
 local function shash(v)
-  local a, b, c, d, e, f, g, h = string.byte(v, 1, 8)
+  local a, b, c, d, e, f, g, h = byte(v, 1, 8)
   local x = ((((((((#v * 31 + (a or 0)) * 31 + (b or 0)) * 31 + (c or 0)) * 31 + (d or 0)) * 31 + (e or 0)) * 31
     + (f or 0)) * 31 + (g or 0)) * 31 + (h or 0))
-  a, b, c, d, e, f, g, h = string.byte(v, -8, -1)
+  a, b, c, d, e, f, g, h = byte(v, -8, -1)
   return x + (((((((((a or 0) * 31 + (b or 0)) * 31 + (c or 0)) * 31 + (d or 0)) * 31 + (e or 0)) * 31
     + (f or 0)) * 31 + (g or 0)) * 31 + (h or 0)) * 7)
 end

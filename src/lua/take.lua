@@ -37,7 +37,7 @@ end
 local status = s.hold > 0 and 'held' or 'confirmed'
 local created_at, expires_at = num(now), s.hold > 0 and num(expires) or ''
 local taken = {}    -- user -> units, as of now in this batch (per_user_limit only)
-local new_rids = {} -- request_id -> {user, qty, id} of an order made by this batch
+local new_rids = {} -- request_id -> the place in `feed` of an order made by this batch
 local feed = {}     -- the new orders for the feed: id, user, qty, request_id (strings), 4 slots each
 local packed = {}   -- order key -> HSET arguments: id, pack_order(...), ...
 local okeys = {}    -- the order keys of `packed`, in order
@@ -62,6 +62,9 @@ end
 -- (HSETNX for one who holds none, the common case; else HINCRBY), its request id (HSETNX, which
 -- also tells whether the id is known: then nothing is written, or the user's HSETNX is undone).
 local n = tonumber(ARGV[1])
+local limit, stock, hold = s.limit, s.stock, s.hold
+-- a winning order as stored (pack_order): pre .. qty .. mid .. user .. '\t' .. request_id
+local pre, mid = (B and SHORT[status] or status) .. '\t', '\t' .. created_at .. '\t' .. expires_at .. '\t'
 for i = 0, n - 1 do
   local user, qtys, rid = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
   local qty = tonumber(qtys)
@@ -69,11 +72,11 @@ for i = 0, n - 1 do
   local prev, prev_user, prev_qty
   local mine = rid ~= '' and new_rids[rid]
   if mine then
-    prev, prev_user, prev_qty, created, exp = mine[3], mine[1], mine[2], now, expires
+    prev, prev_user, prev_qty, created, exp = feed[mine], feed[mine + 1], tonumber(feed[mine + 2]), now, expires
   end
-  if s.limit > 0 and user == '' then
+  if limit > 0 and user == '' then
     code, prev = R_BAD_REQUEST, nil
-  elseif not prev and (not open or s.stock - s.sold - s.held < qty) then
+  elseif not prev and (not open or stock - s.sold - s.held < qty) then
     -- cannot win: only a known request id changes the answer
     if rid ~= '' then
       prev, prev_user, prev_qty, created, exp = by_rid(rid)
@@ -85,50 +88,50 @@ for i = 0, n - 1 do
     local uk = user ~= '' and ukey(user)
     local fresh = false -- the user held nothing and now holds qty (written)
     local allowed = true
-    if s.limit > 0 then
+    if limit > 0 then
       local t = taken[user]
       if not t then
-        if qty <= s.limit and redis.call('HSETNX', uk, user, qtys) == 1 then
+        if qty <= limit and call('HSETNX', uk, user, qtys) == 1 then
           t, fresh = 0, true
         else
-          t = tonumber(redis.call('HGET', uk, user)) or 0
+          t = tonumber(call('HGET', uk, user)) or 0
         end
         taken[user] = t
       end
-      allowed = qty <= s.limit and t <= s.limit - qty
+      allowed = qty <= limit and t <= limit - qty
     end
     local ids = num(seq + 1) -- the order's id, if it wins
     if rid ~= '' then
-      if not allowed or redis.call('HSETNX', rkey(rid), rid, ids) == 0 then
+      if not allowed or call('HSETNX', rkey(rid), rid, ids) == 0 then
         prev, prev_user, prev_qty, created, exp = by_rid(rid)
       end
     end
     if prev then
       if fresh then
-        redis.call('HDEL', uk, user)
+        call('HDEL', uk, user)
       end
     elseif not allowed then
       code = R_USER_LIMIT
     else
       seq = seq + 1
       id, created, exp = seq, now, expires
-      if s.hold > 0 then
+      if hold > 0 then
         s.held = s.held + qty
       else
         s.sold = s.sold + qty
       end
       if user ~= '' then
-        if s.limit > 0 then
+        if limit > 0 then
           taken[user] = taken[user] + qty
         end
         if not fresh then
-          redis.call('HINCRBY', uk, user, qtys)
+          call('HINCRBY', uk, user, qtys)
         end
       end
-      if rid ~= '' then
-        new_rids[rid] = {user, qty, id}
-      end
       local k = #feed
+      if rid ~= '' then
+        new_rids[rid] = k + 1
+      end
       feed[k + 1], feed[k + 2], feed[k + 3], feed[k + 4] = ids, user, qtys, rid
       local ok = okeys[#okeys]
       if not ok or (B and id % ORDERS_PER_KEY == 0) then
@@ -139,8 +142,8 @@ for i = 0, n - 1 do
         end
       end
       local p = packed[ok]
-      p[#p + 1], p[#p + 2] = ids, pack_order(status, qtys, created_at, expires_at, user, rid)
-      if s.hold > 0 then
+      p[#p + 1], p[#p + 2] = ids, pre .. qtys .. mid .. user .. '\t' .. rid
+      if hold > 0 then
         held[#held + 1] = expires_at
         held[#held + 1] = ids
       end
