@@ -20,8 +20,15 @@ With --callgrind T, first: redis-server's user-space instructions per winning ta
 a run with T takes against one with T/2, so that start-up and warm-up cancel out), which the
 machine's other load does not change.
 
+With --floor, instead: what the least a take could cost Redis is, measured the same way as the
+storm above (C takes, calls of BATCH, DEPTH in flight, /proc CPU per take): scripts that only
+read their arguments (`noop`), that write each take's request id and user with one HSETNX each
+into keys of 64 entries, the keys named by the caller (`2 hsetnx`: what any design that keeps a
+request id and a user per order in listpacks must do per take), and that plus the batch's orders
+and one feed entry (`2 hsetnx + batch`), beside the working tree's take.lua in the same run.
+
 Usage: bench/take_cost.py [--before REV] [--orders N] [--storm C] [--batch B] [--depth D] [--rounds R]
-                          [--callgrind T]
+                          [--callgrind T] [--floor]
 Env:   REDIS_SERVER (default /usr/bin/redis-server), BENCH_DIR (where Redis writes its AOF;
        default a new directory under /tmp)
 """
@@ -33,6 +40,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import zlib
 
 REDIS = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -292,6 +300,78 @@ def aof_size_path(d):
     return best
 
 
+FLOOR = {
+    "noop": "return 1",
+    "2 hsetnx": """
+local n = tonumber(ARGV[1])
+for i = 0, n - 1 do
+  redis.call('HSETNX', ARGV[2 + 3 * n + 2 * i], ARGV[4 + 3 * i], '1')
+  redis.call('HSETNX', ARGV[3 + 3 * n + 2 * i], ARGV[2 + 3 * i], '1')
+end
+return 1""",
+    "2 hsetnx + batch": """
+local n = tonumber(ARGV[1])
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local p, ev, first = {}, {}, seq + 1
+for i = 0, n - 1 do
+  local u, r = ARGV[2 + 3 * i], ARGV[4 + 3 * i]
+  redis.call('HSETNX', ARGV[2 + 3 * n + 2 * i], r, '1')
+  redis.call('HSETNX', ARGV[3 + 3 * n + 2 * i], u, '1')
+  seq = seq + 1
+  p[#p + 1], p[#p + 2] = string.format('%d', seq), 'c\\t1\\t1700000000\\t\\t' .. u .. '\\t' .. r
+  ev[#ev + 1] = u .. '\\t1\\t' .. r
+end
+redis.call('HSET', KEYS[2] .. math.floor(seq / 64), unpack(p))
+redis.call('XADD', 'sk:feed', '*', 'sale', 'c', 'n', n, 'o', first, 't', '1700000000\\t', 'e', table.concat(ev, '\\n'))
+redis.call('SET', KEYS[1], seq)
+return 1""",
+}
+
+
+def floor(args, base):
+    """/proc CPU per take of the FLOOR scripts and of the working tree's take.lua, one fresh
+    redis-server each, the same storm."""
+    buckets = max(1, -(-args.storm // 64))
+    for name in list(FLOOR) + ["take.lua"]:
+        d = tempfile.mkdtemp(prefix="take_cost.", dir=base)
+        r = Redis(d)
+        try:
+            c = r.c
+            if name == "take.lua":
+                lua, names = sources(None)
+                sha = c.call("SCRIPT", "LOAD", compose(lua, names, "take"))
+                put(c, c.call("SCRIPT", "LOAD", compose(lua, names, "put")), "c", args.storm)
+                reqs = [take_args(sha, "c", i, min(args.batch, args.storm - i))
+                        for i in range(0, args.storm, args.batch)]
+            else:
+                sha = c.call("SCRIPT", "LOAD", FLOOR[name])
+                reqs = []
+                for first in range(0, args.storm, args.batch):
+                    n = min(args.batch, args.storm - first)
+                    a = ["EVALSHA", sha, 2, "sk:{c}:seq", "sk:{c}:o:", n]
+                    for i in range(first, first + n):
+                        a += ["u%09d" % i, "1", "r%010d" % i]
+                    for i in range(first, first + n):
+                        a += ["sk:{c}:r:%d" % (zlib.crc32(b"r%010d" % i) % buckets),
+                              "sk:{c}:u:%d" % (zlib.crc32(b"u%09d" % i) % buckets)]
+                    reqs.append(enc(*a))
+            cpu0 = proc_cpu(r.p.pid)
+            inflight = sent = 0
+            while sent < len(reqs) or inflight:
+                while sent < len(reqs) and inflight < args.depth:
+                    c.s.sendall(reqs[sent])
+                    sent += 1
+                    inflight += 1
+                x = c.read()
+                inflight -= 1
+                assert x == 1 or x[0] == 0, x
+            cpu = (proc_cpu(r.p.pid) - cpu0) * 1e6 / args.storm
+            print(f"  {name:<18} {cpu:6.2f} us of redis-server CPU (/proc) per take", flush=True)
+        finally:
+            r.stop()
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", default="main")
@@ -302,8 +382,16 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--callgrind", type=int, default=0, metavar="T",
                     help="also count redis-server's instructions per take under callgrind (T takes against T/2)")
+    ap.add_argument("--floor", action="store_true", help="the least a take could cost (see above), then stop")
     args = ap.parse_args()
     base = os.environ.get("BENCH_DIR") or None
+    if args.floor:
+        print(f"# floor: {args.storm} takes, {args.batch} a call, {args.depth} calls in flight, keys of 64 entries; "
+              f"redis-server appendonly yes appendfsync always")
+        for rnd in range(args.rounds):
+            print(f"round {rnd + 1}:")
+            floor(args, base)
+        return
     if args.callgrind:
         for label, rev in ((f"before ({args.before})", args.before), ("after (working tree)", None)):
             half = args.callgrind // 2

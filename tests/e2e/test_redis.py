@@ -290,7 +290,7 @@ def test_sweep_index_update_is_retried(make_server, store):
     other hold was made in its slot."""
     port = store.redis.port
     allowed = ["~sk:{*", "~sk:slot:*", "~sk:idx:{i}:slots", "~sk:sales", "~sk:holding", "~sk:tombstones",
-               "~sk:feed", "~sk:feed:trimmed"]
+               "~sk:feed", "~sk:feed:trimmed", "~sk:feed:extra"]
     cli(port, "ACL", "SETUSER", "seck", "on", ">pw", "+@all", *allowed)
     srv = Server(f"redis://seck:pw@{HOST}:{port}", str(store.redis.dir) + "-acl", name="acl")
     os.makedirs(srv.workdir, exist_ok=True)
@@ -324,7 +324,7 @@ def test_sweep_index_rebuilt_at_start(store):
     hold is swept."""
     port = store.redis.port
     allowed = ["~sk:{*", "~sk:slot:*", "~sk:idx:{i}:slots", "~sk:sales", "~sk:holding", "~sk:tombstones",
-               "~sk:feed", "~sk:feed:trimmed"]
+               "~sk:feed", "~sk:feed:trimmed", "~sk:feed:extra"]
     cli(port, "ACL", "SETUSER", "seck", "on", ">pw", "+@all", *allowed)
     workdir = str(store.redis.dir) + "-acl"
     os.makedirs(workdir, exist_ok=True)
