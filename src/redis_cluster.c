@@ -149,6 +149,12 @@ int sk_redis_redirect_parse(const char *err, int *slot, char *host, size_t hostl
     return kind;
 }
 
+int sk_redis_script_migrating(const char *err)
+{
+    return err != NULL && (strstr(err, "attempted to access a non local key in a cluster node") != NULL ||
+                           strstr(err, "undeclared keys were accessed during rehashing of the slot") != NULL);
+}
+
 /* ---- the map thread ---- */
 
 struct sk_redis_cluster_s {

@@ -71,6 +71,14 @@ int sk_redis_map_parse(sk_redis_map_t *map, const void *reply, const char *asked
  * and address; 0 for any other error text. */
 int sk_redis_redirect_parse(const char *err, int *slot, char *host, size_t hostlen, int *port);
 
+/* 1 when an error reply is a script stopped by a slot in migration: a command inside it named a
+ * key this node does not have while the slot was migrating or importing ("ERR Script attempted to
+ * access a non local key in a cluster node script: ..." in Redis 7.0; "Lua script attempted ..."
+ * before; "... undeclared keys were accessed during rehashing of the slot" in Valkey 8). The
+ * scripts touch every key they name themselves before their first write (common.lua's touch), so
+ * such a script wrote nothing: the store takes it as TRYAGAIN. 0 for anything else. */
+int sk_redis_script_migrating(const char *err);
+
 /* Moves the keys of the layout before issue 16 (sk:sales, sk:holding, sk:tombstones: docs/redis.md,
  * "Migration") into the per-slot ones, on a blocking hiredis context (a redisContext *) of a
  * standalone Redis, at start; the old keys go last, so a migration cut short runs again at the next

@@ -9,6 +9,7 @@
  * so that a stalled Redis is noticed within PROBE_IDLE_MS + SK_REDIS_TIMEOUT_MS. */
 #include "redis_conn.h"
 #include "metrics.h"
+#include "redis_cluster.h"
 #include "redis_conn_internal.h"
 #include "redis_ha.h"
 #include <errno.h>
@@ -718,9 +719,12 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
              * restarted under us, too few replicas; this connection will not recover, a new one
              * (to wherever the sentinels or the address now lead) may */
             int why = refusal_kind(rep);
+            if (c->conf->cluster && why < 0 && sk_redis_script_migrating(rep->str))
+                why = SK_REDIS_REFUSED_TRYAGAIN; /* stopped at its first key not here: nothing written */
             if (c->conf->cluster && (why == SK_REDIS_REFUSED_TRYAGAIN || why == SK_REDIS_REFUSED_CLUSTERDOWN)) {
-                /* a slot in migration (TRYAGAIN) or a cluster without a quorum: the node is
-                 * fine and nothing ran; a cluster that is down counts for health */
+                /* a slot in migration (TRYAGAIN, or a script it stopped before its first write:
+                 * common.lua's touch) or a cluster without a quorum: the node is fine and nothing
+                 * ran; a cluster that is down counts for health */
                 sk_metrics_redis_refused(why);
                 if (why == SK_REDIS_REFUSED_CLUSTERDOWN) {
                     set_refusing(c, 1);

@@ -184,7 +184,8 @@ int sk_redis_send_script(sk_redis_conn_t *c, sk_redis_cmd_t *cmd);
  * marked itself refusing (health) and gone to find the master again; under Redis Cluster, MOVED
  * and ASK go to the command's callback untouched (the store sends the command where the slot now
  * is), TRYAGAIN and CLUSTERDOWN are counted and keep the connection (CLUSTERDOWN marks it
- * refusing for health). */
+ * refusing for health), and so is a script that a slot in migration stopped before its first
+ * write (sk_redis_script_migrating, counted as TRYAGAIN). */
 int sk_redis_is_refusal(const redisReply *rep);
 /* WAIT's answer for a write sent on c: 1 when enough replicas have it; else the connection is
  * refusing until a later WAIT or an idle probe finds the replicas back. */

@@ -9,10 +9,17 @@ if not layout() then
 end
 local id = ARGV[1]
 local o = load_order(id)
+local now = math.floor(clock_ms() / 1000)
+if B then
+  -- on a cluster, before the first write (common.lua's touch): the order's key, and its user's
+  -- when units go back (give_back: a cancel, or a hold past its deadline)
+  local back = o and o.user ~= '' and (ARGV[2] ~= 'confirm' or (o.status == 'held' and o.expires_at ~= ''
+    and now >= tonumber(o.expires_at)))
+  touch({okey(id), back and ukey(o.user) or nil})
+end
 if not o then
   return {R_NO_ORDER}
 end
-local now = math.floor(clock_ms() / 1000)
 if o.status == 'held' and o.expires_at ~= '' and now >= tonumber(o.expires_at) then
   give_back(o, 'held')
   set_status(id, o, 'expired')

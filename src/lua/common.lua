@@ -53,15 +53,14 @@ local function clock_ms()
 end
 
 -- The sale's layout (docs/redis.md, "Layouts"). Layout 1: the orders, request ids and users of a
--- sale are one hash each (K.orders, K.rids, K.users). Layout 2 (sales made by this version on a
--- single Redis or under Sentinel, where a script may use keys it does not declare): they are
--- spread over small hashes that Redis keeps as listpacks (about 4 times smaller than a hash's
--- table): the orders ORDERS_PER_KEY ids a key ('sk:{sale}:o:' .. id div ORDERS_PER_KEY), request
--- ids and users over B keys each ('sk:{sale}:r:' / 'sk:{sale}:u:' .. a hash of the string mod B),
--- B fixed when the sale is made, from its stock (PER_BUCKET entries a key on average). On a
--- Redis Cluster, where every key a script touches must be declared (or a slot in migration could
--- run a script against a half-moved sale), sales keep layout 1. The sale's field 'b' holds B:
--- absent for layout 1.
+-- sale are one hash each (K.orders, K.rids, K.users). Layout 2 (every sale made by this version):
+-- they are spread over small hashes that Redis keeps as listpacks (about 4 times smaller than a
+-- hash's table): the orders ORDERS_PER_KEY ids a key ('sk:{sale}:o:' .. id div ORDERS_PER_KEY),
+-- request ids and users over B keys each ('sk:{sale}:r:' / 'sk:{sale}:u:' .. a hash of the string
+-- mod B), B fixed when the sale is made, from its stock (PER_BUCKET entries a key on average).
+-- These keys are not declared in KEYS: on a Redis Cluster every script touches them first (touch,
+-- below), so that a slot in migration stops it before it writes anything. The sale's field 'b'
+-- holds B: absent for layout 1.
 local ORDERS_PER_KEY = 64
 local PER_BUCKET = 64
 local B = nil          -- the sale's B, nil for layout 1 (set by load_sale / layout)
@@ -110,6 +109,36 @@ local function ukey(user)
     return K.sale .. ':u:' .. (B > 1 and num(shash(user) % B) or '0')
   end
   return K.users
+end
+
+-- On a Redis Cluster (docs/redis.md, "Layouts"): the keys ks, and K.sale, in multi-key EXISTS
+-- calls (TOUCH_CHUNK keys a call, each with K.sale), before the script's first write. While the
+-- slot migrates, Redis checks every command a script runs against this node's keys: a key not
+-- here stops the script with an error there and then ("Script attempted to access a non local key
+-- in a cluster node script"), but what the script wrote before stays written. So every key a
+-- script names itself (not in KEYS, which Redis checks before the script runs) and may read or
+-- write goes through here before its first write: on the migrating node a key already moved (or
+-- never made: a new bucket) stops it, and on the importing node (ASKING) one not yet moved does
+-- too (a command of one key would be let through there, and would make a second copy of the key;
+-- a command of several keys with one missing is refused, TRYAGAIN). The store answers that error
+-- as TRYAGAIN: nothing was written, 503, the retry decides. With no migration the keys are all
+-- here and nothing is refused. Not on a single Redis or under Sentinel, where nothing migrates.
+-- K.sale must be a key of the script's sale (touch counts it in: present for a live sale).
+local TOUCH_CHUNK = 500
+local function touch(ks)
+  if not FEED_PER_SLOT then
+    return
+  end
+  local seen, list = {[K.sale] = true}, {}
+  for _, k in ipairs(ks) do
+    if not seen[k] then
+      seen[k] = true
+      list[#list + 1] = k
+    end
+  end
+  for i = 1, #list, TOUCH_CHUNK do
+    redis.call('EXISTS', K.sale, unpack(list, i, math.min(i + TOUCH_CHUNK - 1, #list)))
+  end
 end
 
 -- An order as stored: status, qty, created_at, expires_at, user, request_id, joined by tabs ('' for
@@ -333,9 +362,26 @@ local function reap(now, max)
   if #due == 0 then
     return 0
   end
+  local orders = {}
+  for i, id in ipairs(due) do
+    orders[i] = load_order(id)
+  end
+  if FEED_PER_SLOT then
+    -- the orders' keys and their users' keys (and K.holds and K.stream, which set_status reads,
+    -- not declared in reap.lua), before the first write
+    local ks = {K.holds, K.stream}
+    for i, id in ipairs(due) do
+      ks[#ks + 1] = okey(id)
+      local o = orders[i]
+      if o and o.status == 'held' and o.user ~= '' then
+        ks[#ks + 1] = ukey(o.user)
+      end
+    end
+    touch(ks)
+  end
   local units, per_user, users = 0, {}, {}
-  for _, id in ipairs(due) do
-    local o = load_order(id)
+  for i, id in ipairs(due) do
+    local o = orders[i]
     if o and o.status == 'held' then
       local q = tonumber(o.qty)
       units = units + q
@@ -396,30 +442,32 @@ end
 -- that a sale made again under the id goes on after it (put.lua) and no order id is given twice.
 local function drop_sale(id, sales, due, tombstones)
   local seq = tonumber(redis.call('GET', K.seq) or '0')
+  layout()
+  -- layout 2: every key the sale may have (an absent one costs nothing)
+  local ks = {}
+  if B then
+    for i = 0, math.floor(seq / ORDERS_PER_KEY) do
+      ks[#ks + 1] = K.sale .. ':o:' .. i
+    end
+    for i = 0, B - 1 do
+      ks[#ks + 1] = K.sale .. ':r:' .. i
+      ks[#ks + 1] = K.sale .. ':u:' .. i
+    end
+  end
+  if FEED_PER_SLOT then
+    -- on a cluster, all of them (and the sale's own, not declared in reap.lua) before the first
+    -- write: a slot in migration stops the deletion before it starts, never half-way
+    local all = {K.users, K.holds, K.stream, K.rids, K.seq, K.orders}
+    for _, k in ipairs(ks) do
+      all[#all + 1] = k
+    end
+    touch(all)
+  end
   if seq > tonumber(redis.call('HGET', tombstones, id) or '0') then
     redis.call('HSET', tombstones, id, num(seq))
   end
-  layout()
-  if B then
-    -- layout 2: every key the sale may have (an absent one costs nothing), 1,000 a call
-    local ks = {}
-    local function add(k)
-      ks[#ks + 1] = k
-      if #ks == 1000 then
-        redis.call('UNLINK', unpack(ks))
-        ks = {}
-      end
-    end
-    for i = 0, math.floor(seq / ORDERS_PER_KEY) do
-      add(K.sale .. ':o:' .. i)
-    end
-    for i = 0, B - 1 do
-      add(K.sale .. ':r:' .. i)
-      add(K.sale .. ':u:' .. i)
-    end
-    if #ks > 0 then
-      redis.call('UNLINK', unpack(ks))
-    end
+  for i = 1, #ks, 1000 do -- 1,000 a call
+    redis.call('UNLINK', unpack(ks, i, math.min(i + 999, #ks)))
   end
   redis.call('UNLINK', K.sale, K.users, K.holds, K.stream, K.rids, K.seq, K.orders)
   B_OF = nil

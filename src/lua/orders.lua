@@ -15,6 +15,14 @@ while id <= last and #ids < limit do
   ids[#ids + 1] = num(id)
   id = id + 1
 end
+-- on a cluster, the page's keys first (common.lua's touch, as order.lua)
+if B and #ids > 0 then
+  local ks = {}
+  for k = math.floor(tonumber(ids[1]) / ORDERS_PER_KEY), math.floor(tonumber(ids[#ids]) / ORDERS_PER_KEY) do
+    ks[#ks + 1] = K.sale .. ':o:' .. num(k)
+  end
+  touch(ks)
+end
 -- one HMGET per key the ids are in (layout 2: ORDERS_PER_KEY ids a key)
 local from = 1
 while from <= #ids do

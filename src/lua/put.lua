@@ -24,10 +24,9 @@ if not s then
   redis.call('SADD', KEYS[8], ARGV[6])
   redis.call('HSET', K.sale, 'stock', ARGV[1], 'limit', ARGV[2], 'hold', ARGV[3], 'starts', ARGV[4],
              'ends', ARGV[5], 'sold', '0', 'held', '0', 'retain', ARGV[7])
-  if not FEED_PER_SLOT then
-    -- layout 2 (common.lua): B keys for request ids and for users, from the stock it is made with
-    redis.call('HSET', K.sale, 'b', num(math.max(1, math.ceil(tonumber(ARGV[1]) / PER_BUCKET))))
-  end
+  -- layout 2 (common.lua): B keys for request ids and for users, from the stock it is made with
+  -- (on a Redis Cluster too: its scripts touch those keys first, common.lua's touch)
+  redis.call('HSET', K.sale, 'b', num(math.max(1, math.ceil(tonumber(ARGV[1]) / PER_BUCKET))))
   s = load_sale()
   retain_sweep(ARGV[6], s)
   return sale_reply(R_CREATED, s)

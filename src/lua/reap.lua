@@ -21,6 +21,10 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', due, '-inf', num(now), 'LIMIT', 
   K.sale, K.users, K.holds, K.stream, K.rids, K.seq, K.orders = p, p .. ':users', p .. ':holds',
     p .. ':stream', p .. ':rids', p .. ':seq', p .. ':orders'
   SALE_ID = id
+  -- on a cluster the sale's keys are not declared here: those read before this sale's first write
+  -- (K.sale, K.holds) are touched first (common.lua), as reap and drop_sale touch theirs; a slot in
+  -- migration stops the sweep before this sale's first write (the sales before it are swept whole)
+  touch({K.holds})
   handled = handled + reap(now, max - handled)
   local s = load_sale()
   local next_at

@@ -15,6 +15,42 @@
 -- order, when the sale's stream exists), then the counters once.
 local now_ms = clock_ms()
 local now = math.floor(now_ms / 1000)
+if FEED_PER_SLOT and layout() and B then
+  -- On a Redis Cluster, before the first write (the reap's, then the decisions'), every key of
+  -- layout 2 the batch may read or write (common.lua's touch): each take's user's key and request
+  -- id's key, the keys of the orders it may make (ids seq0 + 1 to seq0 + n), and those of the
+  -- orders its request ids already name (a replay reads its order). The reap touches its own.
+  local n0 = tonumber(ARGV[1])
+  local seq00 = tonumber(redis.call('GET', K.seq) or '0')
+  local ks, rks, rids = {}, {}, {} -- rids: request id key (rks, in order) -> its request ids
+  for i = 0, n0 - 1 do
+    local user, rid = ARGV[2 + 3 * i], ARGV[4 + 3 * i]
+    if user ~= '' then
+      ks[#ks + 1] = ukey(user)
+    end
+    if rid ~= '' then
+      local rk = rkey(rid)
+      if not rids[rk] then
+        rids[rk] = {}
+        rks[#rks + 1] = rk
+        ks[#ks + 1] = rk
+      end
+      local r = rids[rk]
+      r[#r + 1] = rid
+    end
+  end
+  for k = math.floor((seq00 + 1) / ORDERS_PER_KEY), math.floor((seq00 + n0) / ORDERS_PER_KEY) do
+    ks[#ks + 1] = K.sale .. ':o:' .. num(k)
+  end
+  for _, rk in ipairs(rks) do
+    for _, prev in ipairs(redis.call('HMGET', rk, unpack(rids[rk]))) do
+      if prev then
+        ks[#ks + 1] = okey(prev)
+      end
+    end
+  end
+  touch(ks)
+end
 reap(now, 100)
 local s = load_sale()
 if not s then

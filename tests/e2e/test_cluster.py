@@ -7,6 +7,7 @@ key layout (every script touches one slot).
 The destructive tests share one cluster of their own (module scope), in this order: the
 migration moves one slot, the failover kills one master last."""
 import collections
+import socket
 import threading
 import time
 
@@ -156,6 +157,48 @@ def test_every_script_touches_one_slot(make_server, store):
     assert srv.adm("GET", "/healthz").status == 200
 
 
+def used_memory(port):
+    """INFO memory's used_memory less mem_total_replication_buffers: the replication backlog
+    (repl-backlog-size, 1 MB) fills once with whatever is written, however much that is."""
+    info = dict(ln.split(":", 1) for ln in resp(port, "INFO", "memory").split("\r\n") if ":" in ln)
+    return int(info["used_memory"]) - int(info["mem_total_replication_buffers"])
+
+
+@cluster_only
+def test_layout_2_memory_per_order(make_server, store):
+    """A sale of N orders on a cluster (layout 2, 10-byte users, 11-byte request ids,
+    per_user_limit 1) costs its master at most 160 bytes of used_memory an order, the slot's feed
+    stream entries included (BENCHMARKS.md, "Cheap takes"): the relay is held off for the
+    measurement (sk:{feed} made a string, which its copy refuses before writing anything), so
+    that the slot stream keeps every entry, as it does at worst until the relay trims it."""
+    n = 20000
+    c = store.cluster
+    srv = make_server()
+    feed_master = c.master_of_slot(key_slot("{feed}"))
+    avoid = {feed_master, c.master_of_slot(key_slot("{i}"))}
+    s = next(f"mem{i}" for i in range(1000) if c.master_of_slot(key_slot(f"mem{i}")) not in avoid)
+    m = c.master_of_slot(key_slot(s))
+    srv.put_sale(s, stock=n, per_user_limit=1)
+    assert resp(m, "HGET", "sk:{%s}" % s, "b") == str(-(-n // 64))
+    resp(feed_master, "SET", "sk:{feed}", "held off by test_layout_2_memory_per_order")
+    try:
+        time.sleep(0.5)
+        before = used_memory(m)
+        res = storm(srv.public_port, [("POST", f"/v1/sales/{s}/orders",
+                                       {"user": f"u{i:09d}", "request_id": f"r{i:010d}"}) for i in range(n)],
+                    threads=32)
+        assert collections.Counter(code for code, _ in res) == {201: n}
+        time.sleep(0.5)
+        after = min(used_memory(m) for _ in range(3))
+        feed = next(k for k in resp(m, "KEYS", "sk:slot:{*}:feed") if key_slot(k) == key_slot(s))
+        assert resp(m, "XLEN", feed) == n  # every order's feed entry still in the slot stream
+        per = (after - before) / n
+        print(f"\nlayout 2 on a cluster: {per:.1f} B per order ({n} orders, slot feed included)")
+        assert per <= 160, per
+    finally:
+        resp(feed_master, "DEL", "sk:{feed}")
+
+
 # --------------------------------------------------------------------------------------------
 # a cluster of our own: a slot migrated, a master killed
 
@@ -224,6 +267,64 @@ def redirects(srv, kind):
     raise AssertionError(f"no redirects line for {kind}")
 
 
+def refused(srv, reason):
+    """seckill_redis_refused_total{reason=REASON} of /metrics."""
+    r = srv.adm("GET", "/metrics")
+    assert r.status == 200, r
+    for ln in r.body.split("\n"):
+        if ln.startswith(f'seckill_redis_refused_total{{reason="{reason}"}} '):
+            return int(float(ln.split()[1]))
+    raise AssertionError(f"no refused line for {reason}")
+
+
+def resp_asking(port, *args):
+    """ASKING then one command on one connection (a node importing the slot serves its keys then),
+    the command's reply as conftest.resp gives it."""
+    def enc(*a):
+        out = b"*%d\r\n" % len(a)
+        for x in a:
+            x = x if isinstance(x, bytes) else str(x).encode()
+            out += b"$%d\r\n%s\r\n" % (len(x), x)
+        return out
+    with socket.create_connection((HOST, port), timeout=5.0) as s:
+        s.sendall(enc("ASKING") + enc(*args))
+        f = s.makefile("rb")
+
+        def read():
+            line = f.readline()
+            t, rest = line[:1], line[1:-2]
+            if t == b"+":
+                return rest.decode()
+            if t == b"-":
+                return Exception(rest.decode())
+            if t == b":":
+                return int(rest)
+            if t == b"$":
+                n = int(rest)
+                return None if n < 0 else f.read(n + 2)[:-2]
+            if t == b"*":
+                n = int(rest)
+                return None if n < 0 else [read() for _ in range(n)]
+            raise OSError(f"bad reply {line!r}")
+        assert read() == "OK"
+        return read()
+
+
+def slot_snapshot(slot, ports):
+    """Every key of the slot on each node as DUMP gives it: {(port, key): bytes}."""
+    out = {}
+    for p in ports:
+        for k in resp(p, "CLUSTER", "GETKEYSINSLOT", slot, 100000):
+            v = resp_asking(p, "DUMP", k)
+            assert not isinstance(v, Exception), (p, k, v)
+            out[(p, k)] = v
+    return out
+
+
+def bucket_keys(port, sale):
+    return sorted(k for k in resp(port, "KEYS", "sk:{%s}:*" % sale) if k.split(":")[-2] in ("o", "r", "u"))
+
+
 def test_slot_migrated_mid_storm(own_cluster, tmp_path):
     """A slot moved (SETSLOT MIGRATING/IMPORTING, MIGRATE in batches) while a storm runs on it:
     every acknowledged order is in the book once, nothing sold twice, and the ASK path ran (a
@@ -240,6 +341,8 @@ def test_slot_migrated_mid_storm(own_cluster, tmp_path):
         dst = next(p for p in c.masters() if p != src)
         for x in sales:
             srv.put_sale(x, stock=300, per_user_limit=1)
+            # layout 2 on a cluster too (docs/redis.md, "Layouts"): 300 units, 5 keys of each kind
+            assert resp(c.master_of_slot(key_slot(x)), "HGET", "sk:{%s}" % x, "b") == "5"
         bodies_of = [(x, {"user": f"u{i}", "request_id": f"{x}-{i}"}) for i in range(400) for x in sales]
         results = [None] * len(bodies_of)
         moved = {}
@@ -256,6 +359,11 @@ def test_slot_migrated_mid_storm(own_cluster, tmp_path):
         t.join(60)
         assert moved["keys"] >= 5 and moved["done_at"] < len(bodies_of), moved  # mid-storm indeed
         assert c.master_of_slot(slot) == dst
+        # the sale's bucket keys (orders 64 a key, request ids and users over 5 keys each) moved
+        # with it: all on the new master, none left on the old
+        assert bucket_keys(src, s) == []
+        assert len([k for k in bucket_keys(dst, s) if ":o:" in k]) >= 4
+        assert len([k for k in bucket_keys(dst, s) if ":r:" in k or ":u:" in k]) == 10
         decided = settle(srv, results, bodies_of)
         acked = collections.defaultdict(list)
         for code, body, sale in decided.values():
@@ -266,6 +374,109 @@ def test_slot_migrated_mid_storm(own_cluster, tmp_path):
         check_feed(srv, sales, 300)  # the moved slot's feed stream moved with it
         assert srv.adm("GET", "/healthz").status == 200
         assert redirects(srv, "ask") >= 1
+    finally:
+        srv.stop()
+
+
+def test_half_moved_sale_refuses_whole_scripts(own_cluster, tmp_path):
+    """A sale's slot MIGRATING with its users' keys already on the new master (layout 2: keys the
+    scripts name themselves, not in KEYS): a take, two cancels and the sweep (held orders past
+    their deadline), which all need a user's key, are each refused whole (503, counted as
+    TRYAGAIN), every key of the slot on both nodes as it was, because each script touches the
+    keys it will use before its first write (common.lua's touch); a confirm, whose keys are all
+    still here, succeeds whole. Every key a script declares is made present on the old master,
+    so that Redis's own check of KEYS lets the scripts run and the touch is what refuses them.
+    Then the migration completes and everything is decided, with exact counts."""
+    c = own_cluster
+    srv = Server(c.url, str(tmp_path), name="half").start()
+    try:
+        wait_for(lambda: srv.adm("GET", "/healthz").status == 200, 10, "healthz 200")
+        idx = key_slot("{i}")
+        s = next(f"hm{i}" for i in range(1000) if key_slot(f"hm{i}") not in (idx, key_slot("{feed}")))
+        slot = key_slot(s)
+        src = c.master_of_slot(slot)
+        dst = next(p for p in c.masters() if p != src)
+        srv.put_sale(s, stock=200, per_user_limit=1, hold_seconds=8)
+        assert resp(src, "HGET", "sk:{%s}" % s, "b") == "4"  # layout 2: 4 keys of request ids, 4 of users
+        orders = [srv.take(s, user=f"u{i}", request_id=f"r{i}") for i in range(100)]
+        assert all(r.status == 201 for r in orders), [r for r in orders if r.status != 201][:3]
+        ids = [r.body["order"] for r in orders]
+        for o in ids[:40]:
+            assert srv.adm("POST", f"/v1/sales/{s}/orders/{o}/confirm").status == 200
+        assert srv.adm("POST", f"/v1/sales/{s}/orders/{ids[40]}/cancel").status == 200
+        # every declared key present on the old master (a stream, as a consumer makes it; the
+        # keys of layout 1, unused by a sale of layout 2; a tombstone of a sale never made)
+        p = "sk:{%s}" % s
+        resp(src, "XGROUP", "CREATE", p + ":stream", "g", "$", "MKSTREAM")
+        for k in (p + ":users", p + ":rids", p + ":orders"):
+            resp(src, "HSET", k, "~", "0")
+        tag = next(k for k in resp(src, "CLUSTER", "GETKEYSINSLOT", slot, 1000) if k.startswith("sk:slot:{"))
+        tag = tag[:tag.index("}") + 1]
+        resp(src, "HSET", tag + ":tombstones", "~never", "0")
+        for k in ("sales", "due", "feed", "tombstones"):
+            assert resp(src, "EXISTS", f"{tag}:{k}") == 1, k
+        users = [k for k in bucket_keys(src, s) if ":u:" in k]
+        assert users and len([k for k in bucket_keys(src, s) if ":o:" in k]) == 2  # ids 1-63, 64-127
+        time.sleep(1.0)  # the relay has copied the slot's feed entries (it trims when it copies)
+
+        # the slot in migration, its users' keys on the new master, the rest on the old
+        assert resp(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", node_id(src)) == "OK"
+        assert resp(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", node_id(dst)) == "OK"
+        assert resp(src, "MIGRATE", HOST, dst, "", 0, 5000, "KEYS", *users) == "OK"
+        before = slot_snapshot(slot, [src, dst])
+        assert {k for (port, k) in before if port == dst} == set(users)
+        n0 = refused(srv, "tryagain")
+        r = srv.take(s, user="newbie", request_id="rn")
+        assert r.status == 503, r
+        assert srv.adm("POST", f"/v1/sales/{s}/orders/{ids[42]}/cancel").status == 503
+        assert srv.adm("POST", f"/v1/sales/{s}/orders/{ids[0]}/cancel").status == 503  # a refund
+        assert srv.adm("GET", f"/v1/sales/{s}/orders/{ids[43]}").status == 200  # a read: its key is here
+        assert refused(srv, "tryagain") >= n0 + 3
+        assert slot_snapshot(slot, [src, dst]) == before  # nothing written, on either node
+        r = srv.adm("POST", f"/v1/sales/{s}/orders/{ids[41]}/confirm")  # no user's key needed
+        assert r.status == 200 and r.body["status"] == "confirmed", r
+        before = slot_snapshot(slot, [src, dst])
+        # the holds' deadline passes: the sweep tries the slot, and is refused whole too
+        n1 = refused(srv, "tryagain")
+        deadline = orders[99].body["expires_at"]
+        wait_for(lambda: time.time() > deadline + 1 and refused(srv, "tryagain") >= n1 + 1, 30,
+                 "the sweep to be refused")
+        assert slot_snapshot(slot, [src, dst]) == before  # nothing written, on either node
+        assert "non local key" in srv.stderr_tail(20000)
+
+        # the migration completes: everything is decided
+        while True:
+            keys = resp(src, "CLUSTER", "GETKEYSINSLOT", slot, 100)
+            if not keys:
+                break
+            assert resp(src, "MIGRATE", HOST, dst, "", 0, 5000, "KEYS", *keys) == "OK"
+        for port in c.masters():
+            resp(port, "CLUSTER", "SETSLOT", slot, "NODE", node_id(dst))
+        wait_for(lambda: c.master_of_slot(slot) == dst, 10, "the new map")
+        end = time.monotonic() + 20
+        while (r := srv.take(s, user="newbie", request_id="rn")).status == 503 and time.monotonic() < end:
+            time.sleep(0.1)
+        assert r.status == 201 and int(r.body["order"]) == 101, r
+        assert srv.adm("POST", f"/v1/sales/{s}/orders/{ids[0]}/cancel").status == 200
+        # the holds of 41..99 expired (the sweep, or this very read): units back, users free
+        wait_for(lambda: srv.sale(s)["held"] == 1, 20, "the expiries")  # the new take's hold
+        g = srv.sale(s)
+        assert (g["sold"], g["held"], g["remaining"]) == (40, 1, 159), g
+        book = {o["order"]: o for o in srv.orders(s)}
+        assert len(book) == 101
+        st = collections.Counter(o["status"] for o in book.values())
+        assert st == {"confirmed": 40, "cancelled": 2, "expired": 58, "held": 1}, st
+        assert book[ids[41]]["status"] == "confirmed" and book[ids[42]]["status"] == "expired"
+        assert book[ids[0]]["status"] == "cancelled"
+        # the users' units: 1 for each confirmed order and the new hold, none for the rest
+        units = {}
+        for k in bucket_keys(dst, s):
+            if ":u:" in k:
+                flat = resp(dst, "HGETALL", k)
+                units.update({flat[j]: int(flat[j + 1]) for j in range(0, len(flat), 2)})
+        assert units == {**{f"u{i}": 1 for i in (*range(1, 40), 41)}, "newbie": 1}, units
+        assert bucket_keys(src, s) == []
+        assert srv.adm("GET", "/healthz").status == 200
     finally:
         srv.stop()
 

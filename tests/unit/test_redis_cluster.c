@@ -61,6 +61,32 @@ static void test_redirects(void **state)
         assert_int_equal(sk_redis_redirect_parse(bad[i], &slot, host, sizeof(host), &port), 0);
 }
 
+/* A script that a slot in migration stopped (common.lua's touch): taken as TRYAGAIN. The first
+ * text is Redis 7.0.15's own (docs/redis.md, "Layouts"). */
+static void test_script_migrating(void **state)
+{
+    (void)state;
+    static const char *const yes[] = {
+        "ERR Script attempted to access a non local key in a cluster node script: "
+        "2330f6c933621c6f074d25400fa900863892dc0d, on @user_script:1.",
+        "ERR Error running script (call to f_339ff1ba15b16490ee27658c34fb2ef164dcfe19): @user_script:12: "
+        "@user_script: 12: Lua script attempted to access a non local key in a cluster node",
+        "ERR Unable to execute command 'hset' in script because undeclared keys were accessed during rehashing of "
+        "the slot script: 7aca3da9520c283062e2bb9d02bdb49b6eb69190, on @user_script:1."};
+    static const char *const no[] = {
+        "ERR Script attempted to access keys that do not hash to the same slot script: 1, on @user_script:1.",
+        "ERR Error running script: user_script:1: attempt to call a nil value",
+        "TRYAGAIN Multiple keys request during rehashing of slot",
+        "ASK 3999 127.0.0.1:6381",
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        ""};
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        assert_int_equal(sk_redis_script_migrating(yes[i]), 1);
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        assert_int_equal(sk_redis_script_migrating(no[i]), 0);
+    assert_int_equal(sk_redis_script_migrating(NULL), 0);
+}
+
 /* A CLUSTER SLOTS reply read from its RESP text. */
 static redisReply *read_reply(const char *resp)
 {
@@ -140,7 +166,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slots), cmocka_unit_test(test_tags), cmocka_unit_test(test_redirects),
-        cmocka_unit_test(test_map),   cmocka_unit_test(test_urls),
+        cmocka_unit_test(test_map),   cmocka_unit_test(test_urls), cmocka_unit_test(test_script_migrating),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
