@@ -32,6 +32,8 @@ typedef struct block_s {
     counter_t take_batch_calls, take_batch_sum;
     counter_t redis_refused[SK_REDIS_REFUSED_KINDS_];
     counter_t redis_redirects[SK_REDIS_REDIRECT_KINDS_];
+    counter_t relay_steps[SK_RELAY_RESULTS_]; /* the feed relay (worker 0 on a cluster) */
+    counter_t relay_entries, relay_gaps;
 } block_t;
 
 typedef struct commit_block_s {
@@ -46,6 +48,10 @@ static _Atomic int nblocks;
 static block_t overflow; /* threads past MAX_THREADS share this one; counts may then be approximate */
 static commit_block_t commits;
 static __thread block_t *mine;
+/* The feed relay's lag gauge: relays running in the process (one on a cluster store: worker 0's)
+ * and the mono ms its last complete round began (written by the relay's worker, read on scrape). */
+static _Atomic int relays;
+static _Atomic int64_t relay_complete_ms;
 
 static inline void inc(counter_t *c, uint64_t by)
 {
@@ -129,6 +135,36 @@ void sk_metrics_redis_redirect(int kind)
 {
     if (kind >= 0 && kind < SK_REDIS_REDIRECT_KINDS_)
         inc(&me()->redis_redirects[kind], 1);
+}
+
+void sk_metrics_relay_step(int result, size_t entries)
+{
+    block_t *b = me();
+    if (result < 0 || result >= SK_RELAY_RESULTS_)
+        return;
+    inc(&b->relay_steps[result], 1);
+    if (result == SK_RELAY_COPIED)
+        inc(&b->relay_entries, entries);
+}
+
+void sk_metrics_relay_gap(void)
+{
+    inc(&me()->relay_gaps, 1);
+}
+
+void sk_metrics_relay_running(int on, int64_t now_ms)
+{
+    if (on) {
+        atomic_store_explicit(&relay_complete_ms, now_ms, memory_order_relaxed);
+        atomic_fetch_add(&relays, 1);
+    } else {
+        atomic_fetch_sub(&relays, 1);
+    }
+}
+
+void sk_metrics_relay_complete(int64_t t0_ms)
+{
+    atomic_store_explicit(&relay_complete_ms, t0_ms, memory_order_relaxed);
 }
 
 void sk_metrics_commit(size_t n, int64_t ms, int ok)
@@ -276,6 +312,41 @@ static void take_line(const char *outcome, uint64_t n, void *arg)
     sk_buf_printf(arg, "seckill_takes_total{outcome=\"%s\"} %llu\n", outcome, (unsigned long long)n);
 }
 
+/* The feed relay's: the counters always (0 but on a Redis Cluster store), the lag gauge only while
+ * a relay runs (a 0 elsewhere would say that a relay is keeping up). */
+static void render_relay(sk_buf_t *o)
+{
+    static const char *const results[SK_RELAY_RESULTS_] = {"copied", "raced", "failed"};
+    sk_buf_printf(o,
+                  "# HELP seckill_feed_relay_entries_total Feed entries (each one event or one take call's orders) "
+                  "this instance's relay copied into the merged feed; a copy that lost the race to another "
+                  "relay counts nothing (Redis Cluster store).\n"
+                  "# TYPE seckill_feed_relay_entries_total counter\nseckill_feed_relay_entries_total %llu\n",
+                  (unsigned long long)SUM(relay_entries));
+    sk_buf_printf(o, "# HELP seckill_feed_relay_copies_total Relay copies (a read of one slot's feed stream and "
+                     "the copy of what it read), by result: copied, raced (another relay had moved the slot's "
+                     "position on: read again), failed (a command failed or timed out: the slot waits for a "
+                     "later round) (Redis Cluster store).\n"
+                     "# TYPE seckill_feed_relay_copies_total counter\n");
+    for (int k = 0; k < SK_RELAY_RESULTS_; k++)
+        sk_buf_printf(o, "seckill_feed_relay_copies_total{result=\"%s\"} %llu\n", results[k],
+                      (unsigned long long)SUM(relay_steps[k]));
+    sk_buf_printf(o,
+                  "# HELP seckill_feed_relay_gaps_total Times the relay found a slot stream's entries lost "
+                  "before it copied them (event=feed_relay_gap) (Redis Cluster store).\n"
+                  "# TYPE seckill_feed_relay_gaps_total counter\nseckill_feed_relay_gaps_total %llu\n",
+                  (unsigned long long)SUM(relay_gaps));
+    if (atomic_load(&relays) <= 0)
+        return;
+    int64_t lag = sk_mono_ms() - atomic_load_explicit(&relay_complete_ms, memory_order_relaxed);
+    sk_buf_printf(o,
+                  "# HELP seckill_feed_relay_lag_seconds Seconds since the start of the relay's last complete "
+                  "round (every slot then marked copied to its stream's end): no entry marked before that waits "
+                  "uncopied; 0 to 0.2 s when idle (Redis Cluster store only).\n"
+                  "# TYPE seckill_feed_relay_lag_seconds gauge\nseckill_feed_relay_lag_seconds %.3f\n",
+                  (double)(lag > 0 ? lag : 0) / 1e3);
+}
+
 void sk_metrics_render(sk_buf_t *o)
 {
     sk_buf_printf(o,
@@ -333,6 +404,7 @@ void sk_metrics_render(sk_buf_t *o)
                   "%llu\n",
                   (unsigned long long)SUM(redis_redirects[SK_REDIS_REDIRECT_MOVED]),
                   (unsigned long long)SUM(redis_redirects[SK_REDIS_REDIRECT_ASK]));
+    render_relay(o);
     sk_buf_printf(o,
                   "# HELP seckill_commit_batches_total Committer transactions (embedded store).\n"
                   "# TYPE seckill_commit_batches_total counter\nseckill_commit_batches_total %llu\n"

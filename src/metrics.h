@@ -42,6 +42,24 @@ void sk_metrics_redis_refused(int kind);
 enum { SK_REDIS_REDIRECT_MOVED, SK_REDIS_REDIRECT_ASK, SK_REDIS_REDIRECT_KINDS_ };
 void sk_metrics_redis_redirect(int kind);
 
+/* The winners feed's relay on a Redis Cluster (redis_relay.c, worker 0 of each instance). A step
+ * is one read of a slot's feed stream and the copy of what it read into the merged feed
+ * (relay.lua): copied (the compare-and-set held; `entries` entries landed, possibly none),
+ * raced (another relay had moved the slot's position on: nothing landed, read again) or failed
+ * (the position's, the read's, the WAIT's or the copy's command failed, timed out or was not
+ * sent: the slot's mark stays for a later round). */
+enum { SK_RELAY_COPIED, SK_RELAY_RACED, SK_RELAY_FAILED, SK_RELAY_RESULTS_ };
+void sk_metrics_relay_step(int result, size_t entries);
+/* The relay found entries of a slot stream lost before it copied them (event=feed_relay_gap). */
+void sk_metrics_relay_gap(void);
+/* A relay started (on = 1) or stopped (on = 0) at mono ms `now_ms`: the lag gauge is shown while
+ * one runs in the process, from that start until its first complete round. */
+void sk_metrics_relay_running(int on, int64_t now_ms);
+/* A relay round whose read of the marks was sent at mono ms `t0_ms` ended complete: every slot
+ * marked then was relayed to its stream's end, without a failure. The lag gauge shows the time
+ * since the latest such t0. Single writer (the relay's worker); read on scrape. */
+void sk_metrics_relay_complete(int64_t t0_ms);
+
 /* Calls cb for each take outcome that /metrics shows (won, replayed, sold_out, user_limit and
  * every other error code seen), with its count summed over the threads. */
 void sk_metrics_each_take(void (*cb)(const char *outcome, uint64_t n, void *arg), void *arg);

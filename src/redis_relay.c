@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
+#include "metrics.h"
 #include "redis_conn_internal.h"
 #include "store_redis_internal.h"
 #include "util.h"
@@ -36,8 +37,10 @@ struct relay_s {
         long long ver;
     } * todo; /* the round's marked slots */
     size_t ntodo, next, cap;
-    size_t out; /* slots being relayed */
-    int failed; /* a command of the round failed: the next round waits RELAY_IDLE_MS */
+    size_t out;      /* slots being relayed */
+    int failed;      /* a command of the round failed: the next round waits RELAY_IDLE_MS */
+    int behind;      /* a slot of the round ran out of tries (RELAY_TRIES): not relayed to its end */
+    int64_t poll_at; /* mono ms the round's read of the marks was sent */
     struct {
         uint64_t hi, lo;
         int known;
@@ -185,8 +188,10 @@ static void relay_end_job(worker_t *w, int failed)
 {
     relay_t *rl = w->relay;
     rl->out--;
-    if (failed)
+    if (failed) {
         rl->failed = 1;
+        sk_metrics_relay_step(SK_RELAY_FAILED, 0);
+    }
     relay_run(w);
 }
 
@@ -342,8 +347,11 @@ static void relay_copy_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         relay_end_job(w, 1);
         return;
     }
-    if (code == RC_OK && cmd->gap) /* the position was the stored one: what followed it may be lost */
+    sk_metrics_relay_step(code == RC_OK ? SK_RELAY_COPIED : SK_RELAY_RACED, cmd->nreqs);
+    if (code == RC_OK && cmd->gap) { /* the position was the stored one: what followed it may be lost */
         sk_log(SK_LOG_WARN, "event=feed_relay_gap slot=%d after=%s copied_to=%.*s", slot, cmd->pos, (int)len, s);
+        sk_metrics_relay_gap();
+    }
     rl->pos[slot].hi = c.hi;
     rl->pos[slot].lo = c.lo;
     rl->pos[slot].known = 1;
@@ -358,6 +366,7 @@ static void relay_copy_done(worker_t *w, cmd_t *cmd, redisReply *rep)
     }
     if (code == RC_REPLAY) { /* another relay moved on (or this one was behind): read after the stored one */
         if (cmd->tries + 1 >= RELAY_TRIES) {
+            rl->behind = 1;
             relay_end_job(w, 0); /* the mark stays: the next round */
             return;
         }
@@ -372,7 +381,10 @@ static void relay_copy_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 }
 
 /* Starts the round's next slots, at most RELAY_PAR at once; at its end the next round is asked
- * for at once if this one had marks and no failure. */
+ * for at once if this one had marks and no failure. A round that relayed every slot marked when
+ * it read the marks to its stream's end (none failed or ran out of tries) is complete: every
+ * entry marked before that read is in the merged feed (copied by this relay or another), which
+ * the lag gauge of /metrics counts from (sk_metrics_relay_complete). */
 static void relay_run(worker_t *w)
 {
     relay_t *rl = w->relay;
@@ -384,6 +396,8 @@ static void relay_run(worker_t *w)
     if (rl->out > 0 || rl->next < rl->ntodo)
         return;
     int64_t now = sk_mono_ms();
+    if (!rl->failed && !rl->behind)
+        sk_metrics_relay_complete(rl->poll_at);
     if (rl->ntodo > 0 && !rl->failed) {
         rl->last_work = now;
         rl->next_poll = now;
@@ -397,7 +411,7 @@ static void relay_run(worker_t *w)
         rl->next_poll = now + RELAY_IDLE_MS;
     }
     rl->ntodo = rl->next = 0;
-    rl->failed = 0;
+    rl->failed = rl->behind = 0;
     relay_tick(w);
 }
 
@@ -471,7 +485,8 @@ static void relay_tick(worker_t *w)
     cmd_t *cmd = sk_store_redis_cmd_new(w, C_RELAY_POLL, -1);
     cmd->slot = w->r->feed_slot;
     cmd_plain(cmd, "HGETALL", CL_FEED_DIRTY_KEY, NULL);
-    rl->next_poll = sk_mono_ms() + RELAY_IDLE_MS;
+    rl->poll_at = sk_mono_ms();
+    rl->next_poll = rl->poll_at + RELAY_IDLE_MS;
     if (sk_store_redis_cmd_send(cmd) == 0)
         rl->polling = 1;
     else
@@ -485,12 +500,14 @@ void sk_store_redis_relay_open(worker_t *w)
     w->relay->w = w;
     h2o_timeout_init(w->loop, &w->relay->t_busy, RELAY_BUSY_MS);
     w->relay->e_busy.cb = on_relay_busy;
+    sk_metrics_relay_running(1, sk_mono_ms());
 }
 
 /* Frees the relay, if any; its commands were answered (the connections are gone). */
 void sk_store_redis_relay_close(worker_t *w)
 {
     if (w->relay != NULL) {
+        sk_metrics_relay_running(0, 0);
         free(w->relay->todo);
         if (h2o_timeout_is_linked(&w->relay->e_busy))
             h2o_timeout_unlink(&w->relay->e_busy);

@@ -7,6 +7,7 @@ within a fraction of a second, so the tests wait for the feed's state rather tha
 Two instances on one Redis and on a cluster (their relays race)."""
 import http.client
 import json
+import re
 import threading
 import time
 
@@ -237,8 +238,55 @@ def test_feed_survives_restarts(make_server, sale_id):
     assert cur(after[0]["cursor"]) > cur(mid)
 
 
+def relay_metrics(srv):
+    """The feed relay's samples of /metrics: {"entries", "copied", "raced", "failed", "gaps",
+    "lag"} (lag None when the gauge is not shown)."""
+    r = srv.adm("GET", "/metrics")
+    assert r.status == 200, r
+    got = dict(re.findall(r"^(seckill_feed_relay_\S+) (\S+)$", r.body, re.M))
+    lag = got.get("seckill_feed_relay_lag_seconds")
+    out = {"entries": int(got["seckill_feed_relay_entries_total"]),
+           "gaps": int(got["seckill_feed_relay_gaps_total"]), "lag": None if lag is None else float(lag)}
+    for k in ("copied", "raced", "failed"):
+        out[k] = int(got[f'seckill_feed_relay_copies_total{{result="{k}"}}'])
+    return out
+
+
+def entries_added(port, key):
+    """XINFO STREAM's entries-added: every entry ever added to the stream, trimmed ones too."""
+    info = resp(port, "XINFO", "STREAM", key)
+    return int(dict(zip(info[::2], info[1::2]))["entries-added"])
+
+
+def relays_add_up(cluster, servers):
+    """Asserts that the entries the relays of `servers` count as copied (/metrics) add up to
+    those added to the merged stream sk:{feed}, once the last copy's answer is in: the store was
+    emptied before the test, so every entry there is one of theirs, and one that lost the race
+    counts nothing. Also: no gap, no failure, every relay caught up (its lag gauge below 1 s: idle,
+    its rounds complete every 0.2 s). Returns (entries added, each relay's metrics)."""
+    fm = cluster.master_of_slot(key_slot("{feed}"))
+    got = {}
+
+    def counted():
+        n = entries_added(fm, "sk:{feed}")
+        got["added"], got["relays"] = n, [relay_metrics(x) for x in servers]
+        got["ok"] = sum(m["entries"] for m in got["relays"]) == n == entries_added(fm, "sk:{feed}")
+        return got["ok"]
+
+    t0 = time.monotonic()
+    while not counted() and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    assert got["ok"], got
+    for m in got["relays"]:
+        assert m["gaps"] == 0 and m["failed"] == 0 and m["lag"] is not None, got
+    assert sum(m["copied"] for m in got["relays"]) >= 1, got
+    wait_for(lambda: all(relay_metrics(x)["lag"] < 1.0 for x in servers), timeout=10,
+             what="the relays' lag below 1 s")
+    return got["added"], got["relays"]
+
+
 @redis_stores
-def test_feed_from_two_instances(make_server, sale_id):
+def test_feed_from_two_instances(make_server, store, sale_id):
     a, b = make_server(), make_server()
     s = sale_id()
     a.put_sale(s, stock=1000)
@@ -265,6 +313,9 @@ def test_feed_from_two_instances(make_server, sale_id):
     assert sorted(ids, key=int) == [str(i) for i in range(1, 301)]  # every order once
     assert ids == sorted(ids, key=int)  # in the order of the sale
     assert short(follow(a, start)[0]) == short(seen)  # the same from either instance
+    if store.kind == "redis-cluster":  # 300 created: in 300 entries, or fewer (a take call's in one)
+        added, ms = relays_add_up(store.cluster, (a, b))
+        assert 1 <= added <= 300, (added, ms)
 
 
 class SSE:
@@ -485,7 +536,9 @@ def slot_tag(slot):
 def test_feed_cluster_merges_sales_of_every_master(make_server, store, sale_id):
     """Sales on each of the three masters: the merged feed has every event once, each sale's in
     its order, deletions included (their entries passed over); the relay leaves its positions in
-    sk:{feed}:pos and trims nothing it has not copied."""
+    sk:{feed}:pos and trims nothing it has not copied. /metrics: the entries the two racing
+    relays count as copied add up to those added to the merged stream (one that lost the race
+    counts nothing), no gap, both caught up."""
     c = store.cluster
     masters = sorted(c.masters())
     by_master = {}
@@ -526,3 +579,42 @@ def test_feed_cluster_merges_sales_of_every_master(make_server, store, sale_id):
     want = [(e["sale"], e["order"], e["event"], e["status"]) for e in evs if e["sale"] != gone]
     settled(b, "0-0", want)
     assert resp(fm, "HGET", "sk:{feed}:gone", gone) == "20"
+    # /metrics: what the relays copied is what the merged stream holds (nothing trimmed at the
+    # default retention): 60 created (a take call's orders in one entry: 3 entries or more), 3
+    # cancelled, 19 confirmed, 1 deletion
+    added, ms = relays_add_up(c, (a, b))
+    assert resp(fm, "XLEN", "sk:{feed}") == added
+    assert 26 <= added <= 83, (added, ms)
+    assert sum(m["copied"] for m in ms) >= 3, ms  # three slots had entries
+
+
+@cluster_only
+def test_feed_relay_lag_grows_while_the_merged_feeds_master_stalls(make_server, store, sale_id):
+    """seckill_feed_relay_lag_seconds: the time since the start of the relay's last complete
+    round. Idle it stays below the 0.2 s between two reads of the marks (plus scheduling); while
+    the merged feed's master answers nothing (CLIENT PAUSE) no round completes and it grows with
+    the clock; once the master answers again it drops back, and the entries written meanwhile are
+    copied."""
+    srv = make_server()
+    fm = store.cluster.master_of_slot(key_slot("{feed}"))
+    wait_for(lambda: (relay_metrics(srv)["lag"] or 9) < 1.0, timeout=10, what="the relay's first rounds")
+    s = sale_id()
+    while store.cluster.master_of_slot(key_slot(s)) == fm:
+        s = sale_id()
+    srv.put_sale(s, stock=10)
+    assert resp(fm, "CLIENT", "PAUSE", "2000", "ALL") == "OK"
+    t0 = time.monotonic()
+    took = []  # on another master: its entry waits in its slot stream (the take may wait too)
+    th = threading.Thread(target=lambda: took.append(srv.take(s, user="a").status))
+    th.start()
+    lags = []
+    while time.monotonic() - t0 < 1.8:
+        lags.append(relay_metrics(srv)["lag"])
+        time.sleep(0.1)
+    assert max(lags) >= 1.2 and lags == sorted(lags), lags  # only grows
+    th.join(15)
+    assert took == [201]
+    wait_for(lambda: relay_metrics(srv)["lag"] < 1.0, timeout=10, what="the lag back below 1 s")
+    evs, _ = at_least(srv, "0-0", 1)
+    assert short(evs) == [(s, "1", "created", "confirmed")]
+    assert relay_metrics(srv)["entries"] == 1

@@ -58,6 +58,22 @@ def test_metrics_after_known_traffic(server, sale_id):
     else:
         assert metric(t, "seckill_committed_orders_total") == 3
         assert metric(t, "seckill_commit_batch_size_sum") == 3
+    # the feed relay runs on a Redis Cluster only: elsewhere its counters stay at 0 and its lag
+    # gauge is not shown; on a cluster the take events' entries reach the merged feed
+    relay = ["seckill_feed_relay_entries_total", "seckill_feed_relay_gaps_total"] + \
+        [f'seckill_feed_relay_copies_total{{result="{r}"}}' for r in ("copied", "raced", "failed")]
+    if "redis-cluster" in server.store_url:
+        deadline = time.monotonic() + 10
+        while metric(t, "seckill_feed_relay_entries_total") < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            t = server.adm("GET", "/metrics").body
+        assert metric(t, "seckill_feed_relay_entries_total") == 3  # the 3 created, a take call each
+        assert metric(t, 'seckill_feed_relay_copies_total{result="copied"}') >= 1
+        assert metric(t, "seckill_feed_relay_gaps_total") == 0
+        assert 0 <= metric(t, "seckill_feed_relay_lag_seconds") < 60
+    else:
+        assert [metric(t, name) for name in relay] == [0] * len(relay)
+        assert "seckill_feed_relay_lag_seconds" not in t
     # the histogram counts every request answered before this scrape (at least the 9 above)
     assert metric(t, "seckill_request_duration_seconds_count") >= 9
     assert metric(t, "seckill_request_duration_seconds_bucket", '{le="+Inf"}') == \
