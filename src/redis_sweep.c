@@ -20,6 +20,7 @@
 
 #define SWEEP_IDLE_MS 1000    /* worker 0 asks for due slots at least this often (a hold lasts >= 1 s) */
 #define FEEDTRIM_EVERY_MS 300 /* worker 0 trims the feed this often (not on a cluster) */
+#define FEEDTRIM_IDLE_MS 1000 /* and this often after a trim that removed nothing */
 #define REINDEX_PER_TICK 200  /* slots read per 100 ms by the reindex at start */
 
 static void sweep_send(worker_t *w, cmd_t *cmd)
@@ -154,7 +155,7 @@ static void reindex_slot_done(worker_t *w, cmd_t *cmd, redisReply *rep)
 
 /* Worker 0's turn of every tick: the reindex until it is done, the next ask for due slots when it
  * is time and none is out, and (not on a cluster, whose relay trims the merged feed) the feed's
- * retention every FEEDTRIM_EVERY_MS. */
+ * retention every FEEDTRIM_EVERY_MS (FEEDTRIM_IDLE_MS once it found nothing to trim). */
 void sk_store_redis_sweep_tick(worker_t *w, int64_t now)
 {
     if (w->reindex < 3 && sk_store_redis_index_ready(w))
@@ -198,6 +199,8 @@ void sk_store_redis_sweep_done(worker_t *w, cmd_t *cmd, redisReply *rep)
         break;
     case C_FEEDTRIM: { /* a storm past the retention: keep at it while there is more */
         w->trimming--;
+        if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer == 0)
+            w->next_trim = sk_mono_ms() + FEEDTRIM_IDLE_MS; /* nothing to trim: an idle feed costs less */
         if (rep != NULL && rep->type == REDIS_REPLY_INTEGER && rep->integer >= 1000) {
             cmd_t *more = sk_store_redis_cmd_new(w, C_FEEDTRIM, S_FEEDTRIM);
             more->slot = cmd->slot;
