@@ -57,12 +57,42 @@ end
 -- they are spread over small hashes that Redis keeps as listpacks (about 4 times smaller than a
 -- hash's table): the orders ORDERS_PER_KEY ids a key ('sk:{sale}:o:' .. id div ORDERS_PER_KEY),
 -- request ids and users over B keys each ('sk:{sale}:r:' / 'sk:{sale}:u:' .. a hash of the string
--- mod B), B fixed when the sale is made, from its stock (PER_BUCKET entries a key on average).
+-- mod B), B fixed when the sale is made, from its stock (buckets_for: PER_BUCKET entries a key on
+-- average).
 -- These keys are not declared in KEYS: on a Redis Cluster every script touches them first (touch,
 -- below), so that a slot in migration stops it before it writes anything. The sale's field 'b'
 -- holds B: absent for layout 1.
 local ORDERS_PER_KEY = 64
 local PER_BUCKET = 64
+local BUCKETS_MAX = 65521 -- the largest prime below 2^16 (buckets_for)
+
+-- B for a sale made with `stock`: ceil(stock / PER_BUCKET), at most BUCKETS_MAX, then the prime at
+-- or above it. shash mod a power of two (or another even number) leaves buckets empty and
+-- overfills others past hash-max-listpack-entries for ids of digits ('12345'), and a prime
+-- spreads them (at most about 90 entries a key for 64 on average, for every id pattern tried).
+-- The bound keeps a deletion's UNLINK of every bucket (drop_sale, when the sale has more orders
+-- than buckets) to about 131,000 keys: a sale of stock 10^15 would have had 10^13. A sale of more than
+-- about 4 million orders fills its buckets past 128 entries, which Redis then keeps as tables.
+local function buckets_for(stock)
+  local b = math.min(math.max(1, math.ceil(stock / PER_BUCKET)), BUCKETS_MAX)
+  if b < 3 then
+    return b
+  end
+  while true do
+    local prime, d = true, 2
+    while d * d <= b do
+      if b % d == 0 then
+        prime = false
+        break
+      end
+      d = d + 1
+    end
+    if prime then
+      return b
+    end
+    b = b + 1
+  end
+end
 local B = nil          -- the sale's B, nil for layout 1 (set by load_sale / layout)
 local B_OF = nil       -- the K.sale B was read for
 
@@ -443,15 +473,37 @@ end
 local function drop_sale(id, sales, due, tombstones)
   local seq = tonumber(redis.call('GET', K.seq) or '0')
   layout()
-  -- layout 2: every key the sale may have (an absent one costs nothing)
+  -- layout 2: every key the sale may have (an absent one costs nothing): its order keys, and the
+  -- keys of its request ids and users: those its orders name when it has fewer orders than B
+  -- (every entry of them is an order's), else all 2 B
   local ks = {}
   if B then
+    local named = seq < B and {} or nil
     for i = 0, math.floor(seq / ORDERS_PER_KEY) do
-      ks[#ks + 1] = K.sale .. ':o:' .. i
+      local ok = K.sale .. ':o:' .. i
+      ks[#ks + 1] = ok
+      if named then
+        local kv = redis.call('HGETALL', ok)
+        for j = 2, #kv, 2 do
+          local o = unpack_order(kv[j])
+          if o.request_id ~= '' then
+            named[rkey(o.request_id)] = true
+          end
+          if o.user ~= '' then
+            named[ukey(o.user)] = true
+          end
+        end
+      end
     end
-    for i = 0, B - 1 do
-      ks[#ks + 1] = K.sale .. ':r:' .. i
-      ks[#ks + 1] = K.sale .. ':u:' .. i
+    if named then
+      for k in pairs(named) do
+        ks[#ks + 1] = k
+      end
+    else
+      for i = 0, B - 1 do
+        ks[#ks + 1] = K.sale .. ':r:' .. i
+        ks[#ks + 1] = K.sale .. ':u:' .. i
+      end
     end
   end
   if FEED_PER_SLOT then

@@ -26,7 +26,7 @@ if not s then
              'ends', ARGV[5], 'sold', '0', 'held', '0', 'retain', ARGV[7])
   -- layout 2 (common.lua): B keys for request ids and for users, from the stock it is made with
   -- (on a Redis Cluster too: its scripts touch those keys first, common.lua's touch)
-  redis.call('HSET', K.sale, 'b', num(math.max(1, math.ceil(tonumber(ARGV[1]) / PER_BUCKET))))
+  redis.call('HSET', K.sale, 'b', num(buckets_for(tonumber(ARGV[1]))))
   s = load_sale()
   retain_sweep(ARGV[6], s)
   return sale_reply(R_CREATED, s)

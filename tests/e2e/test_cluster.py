@@ -405,7 +405,7 @@ def test_half_moved_sale_refuses_whole_scripts(own_cluster, tmp_path):
         src = c.master_of_slot(slot)
         dst = next(p for p in c.masters() if p != src)
         srv.put_sale(s, stock=200, per_user_limit=1, hold_seconds=8)
-        assert resp(src, "HGET", "sk:{%s}" % s, "b") == "4"  # layout 2: 4 keys of request ids, 4 of users
+        assert resp(src, "HGET", "sk:{%s}" % s, "b") == "5"  # layout 2: 5 keys of request ids, 5 of users
         orders = [srv.take(s, user=f"u{i}", request_id=f"r{i}") for i in range(100)]
         assert all(r.status == 201 for r in orders), [r for r in orders if r.status != 201][:3]
         ids = [r.body["order"] for r in orders]

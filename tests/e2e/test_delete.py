@@ -10,6 +10,7 @@ import pytest
 from conftest import assert_error, storm
 
 sqlite_only = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+redis_stores = pytest.mark.parametrize("store", ["redis", "redis-cluster"], indirect=True)
 
 
 def end_now(server, s, **fields):
@@ -44,6 +45,30 @@ def test_delete_an_ended_sale(server, sale_id):
     server.put_sale(s, stock=5)
     again = server.take(s, user="alice", request_id="r-1")
     assert again.status == 201 and again.body["order"] == "3", again
+
+
+@redis_stores
+def test_delete_a_sale_of_a_huge_stock(server, store, sale_id):
+    """A sale made with a stock of 10^15 (layout 2: its request ids and users over a bounded
+    number of keys, docs/redis.md "Layouts") is deleted at once, every key of it gone: the
+    deletion unlinks each of its buckets, which were ceil(stock / 64) before the bound (10^13:
+    Redis would have been busy for ever)."""
+    from conftest import key_slot, resp
+    from test_retain import redis_keys
+
+    s = sale_id()
+    server.put_sale(s, stock=10 ** 15)
+    port = store.redis.port if store.kind == "redis" else store.cluster.master_of_slot(key_slot(s))
+    assert resp(port, "HGET", "sk:{%s}" % s, "b") == "65521"  # the bound, a prime
+    res = storm(server.public_port, [("POST", f"/v1/sales/{s}/orders", {"user": f"{i}", "request_id": f"r{i}"})
+                                     for i in range(200)])
+    assert [st for st, _ in res].count(201) == 200
+    end_now(server, s, stock=10 ** 15)
+    t0 = time.monotonic()
+    r = server.adm("DELETE", f"/v1/sales/{s}")
+    assert r.status == 200 and r.body["sold"] == 200, r
+    assert time.monotonic() - t0 < 10
+    assert redis_keys(store, s) == []
 
 
 def test_delete_survives_restarts(make_server, sale_id):
