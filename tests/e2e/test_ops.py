@@ -169,21 +169,32 @@ def test_bad_config_file_exits_2(tmp_path):
 
 @sqlite_only
 def test_rate_limit_429_with_retry_after(make_server, sale_id):
-    srv = make_server(["--rate-limit", "5", "--rate-burst", "5"])
+    # a burst of 5, then 1 token a second: the takes below are exact unless the machine is so
+    # slow (a sanitizer build on a busy machine) that a second passed meanwhile, when each second
+    # may have given one more 201
+    srv = make_server(["--rate-limit", "1", "--rate-burst", "5"])
     s = sale_id()
     srv.put_sale(s, stock=1000)
+    t0 = time.monotonic()
     codes = [srv.take(s, user="bot").status for _ in range(8)]
-    assert codes == [201] * 5 + [429] * 3, codes
     r = srv.take(s, user="bot")
+    # another user named in the body is the same client (the address)
+    human = srv.take(s, user="human").status
+    refilled = int(time.monotonic() - t0)
+    got = codes + [r.status, human]
+    assert got[:5] == [201] * 5 and set(got) <= {201, 429}, got
+    assert got.count(201) - 5 <= refilled, (got, refilled)
+    if refilled == 0:
+        assert got == [201] * 5 + [429] * 5, got
+    r = r if r.status == 429 else next(x for x in (srv.take(s, user="bot") for _ in range(10)) if x.status == 429)
     assert r.status == 429 and r.body["error"] == "rate_limited"
     assert int(r.headers["retry-after"]) >= 1
-    # another user named in the body is the same client (the address); the admin listener is
-    # never limited
-    assert srv.take(s, user="human").status == 429
+    # the admin listener is never limited
     assert all(srv.take(s, via="adm", user="bot2").status == 201 for _ in range(8))
-    time.sleep(1.1)  # 5 tokens per second come back
+    sold = srv.adm("GET", f"/v1/sales/{s}").body["sold"]
+    time.sleep(1.1)  # a token comes back
     assert srv.take(s, user="human").status == 201
-    assert srv.sale(s)["sold"] == 5 + 8 + 1
+    assert srv.adm("GET", f"/v1/sales/{s}").body["sold"] == sold + 1
 
 
 def _mount_tmpfs(path, size):
