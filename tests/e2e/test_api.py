@@ -797,7 +797,11 @@ def test_rate_limit_429(make_server, sale_id):
             assert int(r.headers["retry-after"]) >= 1, r.headers
     assert 5 <= len(won) <= 5 + int(elapsed * 5) + 1, (len(won), elapsed)
     assert srv.adm("GET", f"/v1/sales/{s}").body["sold"] == len(won)  # a 429 takes nothing
-    assert_error(srv.take(s, user="human"), 429, "rate_limited")  # the body names no client
+    # the body names no client: "human" shares the address's empty bucket (a slow take may find a
+    # token refilled, 5 a second: then the next, at once, finds none)
+    human = [srv.take(s, user="human") for _ in range(2)]
+    assert_error(human[-1] if human[0].status == 201 else human[0], 429, "rate_limited")
+    won += [r for r in human if r.status == 201]
     # the admin listener is not limited
     assert all(srv.adm("GET", f"/v1/sales/{s}").status == 200 for _ in range(20))
     assert all(srv.take(s, via="adm", user="bot").status == 201 for _ in range(8))
