@@ -33,6 +33,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "render.h"
+#include "sse.h"
 #include "util.h"
 
 /* One snapshot message ("data: {...}\n\n"), refcounted, shared by the streams sending it. */
@@ -44,14 +45,9 @@ typedef struct msg_s {
 typedef struct sk_dashboard_s dashboard_t;
 
 typedef struct stream_s {
-    h2o_generator_t gen; /* first: h2o hands &gen back to proceed / stop */
-    h2o_req_t *req;      /* NULL once h2o stopped the response */
+    sk_sse_t sse; /* the response; holds the message being written */
     dashboard_t *d;
     h2o_linklist_t link; /* in d->streams */
-    msg_t *held;         /* the message being written (a reference), NULL if none */
-    int busy;            /* a write is in flight: wait for proceed */
-    int finishing;       /* send the final chunk when the write in flight is done */
-    int finished;        /* the final chunk was sent: h2o owns the rest */
 } stream_t;
 
 struct sk_dashboard_s {
@@ -186,51 +182,11 @@ static msg_t *snapshot(dashboard_t *d, const sk_buf_t *sales)
 
 /* -- streams */
 
-/* Writes `m` (may be NULL) after `pre` (may be empty); the stream must not be busy. Nothing may
- * touch `st` after h2o_send: h2o may fail the write and release the request at once. */
-static void stream_send(stream_t *st, const char *pre, size_t prelen, msg_t *m)
+/* Writes `m` (may be NULL) after what is in the stream's buffer; the stream must be idle. Nothing
+ * may touch `st` after it: h2o may fail the write and release the request at once. */
+static void stream_send(stream_t *st, msg_t *m)
 {
-    h2o_iovec_t bufs[2];
-    size_t n = 0;
-    if (prelen != 0)
-        bufs[n++] = h2o_iovec_init(pre, prelen);
-    if (m != NULL) {
-        h2o_mem_addref_shared(m);
-        st->held = m;
-        bufs[n++] = h2o_iovec_init(m->data, m->len);
-    }
-    st->busy = 1;
-    h2o_send(st->req, bufs, n, H2O_SEND_STATE_IN_PROGRESS);
-}
-
-static void stream_finish(stream_t *st)
-{
-    if (st->finished || st->req == NULL)
-        return;
-    if (st->busy) {
-        st->finishing = 1;
-        return;
-    }
-    st->finished = 1;
-    st->req->http1_is_persistent = 0; /* h2o closes the connection after the final chunk */
-    h2o_send(st->req, NULL, 0, H2O_SEND_STATE_FINAL);
-}
-
-/* h2o: the previous write is flushed. */
-static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
-{
-    stream_t *st = (stream_t *)gen;
-    st->busy = 0;
-    msg_release(&st->held);
-    if (st->finishing)
-        stream_finish(st);
-}
-
-/* h2o: the response ends abruptly (the client went away); the pool goes next. */
-static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
-{
-    stream_t *st = (stream_t *)gen;
-    st->req = NULL;
+    sk_sse_send(&st->sse, m, m != NULL ? m->data : NULL, m != NULL ? m->len : 0);
 }
 
 /* The request's pool is being cleared: the stream is gone, however it ended. */
@@ -239,7 +195,7 @@ static void on_stream_dispose(void *p)
     stream_t *st = p;
     h2o_linklist_unlink(&st->link);
     st->d->nstreams--;
-    msg_release(&st->held);
+    sk_sse_dispose(&st->sse);
 }
 
 /* -- the worker's timer and snapshots */
@@ -255,8 +211,8 @@ static void publish(dashboard_t *d, const sk_buf_t *sales)
     for (h2o_linklist_t *n = d->streams.next, *next; n != &d->streams; n = next) {
         next = n->next; /* a send may release its stream */
         stream_t *st = H2O_STRUCT_FROM_MEMBER(stream_t, link, n);
-        if (st->req != NULL && !st->busy && !st->finished)
-            stream_send(st, NULL, 0, m);
+        if (sk_sse_idle(&st->sse))
+            stream_send(st, m);
     }
 }
 
@@ -365,7 +321,8 @@ static void cut(dashboard_t *d)
 {
     for (h2o_linklist_t *n = d->streams.next; n != &d->streams; n = n->next) {
         stream_t *st = H2O_STRUCT_FROM_MEMBER(stream_t, link, n);
-        h2o_socket_t *sock = st->req != NULL ? st->req->conn->callbacks->get_socket(st->req->conn) : NULL;
+        h2o_req_t *req = st->sse.req;
+        h2o_socket_t *sock = req != NULL ? req->conn->callbacks->get_socket(req->conn) : NULL;
         if (sock != NULL)
             shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
     }
@@ -410,30 +367,19 @@ void sk_dashboard_events(sk_worker_t *w, h2o_req_t *req)
     }
     stream_t *st = h2o_mem_alloc_shared(&req->pool, sizeof(*st), on_stream_dispose);
     memset(st, 0, sizeof(*st));
-    st->gen.proceed = on_proceed;
-    st->gen.stop = on_stop;
-    st->req = req;
     st->d = d;
     h2o_linklist_insert(&d->streams, &st->link);
     d->nstreams++;
-
-    req->res.status = 200;
-    req->res.reason = "OK";
-    /* content_length stays unknown: HTTP/1.1 gets chunks, HTTP/1.0 the end of the connection */
-    req->http1_is_persistent = 0;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
-    h2o_start_response(req, &st->gen);
+    sk_sse_start(&st->sse, req, NULL);
 
     if (stopping) {
-        st->finished = 1;
-        h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+        sk_sse_finish(&st->sse);
         return;
     }
     /* the latest snapshot at once when it is recent; else the next tick brings one */
     msg_t *m = d->last != NULL && sk_mono_ms() - d->last_at < 2 * SK_DASHBOARD_TICK_MS ? d->last : NULL;
-    stream_send(st, RETRY, sizeof(RETRY) - 1, m);
+    sk_buf_append(&st->sse.out, RETRY, sizeof(RETRY) - 1);
+    stream_send(st, m);
 }
 
 /* -- the token in the query string */
@@ -485,7 +431,7 @@ static void worker_stop(sk_worker_t *w)
     d->stop_at = sk_mono_ms();
     for (h2o_linklist_t *n = d->streams.next, *next; n != &d->streams; n = next) {
         next = n->next;
-        stream_finish(H2O_STRUCT_FROM_MEMBER(stream_t, link, n));
+        sk_sse_finish(&H2O_STRUCT_FROM_MEMBER(stream_t, link, n)->sse);
     }
     /* the timer now watches the streams still writing (see cut) */
     if (d->nstreams != 0 && !h2o_timeout_is_linked(&d->tick_entry))

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "parse.h"
 #include "render.h"
+#include "sse.h"
 #include "util.h"
 
 #define FEED_TICK_MS 10  /* the parked requests' timer */
@@ -30,7 +31,7 @@
 typedef struct sk_feed_s feed_t;
 
 typedef struct poll_s {
-    h2o_generator_t gen; /* first: h2o hands &gen back (streams) */
+    sk_sse_t sse; /* a stream's response */
     sk_store_req_t sreq;
     h2o_req_t *req; /* NULL once h2o has freed the request */
     feed_t *f;
@@ -41,12 +42,9 @@ typedef struct poll_s {
     int64_t deadline;     /* mono ms: a long-poll's end; a stream's next heartbeat */
     int64_t next_poll;    /* mono ms: the next read when the store has no feed mark */
     uint64_t mark;        /* the store's feed mark before the last read */
-    sk_buf_t out;         /* a stream's write in flight */
     unsigned pending : 1; /* a read is with the store */
     unsigned stream : 1;
-    unsigned busy : 1;  /* a stream's write is in flight */
     unsigned again : 1; /* read again as soon as the write is done (there was more) */
-    unsigned finished : 1;
 } poll_t;
 
 struct sk_feed_s {
@@ -74,7 +72,7 @@ static void poll_free(poll_t *p)
     if (p->stream)
         p->f->streams--;
     sk_store_req_dispose(&p->sreq);
-    sk_buf_dispose(&p->out);
+    sk_sse_dispose(&p->sse);
     free(p);
 }
 
@@ -134,50 +132,37 @@ static void reply_page(poll_t *p)
 
 /* -- streams */
 
-static void stream_write(poll_t *p, h2o_send_state_t state)
-{
-    h2o_iovec_t buf = h2o_iovec_init(p->out.p, p->out.len);
-    p->busy = state == H2O_SEND_STATE_IN_PROGRESS;
-    p->finished = state != H2O_SEND_STATE_IN_PROGRESS;
-    h2o_send(p->req, &buf, p->out.len > 0 ? 1 : 0, state);
-}
-
+/* Ends the stream, after the write in flight if there is one (sse.c). */
 static void stream_finish(poll_t *p)
 {
-    if (p->finished || p->req == NULL)
-        return;
     if (h2o_linklist_is_linked(&p->link))
         h2o_linklist_unlink(&p->link);
-    if (p->busy) { /* after the write in flight: on_proceed */
-        p->again = 0;
-        return;
-    }
-    p->out.len = 0;
-    stream_write(p, H2O_SEND_STATE_FINAL);
+    sk_sse_finish(&p->sse);
 }
 
 static void stream_read_done(poll_t *p)
 {
     sk_store_req_t *s = &p->sreq;
-    p->out.len = 0;
+    /* no write is in flight (a read starts only then): the stream's buffer is empty */
+    sk_buf_t *out = &p->sse.out;
     if (s->err != 0) { /* the status went out long ago: say why, and end */
-        sk_buf_printf(&p->out, "event: error\ndata: {\"error\":\"%s\",\"message\":\"%s\"}\n\n", sk_err_code(s->err),
+        sk_buf_printf(out, "event: error\ndata: {\"error\":\"%s\",\"message\":\"%s\"}\n\n", sk_err_code(s->err),
                       sk_err_message(s->err));
-        stream_write(p, H2O_SEND_STATE_FINAL);
+        sk_sse_finish(&p->sse);
         return;
     }
     for (size_t i = 0; i < s->nevents; i++) {
         const sk_feed_event_t *ev = &s->events[i];
-        sk_buf_append(&p->out, "id: ", 4);
-        put_cursor(&p->out, ev->cursor);
-        sk_buf_printf(&p->out, "\nevent: %s\ndata: ", KINDS[ev->kind]);
-        put_event(&p->out, ev);
-        sk_buf_append(&p->out, "\n\n", 2);
+        sk_buf_append(out, "id: ", 4);
+        put_cursor(out, ev->cursor);
+        sk_buf_printf(out, "\nevent: %s\ndata: ", KINDS[ev->kind]);
+        put_event(out, ev);
+        sk_buf_append(out, "\n\n", 2);
     }
-    if (p->out.len > 0) {
+    if (out->len > 0) {
         p->again = s->more;
         p->deadline = sk_mono_ms() + heartbeat_ms;
-        stream_write(p, H2O_SEND_STATE_IN_PROGRESS);
+        sk_sse_send(&p->sse, NULL, NULL, 0);
         return;
     }
     if (p->f->stopping)
@@ -186,11 +171,10 @@ static void stream_read_done(poll_t *p)
         park(p);
 }
 
-static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
+/* sse.c: the write in flight is flushed. */
+static void on_flushed(sk_sse_t *sse)
 {
-    poll_t *p = (poll_t *)gen;
-    (void)req;
-    p->busy = 0;
+    poll_t *p = H2O_STRUCT_FROM_MEMBER(poll_t, sse, sse);
     if (p->f->stopping) {
         stream_finish(p);
     } else if (p->again) {
@@ -199,12 +183,6 @@ static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
     } else {
         park(p);
     }
-}
-
-static void on_stop(h2o_generator_t *gen, h2o_req_t *req)
-{
-    (void)gen;
-    (void)req; /* the client went away; the pool goes next (req_gone) */
 }
 
 /* -- reads */
@@ -288,11 +266,10 @@ static void on_tick(h2o_timeout_entry_t *entry)
         } else if (!p->stream) {
             reply_page(p); /* the wait is over: nothing new */
         } else {           /* a heartbeat */
-            p->out.len = 0;
-            sk_buf_append(&p->out, ":\n\n", 3);
+            sk_buf_append(&p->sse.out, ":\n\n", 3);
             p->deadline = now + heartbeat_ms;
             p->again = 0;
-            stream_write(p, H2O_SEND_STATE_IN_PROGRESS);
+            sk_sse_send(&p->sse, NULL, NULL, 0);
         }
     }
     if (!h2o_linklist_is_empty(&f->parked))
@@ -361,20 +338,12 @@ void sk_feed_serve(sk_worker_t *w, h2o_req_t *req, const char *query, size_t qle
     }
     f->streams++;
     p->deadline = sk_mono_ms() + heartbeat_ms;
-    p->gen.proceed = on_proceed;
-    p->gen.stop = on_stop;
-    req->res.status = 200;
-    req->res.reason = "OK";
-    req->http1_is_persistent = 0;
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-store"));
-    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL, H2O_STRLIT("no"));
     sk_api_account(req, action, 200);
-    h2o_start_response(req, &p->gen);
+    sk_sse_start(&p->sse, req, on_flushed);
     /* the headers and a reconnection delay at once; the first read when h2o has sent them */
-    sk_buf_append(&p->out, "retry: 2000\n\n", 13);
+    sk_buf_append(&p->sse.out, "retry: 2000\n\n", 13);
     p->again = 1;
-    stream_write(p, H2O_SEND_STATE_IN_PROGRESS);
+    sk_sse_send(&p->sse, NULL, NULL, 0);
 }
 
 /* -- server.c's hooks */
