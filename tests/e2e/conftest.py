@@ -187,15 +187,20 @@ def free_cluster_port():
     raise RuntimeError("no free port pair for a cluster node")
 
 
-def resp(port, *args, timeout=5.0):
+def resp(port, *args, timeout=5.0, asking=False, raw=False):
     """One command to a Redis on loopback (RESP2), its reply as Python values; an error reply is
-    returned as an Exception instance (not raised)."""
-    with socket.create_connection((HOST, port), timeout=timeout) as s:
-        out = b"*%d\r\n" % len(args)
-        for a in args:
+    returned as an Exception instance (not raised). With `asking`, ASKING first on the same
+    connection (a Cluster node importing the slot serves its keys then); with `raw`, bulk strings
+    as bytes (DUMP)."""
+    def enc(*cmd):
+        out = b"*%d\r\n" % len(cmd)
+        for a in cmd:
             a = a if isinstance(a, bytes) else str(a).encode()
             out += b"$%d\r\n%s\r\n" % (len(a), a)
-        s.sendall(out)
+        return out
+
+    with socket.create_connection((HOST, port), timeout=timeout) as s:
+        s.sendall((enc("ASKING") if asking else b"") + enc(*args))
         f = s.makefile("rb")
 
         def read():
@@ -214,11 +219,13 @@ def resp(port, *args, timeout=5.0):
                 if n < 0:
                     return None
                 data = f.read(n + 2)[:-2]
-                return data.decode(errors="replace")
+                return data if raw else data.decode(errors="replace")
             if t == b"*":
                 n = int(rest)
                 return None if n < 0 else [read() for _ in range(n)]
             raise OSError(f"bad reply {line!r}")
+        if asking:
+            read()  # +OK
         return read()
 
 
@@ -386,6 +393,16 @@ def stored_orders(port, sale):
             f[0] = LONG_STATUS.get(f[0], f[0])
             packed[flat[j]] = f
     return packed
+
+
+def metric(srv, sample):
+    """One sample of the server's /metrics, named as the text names it (with its labels:
+    'seckill_redis_refused_total{reason="tryagain"}'), as a float; fails when it is not there."""
+    r = srv.adm("GET", "/metrics")
+    assert r.status == 200, r
+    m = re.search(r"^" + re.escape(sample) + r" (\S+)$", r.body, re.M)
+    assert m is not None, f"no {sample} in /metrics"
+    return float(m.group(1))
 
 
 def key_slot(key):

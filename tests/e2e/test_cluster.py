@@ -7,13 +7,12 @@ key layout (every script touches one slot).
 The destructive tests share one cluster of their own (module scope), in this order: the
 migration moves one slot, the failover kills one master last."""
 import collections
-import socket
 import threading
 import time
 
 import pytest
 
-from conftest import HOST, RedisCluster, Server, key_slot, resp, storm
+from conftest import HOST, RedisCluster, Server, key_slot, metric, resp, storm
 
 cluster_only = pytest.mark.parametrize("store", ["redis-cluster"], indirect=True)
 
@@ -261,55 +260,12 @@ def migrate_slot(cluster, slot, src, dst):
 
 def redirects(srv, kind):
     """seckill_redis_redirects_total{kind=KIND} of /metrics."""
-    r = srv.adm("GET", "/metrics")
-    assert r.status == 200, r
-    for ln in r.body.split("\n"):
-        if ln.startswith(f'seckill_redis_redirects_total{{kind="{kind}"}} '):
-            return int(float(ln.split()[1]))
-    raise AssertionError(f"no redirects line for {kind}")
+    return int(metric(srv, f'seckill_redis_redirects_total{{kind="{kind}"}}'))
 
 
 def refused(srv, reason):
     """seckill_redis_refused_total{reason=REASON} of /metrics."""
-    r = srv.adm("GET", "/metrics")
-    assert r.status == 200, r
-    for ln in r.body.split("\n"):
-        if ln.startswith(f'seckill_redis_refused_total{{reason="{reason}"}} '):
-            return int(float(ln.split()[1]))
-    raise AssertionError(f"no refused line for {reason}")
-
-
-def resp_asking(port, *args):
-    """ASKING then one command on one connection (a node importing the slot serves its keys then),
-    the command's reply as conftest.resp gives it."""
-    def enc(*a):
-        out = b"*%d\r\n" % len(a)
-        for x in a:
-            x = x if isinstance(x, bytes) else str(x).encode()
-            out += b"$%d\r\n%s\r\n" % (len(x), x)
-        return out
-    with socket.create_connection((HOST, port), timeout=5.0) as s:
-        s.sendall(enc("ASKING") + enc(*args))
-        f = s.makefile("rb")
-
-        def read():
-            line = f.readline()
-            t, rest = line[:1], line[1:-2]
-            if t == b"+":
-                return rest.decode()
-            if t == b"-":
-                return Exception(rest.decode())
-            if t == b":":
-                return int(rest)
-            if t == b"$":
-                n = int(rest)
-                return None if n < 0 else f.read(n + 2)[:-2]
-            if t == b"*":
-                n = int(rest)
-                return None if n < 0 else [read() for _ in range(n)]
-            raise OSError(f"bad reply {line!r}")
-        assert read() == "OK"
-        return read()
+    return int(metric(srv, f'seckill_redis_refused_total{{reason="{reason}"}}'))
 
 
 def slot_snapshot(slot, ports):
@@ -321,9 +277,9 @@ def slot_snapshot(slot, ports):
     for p in ports:
         for k in resp(p, "CLUSTER", "GETKEYSINSLOT", slot, 100000):
             if k.startswith("sk:slot:{") and k.endswith(":due"):
-                out[(p, k)] = sorted(resp_asking(p, "ZRANGE", k, "0", "-1"))
+                out[(p, k)] = sorted(resp(p, "ZRANGE", k, "0", "-1", asking=True, raw=True))
                 continue
-            v = resp_asking(p, "DUMP", k)
+            v = resp(p, "DUMP", k, asking=True, raw=True)
             assert not isinstance(v, Exception), (p, k, v)
             out[(p, k)] = v
     return out

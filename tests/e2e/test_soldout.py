@@ -9,19 +9,14 @@ import time
 
 import pytest
 
-from conftest import storm
+from conftest import metric, storm
 
 SOLDOUT_TTL_S = 0.25  # src/store_redis.c, SOLDOUT_TTL_MS
 
 
 def take_calls(srv):
     """The take script calls this instance made (one per batch): seckill_redis_take_batch_size_count."""
-    r = srv.adm("GET", "/metrics")
-    assert r.status == 200, r
-    for ln in r.body.split("\n"):
-        if ln.startswith("seckill_redis_take_batch_size_count "):
-            return int(float(ln.split()[1]))
-    raise AssertionError("no seckill_redis_take_batch_size_count in /metrics")
+    return int(metric(srv, "seckill_redis_take_batch_size_count"))
 
 
 @pytest.mark.parametrize("store", ["redis", "redis-cluster"], indirect=True)
