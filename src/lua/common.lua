@@ -303,10 +303,12 @@ local function feed_add_created(first, ev, created_at, expires_at)
   end
 end
 
--- How many events an entry (its fields as XRANGE gives them) holds.
-local function feed_count(kv)
-  if kv[3] == 'n' then
-    return tonumber(kv[4])
+-- How many events an entry holds: its fields as XRANGE gives them (name, value, ...) from kv[i]
+-- on (i: 1, or 2 for the relay's {id, name, value, ...}).
+local function feed_count(kv, i)
+  i = i or 1
+  if kv[i + 2] == 'n' then
+    return tonumber(kv[i + 3])
   end
   return 1
 end

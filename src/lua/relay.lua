@@ -23,7 +23,7 @@ end
 local entries = cmsgpack.unpack(ARGV[7])
 local xs = 0
 for _, e in ipairs(entries) do
-  local k = e[4] == 'n' and tonumber(e[5]) or 1
+  local k = feed_count(e, 2)
   feed_xadd(stream, k, nil, unpack(e, 2))
   xs = xs + k - 1
   if e[2] == 'gone' then

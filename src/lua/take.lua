@@ -15,6 +15,7 @@
 -- order, when the sale's stream exists), then the counters once.
 local now_ms = clock_ms()
 local now = math.floor(now_ms / 1000)
+local ukeys, rkeys -- on a cluster, take i's user's and request id's keys as the pre-pass named them
 if FEED_PER_SLOT and layout() and B then
   -- On a Redis Cluster, before the first write (the reap's, then the decisions'), every key of
   -- layout 2 the batch may read or write (common.lua's touch): each take's user's key and request
@@ -23,13 +24,16 @@ if FEED_PER_SLOT and layout() and B then
   local n0 = tonumber(ARGV[1])
   local seq00 = tonumber(redis.call('GET', K.seq) or '0')
   local ks, rks, rids = {}, {}, {} -- rids: request id key (rks, in order) -> its request ids
+  ukeys, rkeys = {}, {}
   for i = 0, n0 - 1 do
     local user, rid = ARGV[2 + 3 * i], ARGV[4 + 3 * i]
     if user ~= '' then
-      ks[#ks + 1] = ukey(user)
+      ukeys[i] = ukey(user)
+      ks[#ks + 1] = ukeys[i]
     end
     if rid ~= '' then
       local rk = rkey(rid)
+      rkeys[i] = rk
       if not rids[rk] then
         rids[rk] = {}
         rks[#rks + 1] = rk
@@ -121,7 +125,7 @@ for i = 0, n - 1 do
       code = open and R_SOLD_OUT or window
     end
   elseif not prev then
-    local uk = user ~= '' and ukey(user)
+    local uk = user ~= '' and (ukeys and ukeys[i] or ukey(user))
     local fresh = false -- the user held nothing and now holds qty (written)
     local allowed = true
     if limit > 0 then
@@ -138,7 +142,7 @@ for i = 0, n - 1 do
     end
     local ids = num(seq + 1) -- the order's id, if it wins
     if rid ~= '' then
-      if not allowed or call('HSETNX', rkey(rid), rid, ids) == 0 then
+      if not allowed or call('HSETNX', rkeys and rkeys[i] or rkey(rid), rid, ids) == 0 then
         prev, prev_user, prev_qty, created, exp = by_rid(rid)
       end
     end
